@@ -1,0 +1,62 @@
+"""Batches sliced from tensors already in memory, and the arithmetic of an epoch.
+
+For a model as small as LeNet-5, a DataLoader's per-sample __getitem__ and collate cost
+more than the arithmetic. Here one seeded permutation per epoch is drawn on the data's
+own device and each batch is a single gather, so the accelerator never waits for data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+
+
+def iterations_per_epoch(num_samples: int, batch_size: int, drop_last: bool = False) -> int:
+    """One iteration per batch: ceil(N / batch_size), or floor when the last partial batch is dropped."""
+    if drop_last:
+        return num_samples // batch_size
+    return math.ceil(num_samples / batch_size)
+
+
+def batch_sizes(num_samples: int, batch_size: int, drop_last: bool = False) -> list[int]:
+    """The size of every batch in an epoch; only the last one can be smaller."""
+    n = iterations_per_epoch(num_samples, batch_size, drop_last)
+    return [min(batch_size, num_samples - i * batch_size) for i in range(n)]
+
+
+class TensorBatches:
+    """An iterable of (images, labels) batches for Lightning, re-shuffled on each pass.
+
+    The generator lives as long as the iterable, so epoch k always sees the k-th
+    permutation of the seed: the batch order is a function of (seed, epoch) only.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int = 0,
+        drop_last: bool = False,
+    ) -> None:
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.generator = torch.Generator(device=images.device).manual_seed(seed)
+
+    def __len__(self) -> int:
+        return iterations_per_epoch(len(self.labels), self.batch_size, self.drop_last)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n, bs = len(self.labels), self.batch_size
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator, device=self.images.device)
+            for i in range(len(self)):
+                idx = order[i * bs : (i + 1) * bs]
+                yield self.images[idx], self.labels[idx]
+        else:
+            for i in range(len(self)):
+                yield self.images[i * bs : (i + 1) * bs], self.labels[i * bs : (i + 1) * bs]

@@ -1,0 +1,153 @@
+"""Stage 4, evaluate: test-set loss, accuracy, per-class accuracy and the confusion matrix.
+
+It imports no Lightning: the weights are a safetensors file and the network a plain
+nn.Module. The numbers go to a DVC metrics file and into the MLflow run that trained
+these exact weights, with the plots as artifacts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+from omegaconf import DictConfig
+from safetensors.torch import load_file
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from lenet_mnist import model, params, prepare, tracking
+from lenet_mnist.stage import PipelineError, exit_on_error
+
+NUM_CLASSES = 10
+
+
+@torch.inference_mode()
+def predict(net: torch.nn.Module, x: np.ndarray, batch_size: int = 2048) -> torch.Tensor:
+    net.eval()
+    return torch.cat([net(torch.from_numpy(np.array(x[i : i + batch_size])))
+                      for i in range(0, len(x), batch_size)])
+
+
+def score(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    """The metrics DVC shows; per-class accuracy is the confusion matrix's diagonal share."""
+    per_class = MulticlassAccuracy(NUM_CLASSES, average=None)(logits, labels)
+    confusion = MulticlassConfusionMatrix(NUM_CLASSES)(logits, labels)
+    return {
+        "test_loss": round(F.cross_entropy(logits, labels).item(), 6),
+        "test_acc": round((logits.argmax(1) == labels).float().mean().item(), 6),
+        "per_class_acc": {str(c): round(a.item(), 6) for c, a in enumerate(per_class)},
+        "errors": int((logits.argmax(1) != labels).sum()),
+        "confusion": confusion.tolist(),
+    }
+
+
+def write_predictions(labels: torch.Tensor, logits: torch.Tensor, path: Path) -> None:
+    """One row per test image: the shape DVC's confusion template expects."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["actual", "predicted"])
+        writer.writerows(zip(labels.tolist(), logits.argmax(1).tolist(), strict=True))
+
+
+def plot(metrics: dict, history: Path, out: Path) -> list[Path]:
+    """PNG figures for the MLflow run: training curves and the confusion matrix."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(open(history)))
+    epochs = [int(r["epoch"]) for r in rows]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for split in ("train", "val"):
+        ax_loss.plot(epochs, [float(r[f"{split}_loss"]) for r in rows], "o-", label=split)
+        ax_acc.plot(epochs, [float(r[f"{split}_acc"]) for r in rows], "o-", label=split)
+    ax_acc.axhline(metrics["test_acc"], color="k", ls="--", label="test (kept weights)")
+    for ax, name in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+        ax.set(xlabel="epoch", ylabel=name, title=f"{name} per epoch")
+        ax.legend()
+    curves = out / "training_curves.png"
+    fig.tight_layout()
+    fig.savefig(curves, dpi=100)
+
+    fig, ax = plt.subplots(figsize=(6, 5))
+    matrix = np.array(metrics["confusion"])
+    ax.imshow(np.log1p(matrix), cmap="Blues")
+    for (i, j), n in np.ndenumerate(matrix):
+        ax.text(j, i, n, ha="center", va="center", fontsize=7)
+    ax.set(xlabel="predicted", ylabel="actual", xticks=range(10), yticks=range(10),
+           title=f"test confusion matrix ({metrics['errors']} errors)")
+    confusion = out / "confusion_matrix.png"
+    fig.tight_layout()
+    fig.savefig(confusion, dpi=100)
+    plt.close("all")
+    return [curves, confusion]
+
+
+def log_to_mlflow(cfg: DictConfig, weights: Path, metrics: dict, files: list[Path]) -> str:
+    """Add the test numbers to the run that trained these weights (or a new run if none did)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking.tracking_uri(cfg))
+    digest = tracking.sha256(weights)
+    run_id = tracking.find_run(client, cfg.logger.experiment_name, digest)
+    if run_id is None:  # e.g. DVC restored the weights from its cache without training
+        experiment = client.get_experiment_by_name(cfg.logger.experiment_name)
+        exp_id = experiment.experiment_id if experiment else client.create_experiment(
+            cfg.logger.experiment_name)
+        run_id = client.create_run(exp_id, tags={tracking.WEIGHTS_TAG: digest,
+                                                 "note": "weights restored, not trained"}).info.run_id
+    scalars = {"test_loss": metrics["test_loss"], "test_acc": metrics["test_acc"],
+               **{f"test_acc_class_{c}": a for c, a in metrics["per_class_acc"].items()}}
+    for key, value in scalars.items():
+        client.log_metric(run_id, key, value)
+    for path in files:
+        client.log_artifact(run_id, str(path))
+    if client.get_run(run_id).info.status != "FINISHED":
+        client.set_terminated(run_id)
+    return run_id
+
+
+def evaluate(cfg: DictConfig, weights: Path, prepared: Path, metrics_path: Path,
+             predictions: Path, history: Path) -> dict:
+    if not weights.is_file():
+        raise PipelineError(f"{weights} not found; run the train stage first (dvc repro)")
+    net = model.build(cfg.model.name)
+    net.load_state_dict(load_file(weights))
+    x, y = prepare.load(prepared, "test")
+    labels = torch.from_numpy(np.array(y))
+    logits = predict(net, x)
+    metrics = score(logits, labels)
+    metrics_path.parent.mkdir(parents=True, exist_ok=True)
+    shown = {k: v for k, v in metrics.items() if k != "confusion"}
+    metrics_path.write_text(json.dumps(shown, indent=2) + "\n")
+    write_predictions(labels, logits, predictions)
+    with tempfile.TemporaryDirectory() as tmp:  # figures live in MLflow; DVC draws its own
+        figures = plot(metrics, history, Path(tmp))
+        log_to_mlflow(cfg, weights, metrics, [metrics_path, predictions, *figures])
+    return metrics
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path, help="folder with weights.safetensors")
+    parser.add_argument("prepared", type=Path, help="folder from the prepare stage")
+    parser.add_argument("--metrics", type=Path, required=True, help="JSON for dvc metrics")
+    parser.add_argument("--predictions", type=Path, required=True, help="CSV for the confusion plot")
+    parser.add_argument("--history", type=Path, required=True, help="per-epoch CSV from train")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+    cfg = params.load(args.params)
+    m = evaluate(cfg, args.model / "weights.safetensors", args.prepared, args.metrics,
+                 args.predictions, args.history)
+    print(f"evaluate: test accuracy {m['test_acc']:.4f} ({m['errors']} errors), loss {m['test_loss']:.4f}")
+
+
+if __name__ == "__main__":
+    exit_on_error(main)

@@ -1,0 +1,38 @@
+"""The networks, as plain nn.Modules so that evaluation and export never import Lightning."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+class LeNet5(nn.Module):
+    """LeNet-5 as in the reference recipe, with ReLU and average pooling, for 1x32x32 inputs."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 6, kernel_size=5),  # 32 -> 28
+            nn.ReLU(),
+            nn.AvgPool2d(2),  # 28 -> 14
+            nn.Conv2d(6, 16, kernel_size=5),  # 14 -> 10
+            nn.ReLU(),
+            nn.AvgPool2d(2),  # 10 -> 5
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(16 * 5 * 5, 120),
+            nn.ReLU(),
+            nn.Linear(120, 84),
+            nn.ReLU(),
+            nn.Linear(84, num_classes),
+        )
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+MODELS: dict[str, type[nn.Module]] = {"lenet5": LeNet5}
+
+
+def build(name: str) -> nn.Module:
+    return MODELS[name]()

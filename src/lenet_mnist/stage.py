@@ -1,0 +1,42 @@
+"""The contract every stage keeps with its user and with DVC.
+
+A stage fails with one line the user can act on, a non-zero exit and no traceback; and
+it writes its output folder whole or not at all, so DVC never hashes a half-written one.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+class PipelineError(Exception):
+    """A problem with the user's input or environment, as opposed to a bug in this code."""
+
+
+def exit_on_error(main: Callable[[], None]) -> None:
+    """Run a stage entry point so that a PipelineError ends it with one readable line."""
+    try:
+        main()
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+@contextmanager
+def replacing(out: Path) -> Iterator[Path]:
+    """Yield an empty hidden sibling of `out` that replaces `out` only if the block succeeds."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-partial-"))
+    try:
+        yield staging
+        staging.chmod(0o755)
+        shutil.rmtree(out, ignore_errors=True)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
