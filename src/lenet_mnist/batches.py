@@ -14,7 +14,7 @@ import torch
 
 
 def iterations_per_epoch(num_samples: int, batch_size: int, drop_last: bool = False) -> int:
-    """One iteration per batch: ceil(N / batch_size), or floor when the last partial batch is dropped."""
+    """One iteration per batch: ceil(N / batch_size), or floor when the partial one is dropped."""
     if drop_last:
         return num_samples // batch_size
     return math.ceil(num_samples / batch_size)

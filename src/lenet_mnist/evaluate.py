@@ -29,8 +29,12 @@ NUM_CLASSES = 10
 @torch.inference_mode()
 def predict(net: torch.nn.Module, x: np.ndarray, batch_size: int = 2048) -> torch.Tensor:
     net.eval()
-    return torch.cat([net(torch.from_numpy(np.array(x[i : i + batch_size])))
-                      for i in range(0, len(x), batch_size)])
+    return torch.cat(
+        [
+            net(torch.from_numpy(np.array(x[i : i + batch_size])))
+            for i in range(0, len(x), batch_size)
+        ]
+    )
 
 
 def score(logits: torch.Tensor, labels: torch.Tensor) -> dict:
@@ -62,7 +66,7 @@ def plot(metrics: dict, history: Path, out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = list(csv.DictReader(open(history)))
+    rows = list(csv.DictReader(history.read_text().splitlines()))
     epochs = [int(r["epoch"]) for r in rows]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     for split in ("train", "val"):
@@ -81,8 +85,13 @@ def plot(metrics: dict, history: Path, out: Path) -> list[Path]:
     ax.imshow(np.log1p(matrix), cmap="Blues")
     for (i, j), n in np.ndenumerate(matrix):
         ax.text(j, i, n, ha="center", va="center", fontsize=7)
-    ax.set(xlabel="predicted", ylabel="actual", xticks=range(10), yticks=range(10),
-           title=f"test confusion matrix ({metrics['errors']} errors)")
+    ax.set(
+        xlabel="predicted",
+        ylabel="actual",
+        xticks=range(10),
+        yticks=range(10),
+        title=f"test confusion matrix ({metrics['errors']} errors)",
+    )
     confusion = out / "confusion_matrix.png"
     fig.tight_layout()
     fig.savefig(confusion, dpi=100)
@@ -99,12 +108,19 @@ def log_to_mlflow(cfg: DictConfig, weights: Path, metrics: dict, files: list[Pat
     run_id = tracking.find_run(client, cfg.logger.experiment_name, digest)
     if run_id is None:  # e.g. DVC restored the weights from its cache without training
         experiment = client.get_experiment_by_name(cfg.logger.experiment_name)
-        exp_id = experiment.experiment_id if experiment else client.create_experiment(
-            cfg.logger.experiment_name)
-        run_id = client.create_run(exp_id, tags={tracking.WEIGHTS_TAG: digest,
-                                                 "note": "weights restored, not trained"}).info.run_id
-    scalars = {"test_loss": metrics["test_loss"], "test_acc": metrics["test_acc"],
-               **{f"test_acc_class_{c}": a for c, a in metrics["per_class_acc"].items()}}
+        exp_id = (
+            experiment.experiment_id
+            if experiment
+            else client.create_experiment(cfg.logger.experiment_name)
+        )
+        run_id = client.create_run(
+            exp_id, tags={tracking.WEIGHTS_TAG: digest, "note": "weights restored, not trained"}
+        ).info.run_id
+    scalars = {
+        "test_loss": metrics["test_loss"],
+        "test_acc": metrics["test_acc"],
+        **{f"test_acc_class_{c}": a for c, a in metrics["per_class_acc"].items()},
+    }
     for key, value in scalars.items():
         client.log_metric(run_id, key, value)
     for path in files:
@@ -114,8 +130,14 @@ def log_to_mlflow(cfg: DictConfig, weights: Path, metrics: dict, files: list[Pat
     return run_id
 
 
-def evaluate(cfg: DictConfig, weights: Path, prepared: Path, metrics_path: Path,
-             predictions: Path, history: Path) -> dict:
+def evaluate(
+    cfg: DictConfig,
+    weights: Path,
+    prepared: Path,
+    metrics_path: Path,
+    predictions: Path,
+    history: Path,
+) -> dict:
     if not weights.is_file():
         raise PipelineError(f"{weights} not found; run the train stage first (dvc repro)")
     net = model.build(cfg.model.name)
@@ -139,14 +161,25 @@ def main() -> None:
     parser.add_argument("model", type=Path, help="folder with weights.safetensors")
     parser.add_argument("prepared", type=Path, help="folder from the prepare stage")
     parser.add_argument("--metrics", type=Path, required=True, help="JSON for dvc metrics")
-    parser.add_argument("--predictions", type=Path, required=True, help="CSV for the confusion plot")
+    parser.add_argument(
+        "--predictions", type=Path, required=True, help="CSV for the confusion plot"
+    )
     parser.add_argument("--history", type=Path, required=True, help="per-epoch CSV from train")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
     cfg = params.load(args.params)
-    m = evaluate(cfg, args.model / "weights.safetensors", args.prepared, args.metrics,
-                 args.predictions, args.history)
-    print(f"evaluate: test accuracy {m['test_acc']:.4f} ({m['errors']} errors), loss {m['test_loss']:.4f}")
+    m = evaluate(
+        cfg,
+        args.model / "weights.safetensors",
+        args.prepared,
+        args.metrics,
+        args.predictions,
+        args.history,
+    )
+    print(
+        f"evaluate: test accuracy {m['test_acc']:.4f} ({m['errors']} errors), "
+        f"loss {m['test_loss']:.4f}"
+    )
 
 
 if __name__ == "__main__":

@@ -110,7 +110,8 @@ def _plain(value: Any) -> Any:
 
 
 def _show(value: Any) -> str:
-    return yaml.safe_dump(_plain(value), default_flow_style=True).strip().removesuffix("...")
+    text = yaml.safe_dump(_plain(value), default_flow_style=True, width=10**6)
+    return text.strip().removesuffix("...").strip()
 
 
 def load(path: str | Path = "params.yaml") -> DictConfig:

