@@ -84,7 +84,8 @@ def plot(metrics: dict, history: Path, out: Path) -> list[Path]:
     matrix = np.array(metrics["confusion"])
     ax.imshow(np.log1p(matrix), cmap="Blues")
     for (i, j), n in np.ndenumerate(matrix):
-        ax.text(j, i, n, ha="center", va="center", fontsize=7)
+        color = "white" if n > matrix.max() / 2 else "black"
+        ax.text(j, i, n, ha="center", va="center", fontsize=7, color=color)
     ax.set(
         xlabel="predicted",
         ylabel="actual",
