@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -50,34 +51,33 @@ def prepared_slice(mnist_raw, tmp_path_factory) -> tuple[Path, Path]:
     return root / "prepared", p
 
 
-def train_and_evaluate(prepared: Path, p: Path, out: Path, env: dict) -> None:
-    """The train and evaluate stages as dvc.yaml runs them, with outputs under `out`."""
-    m = out / "metrics"
-    steps = [
-        (
-            "train",
-            prepared,
-            out / "model",
-            "--history",
-            m / "history.csv",
-            "--timings",
-            out / "timings/train.json",
-        ),
-        (
-            "evaluate",
-            out / "model",
-            prepared,
-            "--metrics",
-            m / "test.json",
-            "--predictions",
-            m / "predictions.csv",
-            "--history",
-            m / "history.csv",
-        ),
-    ]
-    for stage, *args in steps:
-        done = run_stage(stage, *args, "--params", p, cwd=REPO, env=env)
+def stage_argv(stage: str) -> list[str]:
+    """A stage's command exactly as dvc.yaml spells it, run with this interpreter."""
+    cmd = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]["cmd"]
+    argv = shlex.split(cmd)
+    assert argv[:2] == ["python", "-m"], cmd
+    return [sys.executable, *argv[1:]]
+
+
+def run_dvc_stage(stage: str, cwd: Path, p: Path, env: dict | None = None):
+    """Run a stage in `cwd` the way `dvc repro` would, reading params from `p`."""
+    return subprocess.run(
+        [*stage_argv(stage), "--params", str(p)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def train_and_evaluate(prepared: Path, p: Path, root: Path, env: dict) -> Path:
+    """train and evaluate as dvc.yaml runs them, in `root`; returns root/data."""
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "prepared").symlink_to(prepared)
+    for stage in ("train", "evaluate"):
+        done = run_dvc_stage(stage, root, p, env)
         assert done.returncode == 0, done.stderr[-3000:]
+    return root / "data"
 
 
 def write_params(path: Path, **overrides: object) -> Path:

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from lenet_mnist import download
 from lenet_mnist.stage import PipelineError
 
-from .conftest import REPO, run_stage, write_params
+from .conftest import run_dvc_stage, write_params
 
 
 @pytest.fixture(scope="module")
@@ -129,9 +129,9 @@ def test_cli_failure_is_one_line_and_leaves_nothing(tmp_path):
         data__mirrors=["http://127.0.0.1:1/"],
         data__source_dir=str(tmp_path / "nowhere"),
     )
-    done = run_stage("download", tmp_path / "data" / "raw", "--params", p, cwd=REPO)
+    done = run_dvc_stage("download", tmp_path, p)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert lines[-1].startswith("error: could not get MNIST from any source; http: ")
     assert "local: " in lines[-1] and "Traceback" not in done.stderr
-    assert not (tmp_path / "data").exists() or list((tmp_path / "data").iterdir()) == []
+    assert [p.name for p in tmp_path.rglob("*") if not p.is_dir()] == ["params.yaml"]

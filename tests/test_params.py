@@ -5,7 +5,7 @@ from omegaconf import OmegaConf
 from lenet_mnist import params
 from lenet_mnist.stage import PipelineError
 
-from .conftest import REPO, run_stage, write_params
+from .conftest import REPO, run_dvc_stage, run_stage, write_params
 
 
 def test_params_yaml_is_the_composition_of_conf():
@@ -62,29 +62,7 @@ def test_missing_key_is_reported():
 @pytest.mark.parametrize("stage", ["download", "prepare", "train", "evaluate"])
 def test_every_stage_rejects_bad_config_before_work(stage, tmp_path):
     p = write_params(tmp_path / "params.yaml", train__batch_size=0)
-    args = {
-        "download": [tmp_path / "raw"],
-        "prepare": [tmp_path / "raw", tmp_path / "prep"],
-        "train": [
-            tmp_path / "prep",
-            tmp_path / "model",
-            "--history",
-            tmp_path / "h.csv",
-            "--timings",
-            tmp_path / "t.json",
-        ],
-        "evaluate": [
-            tmp_path / "model",
-            tmp_path / "prep",
-            "--metrics",
-            tmp_path / "m.json",
-            "--predictions",
-            tmp_path / "p.csv",
-            "--history",
-            tmp_path / "h.csv",
-        ],
-    }
-    done = run_stage(stage, *args[stage], "--params", p, cwd=tmp_path)
+    done = run_dvc_stage(stage, tmp_path, p)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "error: train.batch_size=0 is not allowed; use an integer >= 1"

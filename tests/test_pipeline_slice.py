@@ -1,7 +1,7 @@
-"""The real stage code, run as DVC runs it, on a slice of the real data.
+"""train and evaluate, run from dvc.yaml's own commands, on a slice of the real data.
 
-One module-scoped run feeds the train and evaluate assertions; MLflow writes to a
-temporary sqlite store, exactly as the default does at the repository root.
+One module-scoped run feeds the assertions; MLflow writes to a temporary sqlite store,
+exactly as the default does at the repository root.
 """
 
 import csv
@@ -13,10 +13,18 @@ from safetensors.torch import load_file
 
 from lenet_mnist import tracking
 
-from .conftest import REPO, SLICE, run_stage, train_and_evaluate
+from .conftest import SLICE, train_and_evaluate
 
 pytestmark = pytest.mark.slow
 EPOCHS = SLICE["train__epochs"]
+DVC_HASHED = (
+    "model/weights.safetensors",
+    "metrics/train_history.csv",
+    "metrics/test.json",
+    "metrics/test_predictions.csv",
+    "figures/confusion_matrix.png",
+    "figures/training_curves.png",
+)
 
 
 @pytest.fixture(scope="module")
@@ -24,14 +32,12 @@ def pipeline(prepared_slice, tmp_path_factory):
     prepared, p = prepared_slice
     root = tmp_path_factory.mktemp("pipeline")
     db = f"sqlite:///{root / 'mlflow.db'}"
-    env = {"MLFLOW_TRACKING_URI": db}
-    train_and_evaluate(prepared, p, root / "data", env)
+    data = train_and_evaluate(prepared, p, root / "first", {"MLFLOW_TRACKING_URI": db})
     return {
         "root": root,
-        "data": root / "data",
+        "data": data,
         "prepared": prepared,
         "params": p,
-        "env": env,
         "client": MlflowClient(db),
     }
 
@@ -50,7 +56,7 @@ def test_train_logs_params_derived_values_and_every_epoch(pipeline):
     assert p["train.batch_size"] == "50" and p["optimizer.lr"] == "0.001"
     assert p["derived.iterations_per_epoch"] == "90"  # 4500 / 50
     assert p["derived.total_updates"] == str(90 * EPOCHS)
-    for key in (
+    per_epoch = (
         "train_loss",
         "train_acc",
         "val_loss",
@@ -59,7 +65,8 @@ def test_train_logs_params_derived_values_and_every_epoch(pipeline):
         "samples_per_s",
         "lr",
         "global_step",
-    ):
+    )
+    for key in per_epoch:
         assert len(client.get_metric_history(run.info.run_id, key)) == EPOCHS, key
     steps = [m.value for m in client.get_metric_history(run.info.run_id, "global_step")]
     assert steps == [90.0, 180.0]
@@ -69,9 +76,9 @@ def test_train_logs_params_derived_values_and_every_epoch(pipeline):
 
 def test_weights_and_history_are_written(pipeline):
     d = pipeline["data"]
-    state = load_file(d / "model" / "weights.safetensors")
+    state = load_file(d / "model/weights.safetensors")
     assert state["features.0.weight"].shape == (6, 1, 5, 5)
-    rows = list(csv.DictReader((d / "metrics/history.csv").read_text().splitlines()))
+    rows = list(csv.DictReader((d / "metrics/train_history.csv").read_text().splitlines()))
     assert [int(r["epoch"]) for r in rows] == list(range(1, EPOCHS + 1))
     assert "epoch_time_s" not in rows[0]  # timings stay out of DVC-hashed files
     assert len(json.loads((d / "timings/train.json").read_text())) == EPOCHS
@@ -90,28 +97,16 @@ def test_evaluate_adds_test_metrics_and_artifacts_to_the_same_run(pipeline):
         "test.json",
         "training_curves.png",
         "confusion_matrix.png",
-        "predictions.csv",
+        "test_predictions.csv",
+        "train_history.csv",
     } <= artifacts
-    rows = list(csv.DictReader((d / "metrics/predictions.csv").read_text().splitlines()))
+    rows = list(csv.DictReader((d / "metrics/test_predictions.csv").read_text().splitlines()))
     assert len(rows) == 500 and set(rows[0]) == {"actual", "predicted"}
 
 
-def test_training_again_gives_identical_bits(pipeline):
-    d, root = pipeline["data"], pipeline["root"]
-    done = run_stage(
-        "train",
-        pipeline["prepared"],
-        root / "again",
-        "--history",
-        root / "again.csv",
-        "--timings",
-        root / "again.json",
-        "--params",
-        pipeline["params"],
-        cwd=REPO,
-        env=pipeline["env"],
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    first = (d / "model" / "weights.safetensors").read_bytes()
-    assert (root / "again" / "weights.safetensors").read_bytes() == first
-    assert (root / "again.csv").read_text() == (d / "metrics/history.csv").read_text()
+def test_running_again_gives_identical_bits_in_every_hashed_output(pipeline):
+    root = pipeline["root"]
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'second.db'}"}
+    again = train_and_evaluate(pipeline["prepared"], pipeline["params"], root / "second", env)
+    for name in DVC_HASHED:
+        assert (again / name).read_bytes() == (pipeline["data"] / name).read_bytes(), name

@@ -92,10 +92,10 @@ def mlflow_server(tmp_path):
 @pytest.mark.slow
 def test_runs_go_to_a_tracking_server_when_the_env_says_so(mlflow_server, prepared_slice, tmp_path):
     prepared, p = prepared_slice
-    train_and_evaluate(prepared, p, tmp_path / "data", {"MLFLOW_TRACKING_URI": mlflow_server})
+    data = train_and_evaluate(prepared, p, tmp_path, {"MLFLOW_TRACKING_URI": mlflow_server})
     client = MlflowClient(mlflow_server)
     exp = client.get_experiment_by_name("lenet-mnist")
     (run,) = client.search_runs([exp.experiment_id])
-    test = json.loads((tmp_path / "data/metrics/test.json").read_text())
+    test = json.loads((data / "metrics/test.json").read_text())
     assert run.data.metrics["test_acc"] == test["test_acc"]
     assert "weights.safetensors" in {a.path for a in client.list_artifacts(run.info.run_id)}

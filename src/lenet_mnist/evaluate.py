@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from lenet_mnist import model, params, prepare, tracking
-from lenet_mnist.stage import PipelineError, exit_on_error
+from lenet_mnist.stage import PipelineError, exit_on_error, replacing
 
 NUM_CLASSES = 10
 
@@ -60,7 +60,7 @@ def write_predictions(labels: torch.Tensor, logits: torch.Tensor, path: Path) ->
 
 
 def plot(metrics: dict, history: Path, out: Path) -> list[Path]:
-    """PNG figures for the MLflow run: training curves and the confusion matrix."""
+    """PNG figures for MLflow and `dvc plots`: training curves and the confusion matrix."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -131,14 +131,13 @@ def log_to_mlflow(cfg: DictConfig, weights: Path, metrics: dict, files: list[Pat
     return run_id
 
 
-def evaluate(
-    cfg: DictConfig,
-    weights: Path,
-    prepared: Path,
-    metrics_path: Path,
-    predictions: Path,
-    history: Path,
-) -> dict:
+class Outputs(NamedTuple):
+    metrics: Path  # JSON for `dvc metrics`, committed
+    predictions: Path  # CSV for DVC's confusion plot, committed
+    figures: Path  # folder of PNGs, a cached DVC output: a fresh clone lacks it, so it reruns
+
+
+def evaluate(cfg: DictConfig, weights: Path, prepared: Path, history: Path, out: Outputs) -> dict:
     if not weights.is_file():
         raise PipelineError(f"{weights} not found; run the train stage first (dvc repro)")
     net = model.build(cfg.model.name)
@@ -147,13 +146,14 @@ def evaluate(
     labels = torch.from_numpy(np.array(y))
     logits = predict(net, x)
     metrics = score(logits, labels)
-    metrics_path.parent.mkdir(parents=True, exist_ok=True)
+    out.metrics.parent.mkdir(parents=True, exist_ok=True)
     shown = {k: v for k, v in metrics.items() if k != "confusion"}
-    metrics_path.write_text(json.dumps(shown, indent=2) + "\n")
-    write_predictions(labels, logits, predictions)
-    with tempfile.TemporaryDirectory() as tmp:  # figures live in MLflow; DVC draws its own
-        figures = plot(metrics, history, Path(tmp))
-        log_to_mlflow(cfg, weights, metrics, [metrics_path, predictions, *figures])
+    out.metrics.write_text(json.dumps(shown, indent=2) + "\n")
+    write_predictions(labels, logits, out.predictions)
+    with replacing(out.figures) as staging:
+        plot(metrics, history, staging)
+    figures = sorted(out.figures.glob("*.png"))
+    log_to_mlflow(cfg, weights, metrics, [out.metrics, out.predictions, *figures])
     return metrics
 
 
@@ -161,22 +161,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path, help="folder with weights.safetensors")
     parser.add_argument("prepared", type=Path, help="folder from the prepare stage")
-    parser.add_argument("--metrics", type=Path, required=True, help="JSON for dvc metrics")
-    parser.add_argument(
-        "--predictions", type=Path, required=True, help="CSV for the confusion plot"
-    )
     parser.add_argument("--history", type=Path, required=True, help="per-epoch CSV from train")
+    parser.add_argument("--metrics", type=Path, required=True, help="JSON for dvc metrics")
+    parser.add_argument("--predictions", type=Path, required=True, help="CSV, confusion plot")
+    parser.add_argument("--figures", type=Path, required=True, help="folder for PNG figures")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
     cfg = params.load(args.params)
-    m = evaluate(
-        cfg,
-        args.model / "weights.safetensors",
-        args.prepared,
-        args.metrics,
-        args.predictions,
-        args.history,
-    )
+    weights = args.model / "weights.safetensors"
+    outputs = Outputs(args.metrics, args.predictions, args.figures)
+    m = evaluate(cfg, weights, args.prepared, args.history, outputs)
     print(
         f"evaluate: test accuracy {m['test_acc']:.4f} ({m['errors']} errors), "
         f"loss {m['test_loss']:.4f}"
