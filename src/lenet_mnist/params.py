@@ -74,6 +74,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "optimizer.lr": (_positive, "a number > 0"),
     "optimizer.weight_decay": ((lambda v: type(v) in (int, float) and v >= 0), "a number >= 0"),
     "optimizer.scheduler": _one_of(SCHEDULERS),
+    "optimizer.fused": _BOOL,
     "train.batch_size": _int(1),
     "train.epochs": _int(1),
     "train.seed": _int(0),
@@ -84,6 +85,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trainer.precision": _one_of(PRECISIONS),
     "trainer.deterministic": _BOOL,
     "trainer.enable_progress_bar": _BOOL,
+    "trainer.compile": _BOOL,
+    "trainer.threads": _optional(_int(1)),
     "logger.experiment_name": ((lambda v: isinstance(v, str) and v != ""), "a non-empty string"),
     "logger.tracking_uri": ((lambda v: isinstance(v, str) and v != ""), "a non-empty URI"),
 }
