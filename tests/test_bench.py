@@ -2,14 +2,14 @@ import json
 
 import pytest
 
-from .conftest import REPO, run_stage, write_params
+from .conftest import REPO, SLICE, run_stage, write_params
 
 pytestmark = pytest.mark.slow
 
 
 def test_bench_prints_the_ratio_table_and_json(prepared_slice, tmp_path):
     prepared, _ = prepared_slice
-    p = write_params(tmp_path / "params.yaml", trainer__compile=False)
+    p = write_params(tmp_path / "params.yaml", **{**SLICE, "trainer__compile": False})
     out = tmp_path / "bench.json"
     done = run_stage(
         "bench",
