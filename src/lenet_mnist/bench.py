@@ -19,6 +19,7 @@ import resource
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +32,9 @@ from rich.table import Table
 from lenet_mnist import model, params, train
 from lenet_mnist.batches import TensorBatches, iterations_per_epoch
 from lenet_mnist.stage import PipelineError, exit_on_error
+
+# The benchmark trains without validation on purpose.
+warnings.filterwarnings("ignore", message="You defined a `validation_step` but have no")
 
 PIPELINE = "pipeline (Lightning)"
 PLAIN_EAGER = "plain PyTorch, eager"
