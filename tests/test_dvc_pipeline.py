@@ -43,6 +43,7 @@ def clone(tmp_path):
 def test_exp_run_composes_overrides_and_runs_all_stages(clone, mnist_raw, tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     overrides = [
+        "experiment=fast",
         "data.sources=[local]",
         f"data.source_dir={mnist_raw}",
         "data.train_limit=3000",
@@ -64,6 +65,7 @@ def test_exp_run_composes_overrides_and_runs_all_stages(clone, mnist_raw, tmp_pa
     )
     composed = yaml.safe_load((clone / "params.yaml").read_text())
     assert composed["train"]["batch_size"] == 25 and composed["data"]["train_limit"] == 3000
+    assert composed["optimizer"]["scheduler"] == "onecycle"  # from the preset
     metrics = json.loads((clone / "data/metrics/test.json").read_text())
     assert 0.5 < metrics["test_acc"] <= 1
     shown = json.loads(_run(*DVC, "exp", "show", "--json", cwd=clone, env=env))

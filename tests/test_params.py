@@ -74,3 +74,10 @@ def test_missing_params_file_is_one_line(tmp_path):
     done = run_stage("prepare", "raw", "prep", "--params", tmp_path / "nope.yaml", cwd=tmp_path)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "nope.yaml not found" in done.stderr
+
+
+def test_fast_experiment_preset_composes_and_validates():
+    cfg = params.validate(OmegaConf.create(params.compose(["experiment=fast"])))
+    assert cfg.optimizer.scheduler == "onecycle"
+    assert cfg.train.batch_size > 64 and cfg.train.epochs < 10
+    assert "experiment" not in cfg  # a preset changes values; it is not a value itself

@@ -25,7 +25,7 @@ MNIST_TEST_SIZE = 10_000
 
 MODELS = ("lenet5",)
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULERS = ("none", "cosine")
+SCHEDULERS = ("none", "cosine", "onecycle")
 SOURCES = ("http", "local", "registry")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed")

@@ -134,6 +134,8 @@ def make_optimizer(
     )
     if cfg.scheduler == "none":
         return opt, None
+    if cfg.scheduler == "onecycle":  # warm up to lr, then anneal: fast convergence, big batches
+        return opt, torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=total_updates)
     return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_updates)
 
 
