@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from lenet_mnist import tracking
 
-from .conftest import SLICE, train_and_evaluate
+from .conftest import SLICE, run_dvc_stage, train_and_evaluate
 
 pytestmark = pytest.mark.slow
 EPOCHS = SLICE["train__epochs"]
@@ -110,3 +110,19 @@ def test_running_again_gives_identical_bits_in_every_hashed_output(pipeline):
     again = train_and_evaluate(pipeline["prepared"], pipeline["params"], root / "second", env)
     for name in DVC_HASHED:
         assert (again / name).read_bytes() == (pipeline["data"] / name).read_bytes(), name
+
+
+def test_evaluate_opens_a_run_when_no_training_run_has_these_weights(pipeline, tmp_path):
+    """As after DVC restored the weights from its cache: the numbers still reach MLflow."""
+    db = f"sqlite:///{tmp_path / 'empty.db'}"
+    root = pipeline["data"].parent
+    done = run_dvc_stage("evaluate", root, pipeline["params"], {"MLFLOW_TRACKING_URI": db})
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = _only_run(MlflowClient(db))
+    assert run.data.tags["note"] == "weights restored, not trained"
+    weights = pipeline["data"] / "model/weights.safetensors"
+    assert run.data.tags[tracking.WEIGHTS_TAG] == tracking.sha256(weights)
+    assert (
+        run.data.metrics["test_acc"]
+        == json.loads((pipeline["data"] / "metrics/test.json").read_text())["test_acc"]
+    )
