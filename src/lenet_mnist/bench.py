@@ -18,7 +18,6 @@ import platform
 import resource
 import statistics
 import sys
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lenet_mnist import model, params, train
-from lenet_mnist.batches import TensorBatches, iterations_per_epoch
+from lenet_mnist.batches import iterations_per_epoch
 from lenet_mnist.stage import PipelineError, exit_on_error
 
 # The benchmark trains without validation on purpose.
@@ -39,12 +38,6 @@ warnings.filterwarnings("ignore", message="You defined a `validation_step` but h
 PIPELINE = "pipeline (Lightning)"
 PLAIN_EAGER = "plain PyTorch, eager"
 PLAIN_SAME = "plain PyTorch, same step"
-
-
-def _sync(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
 
 
 def plain_loop(
@@ -64,11 +57,10 @@ def plain_loop(
     opt_cfg = cfg.optimizer.copy()
     opt_cfg.fused = same_step and cfg.optimizer.fused
     opt, sched = train.make_optimizer(opt_cfg, net.parameters(), steps * rounds)
-    t = cfg.train
-    batches = TensorBatches(x, y, t.batch_size, shuffle=True, seed=t.seed, drop_last=t.drop_last)
+    batches = train.train_batches(x, y, cfg.train)
 
     def epoch() -> float:
-        start = _sync(x.device)
+        start = train.clock(x.device)
         sums = torch.zeros(2, device=x.device)
         for xb, yb in itertools.islice(batches, steps):
             opt.zero_grad(set_to_none=True)
@@ -79,7 +71,7 @@ def plain_loop(
                 sched.step()
             sums += stats
         sums.tolist()  # the epoch's one host sync, as in the pipeline
-        return _sync(x.device) - start
+        return train.clock(x.device) - start
 
     return epoch
 
@@ -113,10 +105,10 @@ class Interleave(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         order = self._order()
         self._run_plain(order[: order.index(PIPELINE)])
-        self.start = _sync(self.device)
+        self.start = train.clock(self.device)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self.times[PIPELINE].append(_sync(self.device) - self.start)
+        self.times[PIPELINE].append(train.clock(self.device) - self.start)
         order = self._order()
         self._run_plain(order[order.index(PIPELINE) + 1 :])
         self.round += 1
@@ -142,8 +134,7 @@ def run(cfg: DictConfig, prepared: Path, rounds: int, steps: int) -> dict:
             PLAIN_SAME: plain_loop(cfg, x, y, steps, rounds, same_step=True),
         },
     )
-    t = cfg.train
-    batches = TensorBatches(x, y, t.batch_size, shuffle=True, seed=t.seed, drop_last=t.drop_last)
+    batches = train.train_batches(x, y, cfg.train)
     train.apply_threads(cfg.trainer)
     classifier = train.Classifier(net, cfg.optimizer, steps * rounds, cfg.trainer.compile)
     trainer.fit(classifier, batches)

@@ -115,12 +115,20 @@ def forward_loss(
     """The part of a step that torch.compile fuses: forward, loss and the epoch-sum stats."""
     logits = net(x)
     loss = F.cross_entropy(logits, y)
-    return loss, batch_stats(logits, y, loss)
+    # [loss summed over the batch, correct predictions], for the on-device epoch sums.
+    return loss, torch.stack((loss.detach() * len(y), (logits.argmax(1) == y).sum()))
 
 
-def batch_stats(logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
-    """[loss summed over the batch, correct predictions], for on-device epoch sums."""
-    return torch.stack((loss.detach() * len(y), (logits.argmax(1) == y).sum()))
+def train_batches(x: torch.Tensor, y: torch.Tensor, t: DictConfig) -> TensorBatches:
+    """The training split's shuffled batches as the `train` group sets them."""
+    return TensorBatches(x, y, t.batch_size, shuffle=True, seed=t.seed, drop_last=t.drop_last)
+
+
+def clock(device: torch.device) -> float:
+    """Wall time once the device has finished its queued work, so intervals are honest."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def make_optimizer(
@@ -152,20 +160,14 @@ class EpochRecorder(Checkpoint):
         self.timings: list[dict[str, float]] = []
         self.best_acc, self.best_epoch, self.best_state = -1.0, -1, None
 
-    @staticmethod
-    def _now() -> float:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        return time.perf_counter()
-
     def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self.t_start = self._now()
+        self.t_start = clock(module.device)
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self.t_val = self._now()
+        self.t_val = clock(module.device)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        now = self._now()
+        now = clock(module.device)
         train_s = self.t_val - self.t_start
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         lr = trainer.optimizers[0].param_groups[0]["lr"]
@@ -271,7 +273,7 @@ def train(cfg: DictConfig, prepared: Path, out: Path, history: Path, timings: Pa
     x, y = to_tensors(prepared, "train", trainer.strategy.root_device)
     vx, vy = to_tensors(prepared, "val", trainer.strategy.root_device)
     t = cfg.train
-    batches = TensorBatches(x, y, t.batch_size, shuffle=True, seed=t.seed, drop_last=t.drop_last)
+    batches = train_batches(x, y, t)
     apply_threads(cfg.trainer)
     classifier = Classifier(net, cfg.optimizer, steps * t.epochs, cfg.trainer.compile)
     trainer.fit(classifier, batches, TensorBatches(vx, vy, 1024, shuffle=False))
