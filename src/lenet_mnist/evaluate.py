@@ -100,20 +100,20 @@ def plot(metrics: dict, history: Path, out: Path) -> list[Path]:
     return [curves, confusion]
 
 
-def log_to_mlflow(cfg: DictConfig, weights: Path, metrics: dict, files: list[Path]) -> str:
-    """Add the test numbers to the run that trained these weights (or a new run if none did)."""
+def log_to_mlflow(
+    cfg: DictConfig, weights: Path, metrics: dict, files: list[Path], run_id: str | None
+) -> str:
+    """Add the test numbers to the run that trained these weights (or a new run if none did).
+
+    Without `run_id` (the DVC stage) the run is the newest one tagged with these weights.
+    """
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking.tracking_uri(cfg))
     digest = tracking.sha256(weights)
-    run_id = tracking.find_run(client, cfg.logger.experiment_name, digest)
+    run_id = run_id or tracking.find_run(client, cfg.logger.experiment_name, digest)
     if run_id is None:  # e.g. DVC restored the weights from its cache without training
-        experiment = client.get_experiment_by_name(cfg.logger.experiment_name)
-        exp_id = (
-            experiment.experiment_id
-            if experiment
-            else client.create_experiment(cfg.logger.experiment_name)
-        )
+        exp_id = tracking.experiment_id(client, cfg.logger.experiment_name)
         run_id = client.create_run(
             exp_id, tags={tracking.WEIGHTS_TAG: digest, "note": "weights restored, not trained"}
         ).info.run_id
@@ -137,7 +137,14 @@ class Outputs(NamedTuple):
     figures: Path  # folder of PNGs, a cached DVC output: a fresh clone lacks it, so it reruns
 
 
-def evaluate(cfg: DictConfig, weights: Path, prepared: Path, history: Path, out: Outputs) -> dict:
+def evaluate(
+    cfg: DictConfig,
+    weights: Path,
+    prepared: Path,
+    history: Path,
+    out: Outputs,
+    run_id: str | None = None,
+) -> dict:
     if not weights.is_file():
         raise PipelineError(f"{weights} not found; run the train stage first (dvc repro)")
     net = model.build(cfg.model.name)
@@ -153,7 +160,7 @@ def evaluate(cfg: DictConfig, weights: Path, prepared: Path, history: Path, out:
     with replacing(out.figures) as staging:
         plot(metrics, history, staging)
     figures = sorted(out.figures.glob("*.png"))
-    log_to_mlflow(cfg, weights, metrics, [out.metrics, out.predictions, *figures])
+    log_to_mlflow(cfg, weights, metrics, [out.metrics, out.predictions, *figures], run_id)
     return metrics
 
 

@@ -75,6 +75,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "optimizer.weight_decay": ((lambda v: type(v) in (int, float) and v >= 0), "a number >= 0"),
     "optimizer.scheduler": _one_of(SCHEDULERS),
     "optimizer.fused": _BOOL,
+    "optimizer.scale_lr_with_batch": _BOOL,
+    "optimizer.lr_batch_size": _int(1),
     "train.batch_size": _int(1),
     "train.epochs": _int(1),
     "train.seed": _int(0),
@@ -89,6 +91,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trainer.threads": _optional(_int(1)),
     "logger.experiment_name": ((lambda v: isinstance(v, str) and v != ""), "a non-empty string"),
     "logger.tracking_uri": ((lambda v: isinstance(v, str) and v != ""), "a non-empty URI"),
+    "force": _BOOL,
 }
 
 

@@ -12,16 +12,19 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class PipelineError(Exception):
     """A problem with the user's input or environment, as opposed to a bug in this code."""
 
 
-def exit_on_error(main: Callable[[], None]) -> None:
+def exit_on_error(main: Callable[[], T]) -> T:
     """Run a stage entry point so that a PipelineError ends it with one readable line."""
     try:
-        main()
+        return main()
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -10,18 +10,85 @@ import hashlib
 import json
 import os
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
 WEIGHTS_TAG = "weights_sha256"
+CONFIG_TAG = "config_hash"
+PARENT_TAG = "mlflow.parentRunId"  # how the MLflow UI nests a child under its parent
+SWEEP_TAG = "sweep_key"  # on a sweep's parent: a hash of the overrides that define it
+OVERRIDES_TAG = "sweep_overrides"
+COMPLETE_TAG = "sweep_job_complete"  # a sweep job's last act: a child without it was cut off
+SQLITE = "sqlite:///"
+T = TypeVar("T")
 
 
 def tracking_uri(cfg: DictConfig) -> str:
-    """MLFLOW_TRACKING_URI (a server, say) wins over the embedded sqlite default."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.logger.tracking_uri
+    """MLFLOW_TRACKING_URI (a server, say) wins over the embedded sqlite default.
+
+    A relative sqlite path is taken from the repository root that DVC names in DVC_ROOT:
+    `dvc queue` runs stages in a temporary copy, whose own mlflow.db would be thrown away.
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.logger.tracking_uri
+    root = os.environ.get("DVC_ROOT")
+    if root and uri.startswith(SQLITE) and not uri.startswith(SQLITE + "/"):
+        return SQLITE + str(Path(root) / uri.removeprefix(SQLITE))
+    return uri
+
+
+def retry_locked(call: Callable[[], T], attempts: int = 8) -> T:
+    """Run an MLflow call again while sqlite answers "database is locked".
+
+    Parallel sweep jobs share one sqlite file; its writers queue for a lock and give up
+    after sqlite's timeout, which a burst of run creations can exceed.
+    """
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception as err:  # MLflow wraps sqlite's OperationalError in its own types
+            if "database is locked" not in str(err) or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def experiment_id(client: Any, name: str) -> str:
+    """The experiment's id, created on first use.
+
+    With a sqlite store, artifacts go to mlruns/ beside the database file. MLflow's own
+    default is mlruns/ in the current folder, which for a `dvc queue` job is a temporary
+    copy of the repository that is deleted afterwards.
+    """
+    experiment = retry_locked(lambda: client.get_experiment_by_name(name))
+    if experiment is not None:
+        return experiment.experiment_id
+    uri = client.tracking_uri
+    location = None
+    if uri.startswith(SQLITE):
+        db = Path(uri.removeprefix(SQLITE)).resolve()
+        location = (db.parent / "mlruns" / name).as_uri()
+    return retry_locked(lambda: client.create_experiment(name, artifact_location=location))
+
+
+def config_hash(cfg: DictConfig, dataset_digest: str) -> str:
+    """What decides a run's result: the training groups and the prepared data's digest.
+
+    Where results are logged, where files go and whether a bar is drawn do not count, so
+    a sweep resumed with another tracking server still finds its finished runs.
+    """
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    decisive = {group: plain[group] for group in ("model", "optimizer", "train", "trainer")}
+    decisive["trainer"] = {
+        k: v for k, v in decisive["trainer"].items() if k != "enable_progress_bar"
+    }
+    decisive["dataset_digest"] = dataset_digest
+    text = json.dumps(decisive, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def sha256(path: Path) -> str:
@@ -85,3 +152,14 @@ def find_run(client: Any, experiment_name: str, weights_sha256: str) -> str | No
         max_results=1,
     )
     return runs[0].info.run_id if runs else None
+
+
+def children(client: Any, parent: str, extra: str = "") -> list[Any]:
+    """The parent's complete children, newest first; `extra` narrows the filter."""
+    experiment = retry_locked(lambda: client.get_run(parent)).info.experiment_id
+    query = f"tags.`{PARENT_TAG}` = '{parent}' and tags.{COMPLETE_TAG} = 'true'{extra}"
+    return retry_locked(
+        lambda: client.search_runs(
+            [experiment], query, order_by=["attributes.start_time DESC"], max_results=10_000
+        )
+    )

@@ -11,6 +11,7 @@ import csv
 import json
 import logging
 import os
+import sys
 import time
 import warnings
 from collections.abc import Iterable
@@ -19,7 +20,8 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F  # noqa: N812
-from omegaconf import DictConfig
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Checkpoint, RichProgressBar
 from pytorch_lightning.loggers import MLFlowLogger
 from safetensors.torch import save_file
@@ -129,6 +131,16 @@ def clock(device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
+
+
+def effective_lr(cfg: DictConfig) -> float:
+    """`optimizer.lr`, times batch_size / lr_batch_size when `scale_lr_with_batch` is on.
+
+    The linear scaling rule (Goyal et al. 2017): k times the batch gives k times fewer
+    updates per epoch, so each update takes a k times larger step.
+    """
+    o = cfg.optimizer
+    return o.lr * cfg.train.batch_size / o.lr_batch_size if o.scale_lr_with_batch else o.lr
 
 
 def make_optimizer(
@@ -246,27 +258,43 @@ def save_weights(net: torch.nn.Module, out: Path, model_name: str, epoch: int) -
     return out / "weights.safetensors"
 
 
-def train(cfg: DictConfig, prepared: Path, out: Path, history: Path, timings: Path) -> dict:
-    """Fit, keep the chosen weights, write outputs; return a summary for the console."""
+def train(
+    cfg: DictConfig,
+    prepared: Path,
+    out: Path,
+    history: Path,
+    timings: Path,
+    tags: dict[str, str] | None = None,
+) -> dict:
+    """Fit, keep the chosen weights, write outputs; return a summary for the console.
+
+    `tags` go onto the MLflow run, such as a sweep's parent run id and the config hash.
+    """
     # cuBLAS needs this before CUDA starts to run its matmuls deterministically.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
     net = model.build(cfg.model.name)  # first draw from the seeded generator: the init
     train_size = json.loads((prepared / "stats.json").read_text())["sizes"]["train"]
     steps = iterations_per_epoch(train_size, cfg.train.batch_size, cfg.train.drop_last)
+    lr = effective_lr(cfg)
+    uri = tracking.tracking_uri(cfg)
+    tracking.experiment_id(MlflowClient(uri), cfg.logger.experiment_name)  # sets its artifacts
     logger = MLFlowLogger(
         experiment_name=cfg.logger.experiment_name,
-        tracking_uri=tracking.tracking_uri(cfg),
+        tracking_uri=uri,
         run_name=f"bs{cfg.train.batch_size}-ep{cfg.train.epochs}",
-        tags=tracking.run_tags(prepared),
+        tags={**tracking.run_tags(prepared), **(tags or {})},
     )
-    logger.log_hyperparams(
-        {
-            **tracking.flat_params(cfg),
-            "derived.train_size": train_size,
-            "derived.iterations_per_epoch": steps,
-            "derived.total_updates": steps * cfg.train.epochs,
-        }
+    tracking.retry_locked(
+        lambda: logger.log_hyperparams(
+            {
+                **tracking.flat_params(cfg),
+                "derived.train_size": train_size,
+                "derived.iterations_per_epoch": steps,
+                "derived.total_updates": steps * cfg.train.epochs,
+                "derived.lr": lr,
+            }
+        )
     )
     recorder = EpochRecorder(train_size)
     trainer = make_trainer(cfg, logger, [recorder])
@@ -275,8 +303,11 @@ def train(cfg: DictConfig, prepared: Path, out: Path, history: Path, timings: Pa
     t = cfg.train
     batches = train_batches(x, y, t)
     apply_threads(cfg.trainer)
-    classifier = Classifier(net, cfg.optimizer, steps * t.epochs, cfg.trainer.compile)
+    optimizer = OmegaConf.merge(cfg.optimizer, {"lr": lr})
+    classifier = Classifier(net, optimizer, steps * t.epochs, cfg.trainer.compile)
+    started = time.perf_counter()
     trainer.fit(classifier, batches, TensorBatches(vx, vy, 1024, shuffle=False))
+    wall_s = time.perf_counter() - started
 
     kept_epoch = recorder.best_epoch if t.keep_best else t.epochs
     if t.keep_best:
@@ -284,23 +315,32 @@ def train(cfg: DictConfig, prepared: Path, out: Path, history: Path, timings: Pa
     weights = save_weights(net, out, cfg.model.name, kept_epoch)
     write_history(recorder.history, history)
     timings.parent.mkdir(parents=True, exist_ok=True)
-    timings.write_text(json.dumps(recorder.timings, indent=2) + "\n")
+    record = {"train_wall_s": wall_s, "epochs": recorder.timings}
+    timings.write_text(json.dumps(record, indent=2) + "\n")
 
     client, run_id = logger.experiment, logger.run_id
     client.set_tag(run_id, tracking.WEIGHTS_TAG, tracking.sha256(weights))
     client.log_metric(run_id, "kept_epoch", kept_epoch)
+    # Compilation, validation and Lightning included: the time a user waits for the fit.
+    client.log_metric(run_id, "train_wall_s", wall_s)
     for artifact in (weights, history):
         client.log_artifact(run_id, str(artifact))
-    return {"run_id": run_id, "kept_epoch": kept_epoch, "best_val_acc": recorder.best_acc}
+    return {
+        "run_id": run_id,
+        "weights": weights,
+        "kept_epoch": kept_epoch,
+        "best_val_acc": recorder.best_acc,
+    }
 
 
-def main() -> None:
+def stage_main() -> None:
+    """The DVC stage: paths from the command line, every value from params.yaml."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("prepared", type=Path, help="folder from the prepare stage")
     parser.add_argument("out", type=Path, help="folder for weights.safetensors")
     parser.add_argument("--history", type=Path, required=True, help="per-epoch CSV (DVC plots)")
     parser.add_argument("--timings", type=Path, required=True, help="per-epoch timings JSON")
-    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--params", required=True, help="the composed config, params.yaml")
     args = parser.parse_args()
     cfg = params.load(args.params)
     summary = train(cfg, args.prepared, args.out, args.history, args.timings)
@@ -310,5 +350,19 @@ def main() -> None:
     )
 
 
+def main() -> None:
+    """Two front doors to the same `train`: the DVC stage, and Hydra for runs and sweeps.
+
+    dvc.yaml calls the stage with `--params params.yaml`; anything else is a Hydra
+    command line, such as `-m train.batch_size=32,64` (see lenet_mnist.sweep).
+    """
+    if "--params" in sys.argv[1:]:
+        exit_on_error(stage_main)
+    else:
+        from lenet_mnist import sweep
+
+        sweep.hydra_main()
+
+
 if __name__ == "__main__":
-    exit_on_error(main)
+    main()

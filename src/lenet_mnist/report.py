@@ -1,0 +1,346 @@
+"""The sweep report: what batch size and the number of epochs did to speed and accuracy.
+
+    python -m lenet_mnist.report [--sweep PARENT_RUN_ID] [--out data/report]
+
+It reads a sweep's complete child runs from MLflow (the newest sweep by default) and
+writes a summary table (CSV and Markdown), PNG figures and one self-contained HTML page.
+A sweep writes its own report when it ends; this command rebuilds it, for example after
+a partial sweep or for an older one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import html
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lenet_mnist import params, tracking
+from lenet_mnist.stage import PipelineError, exit_on_error, replacing
+
+SUMMARY_CSV = "summary.csv"
+SUMMARY_MD = "summary.md"
+OVERVIEW = "overview.png"
+PAGE = "report.html"
+
+
+@dataclass
+class Row:
+    """One sweep point. Seconds per epoch and samples/s are medians over the epochs,
+    so the first epoch's compilation does not count; the wall time includes it."""
+
+    batch_size: int
+    epochs: int
+    lr: float
+    lr_scaled: bool  # optimizer.scale_lr_with_batch
+    iterations_per_epoch: int
+    total_updates: int
+    s_per_epoch: float
+    samples_per_s: float
+    best_val_acc: float
+    final_val_acc: float
+    test_acc: float
+    wall_s: float
+    run_id: str
+    val_acc: list[float] = field(default_factory=list, repr=False)  # per epoch
+    elapsed_s: list[float] = field(default_factory=list, repr=False)  # at each epoch's end
+
+
+COLUMNS = {  # Row field -> heading
+    "batch_size": "batch size",
+    "epochs": "epochs",
+    "lr": "lr",
+    "lr_scaled": "lr scaled",
+    "iterations_per_epoch": "iterations/epoch",
+    "total_updates": "total updates",
+    "s_per_epoch": "s/epoch",
+    "samples_per_s": "samples/s",
+    "best_val_acc": "best val acc",
+    "final_val_acc": "final val acc",
+    "test_acc": "test acc",
+    "wall_s": "wall s",
+    "run_id": "MLflow run",
+}
+
+
+def collect(client: Any, parent: str) -> list[Row]:
+    """The sweep's points, the newest complete run of each config, by epochs and batch size."""
+    newest: dict[str, Any] = {}
+    for run in tracking.children(client, parent):  # newest first
+        newest.setdefault(run.data.tags[tracking.CONFIG_TAG], run)
+    if not newest:
+        raise PipelineError(f"sweep {parent} has no complete runs yet; run or resume the sweep")
+    rows = [_row(client, run) for run in newest.values()]
+    return sorted(rows, key=lambda r: (r.epochs, r.batch_size, r.lr))
+
+
+def _row(client: Any, run: Any) -> Row:
+    def series(key: str) -> list[float]:
+        history = tracking.retry_locked(lambda: client.get_metric_history(run.info.run_id, key))
+        return [m.value for m in sorted(history, key=lambda m: (m.step, m.timestamp))]
+
+    p, m = run.data.params, run.data.metrics
+    val_acc, train_s, val_s = series("val_acc"), series("epoch_time_s"), series("val_time_s")
+    elapsed = [sum(train_s[: i + 1]) + sum(val_s[: i + 1]) for i in range(len(train_s))]
+    return Row(
+        batch_size=int(p["train.batch_size"]),
+        epochs=int(p["train.epochs"]),
+        lr=float(p["derived.lr"]),
+        lr_scaled=p["optimizer.scale_lr_with_batch"] == "True",
+        iterations_per_epoch=int(p["derived.iterations_per_epoch"]),
+        total_updates=int(p["derived.total_updates"]),
+        s_per_epoch=statistics.median(train_s),
+        samples_per_s=statistics.median(series("samples_per_s")),
+        best_val_acc=max(val_acc),
+        final_val_acc=val_acc[-1],
+        test_acc=m["test_acc"],
+        wall_s=m["train_wall_s"],
+        run_id=run.info.run_id,
+        val_acc=val_acc,
+        elapsed_s=elapsed,
+    )
+
+
+def _cells(row: Row) -> list[str]:
+    formats = {"lr": "{:.3g}", "s_per_epoch": "{:.2f}", "samples_per_s": "{:,.0f}"}
+    formats |= dict.fromkeys(("best_val_acc", "final_val_acc", "test_acc"), "{:.4f}")
+    formats["wall_s"] = "{:.1f}"
+    values = asdict(row)
+    return [formats.get(k, "{}").format(values[k]) for k in COLUMNS]
+
+
+def write_tables(rows: list[Row], out: Path) -> list[Path]:
+    with open(out / SUMMARY_CSV, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(COLUMNS)
+        writer.writerows([asdict(r)[k] for k in COLUMNS] for r in rows)
+    lines = ["| " + " | ".join(COLUMNS.values()) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
+    (out / SUMMARY_MD).write_text("\n".join(lines) + "\n")
+    return [out / SUMMARY_CSV, out / SUMMARY_MD]
+
+
+def _lines(rows: list[Row]) -> dict[str, list[Row]]:
+    """One line per epoch count, and apart for runs whose learning rate grew with the batch."""
+    groups: dict[str, list[Row]] = {}
+    for row in rows:
+        name = f"{row.epochs} epochs" + (", lr scaled with batch" if row.lr_scaled else "")
+        groups.setdefault(name, []).append(row)
+    return groups
+
+
+def _colors(rows: list[Row]) -> dict[str, Any]:
+    """One colour per run, from small batches (dark) to large (light)."""
+    import matplotlib.pyplot as plt
+
+    cmap = plt.get_cmap("viridis")
+    n = max(len(rows) - 1, 1)
+    order = sorted(rows, key=lambda r: (r.batch_size, r.epochs))
+    return {r.run_id: cmap(0.9 * i / n) for i, r in enumerate(order)}
+
+
+def _label(row: Row) -> str:
+    return f"batch {row.batch_size}, {row.epochs} ep" + (", scaled lr" if row.lr_scaled else "")
+
+
+def accuracy_vs_batch_size(ax: Any, rows: list[Row]) -> None:
+    for name, group in _lines(rows).items():
+        sizes, accs = [r.batch_size for r in group], [100 * r.test_acc for r in group]
+        ax.plot(sizes, accs, "o-", label=name)
+    ax.set(
+        xscale="log",
+        xlabel="batch size",
+        ylabel="test accuracy (%)",
+        title="Test accuracy against batch size",
+    )
+    _batch_ticks(ax, rows)
+    ax.legend()
+
+
+def speed_vs_batch_size(ax: Any, rows: list[Row]) -> None:
+    """Speed depends on the batch size alone, so runs of one size share a point (median)."""
+    sizes = sorted({r.batch_size for r in rows})
+    same = [[r for r in rows if r.batch_size == size] for size in sizes]
+    seconds = [statistics.median(r.s_per_epoch for r in group) for group in same]
+    samples = [statistics.median(r.samples_per_s for r in group) for group in same]
+    ax.plot(sizes, seconds, "o-", color="C0", label="seconds per epoch")
+    right = ax.twinx()
+    right.plot(sizes, samples, "s--", color="C1", label="samples per second")
+    ax.set(
+        xscale="log",
+        xlabel="batch size",
+        ylabel="seconds per epoch (median)",
+        title="Speed against batch size",
+        ylim=(0, None),
+    )
+    right.set(ylabel="training samples per second", ylim=(0, None))
+    _batch_ticks(ax, rows)
+    handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, loc="upper center", fontsize="small")
+
+
+def accuracy_vs_time(ax: Any, rows: list[Row]) -> None:
+    colors = _colors(rows)
+    for r in rows:
+        ax.plot(
+            r.elapsed_s,
+            [100 * a for a in r.val_acc],
+            "o-",
+            ms=3,
+            color=colors[r.run_id],
+            label=_label(r),
+        )
+    ax.set(
+        xlabel="seconds of training and validation (compilation included)",
+        ylabel="validation accuracy (%)",
+        title="Accuracy against wall-clock time",
+    )
+    ax.legend(fontsize="small")
+
+
+def learning_curves(ax: Any, rows: list[Row]) -> None:
+    colors = _colors(rows)
+    for r in rows:
+        epochs = range(1, len(r.val_acc) + 1)
+        ax.plot(
+            epochs,
+            [100 * a for a in r.val_acc],
+            "o-",
+            ms=3,
+            color=colors[r.run_id],
+            label=_label(r),
+        )
+    ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title="Learning curves")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize="small")
+
+
+def _batch_ticks(ax: Any, rows: list[Row]) -> None:
+    sizes = sorted({r.batch_size for r in rows})
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.minorticks_off()
+
+
+PANELS = {
+    "accuracy_vs_batch_size.png": accuracy_vs_batch_size,
+    "speed_vs_batch_size.png": speed_vs_batch_size,
+    "accuracy_vs_time.png": accuracy_vs_time,
+    "learning_curves.png": learning_curves,
+}
+
+
+def draw(rows: list[Row], out: Path, caption: str) -> list[Path]:
+    """One PNG per panel, and all four in OVERVIEW with the grid and machine as caption."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    for name, panel in PANELS.items():
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        panel(ax, rows)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=100)
+        files.append(out / name)
+    fig, axes = plt.subplots(2, 2, figsize=(14, 9))
+    for ax, panel in zip(axes.flat, PANELS.values(), strict=True):
+        panel(ax, rows)
+    fig.suptitle(caption, fontsize="medium")
+    fig.tight_layout()
+    fig.savefig(out / OVERVIEW, dpi=100)
+    plt.close("all")
+    return [*files, out / OVERVIEW]
+
+
+def write_page(rows: list[Row], figures: list[Path], out: Path, caption: str) -> Path:
+    """One HTML file with the table and the figures inlined, to mail or attach as is."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in COLUMNS.values())
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(r)) + "</tr>" for r in rows
+    )
+    images = "".join(
+        f'<img alt="{p.stem}" src="data:image/png;base64,'
+        f'{base64.b64encode(p.read_bytes()).decode()}">'
+        for p in figures
+    )
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Batch size and epochs study</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}img{{max-width:100%}}</style>
+</head><body><h1>Batch size and epochs study</h1><p>{html.escape(caption)}</p>
+<table><tr>{head}</tr>{body}</table>{images}</body></html>
+"""
+    (out / PAGE).write_text(page)
+    return out / PAGE
+
+
+def build(client: Any, parent: str, out: Path) -> list[Path]:
+    """Every report file for one sweep, written all together or not at all."""
+    rows = collect(client, parent)
+    tags = tracking.retry_locked(lambda: client.get_run(parent)).data.tags
+    caption = f"sweep: {tags.get(tracking.OVERRIDES_TAG, parent)} · {machine()}"
+    with replacing(out) as staging:
+        tables = write_tables(rows, staging)
+        figures = draw(rows, staging, caption)
+        write_page(rows, figures, staging, caption)
+    return [out / p.name for p in (*tables, *figures)] + [out / PAGE]
+
+
+def machine() -> str:
+    """The CPU model (or GPU) and core count, which the speed figures depend on."""
+    import os
+    import platform
+
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or platform.machine(),
+    )
+    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def latest_sweep(client: Any, experiment_name: str) -> str:
+    experiment = client.get_experiment_by_name(experiment_name)
+    runs = experiment and client.search_runs(
+        [experiment.experiment_id],
+        f"tags.{tracking.SWEEP_TAG} != ''",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        raise PipelineError(
+            f"no sweep in MLflow experiment {experiment_name!r}; "
+            "run one with `python -m lenet_mnist.train -m train.batch_size=...`"
+        )
+    return runs[0].info.run_id
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sweep", help="the sweep's parent run id (default: the newest sweep)")
+    parser.add_argument("--out", type=Path, default=Path("data/report"))
+    parser.add_argument("--params", default="params.yaml", help="for the MLflow location")
+    args = parser.parse_args()
+    from mlflow.tracking import MlflowClient
+
+    cfg = params.load(args.params)
+    client = MlflowClient(tracking.tracking_uri(cfg))
+    parent = args.sweep or latest_sweep(client, cfg.logger.experiment_name)
+    files = build(client, parent, args.out)
+    print(f"report: {len(files)} files in {args.out} for sweep {parent}; open {files[-1]}")
+
+
+if __name__ == "__main__":
+    exit_on_error(main)

@@ -1,0 +1,152 @@
+"""Hydra runs and sweeps of the pipeline's own train and evaluate code, tracked in MLflow.
+
+    python -m lenet_mnist.train -m train.batch_size=32,64,128,256 train.epochs=5,10
+
+Each point of the grid is one Hydra job and one MLflow child run under one parent run per
+sweep. The parent is found again by the sweep's overrides, so the same command started
+again after an interruption reuses it, and each job first looks under it for a complete
+child with its config hash: finished points are skipped unless `force=true`. When the
+sweep ends, the report (lenet_mnist.report) is written to the sweep folder and attached
+to the parent.
+
+Jobs run one after another in this process by default; `launcher=joblib` runs them side
+by side, and Hydra's cluster launchers take them to a cluster without changing a job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from lenet_mnist import evaluate, params, report, tracking, train
+from lenet_mnist.stage import PipelineError, exit_on_error
+
+log = logging.getLogger(__name__)
+
+# The parent's run id reaches the jobs through the environment, which both the in-process
+# launcher and the process-based ones (joblib, submitit) hand on to their jobs.
+PARENT_ENV = "LENET_MNIST_SWEEP_PARENT"
+# Overrides that choose where or how a sweep runs, not what it computes.
+NOT_THE_SWEEP = (
+    "hydra.",
+    "hydra/",
+    "launcher=",
+    "force=",
+    "paths.",
+    "logger.",
+    "trainer.enable_progress_bar=",
+)
+
+
+def hydra_main() -> None:
+    """`python -m lenet_mnist.train [-m] overrides...`, composed from conf/."""
+    entry = hydra.main(config_path=str(params.CONF_DIR), config_name="config", version_base="1.3")
+    entry(run_job)()
+
+
+def run_job(cfg: DictConfig) -> float | None:
+    """One Hydra job; returns test accuracy, the objective an optimizing sweeper reads."""
+    # Hydra reports a job's exception with a traceback; a bad value deserves one line.
+    return exit_on_error(lambda: _job(cfg))
+
+
+def _job(cfg: DictConfig) -> float | None:
+    params.validate(cfg)
+    prepared = Path(cfg.paths.prepared)
+    if not (prepared / "stats.json").is_file():
+        raise PipelineError(
+            f"paths.prepared={prepared} holds no prepared data; run `dvc repro prepare` first"
+        )
+    digest = json.loads((prepared / "stats.json").read_text())["digest"]
+    key = tracking.config_hash(cfg, digest)
+    tags = {tracking.CONFIG_TAG: key}
+    client = MlflowClient(tracking.tracking_uri(cfg))
+    if parent := os.environ.get(PARENT_ENV):
+        tags[tracking.PARENT_TAG] = parent
+        done = previous_child(client, parent, key)
+        if done is not None and not cfg.force:
+            log.info("skipped: done before, MLflow run %s (force=true reruns it)", done.info.run_id)
+            return done.data.metrics.get("test_acc")
+
+    out = Path(HydraConfig.get().runtime.output_dir)
+    history = out / "train_history.csv"
+    summary = train.train(cfg, prepared, out / "model", history, out / "timings.json", tags)
+    outputs = evaluate.Outputs(out / "test.json", out / "test_predictions.csv", out / "figures")
+    run_id = summary["run_id"]
+    metrics = evaluate.evaluate(cfg, summary["weights"], prepared, history, outputs, run_id)
+    tracking.retry_locked(lambda: client.set_tag(run_id, tracking.COMPLETE_TAG, "true"))
+    log.info("test accuracy %.4f, MLflow run %s", metrics["test_acc"], run_id)
+    return metrics["test_acc"]
+
+
+def previous_child(client: MlflowClient, parent: str, key: str) -> Run | None:
+    """A complete child with this config, after marking interrupted ones as killed."""
+    experiment = tracking.retry_locked(lambda: client.get_run(parent)).info.experiment_id
+    query = f"tags.`{tracking.PARENT_TAG}` = '{parent}' and tags.{tracking.CONFIG_TAG} = '{key}'"
+    for run in tracking.retry_locked(lambda: client.search_runs([experiment], query)):
+        if run.data.tags.get(tracking.COMPLETE_TAG) != "true" and run.info.status == "RUNNING":
+            tracking.retry_locked(lambda r=run: client.set_terminated(r.info.run_id, "KILLED"))
+    done = tracking.children(client, parent, f" and tags.{tracking.CONFIG_TAG} = '{key}'")
+    return done[0] if done else None
+
+
+def sweep_overrides(config: DictConfig) -> list[str]:
+    """The command line's overrides that define the grid, in a stable order."""
+    return sorted(o for o in config.hydra.overrides.task if not o.startswith(NOT_THE_SWEEP))
+
+
+class ParentRun(Callback):
+    """Opens (or reopens) the sweep's parent run before any job, and reports at the end.
+
+    Creating the MLflow database, experiment and parent here, once, before a launcher
+    starts jobs in parallel, keeps the jobs from racing to create them in one sqlite file.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        exit_on_error(lambda: params.validate(config))
+        self.client = MlflowClient(tracking.tracking_uri(config))
+        self.sweep_dir = Path(config.hydra.sweep.dir)
+        experiment = tracking.experiment_id(self.client, config.logger.experiment_name)
+        overrides = sweep_overrides(config)
+        key = hashlib.sha256(json.dumps(overrides).encode()).hexdigest()[:16]
+        found = tracking.retry_locked(
+            lambda: self.client.search_runs(
+                [experiment],
+                f"tags.{tracking.SWEEP_TAG} = '{key}'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+        )
+        if found:
+            self.parent = found[0].info.run_id
+            tracking.retry_locked(lambda: self.client.update_run(self.parent, "RUNNING"))
+        else:
+            self.parent = tracking.retry_locked(
+                lambda: self.client.create_run(
+                    experiment,
+                    run_name="sweep " + " ".join(overrides),
+                    tags={tracking.SWEEP_TAG: key, tracking.OVERRIDES_TAG: " ".join(overrides)},
+                )
+            ).info.run_id
+        os.environ[PARENT_ENV] = self.parent
+        state = "resumed" if found else "new"
+        log.info("sweep %s: MLflow parent run %s (%s)", " ".join(overrides), self.parent, state)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        os.environ.pop(PARENT_ENV, None)
+        files = report.build(self.client, self.parent, self.sweep_dir / "report")
+        for path in files:
+            tracking.retry_locked(lambda p=path: self.client.log_artifact(self.parent, str(p)))
+        tracking.retry_locked(lambda: self.client.set_terminated(self.parent))
+        log.info("sweep report: %s", files[-1])
