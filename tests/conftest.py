@@ -111,3 +111,40 @@ def copy_raw(mnist_raw: Path):
         return dest
 
     return copy
+
+
+def hydra_train(*overrides: str, cwd: Path, db: str, background: bool = False):
+    """`python -m lenet_mnist.train` as a user types it, with Hydra overrides."""
+    argv = [sys.executable, "-m", "lenet_mnist.train", *overrides]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": db}
+    if background:  # its own process group, so a test can kill the whole sweep
+        return subprocess.Popen(
+            argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True, text=True,
+        )  # fmt: skip
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def sweep_overrides(prepared: Path, sweep_dir: Path, *grid: str) -> list[str]:
+    """A one-epoch multirun over `grid` on the prepared slice, eager to skip compile time."""
+    return [
+        "-m",
+        *grid,
+        "train.epochs=1",
+        "trainer.compile=false",
+        "trainer.enable_progress_bar=false",
+        f"paths.prepared={prepared}",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+
+
+@pytest.fixture(scope="session")
+def sweep_2x1(prepared_slice, tmp_path_factory) -> dict:
+    """A 2x1 grid (batch 50 and 100, one epoch) run by the parallel joblib launcher."""
+    prepared, _ = prepared_slice
+    root = tmp_path_factory.mktemp("sweep")
+    db = f"sqlite:///{root / 'mlflow.db'}"
+    grid = ("launcher=joblib", "train.batch_size=50,100")
+    done = hydra_train(*sweep_overrides(prepared, root / "sweep", *grid), cwd=root, db=db)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return {"root": root, "db": db, "sweep_dir": root / "sweep", "log": done.stderr}

@@ -6,11 +6,14 @@ working tree as a new clone would, and the real MNIST files come from the local 
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 
 from .conftest import REPO
 
@@ -72,3 +75,57 @@ def test_exp_run_composes_overrides_and_runs_all_stages(clone, mnist_raw, tmp_pa
     assert "slice" in json.dumps(shown) and "test_acc" in json.dumps(shown)
     # Nothing changed since: the pipeline is up to date.
     assert "up to date" in _run(*DVC, "status", cwd=clone, env=env)
+
+
+def _wait_for_queue(clone, env, timeout_s=900):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = _run(*DVC, "queue", "status", cwd=clone, env=env)
+        if not re.search(r"\b(Queued|Running)\b", status):
+            return status
+        assert time.monotonic() < deadline, status
+        time.sleep(2)
+
+
+def _training_runs(db):
+    client = MlflowClient(f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name("lenet-mnist")
+    return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+def test_queued_grid_runs_shows_and_is_not_trained_twice(clone, mnist_raw):
+    # No MLFLOW_TRACKING_URI: the queued copies must log into the clone's own mlflow.db.
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    slice_ = [
+        "data.sources=[local]",
+        f"data.source_dir={mnist_raw}",
+        "data.train_limit=2000",
+        "data.val_size=500",
+        "data.test_limit=500",
+        "train.epochs=1",
+        "trainer.compile=false",
+        "trainer.enable_progress_bar=false",
+    ]
+    queue = ["dvc", "exp", "run", "--queue", "-S", "train.batch_size=50,100"]
+    queue += [a for o in slice_ for a in ("-S", o)]
+    _run(*queue, cwd=clone, env=env)
+    _run(*DVC, "queue", "start", cwd=clone, env=env)
+    status = _wait_for_queue(clone, env)
+    assert status.count("Success") == 2, status
+    shown = json.loads(_run(*DVC, "exp", "show", "--json", cwd=clone, env=env))
+    exps = [e for rev in shown for e in (rev.get("experiments") or [])]
+    points = {}
+    for exp in exps:
+        data = exp["revs"][0]["data"]
+        size = data["params"]["params.yaml"]["data"]["train"]["batch_size"]
+        points[size] = data["metrics"]["data/metrics/test.json"]["data"]["test_acc"]
+    assert set(points) == {50, 100} and all(0.5 < a <= 1 for a in points.values())
+    trained = _training_runs(clone / "mlflow.db")
+    assert sorted(r.data.params["train.batch_size"] for r in trained) == ["100", "50"]
+
+    # The same grid again: DVC's run cache restores every stage instead of training.
+    _run(*queue, cwd=clone, env=env)
+    _run(*DVC, "queue", "start", cwd=clone, env=env)
+    status = _wait_for_queue(clone, env)
+    assert status.count("Success") == 4, status
+    assert len(_training_runs(clone / "mlflow.db")) == len(trained)

@@ -99,3 +99,68 @@ def test_runs_go_to_a_tracking_server_when_the_env_says_so(mlflow_server, prepar
     test = json.loads((data / "metrics/test.json").read_text())
     assert run.data.metrics["test_acc"] == test["test_acc"]
     assert "weights.safetensors" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+def test_a_queued_dvc_experiment_logs_to_the_repository_root(monkeypatch, tmp_path):
+    """`dvc queue` runs stages in a temporary copy and names the real root in DVC_ROOT."""
+    cfg = OmegaConf.create({"logger": {"tracking_uri": "sqlite:///mlflow.db"}})
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    assert tracking.tracking_uri(cfg) == f"sqlite:///{tmp_path}/mlflow.db"
+    cfg.logger.tracking_uri = "sqlite:////elsewhere/m.db"  # absolute paths stay
+    assert tracking.tracking_uri(cfg) == "sqlite:////elsewhere/m.db"
+
+
+def test_artifacts_live_beside_the_sqlite_file_whatever_the_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'store' / 'm.db'}")
+    exp = tracking.experiment_id(client, "lenet-mnist")
+    assert tracking.experiment_id(client, "lenet-mnist") == exp  # found, not made twice
+    location = client.get_experiment(exp).artifact_location
+    assert location == (tmp_path / "store" / "mlruns" / "lenet-mnist").as_uri()
+
+
+def test_config_hash_follows_what_changes_results_only():
+    base = OmegaConf.create(
+        {
+            "model": {"name": "lenet5"},
+            "optimizer": {"lr": 0.001},
+            "train": {"batch_size": 64},
+            "trainer": {"threads": None, "enable_progress_bar": True},
+            "logger": {"tracking_uri": "sqlite:///a.db"},
+            "paths": {"prepared": "data/prepared"},
+        }
+    )
+    key = tracking.config_hash(base, "digest")
+    quiet = OmegaConf.merge(base, {"trainer": {"enable_progress_bar": False}})
+    elsewhere = OmegaConf.merge(base, {"logger": {"tracking_uri": "x"}, "paths": {"prepared": "y"}})
+    assert tracking.config_hash(quiet, "digest") == key
+    assert tracking.config_hash(elsewhere, "digest") == key
+    assert tracking.config_hash(base, "other data") != key
+    for change in ({"train": {"batch_size": 32}}, {"trainer": {"threads": 1}}):
+        assert tracking.config_hash(OmegaConf.merge(base, change), "digest") != key
+
+
+@pytest.mark.slow
+def test_retry_locked_waits_out_a_real_sqlite_lock(tmp_path):
+    """Another process holds the store's write lock past MLflow's 20 s sqlite busy timeout."""
+    db = tmp_path / "m.db"
+    client = MlflowClient(f"sqlite:///{db}")
+    tracking.experiment_id(client, "first")  # creates the tables
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1]);"
+            "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(24)",
+            str(db),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(Exception, match="database is locked"):
+        tracking.retry_locked(lambda: client.create_experiment("unretried"), attempts=1)
+    exp = tracking.retry_locked(lambda: client.create_experiment("second"))
+    assert client.get_experiment(exp).name == "second"
+    holder.wait()

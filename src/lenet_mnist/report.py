@@ -180,7 +180,7 @@ def speed_vs_batch_size(ax: Any, rows: list[Row]) -> None:
     right.set(ylabel="training samples per second", ylim=(0, None))
     _batch_ticks(ax, rows)
     handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-    ax.legend(handles=handles, loc="upper center", fontsize="small")
+    ax.legend(handles=handles, loc="center right", fontsize="small")
 
 
 def accuracy_vs_time(ax: Any, rows: list[Row]) -> None:
@@ -311,6 +311,15 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
+def is_sweep(client: Any, run_id: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return tracking.SWEEP_TAG in client.get_run(run_id).data.tags
+    except MlflowException:  # no such run
+        return False
+
+
 def latest_sweep(client: Any, experiment_name: str) -> str:
     experiment = client.get_experiment_by_name(experiment_name)
     runs = experiment and client.search_runs(
@@ -338,6 +347,9 @@ def main() -> None:
     cfg = params.load(args.params)
     client = MlflowClient(tracking.tracking_uri(cfg))
     parent = args.sweep or latest_sweep(client, cfg.logger.experiment_name)
+    if not is_sweep(client, parent):
+        uri = tracking.tracking_uri(cfg)
+        raise PipelineError(f"--sweep {parent} is not a sweep's parent run in {uri}")
     files = build(client, parent, args.out)
     print(f"report: {len(files)} files in {args.out} for sweep {parent}; open {files[-1]}")
 

@@ -1,0 +1,133 @@
+"""Hydra multirun through the pipeline's own stage code: MLflow parent and children, resume.
+
+Sweeps run as a user runs them, `python -m lenet_mnist.train -m ...`, on the real data's
+prepared slice, one epoch per job, each sweep with its own sqlite store.
+"""
+
+import os
+import signal
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from lenet_mnist import sweep, tracking
+
+from .conftest import hydra_train, sweep_overrides
+
+pytestmark = pytest.mark.slow
+
+
+def _runs(db: str):
+    client = MlflowClient(db)
+    experiment = client.get_experiment_by_name("lenet-mnist")
+    return client, client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+def test_one_parent_run_with_one_child_per_grid_point(sweep_2x1):
+    client, runs = _runs(sweep_2x1["db"])
+    parents = [r for r in runs if tracking.SWEEP_TAG in r.data.tags]
+    assert len(parents) == 1
+    parent = parents[0]
+    overrides = "train.batch_size=50,100 train.epochs=1 trainer.compile=false"
+    assert parent.data.tags[tracking.OVERRIDES_TAG] == overrides
+    assert parent.info.status == "FINISHED"
+    kids = [r for r in runs if r.data.tags.get(tracking.PARENT_TAG) == parent.info.run_id]
+    assert len(kids) == len(runs) - 1 == 2
+    assert sorted(k.data.params["train.batch_size"] for k in kids) == ["100", "50"]
+    for kid in kids:
+        assert kid.info.status == "FINISHED"
+        assert kid.data.tags[tracking.COMPLETE_TAG] == "true"
+        assert 0.5 < kid.data.metrics["test_acc"] <= 1  # evaluate ran into the child run
+        assert kid.data.params["trainer.threads"] == "1"  # the joblib launcher's setting
+    assert len({k.data.tags[tracking.CONFIG_TAG] for k in kids}) == 2
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"summary.csv", "summary.md", "report.html", "overview.png"} <= artifacts
+
+
+def test_each_job_writes_the_stage_outputs_in_its_own_folder(sweep_2x1):
+    for job in ("0", "1"):
+        folder = sweep_2x1["sweep_dir"] / job
+        for name in ("model/weights.safetensors", "train_history.csv", "test.json"):
+            assert (folder / name).is_file(), folder / name
+    assert (sweep_2x1["sweep_dir"] / "report" / "report.html").is_file()
+
+
+def test_resume_runs_exactly_the_jobs_an_interrupted_sweep_missed(prepared_slice, tmp_path):
+    prepared, _ = prepared_slice
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    grid = ("train.batch_size=100,150,250",)
+    proc = hydra_train(
+        *sweep_overrides(prepared, tmp_path / "first", *grid), cwd=tmp_path, db=db, background=True
+    )
+    # The in-process launcher makes job 1's folder as job 0 has finished: kill right then.
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "first" / "1").exists():
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, "job 1 never started"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    client, runs = _runs(db)
+    finished = [r for r in runs if r.data.tags.get(tracking.COMPLETE_TAG) == "true"]
+    assert [r.data.params["train.batch_size"] for r in finished] == ["100"]
+
+    again = hydra_train(*sweep_overrides(prepared, tmp_path / "again", *grid), cwd=tmp_path, db=db)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("skipped: done before") == 1  # Hydra logs to stdout
+    client, runs = _runs(db)
+    parents = [r for r in runs if tracking.SWEEP_TAG in r.data.tags]
+    assert len(parents) == 1  # the same parent, reopened
+    complete = [r for r in runs if r.data.tags.get(tracking.COMPLETE_TAG) == "true"]
+    sizes = sorted(int(r.data.params["train.batch_size"]) for r in complete)
+    assert sizes == [100, 150, 250]  # each point once: 100 kept, 150 and 250 run now
+    assert finished[0].info.run_id in {r.info.run_id for r in complete}
+    assert not [r for r in runs if r.info.status == "RUNNING"]  # a cut-off job is marked
+
+
+def test_force_reruns_finished_points(prepared_slice, tmp_path):
+    prepared, _ = prepared_slice
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for extra in ((), ("force=true",)):
+        grid = ("train.batch_size=250", *extra)
+        overrides = sweep_overrides(prepared, tmp_path / f"s{len(extra)}", *grid)
+        done = hydra_train(*overrides, cwd=tmp_path, db=db)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "skipped" not in done.stdout
+    _, runs = _runs(db)
+    assert len([r for r in runs if tracking.SWEEP_TAG in r.data.tags]) == 1  # one sweep
+    assert len([r for r in runs if r.data.tags.get(tracking.COMPLETE_TAG) == "true"]) == 2
+
+
+def test_a_bad_grid_value_stops_with_one_line(prepared_slice, tmp_path):
+    prepared, _ = prepared_slice
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    grid = ("train.batch_size=0,50",)
+    done = hydra_train(*sweep_overrides(prepared, tmp_path / "s", *grid), cwd=tmp_path, db=db)
+    assert done.returncode == 2
+    assert "error: train.batch_size=0 is not allowed; use an integer >= 1" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_sweep_without_prepared_data_says_what_to_run(tmp_path):
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    overrides = sweep_overrides(tmp_path / "nothing", tmp_path / "s", "train.batch_size=50")
+    done = hydra_train(*overrides, cwd=tmp_path, db=db)
+    assert done.returncode == 2
+    assert "holds no prepared data; run `dvc repro prepare` first" in done.stderr
+
+
+def test_sweep_key_ignores_where_and_how_a_sweep_runs():
+    def overrides(*task):
+        return OmegaConf.create({"hydra": {"overrides": {"task": list(task)}}})
+
+    assert sweep.sweep_overrides(
+        overrides("train.epochs=5,10", "launcher=joblib", "train.batch_size=32,64", "force=true")
+    ) == ["train.batch_size=32,64", "train.epochs=5,10"]
+    assert (
+        sweep.sweep_overrides(
+            overrides("paths.prepared=/x", "hydra.sweep.dir=/y", "logger.tracking_uri=z")
+        )
+        == []
+    )
