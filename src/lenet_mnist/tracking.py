@@ -118,11 +118,14 @@ def dvc_lock_hash(stage: str, out: str, lock: Path = Path("dvc.lock")) -> str:
 def run_tags(prepared: Path) -> dict[str, str]:
     """Tags that say which code and which data a run used."""
     stats = json.loads((prepared / "stats.json").read_text())
-    return {
+    tags = {
         "git_commit": git_commit(),
         "dvc_data_md5": dvc_lock_hash("prepare", prepared.as_posix()),
         "dataset_digest": stats["digest"],
     }
+    if name := os.environ.get("DVC_EXP_NAME"):  # set by `dvc exp run`: the name exp show lists
+        tags["dvc_exp_name"] = name
+    return tags
 
 
 def flat_params(cfg: DictConfig) -> dict[str, Any]:
