@@ -5,8 +5,13 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -148,3 +153,28 @@ def sweep_2x1(prepared_slice, tmp_path_factory) -> dict:
     done = hydra_train(*sweep_overrides(prepared, root / "sweep", *grid), cwd=root, db=db)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return {"root": root, "db": db, "sweep_dir": root / "sweep", "log": done.stderr}
+
+
+@contextmanager
+def serve_mlflow(*args: str) -> Iterator[str]:
+    """A real `mlflow server` or `mlflow ui` on a free local port; yields its URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent))
+    argv = [mlflow, *args, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"mlflow {args[0]} did not start")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -14,7 +14,9 @@ from omegaconf import OmegaConf
 
 from lenet_mnist import sweep, tracking
 
-from .conftest import hydra_train, sweep_overrides
+from .conftest import hydra_train, serve_mlflow, sweep_overrides
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright's own browser download fails here
 
 pytestmark = pytest.mark.slow
 
@@ -44,6 +46,27 @@ def test_one_parent_run_with_one_child_per_grid_point(sweep_2x1):
     assert len({k.data.tags[tracking.CONFIG_TAG] for k in kids}) == 2
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"summary.csv", "summary.md", "report.html", "overview.png"} <= artifacts
+
+
+def test_mlflow_ui_folds_the_children_under_the_parent(sweep_2x1):
+    """The real `mlflow ui` in a real browser: one parent row that expands to its children."""
+    from playwright.sync_api import sync_playwright
+
+    assert os.path.exists(CHROMIUM), "browser tests need Chromium: apt-get install -y chromium"
+    client, runs = _runs(sweep_2x1["db"])
+    (parent,) = [r for r in runs if tracking.SWEEP_TAG in r.data.tags]
+    with serve_mlflow("ui", "--backend-store-uri", sweep_2x1["db"]) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.goto(f"{url}/#/experiments/{parent.info.experiment_id}/runs")
+        row = page.get_by_role("row").filter(has_text=parent.info.run_name)
+        row.wait_for(timeout=60_000)
+        assert page.get_by_role("row").filter(has_text="sweep ").count() == 1
+        assert page.get_by_text("bs50-ep1").count() == 0  # folded under the parent
+        row.get_by_role("button").first.click()  # the row's expand toggle
+        for child in ("bs50-ep1", "bs100-ep1"):
+            page.get_by_text(child).first.wait_for(timeout=30_000)
+        browser.close()
 
 
 def test_each_job_writes_the_stage_outputs_in_its_own_folder(sweep_2x1):

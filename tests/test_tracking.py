@@ -1,11 +1,6 @@
 import json
-import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -13,7 +8,7 @@ from omegaconf import OmegaConf
 
 from lenet_mnist import tracking
 
-from .conftest import train_and_evaluate
+from .conftest import serve_mlflow, train_and_evaluate
 
 
 def test_env_tracking_uri_wins_over_the_config(monkeypatch):
@@ -44,49 +39,15 @@ def test_dvc_lock_hash_reads_the_stage_output(tmp_path):
     assert tracking.dvc_lock_hash("prepare", "x", tmp_path / "missing.lock") == "unknown"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
-    """A real `mlflow server` on 127.0.0.1 with its own sqlite store and artifact folder."""
-    port = _free_port()
-    mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent))
-    proc = subprocess.Popen(
-        [
-            mlflow,
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "artifacts"),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("mlflow server did not start")
+    """A real `mlflow server` with its own sqlite store and artifact folder."""
+    store = f"sqlite:///{tmp_path / 'server.db'}"
+    artifacts = str(tmp_path / "artifacts")
+    with serve_mlflow(
+        "server", "--backend-store-uri", store, "--artifacts-destination", artifacts
+    ) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 @pytest.mark.slow
