@@ -1,6 +1,6 @@
 import torch
 
-from lenet_mnist.batches import TensorBatches, batch_sizes, iterations_per_epoch
+from lenet_mnist.batches import Grouped, TensorBatches, batch_sizes, iterations_per_epoch
 
 
 def test_iterations_with_a_last_partial_batch():
@@ -48,3 +48,15 @@ def test_images_stay_paired_with_labels_and_unshuffled_is_in_order():
         assert torch.equal(x.squeeze(1).long(), y)
     assert torch.equal(torch.cat([y for _, y in _batches(shuffle=False)]), torch.arange(1050))
     assert len(list(_batches(drop_last=True))) == 10
+
+
+def test_groups_hand_on_every_batch_once_in_order():
+    x, y = torch.arange(10.0).reshape(10, 1), torch.arange(10)
+    plain = TensorBatches(x, y, 3, shuffle=True, seed=5)
+    grouped = Grouped(TensorBatches(x, y, 3, shuffle=True, seed=5), 3)
+    for _ in range(2):  # two epochs: the permutation moves on alike
+        groups = list(grouped)
+        assert [len(g) for g in groups] == [3, 1] and len(grouped) == 2
+        flat = [b for g in groups for b in g]
+        for (gx, gy), (px, py) in zip(flat, plain, strict=True):
+            assert torch.equal(gx, px) and torch.equal(gy, py)

@@ -51,3 +51,13 @@ def test_bench_refuses_a_single_round(prepared_slice, tmp_path):
     done = run_stage("bench", "--prepared", prepared, "--params", p, "--rounds", "1", cwd=REPO)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == "error: --rounds=1 is not allowed; use 2 or more"
+
+
+def test_bench_steps_must_fill_whole_lightning_calls(prepared_slice, tmp_path):
+    prepared, _ = prepared_slice
+    p = write_params(tmp_path / "params.yaml", **{**SLICE, "trainer__batch_group": 4})
+    done = run_stage("bench", "--prepared", prepared, "--params", p, "--steps", "6", cwd=REPO)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: --steps=6 is not allowed; use a multiple of trainer.batch_group (4)"
+    )

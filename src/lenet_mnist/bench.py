@@ -126,7 +126,12 @@ def run(cfg: DictConfig, prepared: Path, rounds: int, steps: int) -> dict:
     device = trainer.strategy.root_device
     x, y = train.to_tensors(prepared, "train", device)
     epoch_steps = iterations_per_epoch(len(y), cfg.train.batch_size, cfg.train.drop_last)
-    trainer.limit_train_batches = steps
+    if steps % cfg.trainer.batch_group:
+        raise PipelineError(
+            f"--steps={steps} is not allowed; use a multiple of trainer.batch_group "
+            f"({cfg.trainer.batch_group})"
+        )
+    trainer.limit_train_batches = steps // cfg.trainer.batch_group
     interleave.add(
         device,
         {
@@ -134,7 +139,7 @@ def run(cfg: DictConfig, prepared: Path, rounds: int, steps: int) -> dict:
             PLAIN_SAME: plain_loop(cfg, x, y, steps, rounds, same_step=True),
         },
     )
-    batches = train.train_batches(x, y, cfg.train)
+    batches = train.lightning_batches(x, y, cfg)
     train.apply_threads(cfg.trainer)
     classifier = train.Classifier(net, cfg.optimizer, steps * rounds, cfg.trainer.compile)
     trainer.fit(classifier, batches)

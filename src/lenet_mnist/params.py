@@ -89,6 +89,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trainer.enable_progress_bar": _BOOL,
     "trainer.compile": _BOOL,
     "trainer.threads": _optional(_int(1)),
+    "trainer.batch_group": _int(1),
     "logger.experiment_name": ((lambda v: isinstance(v, str) and v != ""), "a non-empty string"),
     "logger.tracking_uri": ((lambda v: isinstance(v, str) and v != ""), "a non-empty URI"),
     "force": _BOOL,

@@ -27,7 +27,7 @@ from pytorch_lightning.loggers import MLFlowLogger
 from safetensors.torch import save_file
 
 from lenet_mnist import model, params, prepare, tracking
-from lenet_mnist.batches import TensorBatches, iterations_per_epoch
+from lenet_mnist.batches import Grouped, TensorBatches, iterations_per_epoch
 from lenet_mnist.stage import exit_on_error, replacing
 
 # Messages every run would print that concern Lightning itself, not this run: its own
@@ -78,15 +78,17 @@ class Classifier(pl.LightningModule):
         self.counts[split] = self.counts.get(split, 0) + len(y)
         return loss
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
+    def training_step(self, group: list[tuple[torch.Tensor, torch.Tensor]], _: int) -> None:
+        """One optimizer update per batch of the group (see `trainer.batch_group`)."""
         # Manual optimization: the same zero_grad/backward/step as a hand-written loop,
         # without automatic optimization's closure machinery (measured: 100 us per step).
-        opt = self.optimizers()
-        opt.zero_grad(set_to_none=True)
-        self.manual_backward(self._step(batch, "train"))
-        opt.step()
-        if (scheduler := self.lr_schedulers()) is not None:
-            scheduler.step()
+        opt, scheduler = self.optimizers(), self.lr_schedulers()
+        for batch in group:
+            opt.zero_grad(set_to_none=True)
+            self.manual_backward(self._step(batch, "train"))
+            opt.step()
+            if scheduler is not None:
+                scheduler.step()
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
         self._step(batch, "val")
@@ -124,6 +126,11 @@ def forward_loss(
 def train_batches(x: torch.Tensor, y: torch.Tensor, t: DictConfig) -> TensorBatches:
     """The training split's shuffled batches as the `train` group sets them."""
     return TensorBatches(x, y, t.batch_size, shuffle=True, seed=t.seed, drop_last=t.drop_last)
+
+
+def lightning_batches(x: torch.Tensor, y: torch.Tensor, cfg: DictConfig) -> Grouped:
+    """The training batches in the groups that each Lightning training_step receives."""
+    return Grouped(train_batches(x, y, cfg.train), cfg.trainer.batch_group)
 
 
 def clock(device: torch.device) -> float:
@@ -225,7 +232,8 @@ def make_trainer(cfg: DictConfig, logger: MLFlowLogger | bool, callbacks: list) 
     """A Trainer from the `trainer` group; epochs come from `train`, the one place they live."""
     if cfg.trainer.enable_progress_bar:
         # Redrawing on every one of ~900 steps per epoch costs more than the bar is worth.
-        callbacks = [*callbacks, RichProgressBar(refresh_rate=PROGRESS_REFRESH_STEPS)]
+        refresh = max(1, PROGRESS_REFRESH_STEPS // cfg.trainer.batch_group)
+        callbacks = [*callbacks, RichProgressBar(refresh_rate=refresh)]
     return pl.Trainer(
         max_epochs=cfg.train.epochs,
         accelerator=cfg.trainer.accelerator,
@@ -301,7 +309,7 @@ def train(
     x, y = to_tensors(prepared, "train", trainer.strategy.root_device)
     vx, vy = to_tensors(prepared, "val", trainer.strategy.root_device)
     t = cfg.train
-    batches = train_batches(x, y, t)
+    batches = lightning_batches(x, y, cfg)
     apply_threads(cfg.trainer)
     optimizer = OmegaConf.merge(cfg.optimizer, {"lr": lr})
     classifier = Classifier(net, optimizer, steps * t.epochs, cfg.trainer.compile)
