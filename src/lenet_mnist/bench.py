@@ -178,6 +178,7 @@ def summarize(times: dict[str, list[float]], chunk: int, epoch_steps: int, cfg, 
         "speed_options": {
             "trainer.compile": cfg.trainer.compile,
             "trainer.threads": cfg.trainer.threads,
+            "trainer.batch_group": cfg.trainer.batch_group,
             "optimizer.fused": cfg.optimizer.fused,
         },
         "variants": variants,
