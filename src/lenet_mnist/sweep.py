@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -61,14 +62,24 @@ def run_job(cfg: DictConfig) -> float | None:
     return exit_on_error(lambda: _job(cfg))
 
 
-def _job(cfg: DictConfig) -> float | None:
+def checked_inputs(cfg: DictConfig) -> tuple[Path, str]:
+    """The prepared data folder and its digest, once the config has passed validation."""
     params.validate(cfg)
     prepared = Path(cfg.paths.prepared)
     if not (prepared / "stats.json").is_file():
         raise PipelineError(
             f"paths.prepared={prepared} holds no prepared data; run `dvc repro prepare` first"
         )
-    digest = json.loads((prepared / "stats.json").read_text())["digest"]
+    return prepared, json.loads((prepared / "stats.json").read_text())["digest"]
+
+
+def _job(cfg: DictConfig) -> float | None:
+    out = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        prepared, digest = checked_inputs(cfg)
+    except PipelineError:
+        shutil.rmtree(out, ignore_errors=True)  # Hydra made it; a refused job leaves nothing
+        raise
     key = tracking.config_hash(cfg, digest)
     tags = {tracking.CONFIG_TAG: key}
     client = MlflowClient(tracking.tracking_uri(cfg))
@@ -79,7 +90,6 @@ def _job(cfg: DictConfig) -> float | None:
             log.info("skipped: done before, MLflow run %s (force=true reruns it)", done.info.run_id)
             return done.data.metrics.get("test_acc")
 
-    out = Path(HydraConfig.get().runtime.output_dir)
     history = out / "train_history.csv"
     summary = train.train(cfg, prepared, out / "model", history, out / "timings.json", tags)
     outputs = evaluate.Outputs(out / "test.json", out / "test_predictions.csv", out / "figures")
