@@ -89,7 +89,13 @@ def _job(cfg: DictConfig) -> float | None:
         if done is not None and not cfg.force:
             log.info("skipped: done before, MLflow run %s (force=true reruns it)", done.info.run_id)
             return done.data.metrics.get("test_acc")
+    return fit_and_test(cfg, prepared, out, tags, client)
 
+
+def fit_and_test(
+    cfg: DictConfig, prepared: Path, out: Path, tags: dict[str, str], client: MlflowClient
+) -> float:
+    """The train and evaluate stages' own code, writing their outputs into the job folder."""
     history = out / "train_history.csv"
     summary = train.train(cfg, prepared, out / "model", history, out / "timings.json", tags)
     outputs = evaluate.Outputs(out / "test.json", out / "test_predictions.csv", out / "figures")
