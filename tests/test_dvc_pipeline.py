@@ -43,19 +43,22 @@ def clone(tmp_path):
     return repo
 
 
-def test_exp_run_composes_overrides_and_runs_all_stages(clone, mnist_raw, tmp_path):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    overrides = [
-        "experiment=fast",
+def slice_overrides(mnist_raw) -> list[str]:
+    """`-S` values for a one-epoch run on a slice of the real data, read from its local copy."""
+    return [
         "data.sources=[local]",
         f"data.source_dir={mnist_raw}",
         "data.train_limit=3000",
         "data.val_size=500",
         "data.test_limit=500",
         "train.epochs=1",
-        "train.batch_size=25",
         "trainer.enable_progress_bar=false",
     ]
+
+
+def test_exp_run_composes_overrides_and_runs_all_stages(clone, mnist_raw, tmp_path):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    overrides = ["experiment=fast", *slice_overrides(mnist_raw), "train.batch_size=25"]
     _run(
         "dvc",
         "exp",
@@ -96,16 +99,7 @@ def _training_runs(db):
 def test_queued_grid_runs_shows_and_is_not_trained_twice(clone, mnist_raw):
     # No MLFLOW_TRACKING_URI: the queued copies must log into the clone's own mlflow.db.
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    slice_ = [
-        "data.sources=[local]",
-        f"data.source_dir={mnist_raw}",
-        "data.train_limit=3000",
-        "data.val_size=500",
-        "data.test_limit=500",
-        "train.epochs=1",
-        "trainer.compile=false",
-        "trainer.enable_progress_bar=false",
-    ]
+    slice_ = [*slice_overrides(mnist_raw), "trainer.compile=false"]
     queue = ["dvc", "exp", "run", "--queue", "-S", "train.batch_size=50,100"]
     queue += [a for o in slice_ for a in ("-S", o)]
     _run(*queue, cwd=clone, env=env)

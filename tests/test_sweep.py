@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from lenet_mnist import sweep, tracking
+from lenet_mnist import report, sweep, tracking
 
 from .conftest import hydra_train, serve_mlflow, sweep_overrides
 
@@ -84,12 +84,12 @@ def test_resume_runs_exactly_the_jobs_an_interrupted_sweep_missed(prepared_slice
     proc = hydra_train(
         *sweep_overrides(prepared, tmp_path / "first", *grid), cwd=tmp_path, db=db, background=True
     )
-    # The in-process launcher makes job 1's folder as job 0 has finished: kill right then.
+    # Jobs run in turn: kill the sweep as soon as job 1 (batch 150) has opened its run.
     deadline = time.monotonic() + 300
-    while not (tmp_path / "first" / "1").exists():
+    while not (cut := _running(db, "150")):
         assert proc.poll() is None, proc.stdout.read()[-3000:]
         assert time.monotonic() < deadline, "job 1 never started"
-        time.sleep(0.05)
+        time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     client, runs = _runs(db)
@@ -106,7 +106,21 @@ def test_resume_runs_exactly_the_jobs_an_interrupted_sweep_missed(prepared_slice
     sizes = sorted(int(r.data.params["train.batch_size"]) for r in complete)
     assert sizes == [100, 150, 250]  # each point once: 100 kept, 150 and 250 run now
     assert finished[0].info.run_id in {r.info.run_id for r in complete}
-    assert not [r for r in runs if r.info.status == "RUNNING"]  # a cut-off job is marked
+    assert client.get_run(cut).info.status == "KILLED"  # the cut-off job is marked
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+
+
+def _running(db: str, batch_size: str) -> str | None:
+    """The id of a run still RUNNING with this batch size, once the store exists."""
+    client = MlflowClient(db)
+    experiment = client.get_experiment_by_name("lenet-mnist")
+    if experiment is None:
+        return None
+    runs = client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
+    return next(
+        (r.info.run_id for r in runs if r.data.params.get("train.batch_size") == batch_size),
+        None,
+    )
 
 
 def test_force_reruns_finished_points(prepared_slice, tmp_path):
@@ -118,9 +132,16 @@ def test_force_reruns_finished_points(prepared_slice, tmp_path):
         done = hydra_train(*overrides, cwd=tmp_path, db=db)
         assert done.returncode == 0, done.stderr[-3000:]
         assert "skipped" not in done.stdout
-    _, runs = _runs(db)
-    assert len([r for r in runs if tracking.SWEEP_TAG in r.data.tags]) == 1  # one sweep
+    client, runs = _runs(db)
+    (parent,) = [r for r in runs if tracking.SWEEP_TAG in r.data.tags]  # one sweep
     assert len([r for r in runs if r.data.tags.get(tracking.COMPLETE_TAG) == "true"]) == 2
+    (row,) = report.collect(client, parent.info.run_id)  # the point once, its newest run
+    assert (
+        row.run_id
+        == max(
+            (r for r in runs if tracking.PARENT_TAG in r.data.tags), key=lambda r: r.info.start_time
+        ).info.run_id
+    )
 
 
 def test_a_bad_grid_value_stops_with_one_line(prepared_slice, tmp_path):

@@ -54,7 +54,7 @@ def plain_loop(
     step = train.forward_loss
     if same_step and cfg.trainer.compile:
         step = torch.compile(train.forward_loss)
-    opt_cfg = cfg.optimizer.copy()
+    opt_cfg = train.optimizer_config(cfg)
     opt_cfg.fused = same_step and cfg.optimizer.fused
     opt, sched = train.make_optimizer(opt_cfg, net.parameters(), steps * rounds)
     batches = train.train_batches(x, y, cfg.train)
@@ -141,7 +141,8 @@ def run(cfg: DictConfig, prepared: Path, rounds: int, steps: int) -> dict:
     )
     batches = train.lightning_batches(x, y, cfg)
     train.apply_threads(cfg.trainer)
-    classifier = train.Classifier(net, cfg.optimizer, steps * rounds, cfg.trainer.compile)
+    optimizer = train.optimizer_config(cfg)
+    classifier = train.Classifier(net, optimizer, steps * rounds, cfg.trainer.compile)
     trainer.fit(classifier, batches)
     return summarize(interleave.times, steps, epoch_steps, cfg, device)
 

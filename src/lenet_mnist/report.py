@@ -16,6 +16,7 @@ import csv
 import html
 import statistics
 from dataclasses import asdict, dataclass, field
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ class Row:
     test_acc: float
     wall_s: float
     run_id: str
+    overrides: str = field(repr=False)  # the job's own overrides
+    machine: str = field(repr=False)
     val_acc: list[float] = field(default_factory=list, repr=False)  # per epoch
     elapsed_s: list[float] = field(default_factory=list, repr=False)  # at each epoch's end
 
@@ -68,10 +71,13 @@ COLUMNS = {  # Row field -> heading
 
 
 def collect(client: Any, parent: str) -> list[Row]:
-    """The sweep's points, the newest complete run of each config, by epochs and batch size."""
+    """The sweep's points, each from the newest complete run of its job overrides.
+
+    A point rerun (forced, or after its config changed) appears once, with its latest result.
+    """
     newest: dict[str, Any] = {}
     for run in tracking.children(client, parent):  # newest first
-        newest.setdefault(run.data.tags[tracking.CONFIG_TAG], run)
+        newest.setdefault(run.data.tags[tracking.JOB_TAG], run)
     if not newest:
         raise PipelineError(f"sweep {parent} has no complete runs yet; run or resume the sweep")
     rows = [_row(client, run) for run in newest.values()]
@@ -85,7 +91,7 @@ def _row(client: Any, run: Any) -> Row:
 
     p, m = run.data.params, run.data.metrics
     val_acc, train_s, val_s = series("val_acc"), series("epoch_time_s"), series("val_time_s")
-    elapsed = [sum(train_s[: i + 1]) + sum(val_s[: i + 1]) for i in range(len(train_s))]
+    elapsed = list(accumulate(t + v for t, v in zip(train_s, val_s, strict=True)))
     return Row(
         batch_size=int(p["train.batch_size"]),
         epochs=int(p["train.epochs"]),
@@ -100,6 +106,8 @@ def _row(client: Any, run: Any) -> Row:
         test_acc=m["test_acc"],
         wall_s=m["train_wall_s"],
         run_id=run.info.run_id,
+        overrides=run.data.tags[tracking.JOB_TAG],
+        machine=run.data.tags.get(tracking.MACHINE_TAG, "unknown machine"),
         val_acc=val_acc,
         elapsed_s=elapsed,
     )
@@ -124,11 +132,21 @@ def write_tables(rows: list[Row], out: Path) -> list[Path]:
     return [out / SUMMARY_CSV, out / SUMMARY_MD]
 
 
+def _others(row: Row, rows: list[Row]) -> list[str]:
+    """The row's overrides of keys other than batch size that not every row shares."""
+    shared = set.intersection(*(set(r.overrides.split()) for r in rows))
+    return [
+        o
+        for o in row.overrides.split()
+        if o not in shared and not o.startswith("train.batch_size=")
+    ]
+
+
 def _lines(rows: list[Row]) -> dict[str, list[Row]]:
-    """One line per epoch count, and apart for runs whose learning rate grew with the batch."""
+    """One line per setting of the sweep's other keys (epochs, say), across batch sizes."""
     groups: dict[str, list[Row]] = {}
     for row in rows:
-        name = f"{row.epochs} epochs" + (", lr scaled with batch" if row.lr_scaled else "")
+        name = " ".join(_others(row, rows)) or f"{row.epochs} epochs"
         groups.setdefault(name, []).append(row)
     return groups
 
@@ -143,8 +161,8 @@ def _colors(rows: list[Row]) -> dict[str, Any]:
     return {r.run_id: cmap(0.9 * i / n) for i, r in enumerate(order)}
 
 
-def _label(row: Row) -> str:
-    return f"batch {row.batch_size}, {row.epochs} ep" + (", scaled lr" if row.lr_scaled else "")
+def _label(row: Row, rows: list[Row]) -> str:
+    return " ".join([f"batch {row.batch_size}", *_others(row, rows)])
 
 
 def accuracy_vs_batch_size(ax: Any, rows: list[Row]) -> None:
@@ -192,7 +210,7 @@ def accuracy_vs_time(ax: Any, rows: list[Row]) -> None:
             "o-",
             ms=3,
             color=colors[r.run_id],
-            label=_label(r),
+            label=_label(r, rows),
         )
     ax.set(
         xlabel="seconds of training and validation (compilation included)",
@@ -212,7 +230,7 @@ def learning_curves(ax: Any, rows: list[Row]) -> None:
             "o-",
             ms=3,
             color=colors[r.run_id],
-            label=_label(r),
+            label=_label(r, rows),
         )
     ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title="Learning curves")
     ax.xaxis.get_major_locator().set_params(integer=True)
@@ -283,32 +301,13 @@ def build(client: Any, parent: str, out: Path) -> list[Path]:
     """Every report file for one sweep, written all together or not at all."""
     rows = collect(client, parent)
     tags = tracking.retry_locked(lambda: client.get_run(parent)).data.tags
-    caption = f"sweep: {tags.get(tracking.OVERRIDES_TAG, parent)} · {machine()}"
+    machines = " + ".join(sorted({r.machine for r in rows}))
+    caption = f"sweep: {tags.get(tracking.OVERRIDES_TAG, parent)} · {machines}"
     with replacing(out) as staging:
         tables = write_tables(rows, staging)
         figures = draw(rows, staging, caption)
         write_page(rows, figures, staging, caption)
     return [out / p.name for p in (*tables, *figures)] + [out / PAGE]
-
-
-def machine() -> str:
-    """The CPU model (or GPU) and core count, which the speed figures depend on."""
-    import os
-    import platform
-
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor() or platform.machine(),
-    )
-    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
 def is_sweep(client: Any, run_id: str) -> bool:
@@ -345,10 +344,10 @@ def main() -> None:
     from mlflow.tracking import MlflowClient
 
     cfg = params.load(args.params)
-    client = MlflowClient(tracking.tracking_uri(cfg))
+    uri = tracking.tracking_uri(cfg)
+    client = MlflowClient(uri)
     parent = args.sweep or latest_sweep(client, cfg.logger.experiment_name)
     if not is_sweep(client, parent):
-        uri = tracking.tracking_uri(cfg)
         raise PipelineError(f"--sweep {parent} is not a sweep's parent run in {uri}")
     files = build(client, parent, args.out)
     print(f"report: {len(files)} files in {args.out} for sweep {parent}; open {files[-1]}")

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,10 @@ def _job(cfg: DictConfig) -> float | None:
         shutil.rmtree(out, ignore_errors=True)  # Hydra made it; a refused job leaves nothing
         raise
     key = tracking.config_hash(cfg, digest)
-    tags = {tracking.CONFIG_TAG: key}
+    job = " ".join(
+        sorted(o for o in HydraConfig.get().overrides.task if not o.startswith(NOT_THE_SWEEP))
+    )
+    tags = {tracking.CONFIG_TAG: key, tracking.JOB_TAG: job}
     client = MlflowClient(tracking.tracking_uri(cfg))
     if parent := os.environ.get(PARENT_ENV):
         tags[tracking.PARENT_TAG] = parent
@@ -117,9 +121,14 @@ def previous_child(client: MlflowClient, parent: str, key: str) -> Run | None:
     return done[0] if done else None
 
 
+def defining(overrides: Iterable[str]) -> list[str]:
+    """The overrides that say what is computed, not where or how, in a stable order."""
+    return sorted(o for o in overrides if not o.startswith(NOT_THE_SWEEP))
+
+
 def sweep_overrides(config: DictConfig) -> list[str]:
-    """The command line's overrides that define the grid, in a stable order."""
-    return sorted(o for o in config.hydra.overrides.task if not o.startswith(NOT_THE_SWEEP))
+    """The command line's overrides that define the grid."""
+    return defining(config.hydra.overrides.task)
 
 
 class ParentRun(Callback):
@@ -161,7 +170,8 @@ class ParentRun(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         os.environ.pop(PARENT_ENV, None)
-        files = report.build(self.client, self.parent, self.sweep_dir / "report")
+        out = self.sweep_dir / "report"
+        files = exit_on_error(lambda: report.build(self.client, self.parent, out))
         for path in files:
             tracking.retry_locked(lambda p=path: self.client.log_artifact(self.parent, str(p)))
         tracking.retry_locked(lambda: self.client.set_terminated(self.parent))

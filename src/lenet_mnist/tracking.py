@@ -23,6 +23,8 @@ CONFIG_TAG = "config_hash"
 PARENT_TAG = "mlflow.parentRunId"  # how the MLflow UI nests a child under its parent
 SWEEP_TAG = "sweep_key"  # on a sweep's parent: a hash of the overrides that define it
 OVERRIDES_TAG = "sweep_overrides"
+JOB_TAG = "sweep_job"  # on a child: its own overrides, the point of the grid it stands for
+MACHINE_TAG = "machine"
 COMPLETE_TAG = "sweep_job_complete"  # a sweep job's last act: a child without it was cut off
 SQLITE = "sqlite:///"
 T = TypeVar("T")
@@ -72,7 +74,12 @@ def experiment_id(client: Any, name: str) -> str:
     if uri.startswith(SQLITE):
         db = Path(uri.removeprefix(SQLITE)).resolve()
         location = (db.parent / "mlruns" / name).as_uri()
-    return retry_locked(lambda: client.create_experiment(name, artifact_location=location))
+    try:
+        return retry_locked(lambda: client.create_experiment(name, artifact_location=location))
+    except Exception as err:  # another process created it first: use theirs
+        if "already exists" not in str(err):
+            raise
+        return retry_locked(lambda: client.get_experiment_by_name(name)).experiment_id
 
 
 def config_hash(cfg: DictConfig, dataset_digest: str) -> str:
@@ -122,10 +129,30 @@ def run_tags(prepared: Path) -> dict[str, str]:
         "git_commit": git_commit(),
         "dvc_data_md5": dvc_lock_hash("prepare", prepared.as_posix()),
         "dataset_digest": stats["digest"],
+        MACHINE_TAG: machine(),
     }
     if name := os.environ.get("DVC_EXP_NAME"):  # set by `dvc exp run`: the name exp show lists
         tags["dvc_exp_name"] = name
     return tags
+
+
+def machine() -> str:
+    """The CPU model (or GPU) and core count, which the speed figures depend on."""
+    import platform
+
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or platform.machine(),
+    )
+    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
 def flat_params(cfg: DictConfig) -> dict[str, Any]:

@@ -150,6 +150,11 @@ def effective_lr(cfg: DictConfig) -> float:
     return o.lr * cfg.train.batch_size / o.lr_batch_size if o.scale_lr_with_batch else o.lr
 
 
+def optimizer_config(cfg: DictConfig) -> DictConfig:
+    """The `optimizer` group with the learning rate actually used (see effective_lr)."""
+    return OmegaConf.merge(cfg.optimizer, {"lr": effective_lr(cfg)})
+
+
 def make_optimizer(
     cfg: DictConfig, parameters: Iterable[torch.nn.Parameter], total_updates: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
@@ -311,8 +316,7 @@ def train(
     t = cfg.train
     batches = lightning_batches(x, y, cfg)
     apply_threads(cfg.trainer)
-    optimizer = OmegaConf.merge(cfg.optimizer, {"lr": lr})
-    classifier = Classifier(net, optimizer, steps * t.epochs, cfg.trainer.compile)
+    classifier = Classifier(net, optimizer_config(cfg), steps * t.epochs, cfg.trainer.compile)
     started = time.perf_counter()
     trainer.fit(classifier, batches, TensorBatches(vx, vy, 1024, shuffle=False))
     wall_s = time.perf_counter() - started
@@ -364,7 +368,7 @@ def main() -> None:
     dvc.yaml calls the stage with `--params params.yaml`; anything else is a Hydra
     command line, such as `-m train.batch_size=32,64` (see lenet_mnist.sweep).
     """
-    if "--params" in sys.argv[1:]:
+    if any(a == "--params" or a.startswith("--params=") for a in sys.argv[1:]):
         exit_on_error(stage_main)
     else:
         from lenet_mnist import sweep
