@@ -186,3 +186,10 @@ def test_sweep_key_ignores_where_and_how_a_sweep_runs():
         )
         == []
     )
+
+
+def test_the_same_grid_typed_in_another_order_is_the_same_sweep():
+    key = sweep.sweep_key(["train.batch_size=32,64", "train.epochs=5,10"])
+    assert sweep.sweep_key(["train.batch_size=64,32", "train.epochs=10,5"]) == key
+    assert sweep.sweep_key(["train.batch_size=32,64,128", "train.epochs=5,10"]) != key
+    assert sweep.sweep_key(["train.batch_size=32,64"]) != key

@@ -131,6 +131,17 @@ def sweep_overrides(config: DictConfig) -> list[str]:
     return defining(config.hydra.overrides.task)
 
 
+def sweep_key(overrides: list[str]) -> str:
+    """The same grid gives the same key, whatever order its values were typed in."""
+    grid = []
+    for name, _, values in (o.partition("=") for o in overrides):
+        plain_list = not any(c in values for c in "([{")  # not range(...), [a,b] or {...}
+        grid.append(
+            f"{name}={','.join(sorted(values.split(',')))}" if plain_list else f"{name}={values}"
+        )
+    return hashlib.sha256(json.dumps(sorted(grid)).encode()).hexdigest()[:16]
+
+
 class ParentRun(Callback):
     """Opens (or reopens) the sweep's parent run before any job, and reports at the end.
 
@@ -144,7 +155,7 @@ class ParentRun(Callback):
         self.sweep_dir = Path(config.hydra.sweep.dir)
         experiment = tracking.experiment_id(self.client, config.logger.experiment_name)
         overrides = sweep_overrides(config)
-        key = hashlib.sha256(json.dumps(overrides).encode()).hexdigest()[:16]
+        key = sweep_key(overrides)
         found = tracking.retry_locked(
             lambda: self.client.search_runs(
                 [experiment],
