@@ -76,7 +76,8 @@ def collect(client: Any, parent: str) -> list[Row]:
     A point rerun (forced, or after its config changed) appears once, with its latest result.
     """
     newest: dict[str, Any] = {}
-    for run in tracking.children(client, parent):  # newest first
+    complete = f" and tags.{tracking.COMPLETE_TAG} = 'true'"
+    for run in tracking.children(client, parent, complete):  # newest first
         newest.setdefault(run.data.tags[tracking.JOB_TAG], run)
     if not newest:
         raise PipelineError(f"sweep {parent} has no complete runs yet; run or resume the sweep")
@@ -321,12 +322,8 @@ def is_sweep(client: Any, run_id: str) -> bool:
 
 def latest_sweep(client: Any, experiment_name: str) -> str:
     experiment = client.get_experiment_by_name(experiment_name)
-    runs = experiment and client.search_runs(
-        [experiment.experiment_id],
-        f"tags.{tracking.SWEEP_TAG} != ''",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
+    query = f"tags.{tracking.SWEEP_TAG} != ''"
+    runs = experiment and tracking.newest(client, experiment.experiment_id, query, limit=1)
     if not runs:
         raise PipelineError(
             f"no sweep in MLflow experiment {experiment_name!r}; "

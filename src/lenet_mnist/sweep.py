@@ -111,14 +111,14 @@ def fit_and_test(
 
 
 def previous_child(client: MlflowClient, parent: str, key: str) -> Run | None:
-    """A complete child with this config, after marking interrupted ones as killed."""
-    experiment = tracking.retry_locked(lambda: client.get_run(parent)).info.experiment_id
-    query = f"tags.`{tracking.PARENT_TAG}` = '{parent}' and tags.{tracking.CONFIG_TAG} = '{key}'"
-    for run in tracking.retry_locked(lambda: client.search_runs([experiment], query)):
-        if run.data.tags.get(tracking.COMPLETE_TAG) != "true" and run.info.status == "RUNNING":
+    """The newest complete child with this config, after marking interrupted ones as killed."""
+    done = None
+    for run in tracking.children(client, parent, f" and tags.{tracking.CONFIG_TAG} = '{key}'"):
+        if run.data.tags.get(tracking.COMPLETE_TAG) == "true":
+            done = done or run
+        elif run.info.status == "RUNNING":
             tracking.retry_locked(lambda r=run: client.set_terminated(r.info.run_id, "KILLED"))
-    done = tracking.children(client, parent, f" and tags.{tracking.CONFIG_TAG} = '{key}'")
-    return done[0] if done else None
+    return done
 
 
 def defining(overrides: Iterable[str]) -> list[str]:
@@ -156,13 +156,8 @@ class ParentRun(Callback):
         experiment = tracking.experiment_id(self.client, config.logger.experiment_name)
         overrides = sweep_overrides(config)
         key = sweep_key(overrides)
-        found = tracking.retry_locked(
-            lambda: self.client.search_runs(
-                [experiment],
-                f"tags.{tracking.SWEEP_TAG} = '{key}'",
-                order_by=["attributes.start_time DESC"],
-                max_results=1,
-            )
+        found = tracking.newest(
+            self.client, experiment, f"tags.{tracking.SWEEP_TAG} = '{key}'", limit=1
         )
         if found:
             self.parent = found[0].info.run_id

@@ -175,21 +175,21 @@ def find_run(client: Any, experiment_name: str, weights_sha256: str) -> str | No
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         return None
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"tags.{WEIGHTS_TAG} = '{weights_sha256}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
+    query = f"tags.{WEIGHTS_TAG} = '{weights_sha256}'"
+    runs = newest(client, experiment.experiment_id, query, limit=1)
     return runs[0].info.run_id if runs else None
 
 
-def children(client: Any, parent: str, extra: str = "") -> list[Any]:
-    """The parent's complete children, newest first; `extra` narrows the filter."""
-    experiment = retry_locked(lambda: client.get_run(parent)).info.experiment_id
-    query = f"tags.`{PARENT_TAG}` = '{parent}' and tags.{COMPLETE_TAG} = 'true'{extra}"
+def newest(client: Any, experiment: str, query: str, limit: int = 10_000) -> list[Any]:
+    """The experiment's runs that match an MLflow filter string, newest first."""
     return retry_locked(
         lambda: client.search_runs(
-            [experiment], query, order_by=["attributes.start_time DESC"], max_results=10_000
+            [experiment], query, order_by=["attributes.start_time DESC"], max_results=limit
         )
     )
+
+
+def children(client: Any, parent: str, extra: str = "") -> list[Any]:
+    """The parent's children, newest first; `extra` adds conditions to the filter."""
+    experiment = retry_locked(lambda: client.get_run(parent)).info.experiment_id
+    return newest(client, experiment, f"tags.`{PARENT_TAG}` = '{parent}'{extra}")
