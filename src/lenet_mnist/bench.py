@@ -30,7 +30,7 @@ from rich.table import Table
 
 from lenet_mnist import model, params, train
 from lenet_mnist.batches import iterations_per_epoch
-from lenet_mnist.stage import PipelineError, exit_on_error
+from lenet_mnist.stage import PipelineError, run_stage
 
 # The benchmark trains without validation on purpose.
 warnings.filterwarnings("ignore", message="You defined a `validation_step` but have no")
@@ -248,4 +248,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    exit_on_error(main)
+    run_stage(main)

@@ -26,7 +26,7 @@ import pooch
 from omegaconf import DictConfig
 
 from lenet_mnist import idx, params
-from lenet_mnist.stage import PipelineError, exit_on_error, replacing
+from lenet_mnist.stage import PipelineError, replacing, run_stage
 
 # name -> (size in bytes, SHA-256 of the uncompressed IDX file)
 FILES: dict[str, tuple[int, str]] = {
@@ -240,4 +240,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    exit_on_error(main)
+    run_stage(main)

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from lenet_mnist.stage import PipelineError, exit_on_error
+from lenet_mnist.stage import PipelineError, run_stage
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 MNIST_TRAIN_SIZE = 60_000
@@ -159,4 +159,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    exit_on_error(main)
+    run_stage(main)

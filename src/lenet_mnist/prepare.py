@@ -16,7 +16,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from lenet_mnist import idx, params
-from lenet_mnist.stage import PipelineError, exit_on_error, replacing
+from lenet_mnist.stage import PipelineError, replacing, run_stage
 
 RAW_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -115,4 +115,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    exit_on_error(main)
+    run_stage(main)

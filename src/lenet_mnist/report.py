@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lenet_mnist import params, tracking
-from lenet_mnist.stage import PipelineError, exit_on_error, replacing
+from lenet_mnist.stage import PipelineError, replacing, run_stage
 
 SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"
@@ -351,4 +351,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    exit_on_error(main)
+    run_stage(main)

@@ -6,6 +6,7 @@ it writes its output folder whole or not at all, so DVC never hashes a half-writ
 
 from __future__ import annotations
 
+import gc
 import shutil
 import sys
 import tempfile
@@ -28,6 +29,19 @@ def exit_on_error(main: Callable[[], T]) -> T:
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+def run_stage(main: Callable[[], object]) -> None:
+    """A stage's process entry point: exit_on_error, then skip the interpreter's final sweep.
+
+    At exit CPython garbage-collects every object that torch, MLflow and Lightning made at
+    import: about 1 s on a 2-core machine, a quarter of the evaluate stage's 4 s budget.
+    gc.freeze() takes them out of that sweep; the OS frees the memory as the process ends,
+    and atexit handlers (MLflow's, for one) still run. Only at the very end of a process:
+    frozen objects are never collected, so a sweep's in-process jobs must not call it.
+    """
+    exit_on_error(main)
+    gc.freeze()
 
 
 @contextmanager

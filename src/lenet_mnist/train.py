@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 
 from lenet_mnist import model, params, prepare, tracking
 from lenet_mnist.batches import Grouped, TensorBatches, iterations_per_epoch
-from lenet_mnist.stage import exit_on_error, replacing
+from lenet_mnist.stage import exit_on_error, replacing, run_stage
 
 # Messages every run would print that concern Lightning itself, not this run: its own
 # upgrades, an ad, and the step-metrics interval this stage sets high on purpose.
@@ -377,4 +377,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

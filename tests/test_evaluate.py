@@ -1,0 +1,60 @@
+"""evaluate's arithmetic, on hand-made logits and on the real prepared test slice."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from lenet_mnist import evaluate, model, prepare
+
+
+def _logits_for(predicted: list[int]) -> torch.Tensor:
+    logits = torch.zeros(len(predicted), evaluate.NUM_CLASSES)
+    logits[torch.arange(len(predicted)), torch.tensor(predicted)] = 5.0
+    return logits
+
+
+def test_score_counts_the_confusion_matrix_by_actual_row_and_predicted_column():
+    labels = torch.tensor([0, 0, 0, 1, 2, 2, 9])
+    predicted = [0, 0, 1, 1, 0, 2, 9]
+    m = evaluate.score(_logits_for(predicted), labels)
+    confusion = np.array(m["confusion"])
+    assert confusion.shape == (10, 10) and confusion.sum() == 7
+    assert confusion[0, 0] == 2 and confusion[0, 1] == 1 and confusion[2, 0] == 1
+    assert confusion[1, 1] == confusion[2, 2] == confusion[9, 9] == 1
+    assert m["errors"] == 2
+    assert m["test_acc"] == pytest.approx(5 / 7, abs=1e-6)
+    assert m["per_class_acc"]["0"] == pytest.approx(2 / 3, abs=1e-6)
+    assert m["per_class_acc"]["2"] == pytest.approx(0.5)
+    assert m["per_class_acc"]["1"] == m["per_class_acc"]["9"] == 1.0
+
+
+def test_a_class_absent_from_the_labels_is_left_out_not_scored_zero():
+    m = evaluate.score(_logits_for([0, 1]), torch.tensor([0, 1]))
+    assert m["per_class_acc"] == {"0": 1.0, "1": 1.0}
+
+
+def test_predict_gives_the_same_bits_for_any_batch_size(prepared_slice):
+    """The batch size is a speed choice only; it must not move a single logit."""
+    torch.manual_seed(0)
+    net = model.build("lenet5")
+    x, _ = prepare.load(prepared_slice[0], "test")
+    small = evaluate.predict(net, x, batch_size=64)
+    assert small.shape == (len(x), evaluate.NUM_CLASSES)
+    assert torch.equal(small, evaluate.predict(net, x, batch_size=len(x)))
+
+
+def test_stages_do_not_import_lightning_or_torchmetrics():
+    """Each costs about a second of import; the non-training stages need neither."""
+    code = (
+        "import sys, lenet_mnist.evaluate, lenet_mnist.prepare, lenet_mnist.download; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} "
+        "& {'pytorch_lightning', 'lightning', 'torchmetrics'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
