@@ -2,6 +2,8 @@ import json
 
 import pytest
 
+from lenet_mnist import bench
+
 from .conftest import REPO, SLICE, run_stage, write_params
 
 pytestmark = pytest.mark.slow
@@ -44,6 +46,34 @@ def test_bench_prints_the_ratio_table_and_json(prepared_slice, tmp_path):
     assert all(len(t) == 3 for t in result["round_times_s"].values())
     assert 0 < result["peak_rss_gib"] < 8
     assert result["pipeline_vs_plain_eager"] > 0
+    assert result["targets"] is None  # batch 50: issue 4's targets are for batch 64
+
+
+def _result(**values):
+    variants = {bench.PIPELINE: {"s_per_epoch": values.pop("s_per_epoch")}}
+    return {"device": "CPU: test", "batch_size": 64, "variants": variants, **values}
+
+
+def test_targets_are_judged_at_their_limits():
+    met = bench.check_targets(
+        _result(
+            s_per_epoch=4.2,
+            pipeline_vs_plain_same_step=1.05,
+            pipeline_vs_plain_eager=0.70,
+            peak_rss_gib=1.0,
+        )
+    )
+    assert [t["met"] for t in met] == [True, True, True, True]
+    missed = bench.check_targets(
+        _result(
+            s_per_epoch=4.3,
+            pipeline_vs_plain_same_step=1.051,
+            pipeline_vs_plain_eager=0.75,
+            peak_rss_gib=2.5,
+        )
+    )
+    assert [t["met"] for t in missed] == [False, False, False, False]
+    assert bench.check_targets({**_result(s_per_epoch=1.0), "device": "NVIDIA H100"}) is None
 
 
 def test_bench_refuses_a_single_round(prepared_slice, tmp_path):

@@ -168,7 +168,7 @@ def summarize(times: dict[str, list[float]], chunk: int, epoch_steps: int, cfg, 
         }
         for name, t in timed.items()
     }
-    return {
+    result = {
         "device": _device_name(device),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -188,6 +188,28 @@ def summarize(times: dict[str, list[float]], chunk: int, epoch_steps: int, cfg, 
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
         "round_times_s": {name: [round(x, 4) for x in t] for name, t in times.items()},
     }
+    result["targets"] = check_targets(result)
+    return result
+
+
+# Issue 4's CPU targets at batch 64: (result key, limit, what it measures).
+CPU_TARGETS = (
+    ("pipeline_vs_plain_same_step", 1.05, "pipeline / plain loop with the same step"),
+    ("pipeline_vs_plain_eager", 0.70, "pipeline / plain eager loop"),
+    ("pipeline_s_per_epoch", 4.2, "pipeline s/epoch"),
+    ("peak_rss_gib", 2.0, "peak memory GiB"),
+)
+
+
+def check_targets(result: dict) -> list[dict] | None:
+    """Each CPU target with the measured value; None where the targets do not apply."""
+    if not result["device"].startswith("CPU") or result["batch_size"] != 64:
+        return None
+    values = {**result, "pipeline_s_per_epoch": result["variants"][PIPELINE]["s_per_epoch"]}
+    return [
+        {"target": label, "at_most": limit, "measured": values[key], "met": values[key] <= limit}
+        for key, limit, label in CPU_TARGETS
+    ]
 
 
 def _device_name(device: torch.device) -> str:
@@ -225,6 +247,14 @@ def print_table(result: dict, console: Console) -> None:
         f"   pipeline / plain eager: {result['pipeline_vs_plain_eager']:.3f}"
         f"   peak memory: {result['peak_rss_gib']:.2f} GiB"
     )
+    if result["targets"]:
+        targets = Table(title="issue 4's CPU targets, batch 64")
+        for column in ("measure", "at most", "measured", "met"):
+            targets.add_column(column, justify="left" if column == "measure" else "right")
+        for t in result["targets"]:
+            met = "[green]yes[/]" if t["met"] else "[red]no[/]"
+            targets.add_row(t["target"], f"{t['at_most']:g}", f"{t['measured']:.3f}", met)
+        console.print(targets)
 
 
 def main() -> None:
