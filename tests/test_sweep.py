@@ -5,10 +5,12 @@ prepared slice, one epoch per job, each sweep with its own sqlite store.
 """
 
 import os
+import re
 import signal
 import time
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
@@ -171,6 +173,24 @@ def test_a_sweep_without_prepared_data_says_what_to_run(tmp_path):
     done = hydra_train(*overrides, cwd=tmp_path, db=db)
     assert done.returncode == 2
     assert "holds no prepared data; run `dvc repro prepare` first" in done.stderr
+    assert not (tmp_path / "mlflow.db").exists()  # refused before any parent run was opened
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine where the GPU job fails")
+def test_a_failed_job_marks_the_parent_failed_not_running(prepared_slice, tmp_path):
+    """A real failure: Lightning refuses `accelerator=gpu` on a machine without one."""
+    prepared, _ = prepared_slice
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    grid = ("train.batch_size=250", "trainer.accelerator=cpu,gpu")
+    done = hydra_train(*sweep_overrides(prepared, tmp_path / "s", *grid), cwd=tmp_path, db=db)
+    assert done.returncode != 0
+    assert re.search(r"job \S.*trainer\.accelerator=gpu.* failed", done.stdout)
+    _, runs = _runs(db)
+    (parent,) = [r for r in runs if tracking.SWEEP_TAG in r.data.tags]
+    assert parent.info.status == "FAILED"
+    finished = [r for r in runs if r.data.tags.get(tracking.COMPLETE_TAG) == "true"]
+    assert [r.data.params["trainer.accelerator"] for r in finished] == ["cpu"]
+    assert all(r.info.status != "RUNNING" for r in runs)
 
 
 def test_sweep_key_ignores_where_and_how_a_sweep_runs():

@@ -26,6 +26,7 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
@@ -82,9 +83,7 @@ def _job(cfg: DictConfig) -> float | None:
         shutil.rmtree(out, ignore_errors=True)  # Hydra made it; a refused job leaves nothing
         raise
     key = tracking.config_hash(cfg, digest)
-    job = " ".join(
-        sorted(o for o in HydraConfig.get().overrides.task if not o.startswith(NOT_THE_SWEEP))
-    )
+    job = " ".join(defining(HydraConfig.get().overrides.task))
     tags = {tracking.CONFIG_TAG: key, tracking.JOB_TAG: job}
     client = MlflowClient(tracking.tracking_uri(cfg))
     if parent := os.environ.get(PARENT_ENV):
@@ -150,7 +149,8 @@ class ParentRun(Callback):
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        exit_on_error(lambda: params.validate(config))
+        # Refuse bad values and missing data before a parent exists, not in the first job.
+        exit_on_error(lambda: checked_inputs(config))
         self.client = MlflowClient(tracking.tracking_uri(config))
         self.sweep_dir = Path(config.hydra.sweep.dir)
         experiment = tracking.experiment_id(self.client, config.logger.experiment_name)
@@ -173,6 +173,29 @@ class ParentRun(Callback):
         os.environ[PARENT_ENV] = self.parent
         state = "resumed" if found else "new"
         log.info("sweep %s: MLflow parent run %s (%s)", " ".join(overrides), self.parent, state)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        """A failed job marks its own run and the parent FAILED: Hydra then stops the sweep
+        without calling on_multirun_end, which would leave both RUNNING in the MLflow UI.
+
+        It runs in the job's own process under any launcher, so it uses nothing but the
+        config and the environment. Rerunning the same command resumes the sweep.
+        """
+        parent = os.environ.get(PARENT_ENV)
+        if job_return.status != JobStatus.FAILED or parent is None:
+            return
+        client = MlflowClient(tracking.tracking_uri(config))
+        job = " ".join(defining(job_return.overrides or []))  # as _job tags its run
+        for run in tracking.children(client, parent, " and attributes.status = 'RUNNING'"):
+            if run.data.tags.get(tracking.JOB_TAG) == job:
+                tracking.retry_locked(lambda r=run: client.set_terminated(r.info.run_id, "FAILED"))
+        tracking.retry_locked(lambda: client.set_terminated(parent, "FAILED"))
+        log.error(
+            "job %s failed (Hydra shows why below); MLflow parent run %s marked FAILED. "
+            "Run the same command again once fixed: it resumes the sweep and writes the report",
+            job,
+            parent,
+        )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         os.environ.pop(PARENT_ENV, None)
