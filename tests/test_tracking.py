@@ -135,3 +135,24 @@ def test_retry_locked_outlasts_a_real_sqlite_lock(tmp_path):
     assert tracking.retry_locked(write) == 1
     assert len(failures) >= 2 and set(failures) == {"database is locked"}
     holder.wait()
+
+
+class LateClient(MlflowClient):
+    """A real client that looks the experiment up a moment before another process makes it.
+
+    The race itself cannot be caused on demand; this reproduces its order of events
+    against a real sqlite store: the lookup finds nothing, a second client creates the
+    experiment, and then this client's own create meets MLflow's real "already exists".
+    """
+
+    def get_experiment_by_name(self, name):
+        found = super().get_experiment_by_name(name)
+        if found is None and not getattr(self, "raced", False):
+            self.raced = True
+            self.theirs = MlflowClient(self.tracking_uri).create_experiment(name)
+        return found
+
+
+def test_an_experiment_made_by_another_process_meanwhile_is_used_not_fatal(tmp_path):
+    client = LateClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert tracking.experiment_id(client, "lenet-mnist") == client.theirs
