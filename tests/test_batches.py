@@ -60,3 +60,42 @@ def test_groups_hand_on_every_batch_once_in_order():
         flat = [b for g in groups for b in g]
         for (gx, gy), (px, py) in zip(flat, plain, strict=True):
             assert torch.equal(gx, px) and torch.equal(gy, py)
+
+
+def _epoch_labels(batches):
+    return torch.cat([y for _, y in batches])
+
+
+def test_ranks_take_disjoint_shards_of_one_permutation_that_cover_the_set():
+    x, y = torch.arange(1050.0).reshape(-1, 1), torch.arange(1050)
+    whole = TensorBatches(x, y, 100, shuffle=True, seed=3)
+    ranks = [TensorBatches(x, y, 100, shuffle=True, seed=3, rank=r, world_size=4) for r in range(4)]
+    for _ in range(2):  # the shards move on to the next permutation together
+        order = _epoch_labels(whole)
+        shards = [_epoch_labels(r) for r in ranks]
+        assert {len(s) for s in shards} == {263}  # ceil(1050 / 4): equal steps on every rank
+        assert {len(r) for r in ranks} == {3}
+        interleaved = torch.stack(shards, dim=1).flatten()  # rank r holds positions r, r+4, ...
+        assert torch.equal(interleaved[:1050], order)  # the one permutation, split
+        assert torch.equal(interleaved[1050:], order[:2])  # padded by wrapping around
+    for rx, ry in ranks[1]:
+        assert torch.equal(rx.squeeze(1).long(), ry)
+
+
+def test_unshuffled_shards_split_the_set_in_file_order():
+    x, y = torch.arange(10.0).reshape(-1, 1), torch.arange(10)
+    shards = [
+        _epoch_labels(TensorBatches(x, y, 4, shuffle=False, rank=r, world_size=2)) for r in (0, 1)
+    ]
+    assert shards[0].tolist() == [0, 2, 4, 6, 8] and shards[1].tolist() == [1, 3, 5, 7, 9]
+
+
+def test_a_rank_outside_the_world_is_refused():
+    x, y = torch.zeros(4, 1), torch.arange(4)
+    for rank, world in ((2, 2), (-1, 2), (0, 5)):
+        try:
+            TensorBatches(x, y, 2, shuffle=False, rank=rank, world_size=world)
+        except ValueError as err:
+            assert f"rank={rank} of world_size={world}" in str(err)
+        else:
+            raise AssertionError(f"rank {rank} of {world} was accepted")

@@ -31,6 +31,12 @@ class TensorBatches:
 
     The generator lives as long as the iterable, so epoch k always sees the k-th
     permutation of the seed: the batch order is a function of (seed, epoch) only.
+
+    Under DDP every rank builds this with its own `rank` and the same seed: each draws the
+    same permutation and keeps every `world_size`-th sample from position `rank` on, so
+    the shards are disjoint and together cover the set. As DistributedSampler does, the
+    permutation is first padded by wrapping around, so that every rank makes the same
+    number of steps (DDP would hang on a rank with one batch fewer).
     """
 
     def __init__(
@@ -42,24 +48,42 @@ class TensorBatches:
         shuffle: bool,
         seed: int = 0,
         drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
+        if not 0 <= rank < world_size <= len(labels):
+            raise ValueError(f"rank={rank} of world_size={world_size} for {len(labels)} samples")
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.rank, self.world_size = rank, world_size
+        self.per_rank = math.ceil(len(labels) / world_size)
         self.generator = torch.Generator(device=images.device).manual_seed(seed)
 
     def __len__(self) -> int:
-        return iterations_per_epoch(len(self.labels), self.batch_size, self.drop_last)
+        return iterations_per_epoch(self.per_rank, self.batch_size, self.drop_last)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n, bs = len(self.labels), self.batch_size
-        if self.shuffle:
-            order = torch.randperm(n, generator=self.generator, device=self.images.device)
-            for i in range(len(self)):
+        bs, order = self.batch_size, self._order()
+        for i in range(len(self)):
+            if order is None:  # one process, file order: slices are views, no gather
+                yield self.images[i * bs : (i + 1) * bs], self.labels[i * bs : (i + 1) * bs]
+            else:
                 idx = order[i * bs : (i + 1) * bs]
                 yield self.images[idx], self.labels[idx]
+
+    def _order(self) -> torch.Tensor | None:
+        """This rank's sample indices for the next epoch; None for all of them in order."""
+        n, device = len(self.labels), self.images.device
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator, device=device)
+        elif self.world_size == 1:
+            return None
         else:
-            for i in range(len(self)):
-                yield self.images[i * bs : (i + 1) * bs], self.labels[i * bs : (i + 1) * bs]
+            order = torch.arange(n, device=device)
+        if self.world_size > 1:
+            padded = torch.cat([order, order[: self.per_rank * self.world_size - n]])
+            order = padded[self.rank :: self.world_size]
+        return order
 
 
 class Grouped:

@@ -139,7 +139,7 @@ def run(cfg: DictConfig, prepared: Path, rounds: int, steps: int) -> dict:
             PLAIN_SAME: plain_loop(cfg, x, y, steps, rounds, same_step=True),
         },
     )
-    batches = train.lightning_batches(x, y, cfg)
+    batches = train.lightning_batches(x, y, cfg, trainer)
     train.apply_threads(cfg.trainer)
     optimizer = train.optimizer_config(cfg)
     classifier = train.Classifier(net, optimizer, steps * rounds, cfg.trainer.compile)

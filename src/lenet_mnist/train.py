@@ -123,14 +123,28 @@ def forward_loss(
     return loss, torch.stack((loss.detach() * len(y), (logits.argmax(1) == y).sum()))
 
 
-def train_batches(x: torch.Tensor, y: torch.Tensor, t: DictConfig) -> TensorBatches:
-    """The training split's shuffled batches as the `train` group sets them."""
-    return TensorBatches(x, y, t.batch_size, shuffle=True, seed=t.seed, drop_last=t.drop_last)
+def train_batches(
+    x: torch.Tensor, y: torch.Tensor, t: DictConfig, rank: int = 0, world_size: int = 1
+) -> TensorBatches:
+    """This rank's shuffled training batches as the `train` group sets them."""
+    return TensorBatches(
+        x,
+        y,
+        t.batch_size,
+        shuffle=True,
+        seed=t.seed,
+        drop_last=t.drop_last,
+        rank=rank,
+        world_size=world_size,
+    )
 
 
-def lightning_batches(x: torch.Tensor, y: torch.Tensor, cfg: DictConfig) -> Grouped:
-    """The training batches in the groups that each Lightning training_step receives."""
-    return Grouped(train_batches(x, y, cfg.train), cfg.trainer.batch_group)
+def lightning_batches(
+    x: torch.Tensor, y: torch.Tensor, cfg: DictConfig, trainer: pl.Trainer
+) -> Grouped:
+    """The trainer's rank's training batches, in the groups each training_step receives."""
+    batches = train_batches(x, y, cfg.train, trainer.global_rank, trainer.world_size)
+    return Grouped(batches, cfg.trainer.batch_group)
 
 
 def clock(device: torch.device) -> float:
@@ -314,11 +328,14 @@ def train(
     x, y = to_tensors(prepared, "train", trainer.strategy.root_device)
     vx, vy = to_tensors(prepared, "val", trainer.strategy.root_device)
     t = cfg.train
-    batches = lightning_batches(x, y, cfg)
+    batches = lightning_batches(x, y, cfg, trainer)
+    val = TensorBatches(
+        vx, vy, 1024, shuffle=False, rank=trainer.global_rank, world_size=trainer.world_size
+    )
     apply_threads(cfg.trainer)
     classifier = Classifier(net, optimizer_config(cfg), steps * t.epochs, cfg.trainer.compile)
     started = time.perf_counter()
-    trainer.fit(classifier, batches, TensorBatches(vx, vy, 1024, shuffle=False))
+    trainer.fit(classifier, batches, val)
     wall_s = time.perf_counter() - started
 
     kept_epoch = recorder.best_epoch if t.keep_best else t.epochs
