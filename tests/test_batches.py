@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from lenet_mnist.batches import Grouped, TensorBatches, batch_sizes, iterations_per_epoch
@@ -90,12 +91,19 @@ def test_unshuffled_shards_split_the_set_in_file_order():
     assert shards[0].tolist() == [0, 2, 4, 6, 8] and shards[1].tolist() == [1, 3, 5, 7, 9]
 
 
-def test_a_rank_outside_the_world_is_refused():
+def test_sharded_drop_last_drops_only_each_rank_s_partial_batch():
+    x, y = torch.arange(1050.0).reshape(-1, 1), torch.arange(1050)
+    ranks = [
+        TensorBatches(x, y, 100, shuffle=True, seed=3, drop_last=True, rank=r, world_size=4)
+        for r in range(4)
+    ]
+    shards = [_epoch_labels(r) for r in ranks]
+    assert [len(r) for r in ranks] == [2] * 4 and {len(s) for s in shards} == {200}
+    assert len(torch.cat(shards).unique()) == 800  # still disjoint
+
+
+@pytest.mark.parametrize(("rank", "world"), [(2, 2), (-1, 2), (0, 5)])
+def test_a_rank_outside_the_world_is_refused(rank, world):
     x, y = torch.zeros(4, 1), torch.arange(4)
-    for rank, world in ((2, 2), (-1, 2), (0, 5)):
-        try:
-            TensorBatches(x, y, 2, shuffle=False, rank=rank, world_size=world)
-        except ValueError as err:
-            assert f"rank={rank} of world_size={world}" in str(err)
-        else:
-            raise AssertionError(f"rank {rank} of {world} was accepted")
+    with pytest.raises(ValueError, match=f"rank={rank} of world_size={world} for 4 samples"):
+        TensorBatches(x, y, 2, shuffle=False, rank=rank, world_size=world)

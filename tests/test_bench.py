@@ -51,7 +51,7 @@ def test_bench_prints_the_ratio_table_and_json(prepared_slice, tmp_path):
 
 def _result(**values):
     variants = {bench.PIPELINE: {"s_per_epoch": values.pop("s_per_epoch")}}
-    return {"device": "CPU: test", "batch_size": 64, "variants": variants, **values}
+    return {"accelerator": "cpu", "batch_size": 64, "variants": variants, **values}
 
 
 def test_targets_are_judged_at_their_limits():
@@ -73,7 +73,7 @@ def test_targets_are_judged_at_their_limits():
         )
     )
     assert [t["met"] for t in missed] == [False, False, False, False]
-    assert bench.check_targets({**_result(s_per_epoch=1.0), "device": "NVIDIA H100"}) is None
+    assert bench.check_targets({**_result(s_per_epoch=1.0), "accelerator": "cuda"}) is None
 
 
 def test_bench_refuses_a_single_round(prepared_slice, tmp_path):

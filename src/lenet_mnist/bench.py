@@ -21,6 +21,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -170,6 +171,7 @@ def summarize(times: dict[str, list[float]], chunk: int, epoch_steps: int, cfg, 
     }
     result = {
         "device": _device_name(device),
+        "accelerator": device.type,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "batch_size": cfg.train.batch_size,
@@ -201,9 +203,9 @@ CPU_TARGETS = (
 )
 
 
-def check_targets(result: dict) -> list[dict] | None:
+def check_targets(result: dict[str, Any]) -> list[dict[str, Any]] | None:
     """Each CPU target with the measured value; None where the targets do not apply."""
-    if not result["device"].startswith("CPU") or result["batch_size"] != 64:
+    if result["accelerator"] != "cpu" or result["batch_size"] != 64:
         return None
     values = {**result, "pipeline_s_per_epoch": result["variants"][PIPELINE]["s_per_epoch"]}
     return [

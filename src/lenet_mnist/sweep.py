@@ -61,7 +61,38 @@ def hydra_main() -> None:
 def run_job(cfg: DictConfig) -> float | None:
     """One Hydra job; returns test accuracy, the objective an optimizing sweeper reads."""
     # Hydra reports a job's exception with a traceback; a bad value deserves one line.
-    return exit_on_error(lambda: _job(cfg))
+    try:
+        return exit_on_error(lambda: _job(cfg))
+    except SystemExit:  # Hydra catches Exceptions only: on_job_end never sees this one
+        mark_failed(cfg, " ".join(defining(HydraConfig.get().overrides.task)))
+        raise
+
+
+def mark_failed(cfg: DictConfig, job: str) -> None:
+    """Mark a failed job's unfinished run and its sweep's parent FAILED.
+
+    Hydra ends a sweep with a failed job without calling on_multirun_end, which would
+    otherwise leave the parent, and a run cut off by the failure, RUNNING in the MLflow
+    UI for good. A run Lightning closed as FINISHED before a later step failed lacks the
+    COMPLETE tag, so it is marked too. This runs in the job's own process under any
+    launcher, so it uses nothing but the config and the environment.
+    """
+    parent = os.environ.get(PARENT_ENV)
+    if parent is None:  # a single run, not a sweep: its own run is Lightning's to close
+        return
+    client = MlflowClient(tracking.tracking_uri(cfg))
+    for run in tracking.children(client, parent):  # filtered here: overrides may hold quotes
+        tags = run.data.tags
+        unfinished = tracking.COMPLETE_TAG not in tags and run.info.status != "KILLED"
+        if tags.get(tracking.JOB_TAG) == job and unfinished:
+            tracking.retry_locked(lambda r=run: client.set_terminated(r.info.run_id, "FAILED"))
+    tracking.retry_locked(lambda: client.set_terminated(parent, "FAILED"))
+    log.error(
+        "job %s failed; MLflow parent run %s marked FAILED. Once the cause is fixed, run the "
+        "same command again: it resumes the sweep and writes the report",
+        job,
+        parent,
+    )
 
 
 def checked_inputs(cfg: DictConfig) -> tuple[Path, str]:
@@ -149,7 +180,8 @@ class ParentRun(Callback):
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        # Refuse bad values and missing data before a parent exists, not in the first job.
+        # Missing data, and bad values outside the grid, are refused before a parent exists;
+        # a bad grid value is found by its own job (Hydra has not expanded the grid yet).
         exit_on_error(lambda: checked_inputs(config))
         self.client = MlflowClient(tracking.tracking_uri(config))
         self.sweep_dir = Path(config.hydra.sweep.dir)
@@ -175,27 +207,9 @@ class ParentRun(Callback):
         log.info("sweep %s: MLflow parent run %s (%s)", " ".join(overrides), self.parent, state)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        """A failed job marks its own run and the parent FAILED: Hydra then stops the sweep
-        without calling on_multirun_end, which would leave both RUNNING in the MLflow UI.
-
-        It runs in the job's own process under any launcher, so it uses nothing but the
-        config and the environment. Rerunning the same command resumes the sweep.
-        """
-        parent = os.environ.get(PARENT_ENV)
-        if job_return.status != JobStatus.FAILED or parent is None:
-            return
-        client = MlflowClient(tracking.tracking_uri(config))
-        job = " ".join(defining(job_return.overrides or []))  # as _job tags its run
-        for run in tracking.children(client, parent, " and attributes.status = 'RUNNING'"):
-            if run.data.tags.get(tracking.JOB_TAG) == job:
-                tracking.retry_locked(lambda r=run: client.set_terminated(r.info.run_id, "FAILED"))
-        tracking.retry_locked(lambda: client.set_terminated(parent, "FAILED"))
-        log.error(
-            "job %s failed (Hydra shows why below); MLflow parent run %s marked FAILED. "
-            "Run the same command again once fixed: it resumes the sweep and writes the report",
-            job,
-            parent,
-        )
+        """A job that raised: see mark_failed. Hydra shows the exception once the sweep ends."""
+        if job_return.status == JobStatus.FAILED:
+            mark_failed(config, " ".join(defining(job_return.overrides or [])))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         os.environ.pop(PARENT_ENV, None)

@@ -27,7 +27,7 @@ from pytorch_lightning.loggers import MLFlowLogger
 from safetensors.torch import save_file
 
 from lenet_mnist import model, params, prepare, tracking
-from lenet_mnist.batches import Grouped, TensorBatches, iterations_per_epoch
+from lenet_mnist.batches import Grouped, TensorBatches
 from lenet_mnist.stage import exit_on_error, replacing, run_stage
 
 # Messages every run would print that concern Lightning itself, not this run: its own
@@ -302,7 +302,6 @@ def train(
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
     net = model.build(cfg.model.name)  # first draw from the seeded generator: the init
     train_size = json.loads((prepared / "stats.json").read_text())["sizes"]["train"]
-    steps = iterations_per_epoch(train_size, cfg.train.batch_size, cfg.train.drop_last)
     lr = effective_lr(cfg)
     uri = tracking.tracking_uri(cfg)
     tracking.experiment_id(MlflowClient(uri), cfg.logger.experiment_name)  # sets its artifacts
@@ -312,6 +311,13 @@ def train(
         run_name=f"bs{cfg.train.batch_size}-ep{cfg.train.epochs}",
         tags={**tracking.run_tags(prepared), **(tags or {})},
     )
+    recorder = EpochRecorder(train_size)
+    trainer = make_trainer(cfg, logger, [recorder])
+    shard = {"rank": trainer.global_rank, "world_size": trainer.world_size}
+    x, y = to_tensors(prepared, "train", trainer.strategy.root_device)
+    vx, vy = to_tensors(prepared, "val", trainer.strategy.root_device)
+    batches = lightning_batches(x, y, cfg, trainer)
+    steps = len(batches.batches)  # this rank's updates per epoch: its shard's batches
     tracking.retry_locked(
         lambda: logger.log_hyperparams(
             {
@@ -323,15 +329,8 @@ def train(
             }
         )
     )
-    recorder = EpochRecorder(train_size)
-    trainer = make_trainer(cfg, logger, [recorder])
-    x, y = to_tensors(prepared, "train", trainer.strategy.root_device)
-    vx, vy = to_tensors(prepared, "val", trainer.strategy.root_device)
     t = cfg.train
-    batches = lightning_batches(x, y, cfg, trainer)
-    val = TensorBatches(
-        vx, vy, 1024, shuffle=False, rank=trainer.global_rank, world_size=trainer.world_size
-    )
+    val = TensorBatches(vx, vy, 1024, shuffle=False, **shard)
     apply_threads(cfg.trainer)
     classifier = Classifier(net, optimizer_config(cfg), steps * t.epochs, cfg.trainer.compile)
     started = time.perf_counter()
