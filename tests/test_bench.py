@@ -49,31 +49,28 @@ def test_bench_prints_the_ratio_table_and_json(prepared_slice, tmp_path):
     assert result["targets"] is None  # batch 50: issue 4's targets are for batch 64
 
 
-def _result(**values):
-    variants = {bench.PIPELINE: {"s_per_epoch": values.pop("s_per_epoch")}}
-    return {"accelerator": "cpu", "batch_size": 64, "variants": variants, **values}
+def _result(s_per_epoch, same_step, eager, peak, accelerator="cpu"):
+    return {
+        "accelerator": accelerator,
+        "batch_size": 64,
+        "variants": {bench.PIPELINE: {"s_per_epoch": s_per_epoch}},
+        "pipeline_vs_plain_same_step": same_step,
+        "pipeline_vs_plain_eager": eager,
+        "peak_rss_gib": peak,
+    }
 
 
-def test_targets_are_judged_at_their_limits():
-    met = bench.check_targets(
-        _result(
-            s_per_epoch=4.2,
-            pipeline_vs_plain_same_step=1.05,
-            pipeline_vs_plain_eager=0.70,
-            peak_rss_gib=1.0,
-        )
-    )
-    assert [t["met"] for t in met] == [True, True, True, True]
-    missed = bench.check_targets(
-        _result(
-            s_per_epoch=4.3,
-            pipeline_vs_plain_same_step=1.051,
-            pipeline_vs_plain_eager=0.75,
-            peak_rss_gib=2.5,
-        )
-    )
-    assert [t["met"] for t in missed] == [False, False, False, False]
-    assert bench.check_targets({**_result(s_per_epoch=1.0), "accelerator": "cuda"}) is None
+@pytest.mark.parametrize(
+    ("values", "met"),
+    [((4.2, 1.05, 0.70, 2.0), True), ((4.3, 1.051, 0.75, 2.5), False)],
+    ids=["at the limits", "just past them"],
+)
+def test_targets_are_judged_at_their_limits(values, met):
+    assert [t["met"] for t in bench.check_targets(_result(*values))] == [met] * 4
+
+
+def test_targets_are_not_judged_off_the_cpu():
+    assert bench.check_targets(_result(1.0, 1.0, 0.5, 1.0, accelerator="cuda")) is None
 
 
 def test_bench_refuses_a_single_round(prepared_slice, tmp_path):
