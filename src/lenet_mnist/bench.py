@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import platform
 import resource
 import statistics
 import sys
@@ -29,7 +28,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from lenet_mnist import model, params, train
+from lenet_mnist import model, params, tracking, train
 from lenet_mnist.batches import iterations_per_epoch
 from lenet_mnist.stage import PipelineError, run_stage
 
@@ -217,15 +216,7 @@ def check_targets(result: dict[str, Any]) -> list[dict[str, Any]] | None:
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU: {cpu}"
+    return f"CPU: {tracking.cpu_model()}"
 
 
 def print_table(result: dict, console: Console) -> None:

@@ -138,21 +138,24 @@ def run_tags(prepared: Path) -> dict[str, str]:
 
 def machine() -> str:
     """The CPU model (or GPU) and core count, which the speed figures depend on."""
-    import platform
-
     import torch
 
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor() or platform.machine(),
-    )
-    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__}"
+    return f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, or what `platform` knows where there is none."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def flat_params(cfg: DictConfig) -> dict[str, Any]:
