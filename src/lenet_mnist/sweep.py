@@ -64,7 +64,7 @@ def run_job(cfg: DictConfig) -> float | None:
     try:
         return exit_on_error(lambda: _job(cfg))
     except SystemExit:  # Hydra catches Exceptions only: on_job_end never sees this one
-        mark_failed(cfg, " ".join(defining(HydraConfig.get().overrides.task)))
+        mark_failed(cfg, job_label(HydraConfig.get().overrides.task))
         raise
 
 
@@ -114,8 +114,7 @@ def _job(cfg: DictConfig) -> float | None:
         shutil.rmtree(out, ignore_errors=True)  # Hydra made it; a refused job leaves nothing
         raise
     key = tracking.config_hash(cfg, digest)
-    job = " ".join(defining(HydraConfig.get().overrides.task))
-    tags = {tracking.CONFIG_TAG: key, tracking.JOB_TAG: job}
+    tags = {tracking.CONFIG_TAG: key, tracking.JOB_TAG: job_label(HydraConfig.get().overrides.task)}
     client = MlflowClient(tracking.tracking_uri(cfg))
     if parent := os.environ.get(PARENT_ENV):
         tags[tracking.PARENT_TAG] = parent
@@ -154,6 +153,11 @@ def previous_child(client: MlflowClient, parent: str, key: str) -> Run | None:
 def defining(overrides: Iterable[str]) -> list[str]:
     """The overrides that say what is computed, not where or how, in a stable order."""
     return sorted(o for o in overrides if not o.startswith(NOT_THE_SWEEP))
+
+
+def job_label(overrides: Iterable[str]) -> str:
+    """A job's point of the grid, as its run's JOB_TAG holds it and the report keys it."""
+    return " ".join(defining(overrides))
 
 
 def sweep_overrides(config: DictConfig) -> list[str]:
@@ -209,7 +213,7 @@ class ParentRun(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         """A job that raised: see mark_failed. Hydra shows the exception once the sweep ends."""
         if job_return.status == JobStatus.FAILED:
-            mark_failed(config, " ".join(defining(job_return.overrides or [])))
+            mark_failed(config, job_label(job_return.overrides or []))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         os.environ.pop(PARENT_ENV, None)

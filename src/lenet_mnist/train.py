@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 
 from lenet_mnist import model, params, prepare, tracking
 from lenet_mnist.batches import Grouped, TensorBatches
-from lenet_mnist.stage import exit_on_error, replacing, run_stage
+from lenet_mnist.stage import replacing, run_stage
 
 # Messages every run would print that concern Lightning itself, not this run: its own
 # upgrades, an ad, and the step-metrics interval this stage sets high on purpose.
@@ -385,7 +385,7 @@ def main() -> None:
     command line, such as `-m train.batch_size=32,64` (see lenet_mnist.sweep).
     """
     if any(a == "--params" or a.startswith("--params=") for a in sys.argv[1:]):
-        exit_on_error(stage_main)
+        stage_main()  # run_stage turns its PipelineError into one line
     else:
         from lenet_mnist import sweep
 
