@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lenet_mnist import download, params
+from lenet_mnist import config, sources
+from lenet_mnist.download import download
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,13 +27,13 @@ REPO = Path(__file__).resolve().parents[1]
 def mnist_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The four real, verified IDX files: the repo's data/raw if present, else the registry copy."""
     local = REPO / "data" / "raw"
-    cfg = params.load(REPO / "params.yaml").data
+    cfg = config.load(REPO / "params.yaml").data
     out = tmp_path_factory.mktemp("mnist") / "raw"
-    if all((local / name).is_file() for name in download.FILES):
+    if all((local / name).is_file() for name in sources.FILES):
         cfg.sources, cfg.source_dir = ["local"], str(local)
     else:
         cfg.sources = ["registry"]
-    download.download(cfg, out)
+    download(cfg, out)
     return out
 
 
@@ -87,7 +88,7 @@ def train_and_evaluate(prepared: Path, p: Path, root: Path, env: dict) -> Path:
 
 def write_params(path: Path, **overrides: object) -> Path:
     """params.yaml composed from conf/ with dotted-key overrides applied on top."""
-    cfg = params.compose()
+    cfg = config.compose()
     for dotted, value in overrides.items():
         *parents, leaf = dotted.split("__")
         node = cfg
@@ -119,8 +120,8 @@ def copy_raw(mnist_raw: Path):
 
 
 def hydra_train(*overrides: str, cwd: Path, db: str, background: bool = False):
-    """`python -m lenet_mnist.train` as a user types it, with Hydra overrides."""
-    argv = [sys.executable, "-m", "lenet_mnist.train", *overrides]
+    """`python -m lenet_mnist.run` as a user types it, with Hydra overrides."""
+    argv = [sys.executable, "-m", "lenet_mnist.run", *overrides]
     env = {**os.environ, "MLFLOW_TRACKING_URI": db}
     if background:  # its own process group, so a test can kill the whole sweep
         return subprocess.Popen(

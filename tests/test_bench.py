@@ -1,8 +1,8 @@
+"""The side-by-side benchmark, run as a user runs it on the prepared slice."""
+
 import json
 
 import pytest
-
-from lenet_mnist import bench
 
 from .conftest import REPO, SLICE, run_stage, write_params
 
@@ -46,31 +46,7 @@ def test_bench_prints_the_ratio_table_and_json(prepared_slice, tmp_path):
     assert all(len(t) == 3 for t in result["round_times_s"].values())
     assert 0 < result["peak_rss_gib"] < 8
     assert result["pipeline_vs_plain_eager"] > 0
-    assert result["targets"] is None  # batch 50: issue 4's targets are for batch 64
-
-
-def _result(s_per_epoch, same_step, eager, peak, accelerator="cpu"):
-    return {
-        "accelerator": accelerator,
-        "batch_size": 64,
-        "variants": {bench.PIPELINE: {"s_per_epoch": s_per_epoch}},
-        "pipeline_vs_plain_same_step": same_step,
-        "pipeline_vs_plain_eager": eager,
-        "peak_rss_gib": peak,
-    }
-
-
-@pytest.mark.parametrize(
-    ("values", "met"),
-    [((4.2, 1.05, 0.70, 2.0), True), ((4.3, 1.051, 0.75, 2.5), False)],
-    ids=["at the limits", "just past them"],
-)
-def test_targets_are_judged_at_their_limits(values, met):
-    assert [t["met"] for t in bench.check_targets(_result(*values))] == [met] * 4
-
-
-def test_targets_are_not_judged_off_the_cpu():
-    assert bench.check_targets(_result(1.0, 1.0, 0.5, 1.0, accelerator="cuda")) is None
+    assert "targets" not in result  # the bench measures; docs/ say what the ratios mean
 
 
 def test_bench_refuses_a_single_round(prepared_slice, tmp_path):

@@ -78,6 +78,13 @@ def test_exp_run_composes_overrides_and_runs_all_stages(clone, mnist_raw, tmp_pa
     assert "slice" in json.dumps(shown) and "test_acc" in json.dumps(shown)
     # Nothing changed since: the pipeline is up to date.
     assert "up to date" in _run(*DVC, "status", cwd=clone, env=env)
+    # Editing a function that train imports from another module makes train (and evaluate) stale.
+    module = clone / "src/lenet_mnist/prepare.py"
+    module.write_text(module.read_text().replace('mmap_mode="r")', 'mmap_mode="c")'))
+    changed = json.loads(_run(*DVC, "status", "--json", cwd=clone, env=env))
+    for stage in ("prepare", "train", "evaluate"):
+        deps = [e["changed deps"] for e in changed[stage] if "changed deps" in e]
+        assert deps == [{"src/lenet_mnist/prepare.py": "modified"}], (stage, changed)
 
 
 def _wait_for_queue(clone, env, timeout_s=900):

@@ -45,7 +45,7 @@ def test_predict_gives_the_same_bits_for_any_batch_size(prepared_slice):
     x, _ = prepare.load(prepared_slice[0], "test")
     default = evaluate.predict(net, x)  # batches of 256
     assert default.shape == (len(x), evaluate.NUM_CLASSES)
-    assert torch.equal(default, evaluate.predict(net, x, batch_size=2048))  # the old size
+    assert torch.equal(default, evaluate.predict(net, x, batch_size=2048))  # a larger batch
 
 
 def test_stages_do_not_import_lightning_or_torchmetrics():

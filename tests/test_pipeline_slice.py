@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
-from lenet_mnist import tracking
+from lenet_mnist import provenance, tracking
 
 from .conftest import SLICE, run_dvc_stage, train_and_evaluate
 
@@ -122,7 +122,7 @@ def test_evaluate_opens_a_run_when_no_training_run_has_these_weights(pipeline, t
     run = _only_run(MlflowClient(db))
     assert run.data.tags["note"] == "weights restored, not trained"
     weights = pipeline["data"] / "model/weights.safetensors"
-    assert run.data.tags[tracking.WEIGHTS_TAG] == tracking.sha256(weights)
+    assert run.data.tags[tracking.WEIGHTS_TAG] == provenance.sha256(weights)
     assert (
         run.data.metrics["test_acc"]
         == json.loads((pipeline["data"] / "metrics/test.json").read_text())["test_acc"]

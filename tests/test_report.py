@@ -6,7 +6,7 @@ import re
 import pytest
 from mlflow.tracking import MlflowClient
 
-from lenet_mnist import report
+from lenet_mnist import report, report_plots
 
 from .conftest import run_stage, write_params
 
@@ -41,11 +41,11 @@ def test_the_table_holds_each_grid_point_with_its_mlflow_numbers(rebuilt):
 
 def test_figures_are_pngs_and_the_page_needs_no_other_file(rebuilt):
     out, _ = rebuilt
-    for name in (*report.PANELS, report.OVERVIEW):
+    for name in (*report_plots.PANELS, report_plots.OVERVIEW):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     page = (out / report.PAGE).read_text()
     sources = re.findall(r'src="([^"]*)"', page)
-    assert len(sources) == len(report.PANELS) + 1
+    assert len(sources) == len(report_plots.PANELS) + 1
     assert all(s.startswith("data:image/png;base64,") for s in sources)
     assert "href=" not in page and page.count("<tr>") == 3
 
@@ -62,7 +62,7 @@ def test_no_sweep_in_the_store_is_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == (
         "error: no sweep in MLflow experiment 'lenet-mnist'; run one with "
-        "`python -m lenet_mnist.train -m train.batch_size=...`"
+        "`python -m lenet_mnist.run -m train.batch_size=...`"
     )
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()

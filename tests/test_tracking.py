@@ -1,3 +1,5 @@
+"""Where MLflow runs live, and the Recorder that writes them, against real stores."""
+
 import json
 import sqlite3
 import subprocess
@@ -5,39 +7,19 @@ import sys
 
 import pytest
 from mlflow.tracking import MlflowClient
-from omegaconf import OmegaConf
 
 from lenet_mnist import tracking
+from lenet_mnist.schema import LoggerConfig
 
 from .conftest import serve_mlflow, train_and_evaluate
 
 
 def test_env_tracking_uri_wins_over_the_config(monkeypatch):
-    cfg = OmegaConf.create({"logger": {"tracking_uri": "sqlite:///mlflow.db"}})
+    cfg = LoggerConfig("lenet-mnist", "sqlite:///mlflow.db")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert tracking.tracking_uri(cfg) == "sqlite:///mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert tracking.tracking_uri(cfg) == "http://127.0.0.1:5000"
-
-
-def test_flat_params_use_override_spelling():
-    cfg = OmegaConf.create({"train": {"batch_size": 64, "epochs": 10}, "data": {"m": [1, 2]}})
-    assert tracking.flat_params(cfg) == {
-        "train.batch_size": 64,
-        "train.epochs": 10,
-        "data.m": [1, 2],
-    }
-
-
-def test_dvc_lock_hash_reads_the_stage_output(tmp_path):
-    lock = tmp_path / "dvc.lock"
-    lock.write_text(
-        "schema: '2.0'\nstages:\n  prepare:\n    outs:\n    - path: data/prepared\n"
-        "      md5: abc.dir\n"
-    )
-    assert tracking.dvc_lock_hash("prepare", "data/prepared", lock) == "abc.dir"
-    assert tracking.dvc_lock_hash("train", "data/model", lock) == "unknown"
-    assert tracking.dvc_lock_hash("prepare", "x", tmp_path / "missing.lock") == "unknown"
 
 
 @pytest.fixture
@@ -65,11 +47,11 @@ def test_runs_go_to_a_tracking_server_when_the_env_says_so(mlflow_server, prepar
 
 def test_a_queued_dvc_experiment_logs_to_the_repository_root(monkeypatch, tmp_path):
     """`dvc queue` runs stages in a temporary copy and names the real root in DVC_ROOT."""
-    cfg = OmegaConf.create({"logger": {"tracking_uri": "sqlite:///mlflow.db"}})
+    cfg = LoggerConfig("lenet-mnist", "sqlite:///mlflow.db")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     assert tracking.tracking_uri(cfg) == f"sqlite:///{tmp_path}/mlflow.db"
-    cfg.logger.tracking_uri = "sqlite:////elsewhere/m.db"  # absolute paths stay
+    cfg.tracking_uri = "sqlite:////elsewhere/m.db"  # absolute paths stay
     assert tracking.tracking_uri(cfg) == "sqlite:////elsewhere/m.db"
 
 
@@ -80,27 +62,6 @@ def test_artifacts_live_beside_the_sqlite_file_whatever_the_cwd(tmp_path, monkey
     assert tracking.experiment_id(client, "lenet-mnist") == exp  # found, not made twice
     location = client.get_experiment(exp).artifact_location
     assert location == (tmp_path / "store" / "mlruns" / "lenet-mnist").as_uri()
-
-
-def test_config_hash_follows_what_changes_results_only():
-    base = OmegaConf.create(
-        {
-            "model": {"name": "lenet5"},
-            "optimizer": {"lr": 0.001},
-            "train": {"batch_size": 64},
-            "trainer": {"threads": None, "enable_progress_bar": True},
-            "logger": {"tracking_uri": "sqlite:///a.db"},
-            "paths": {"prepared": "data/prepared"},
-        }
-    )
-    key = tracking.config_hash(base, "digest")
-    quiet = OmegaConf.merge(base, {"trainer": {"enable_progress_bar": False}})
-    elsewhere = OmegaConf.merge(base, {"logger": {"tracking_uri": "x"}, "paths": {"prepared": "y"}})
-    assert tracking.config_hash(quiet, "digest") == key
-    assert tracking.config_hash(elsewhere, "digest") == key
-    assert tracking.config_hash(base, "other data") != key
-    for change in ({"train": {"batch_size": 32}}, {"trainer": {"threads": 1}}):
-        assert tracking.config_hash(OmegaConf.merge(base, change), "digest") != key
 
 
 def test_retry_locked_outlasts_a_real_sqlite_lock(tmp_path):
@@ -156,3 +117,34 @@ class LateClient(MlflowClient):
 def test_an_experiment_made_by_another_process_meanwhile_is_used_not_fatal(tmp_path):
     client = LateClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert tracking.experiment_id(client, "lenet-mnist") == client.theirs
+
+
+def _recorded(tmp_path, fail: BaseException | None):
+    mlflow = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        with tracking.Recorder.create(mlflow, "lenet-mnist", "r", {"k": "v"}) as run:
+            run.params({"train.batch_size": 64, "trainer.threads": None})
+            run.metrics({"val_acc": 0.5}, step=10)
+            run.metrics({"val_acc": 0.75}, step=20)
+            if fail is not None:
+                raise fail
+    except BaseException as err:
+        assert err is fail
+    return mlflow.get_run(run.run_id), mlflow
+
+
+def test_a_recorder_writes_params_metrics_per_step_and_closes_finished(tmp_path):
+    run, mlflow = _recorded(tmp_path, None)
+    assert run.info.status == "FINISHED" and run.data.tags["k"] == "v"
+    assert run.data.params == {"train.batch_size": "64", "trainer.threads": "None"}
+    history = mlflow.get_metric_history(run.info.run_id, "val_acc")
+    assert [(m.step, m.value) for m in history] == [(10, 0.5), (20, 0.75)]
+
+
+@pytest.mark.parametrize(
+    ("fault", "status"),
+    [(OSError("No space left on device"), "FAILED"), (KeyboardInterrupt(), "KILLED")],
+)
+def test_a_recorder_closes_a_run_that_raised_as_failed_or_killed(tmp_path, fault, status):
+    run, _ = _recorded(tmp_path, fault)
+    assert run.info.status == status

@@ -12,6 +12,8 @@ compilation) is reported separately and left out of the medians.
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import itertools
 import json
 import resource
@@ -20,20 +22,18 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from lenet_mnist import model, params, tracking, train
+from lenet_mnist import config, model, provenance, train
 from lenet_mnist.batches import iterations_per_epoch
+from lenet_mnist.classifier import Classifier, forward_loss
+from lenet_mnist.optimizer import effective_lr, make_optimizer
+from lenet_mnist.schema import Config
 from lenet_mnist.stage import PipelineError, run_stage
-
-# The benchmark trains without validation on purpose.
-warnings.filterwarnings("ignore", message="You defined a `validation_step` but have no")
 
 PIPELINE = "pipeline (Lightning)"
 PLAIN_EAGER = "plain PyTorch, eager"
@@ -41,7 +41,7 @@ PLAIN_SAME = "plain PyTorch, same step"
 
 
 def plain_loop(
-    cfg: DictConfig, x: torch.Tensor, y: torch.Tensor, steps: int, rounds: int, same_step: bool
+    cfg: Config, x: torch.Tensor, y: torch.Tensor, steps: int, rounds: int, same_step: bool
 ) -> Callable[[], float]:
     """A hand-written loop over the pipeline's model, data and batches; returns one epoch.
 
@@ -51,12 +51,11 @@ def plain_loop(
     """
     torch.manual_seed(cfg.train.seed)
     net = model.build(cfg.model.name).to(x.device)
-    step = train.forward_loss
+    step = forward_loss
     if same_step and cfg.trainer.compile:
-        step = torch.compile(train.forward_loss)
-    opt_cfg = train.optimizer_config(cfg)
-    opt_cfg.fused = same_step and cfg.optimizer.fused
-    opt, sched = train.make_optimizer(opt_cfg, net.parameters(), steps * rounds)
+        step = torch.compile(forward_loss)
+    opt_cfg = dataclasses.replace(cfg.optimizer, fused=same_step and cfg.optimizer.fused)
+    opt, sched = make_optimizer(opt_cfg, effective_lr(cfg), net.parameters(), steps * rounds)
     batches = train.train_batches(x, y, cfg.train)
 
     def epoch() -> float:
@@ -80,7 +79,7 @@ class Interleave(pl.Callback):
     """Runs one epoch of every plain loop around each pipeline epoch, in a rotating order.
 
     Round r starts at a different variant, so no variant always runs right after
-    another; that position effect was worth 15% on this machine.
+    another (the position alone shifts a variant's time; docs/benchmarks.md).
     """
 
     def __init__(self) -> None:
@@ -114,15 +113,15 @@ class Interleave(pl.Callback):
         self.round += 1
 
 
-def run(cfg: DictConfig, prepared: Path, rounds: int, steps: int) -> dict:
+def run(cfg: Config, prepared: Path, rounds: int, steps: int) -> dict:
     """`rounds` rounds of `steps` steps for every variant; returns the summary."""
-    bench_cfg = cfg.copy()
+    bench_cfg = copy.deepcopy(cfg)
     bench_cfg.train.epochs = rounds
     bench_cfg.trainer.enable_progress_bar = False  # it would interleave with the table
     torch.manual_seed(cfg.train.seed)
     net = model.build(cfg.model.name)
     interleave = Interleave()
-    trainer = train.make_trainer(bench_cfg, logger=False, callbacks=[interleave])
+    trainer = train.make_trainer(bench_cfg, callbacks=[interleave])
     device = trainer.strategy.root_device
     x, y = train.to_tensors(prepared, "train", device)
     epoch_steps = iterations_per_epoch(len(y), cfg.train.batch_size, cfg.train.drop_last)
@@ -140,9 +139,10 @@ def run(cfg: DictConfig, prepared: Path, rounds: int, steps: int) -> dict:
         },
     )
     batches = train.lightning_batches(x, y, cfg, trainer)
-    train.apply_threads(cfg.trainer)
-    optimizer = train.optimizer_config(cfg)
-    classifier = train.Classifier(net, optimizer, steps * rounds, cfg.trainer.compile)
+    train.apply_threads(cfg)
+    classifier = Classifier(
+        net, cfg.optimizer, effective_lr(cfg), steps * rounds, cfg.trainer.compile
+    )
     trainer.fit(classifier, batches)
     return summarize(interleave.times, steps, epoch_steps, cfg, device)
 
@@ -189,34 +189,13 @@ def summarize(times: dict[str, list[float]], chunk: int, epoch_steps: int, cfg, 
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
         "round_times_s": {name: [round(x, 4) for x in t] for name, t in times.items()},
     }
-    result["targets"] = check_targets(result)
     return result
-
-
-# Issue 4's CPU targets at batch 64: (result key, limit, what it measures).
-CPU_TARGETS = (
-    ("pipeline_vs_plain_same_step", 1.05, "pipeline / plain loop with the same step"),
-    ("pipeline_vs_plain_eager", 0.70, "pipeline / plain eager loop"),
-    ("pipeline_s_per_epoch", 4.2, "pipeline s/epoch"),
-    ("peak_rss_gib", 2.0, "peak memory GiB"),
-)
-
-
-def check_targets(result: dict[str, Any]) -> list[dict[str, Any]] | None:
-    """Each CPU target with the measured value; None where the targets do not apply."""
-    if result["accelerator"] != "cpu" or result["batch_size"] != 64:
-        return None
-    values = {**result, "pipeline_s_per_epoch": result["variants"][PIPELINE]["s_per_epoch"]}
-    return [
-        {"target": label, "at_most": limit, "measured": values[key], "met": values[key] <= limit}
-        for key, limit, label in CPU_TARGETS
-    ]
 
 
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU: {tracking.cpu_model()}"
+    return f"CPU: {provenance.cpu_model()}"
 
 
 def print_table(result: dict, console: Console) -> None:
@@ -240,14 +219,6 @@ def print_table(result: dict, console: Console) -> None:
         f"   pipeline / plain eager: {result['pipeline_vs_plain_eager']:.3f}"
         f"   peak memory: {result['peak_rss_gib']:.2f} GiB"
     )
-    if result["targets"]:
-        targets = Table(title="issue 4's CPU targets, batch 64")
-        for column in ("measure", "at most", "measured", "met"):
-            targets.add_column(column, justify="left" if column == "measure" else "right")
-        for t in result["targets"]:
-            met = "[green]yes[/]" if t["met"] else "[red]no[/]"
-            targets.add_row(t["target"], f"{t['at_most']:g}", f"{t['measured']:.3f}", met)
-        console.print(targets)
 
 
 def main() -> None:
@@ -258,7 +229,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="steps per variant per round")
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = parser.parse_args()
-    cfg = params.load(args.params)
+    cfg = config.load(args.params)
+    train.quiet_lightning()
+    # The benchmark trains without validation on purpose.
+    warnings.filterwarnings("ignore", message="You defined a `validation_step` but have no")
     if args.rounds < 2:
         raise PipelineError(f"--rounds={args.rounds} is not allowed; use 2 or more")
     result = run(cfg, args.prepared, args.rounds, args.steps)

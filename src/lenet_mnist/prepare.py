@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
 
-from lenet_mnist import idx, params
+from lenet_mnist import config, idx
+from lenet_mnist.schema import DataConfig
 from lenet_mnist.stage import PipelineError, replacing, run_stage
 
 RAW_FILES = {
@@ -57,7 +57,7 @@ def standardize(x: np.ndarray, mean: float, std: float) -> np.ndarray:
     return ((x - np.float32(mean)) / np.float32(std)).astype(np.float32)
 
 
-def prepare(raw: Path, out: Path, cfg: DictConfig) -> dict:
+def prepare(raw: Path, out: Path, cfg: DataConfig) -> dict:
     """Write {train,val,test}_{x,y}.npy and stats.json into `out`; return the stats."""
     train_images, train_labels = load_split(raw, "train")
     test_images, test_labels = load_split(raw, "test")
@@ -103,13 +103,21 @@ def load(prepared: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def read_stats(prepared: Path) -> dict:
+    """stats.json of a prepared folder: the sizes, the normalization and the data's digest."""
+    path = Path(prepared) / "stats.json"
+    if not path.is_file():
+        raise PipelineError(f"{prepared} holds no prepared data; run `dvc repro prepare` first")
+    return json.loads(path.read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("raw", type=Path, help="folder with the four IDX files")
     parser.add_argument("out", type=Path, help="folder for the prepared arrays")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
-    cfg = params.load(args.params)
+    cfg = config.load(args.params)
     stats = prepare(args.raw, args.out, cfg.data)
     print(f"prepare: {stats['sizes']} images, mean {stats['mean']:.4f}, std {stats['std']:.4f}")
 

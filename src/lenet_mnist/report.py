@@ -20,12 +20,12 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
-from lenet_mnist import params, tracking
+from lenet_mnist import config, provenance, tracking
+from lenet_mnist.report_plots import draw
 from lenet_mnist.stage import PipelineError, replacing, run_stage
 
 SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"
-OVERVIEW = "overview.png"
 PAGE = "report.html"
 
 
@@ -108,7 +108,7 @@ def _row(client: Any, run: Any) -> Row:
         wall_s=m["train_wall_s"],
         run_id=run.info.run_id,
         overrides=run.data.tags[tracking.JOB_TAG],
-        machine=run.data.tags.get(tracking.MACHINE_TAG, "unknown machine"),
+        machine=run.data.tags.get(provenance.MACHINE_TAG, "unknown machine"),
         val_acc=val_acc,
         elapsed_s=elapsed,
     )
@@ -131,149 +131,6 @@ def write_tables(rows: list[Row], out: Path) -> list[Path]:
     lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
     (out / SUMMARY_MD).write_text("\n".join(lines) + "\n")
     return [out / SUMMARY_CSV, out / SUMMARY_MD]
-
-
-def _others(row: Row, rows: list[Row]) -> list[str]:
-    """The row's overrides of keys other than batch size that not every row shares."""
-    shared = set.intersection(*(set(r.overrides.split()) for r in rows))
-    return [
-        o
-        for o in row.overrides.split()
-        if o not in shared and not o.startswith("train.batch_size=")
-    ]
-
-
-def _lines(rows: list[Row]) -> dict[str, list[Row]]:
-    """One line per setting of the sweep's other keys (epochs, say), across batch sizes."""
-    groups: dict[str, list[Row]] = {}
-    for row in rows:
-        name = " ".join(_others(row, rows)) or f"{row.epochs} epochs"
-        groups.setdefault(name, []).append(row)
-    return groups
-
-
-def _colors(rows: list[Row]) -> dict[str, Any]:
-    """One colour per run, from small batches (dark) to large (light)."""
-    import matplotlib.pyplot as plt
-
-    cmap = plt.get_cmap("viridis")
-    n = max(len(rows) - 1, 1)
-    order = sorted(rows, key=lambda r: (r.batch_size, r.epochs))
-    return {r.run_id: cmap(0.9 * i / n) for i, r in enumerate(order)}
-
-
-def _label(row: Row, rows: list[Row]) -> str:
-    return " ".join([f"batch {row.batch_size}", *_others(row, rows)])
-
-
-def accuracy_vs_batch_size(ax: Any, rows: list[Row]) -> None:
-    for name, group in _lines(rows).items():
-        sizes, accs = [r.batch_size for r in group], [100 * r.test_acc for r in group]
-        ax.plot(sizes, accs, "o-", label=name)
-    ax.set(
-        xscale="log",
-        xlabel="batch size",
-        ylabel="test accuracy (%)",
-        title="Test accuracy against batch size",
-    )
-    _batch_ticks(ax, rows)
-    ax.legend()
-
-
-def speed_vs_batch_size(ax: Any, rows: list[Row]) -> None:
-    """Speed depends on the batch size alone, so runs of one size share a point (median)."""
-    sizes = sorted({r.batch_size for r in rows})
-    same = [[r for r in rows if r.batch_size == size] for size in sizes]
-    seconds = [statistics.median(r.s_per_epoch for r in group) for group in same]
-    samples = [statistics.median(r.samples_per_s for r in group) for group in same]
-    ax.plot(sizes, seconds, "o-", color="C0", label="seconds per epoch")
-    right = ax.twinx()
-    right.plot(sizes, samples, "s--", color="C1", label="samples per second")
-    ax.set(
-        xscale="log",
-        xlabel="batch size",
-        ylabel="seconds per epoch (median)",
-        title="Speed against batch size",
-        ylim=(0, None),
-    )
-    right.set(ylabel="training samples per second", ylim=(0, None))
-    _batch_ticks(ax, rows)
-    handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-    ax.legend(handles=handles, loc="center right", fontsize="small")
-
-
-def accuracy_vs_time(ax: Any, rows: list[Row]) -> None:
-    colors = _colors(rows)
-    for r in rows:
-        ax.plot(
-            r.elapsed_s,
-            [100 * a for a in r.val_acc],
-            "o-",
-            ms=3,
-            color=colors[r.run_id],
-            label=_label(r, rows),
-        )
-    ax.set(
-        xlabel="seconds of training and validation (compilation included)",
-        ylabel="validation accuracy (%)",
-        title="Accuracy against wall-clock time",
-    )
-    ax.legend(fontsize="small")
-
-
-def learning_curves(ax: Any, rows: list[Row]) -> None:
-    colors = _colors(rows)
-    for r in rows:
-        epochs = range(1, len(r.val_acc) + 1)
-        ax.plot(
-            epochs,
-            [100 * a for a in r.val_acc],
-            "o-",
-            ms=3,
-            color=colors[r.run_id],
-            label=_label(r, rows),
-        )
-    ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title="Learning curves")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.legend(fontsize="small")
-
-
-def _batch_ticks(ax: Any, rows: list[Row]) -> None:
-    sizes = sorted({r.batch_size for r in rows})
-    ax.set_xticks(sizes, [str(s) for s in sizes])
-    ax.minorticks_off()
-
-
-PANELS = {
-    "accuracy_vs_batch_size.png": accuracy_vs_batch_size,
-    "speed_vs_batch_size.png": speed_vs_batch_size,
-    "accuracy_vs_time.png": accuracy_vs_time,
-    "learning_curves.png": learning_curves,
-}
-
-
-def draw(rows: list[Row], out: Path, caption: str) -> list[Path]:
-    """One PNG per panel, and all four in OVERVIEW with the grid and machine as caption."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    files = []
-    for name, panel in PANELS.items():
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        panel(ax, rows)
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=100)
-        files.append(out / name)
-    fig, axes = plt.subplots(2, 2, figsize=(14, 9))
-    for ax, panel in zip(axes.flat, PANELS.values(), strict=True):
-        panel(ax, rows)
-    fig.suptitle(caption, fontsize="medium")
-    fig.tight_layout()
-    fig.savefig(out / OVERVIEW, dpi=100)
-    plt.close("all")
-    return [*files, out / OVERVIEW]
 
 
 def write_page(rows: list[Row], figures: list[Path], out: Path, caption: str) -> Path:
@@ -327,7 +184,7 @@ def latest_sweep(client: Any, experiment_name: str) -> str:
     if not runs:
         raise PipelineError(
             f"no sweep in MLflow experiment {experiment_name!r}; "
-            "run one with `python -m lenet_mnist.train -m train.batch_size=...`"
+            "run one with `python -m lenet_mnist.run -m train.batch_size=...`"
         )
     return runs[0].info.run_id
 
@@ -338,11 +195,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("data/report"))
     parser.add_argument("--params", default="params.yaml", help="for the MLflow location")
     args = parser.parse_args()
-    from mlflow.tracking import MlflowClient
-
-    cfg = params.load(args.params)
-    uri = tracking.tracking_uri(cfg)
-    client = MlflowClient(uri)
+    cfg = config.load(args.params)
+    uri = tracking.tracking_uri(cfg.logger)
+    client = tracking.client(cfg.logger)
     parent = args.sweep or latest_sweep(client, cfg.logger.experiment_name)
     if not is_sweep(client, parent):
         raise PipelineError(f"--sweep {parent} is not a sweep's parent run in {uri}")

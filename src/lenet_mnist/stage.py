@@ -35,12 +35,12 @@ def run_stage(main: Callable[[], object]) -> None:
     """A stage's process entry point: exit_on_error, then skip the interpreter's final sweep.
 
     At exit CPython garbage-collects every object that torch, MLflow and Lightning made at
-    import: about 1 s on a 2-core machine, a quarter of the evaluate stage's 4 s budget.
+    import, which takes about as long as a short stage's own work (docs/benchmarks.md).
     gc.freeze() takes them out of that sweep; the OS frees the memory as the process ends,
     and atexit handlers (MLflow's, for one) still run, but objects in reference cycles are
     not finalized: a stage must have closed its files by then (they all use `with`). Only
-    at the very end of a process: frozen objects are never collected, so a sweep's
-    in-process jobs must not call it.
+    at the very end of a process: frozen objects are never collected, so code that goes on
+    working afterwards (a sweep's in-process jobs) must not call it.
     """
     exit_on_error(main)
     gc.freeze()

@@ -1,0 +1,106 @@
+"""The LightningModule: a plain network with its loss, metrics and optimizer recipe.
+
+The network itself is a plain nn.Module (lenet_mnist.model), so evaluation and export
+never import Lightning.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from lenet_mnist.optimizer import make_optimizer
+from lenet_mnist.schema import OptimizerConfig
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def forward_loss(
+    net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """The part of a step that torch.compile fuses: forward, loss and the epoch-sum stats."""
+    logits = net(x)
+    loss = F.cross_entropy(logits, y)
+    # [loss summed over the batch, correct predictions], for the on-device epoch sums.
+    return loss, torch.stack((loss.detach() * len(y), (logits.argmax(1) == y).sum()))
+
+
+class Classifier(pl.LightningModule):
+    """Trains `net` with one optimizer update per batch.
+
+    Loss and accuracy are summed on the device and reduced once per epoch, so a step
+    never waits for the host; Lightning's per-step `self.log` costs more than LeNet-5.
+    """
+
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        optimizer: OptimizerConfig,
+        lr: float,
+        total_updates: int,
+        compile: bool,
+    ) -> None:
+        super().__init__()
+        self.net, self.optimizer_cfg, self.lr, self.total_updates = (
+            net,
+            optimizer,
+            lr,
+            total_updates,
+        )
+        self.forward_loss = torch.compile(forward_loss) if compile else forward_loss
+        self.automatic_optimization = False
+        self.sums: dict[str, torch.Tensor] = {}  # split -> [loss * n, correct]
+        self.counts: dict[str, int] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):  # noqa: ANN001, ANN201
+        return batch  # TensorBatches already slices on the training device
+
+    def _step(self, batch: Batch, split: str) -> torch.Tensor:
+        x, y = batch
+        loss, stats = self.forward_loss(self.net, x, y)
+        if split in self.sums:
+            self.sums[split] += stats
+        else:
+            self.sums[split] = stats
+        self.counts[split] = self.counts.get(split, 0) + len(y)
+        return loss
+
+    def training_step(self, group: list[Batch], _: int) -> None:
+        """One optimizer update per batch of the group (see `trainer.batch_group`)."""
+        # Manual optimization: the same zero_grad/backward/step as a hand-written loop,
+        # without automatic optimization's closure machinery.
+        opt, scheduler = self.optimizers(), self.lr_schedulers()
+        for batch in group:
+            opt.zero_grad(set_to_none=True)
+            self.manual_backward(self._step(batch, "train"))
+            opt.step()
+            if scheduler is not None:
+                scheduler.step()
+
+    def validation_step(self, batch: Batch, _: int) -> None:
+        self._step(batch, "val")
+
+    def _log_epoch(self, split: str) -> None:
+        """The epoch's mean loss and accuracy over all devices: the one sync per epoch."""
+        if split not in self.sums:
+            return
+        count = torch.tensor(float(self.counts.pop(split)), device=self.device)
+        sums = self.trainer.strategy.reduce(self.sums.pop(split), reduce_op="sum")
+        count = self.trainer.strategy.reduce(count, reduce_op="sum")
+        self.log_dict({f"{split}_loss": sums[0] / count, f"{split}_acc": sums[1] / count})
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def configure_optimizers(self):  # noqa: ANN201 - Lightning accepts several shapes
+        opt, sched = make_optimizer(
+            self.optimizer_cfg, self.lr, self.net.parameters(), self.total_updates
+        )
+        return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}

@@ -1,0 +1,57 @@
+"""The schema's rules for each value, and its keys: params.yaml holds exactly those."""
+
+import dataclasses
+
+import pytest
+import yaml
+
+from lenet_mnist import config, schema
+from lenet_mnist.model import MODELS
+from lenet_mnist.optimizer import OPTIMIZERS, SCHEDULERS
+from lenet_mnist.stage import PipelineError
+
+from .conftest import REPO
+
+BAD = [
+    ("train.batch_size", 0, "an integer >= 1"),
+    ("train.batch_size", 12.5, "an integer"),
+    ("train.epochs", -1, "an integer >= 1"),
+    ("optimizer.lr", 0, "a finite number > 0"),
+    ("optimizer.lr", float("inf"), "a finite number > 0"),
+    ("optimizer.lr", "fast", "a number"),
+    ("model.name", "resnet", "one of lenet5"),
+    ("optimizer.name", "lion", "one of adam, adamw, sgd"),
+    ("optimizer.scheduler", "step", "one of none, cosine, onecycle"),
+    ("data.val_size", 60000, "an integer >= 1 and smaller than the training set (60000 images)"),
+    ("data.sources", ["ftp"], "a non-empty list of http, local, registry"),
+    ("data.mirrors", ["https://example.org/mnist"], "a list of http(s) URLs ending in /"),
+    ("trainer.accelerator", "tpu9", "one of auto, cpu, gpu, cuda, mps"),
+    ("trainer.threads", 0, "null or an integer >= 1"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "allowed"), BAD, ids=[f"{k}={v}" for k, v, _ in BAD])
+def test_bad_values_are_named_with_what_is_allowed(key, value, allowed):
+    cfg = config.compose()
+    group, name = key.split(".")
+    cfg[group][name] = value
+    with pytest.raises(PipelineError) as err:
+        config.validate(cfg)
+    assert str(err.value).startswith(f"{key}=")
+    assert str(err.value).endswith(f"use {allowed}")
+
+
+def test_choices_are_the_keys_of_the_tables_that_use_them():
+    for key, table in (("model.name", MODELS), ("optimizer.name", OPTIMIZERS)):
+        cfg = config.compose()
+        group, name = key.split(".")
+        cfg[group][name] = "nothing"
+        with pytest.raises(PipelineError, match="use one of " + ", ".join(table) + "$"):
+            config.validate(cfg)
+    assert "onecycle" in SCHEDULERS
+
+
+def test_every_schema_key_is_in_params_yaml_and_nothing_else():
+    committed = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert set(config.flat(config.validate(committed))) == set(schema.keys())
+    assert {f.name for f in dataclasses.fields(schema.Config)} == set(committed)
