@@ -72,6 +72,9 @@ def test_train_logs_params_derived_values_and_every_epoch(pipeline):
     assert steps == [90.0, 180.0]
     for tag in ("git_commit", "dvc_data_md5", "dataset_digest", tracking.WEIGHTS_TAG):
         assert tag in run.data.tags
+    # The numeric environment that computed these numbers, pinned by the default mode.
+    assert p["numerics.mode"] == "portable" and p["numerics.threads"] == "1"
+    assert p["numerics.aten_capability"] == "AVX2" and "avx2" in p["numerics.isa_flags"]
 
 
 def test_weights_and_history_are_written(pipeline):
@@ -83,6 +86,7 @@ def test_weights_and_history_are_written(pipeline):
     assert "epoch_time_s" not in rows[0]  # timings stay out of DVC-hashed files
     timings = json.loads((d / "timings/train.json").read_text())
     assert len(timings["epochs"]) == EPOCHS and timings["train_wall_s"] > 0
+    assert timings["numerics"]["numerics.env.MKL_CBWR"] == "AVX2,STRICT"
 
 
 def test_evaluate_adds_test_metrics_and_artifacts_to_the_same_run(pipeline):

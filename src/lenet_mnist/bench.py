@@ -28,7 +28,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from lenet_mnist import config, model, provenance, train
+from lenet_mnist import config, model, numerics, provenance, train
 from lenet_mnist.batches import iterations_per_epoch
 from lenet_mnist.classifier import Classifier, forward_loss
 from lenet_mnist.optimizer import effective_lr, make_optimizer
@@ -139,7 +139,6 @@ def run(cfg: Config, prepared: Path, rounds: int, steps: int) -> dict:
         },
     )
     batches = train.lightning_batches(x, y, cfg, trainer)
-    train.apply_threads(cfg)
     classifier = Classifier(
         net, cfg.optimizer, effective_lr(cfg), steps * rounds, cfg.trainer.compile
     )
@@ -177,6 +176,7 @@ def summarize(times: dict[str, list[float]], chunk: int, epoch_steps: int, cfg, 
         "steps_per_epoch": epoch_steps,
         "steps_per_round": chunk,
         "rounds_timed": len(timed[PIPELINE]),
+        "numerics": numerics.record(cfg.trainer),
         "speed_options": {
             "trainer.compile": cfg.trainer.compile,
             "trainer.threads": cfg.trainer.threads,
@@ -199,9 +199,12 @@ def _device_name(device: torch.device) -> str:
 
 
 def print_table(result: dict, console: Console) -> None:
+    n = result["numerics"]
     table = Table(
         title=f"{result['device']}, batch {result['batch_size']}, {result['rounds_timed']} rounds "
-        f"of {result['steps_per_round']} steps, scaled to {result['steps_per_epoch']} steps/epoch"
+        f"of {result['steps_per_round']} steps, scaled to {result['steps_per_epoch']} steps/epoch; "
+        f"{n['numerics.mode']} numerics: {n['numerics.threads']} threads, "
+        f"ATen {n['numerics.aten_capability']}"
     )
     for column in ("variant", "s/epoch", "samples/s", "× plain eager", "warm-up round s"):
         table.add_column(column, justify="left" if column == "variant" else "right")
@@ -230,6 +233,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = parser.parse_args()
     cfg = config.load(args.params)
+    numerics.pin(cfg.trainer)
     train.quiet_lightning()
     # The benchmark trains without validation on purpose.
     warnings.filterwarnings("ignore", message="You defined a `validation_step` but have no")

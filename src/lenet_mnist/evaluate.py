@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from safetensors.torch import load_file
 
-from lenet_mnist import config, model, prepare, provenance, tracking
+from lenet_mnist import config, model, numerics, prepare, provenance, tracking
 from lenet_mnist.schema import Config
 from lenet_mnist.stage import PipelineError, replacing, run_stage
 
@@ -189,6 +189,7 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
     cfg = config.load(args.params)
+    numerics.pin(cfg.trainer)  # the test logits are computed with the training's kernels
     weights = args.model / "weights.safetensors"
     outputs = Outputs(args.metrics, args.predictions, args.figures)
     m = evaluate(cfg, weights, args.prepared, args.history, outputs)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from lenet_mnist import numerics
+
 MACHINE_TAG = "machine"
 
 
@@ -61,10 +63,4 @@ def machine() -> str:
 
 def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo, or what `platform` knows where there is none."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return numerics.cpu_info().get("model name") or platform.processor() or platform.machine()

@@ -108,7 +108,9 @@ def _row(client: Any, run: Any) -> Row:
         wall_s=m["train_wall_s"],
         run_id=run.info.run_id,
         overrides=run.data.tags[tracking.JOB_TAG],
-        machine=run.data.tags.get(provenance.MACHINE_TAG, "unknown machine"),
+        machine=f"{run.data.tags.get(provenance.MACHINE_TAG, 'unknown machine')}, "
+        f"{p.get('numerics.mode', '?')} numerics ({p.get('numerics.threads', '?')} threads, "
+        f"ATen {p.get('numerics.aten_capability', '?')})",
         val_acc=val_acc,
         elapsed_s=elapsed,
     )

@@ -24,7 +24,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from lenet_mnist import config, evaluate, prepare, sweep, tracking, train
+from lenet_mnist import config, evaluate, numerics, prepare, sweep, tracking, train
 from lenet_mnist.schema import Config, register
 from lenet_mnist.stage import PipelineError, exit_on_error, run_stage
 
@@ -46,6 +46,7 @@ def _job(raw: DictConfig) -> float | None:
     out = Path(HydraConfig.get().runtime.output_dir)
     try:
         cfg = config.validate(raw)
+        numerics.pin(cfg.trainer)
         digest = prepare.read_stats(Path(cfg.paths.prepared))["digest"]
     except PipelineError:
         shutil.rmtree(out, ignore_errors=True)  # Hydra made it; a refused job leaves nothing

@@ -15,6 +15,7 @@ import yaml
 from omegaconf import MISSING, OmegaConf
 
 from lenet_mnist.model import MODELS
+from lenet_mnist.numerics import MODES as NUMERICS
 from lenet_mnist.optimizer import OPTIMIZERS, SCHEDULERS
 from lenet_mnist.sources import FETCHERS
 from lenet_mnist.stage import PipelineError
@@ -123,7 +124,7 @@ class TrainerConfig:
     accelerator: str = MISSING
     devices: int = MISSING
     precision: str = MISSING
-    deterministic: bool = MISSING
+    reproducible: str = MISSING
     enable_progress_bar: bool = MISSING
     compile: bool = MISSING
     threads: int | None = MISSING
@@ -132,6 +133,7 @@ class TrainerConfig:
     def check(self) -> None:
         _one_of(self, "accelerator", dict.fromkeys(ACCELERATORS))
         _one_of(self, "precision", dict.fromkeys(PRECISIONS))
+        _one_of(self, "reproducible", NUMERICS)
         _at_least(self, 1, "devices", "batch_group")
         ok = self.threads is None or self.threads >= 1
         _require(self, "threads", ok, "null or an integer >= 1")

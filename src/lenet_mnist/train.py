@@ -20,9 +20,10 @@ import torch
 from pytorch_lightning.callbacks import Checkpoint, RichProgressBar
 from safetensors.torch import save_file
 
-from lenet_mnist import config, model, prepare, provenance, tracking
+from lenet_mnist import config, model, numerics, prepare, provenance, tracking
 from lenet_mnist.batches import Grouped, TensorBatches
 from lenet_mnist.classifier import Classifier
+from lenet_mnist.numerics import MODES
 from lenet_mnist.optimizer import effective_lr
 from lenet_mnist.schema import Config, TrainConfig
 from lenet_mnist.stage import replacing, run_stage
@@ -144,7 +145,7 @@ def make_trainer(cfg: Config, callbacks: list[pl.Callback]) -> pl.Trainer:
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,
         precision=cfg.trainer.precision,
-        deterministic=cfg.trainer.deterministic,
+        deterministic=MODES[cfg.trainer.reproducible].deterministic,
         enable_progress_bar=cfg.trainer.enable_progress_bar,
         logger=False,
         callbacks=callbacks,
@@ -154,12 +155,6 @@ def make_trainer(cfg: Config, callbacks: list[pl.Callback]) -> pl.Trainer:
         enable_model_summary=False,
         log_every_n_steps=LOG_EVERY_N_STEPS,
     )
-
-
-def apply_threads(cfg: Config) -> None:
-    """`trainer.threads`: PyTorch's intra-op threads; null keeps its default, one per core."""
-    if cfg.trainer.threads is not None:
-        torch.set_num_threads(cfg.trainer.threads)
 
 
 def save_weights(net: torch.nn.Module, out: Path, model_name: str, epoch: int) -> Path:
@@ -200,11 +195,10 @@ def fit(cfg: Config, prepared: Path, trainer: pl.Trainer, recorder: EpochRecorde
             "derived.total_updates": steps * cfg.train.epochs,
             "derived.lr": lr,
         }
-        recorder.run.params({**config.flat(cfg), **derived})
+        recorder.run.params({**config.flat(cfg), **derived, **numerics.record(cfg.trainer)})
     val = TensorBatches(
         vx, vy, 1024, shuffle=False, rank=trainer.global_rank, world_size=trainer.world_size
     )
-    apply_threads(cfg)
     total = steps * cfg.train.epochs
     classifier = Classifier(net, cfg.optimizer, lr, total, cfg.trainer.compile)
     started = time.perf_counter()
@@ -241,7 +235,11 @@ def train(
         weights = save_weights(done["net"], out, cfg.model.name, kept_epoch)
         write_history(recorder.history, history)
         timings.parent.mkdir(parents=True, exist_ok=True)
-        record = {"train_wall_s": done["wall_s"], "epochs": recorder.timings}
+        record = {
+            "train_wall_s": done["wall_s"],
+            "epochs": recorder.timings,
+            "numerics": numerics.record(cfg.trainer),
+        }
         timings.write_text(json.dumps(record, indent=2) + "\n")
         run.tag(tracking.WEIGHTS_TAG, provenance.sha256(weights))
         # Compilation, validation and Lightning included: the time a user waits for the fit.
@@ -265,6 +263,7 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml", help="the composed config")
     args = parser.parse_args()
     cfg = config.load(args.params)
+    numerics.pin(cfg.trainer)
     quiet_lightning()
     summary = train(cfg, args.prepared, args.out, args.history, args.timings)
     print(

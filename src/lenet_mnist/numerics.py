@@ -1,0 +1,113 @@
+"""The numeric environment: which kernels, and how many threads, compute a result.
+
+The same inputs give the same bits only where the same instructions add the same
+numbers in the same order. A CPU build of PyTorch picks its kernels by the CPU's
+instruction set (ATen's dispatch, oneDNN's convolutions, MKL's matrix products, and the
+C++ that torch.compile generates), and the intra-op thread count splits its reductions.
+MODES is the table `trainer.reproducible` chooses from.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from lenet_mnist.stage import PipelineError
+
+if TYPE_CHECKING:
+    from lenet_mnist.schema import TrainerConfig
+
+# Every source of numeric variation a CPU build of PyTorch has, pinned to x86-64-v3
+# (AVX2 and FMA): the common baseline of x86-64 machines of the last decade.
+PORTABLE_ENV = {
+    "ATEN_CPU_CAPABILITY": "avx2",  # ATen's kernel dispatch, and torch.compile's vector ISA
+    "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN's convolution kernels
+    "MKL_CBWR": "AVX2,STRICT",  # MKL's conditional numerical reproducibility
+    "TORCHINDUCTOR_CPP_MARCH": "x86-64-v3",  # torch.compile's C++, instead of -march=native
+}
+# One thread: a reduction's order then depends on no machine's core count, and parallel
+# sweep jobs (one per core) never oversubscribe the CPU.
+PORTABLE_THREADS = 1
+
+
+@dataclass(frozen=True)
+class Mode:
+    env: dict[str, str] = field(default_factory=dict)  # set before the first kernel runs
+    threads: int | None = None  # when `trainer.threads` is null; None: one per core
+    deterministic: bool = True  # PyTorch's deterministic algorithms (Lightning's flag)
+
+
+MODES: dict[str, Mode] = {
+    "portable": Mode(PORTABLE_ENV, PORTABLE_THREADS),  # the same bits on any x86-64-v3 CPU
+    "machine": Mode(),  # the widest ISA and every core: the same bits on this machine only
+    # "none", not "off": YAML reads an unquoted off as false.
+    "none": Mode(deterministic=False),  # no promise at all
+}
+_applied: list[str] = []  # the mode this process computes in, once set
+
+
+def pin(trainer: TrainerConfig) -> None:
+    """Put this process in `mode` before it computes anything; process-wide on purpose.
+
+    Only entry points call it (a stage, a Hydra job, the benchmark). The kernels are
+    chosen once per process, so one process cannot change modes: a sweep over
+    `trainer.reproducible` needs a launcher that starts a process per job.
+    """
+    mode = trainer.reproducible
+    if _applied and _applied[0] != mode:
+        raise PipelineError(
+            f"trainer.reproducible={mode} after {_applied[0]} in one process is not allowed; "
+            "use a launcher that runs each job in its own process (launcher=joblib)"
+        )
+    _applied[:1] = [mode]
+    settings = MODES[mode]
+    os.environ.update(settings.env)
+    if "torch._inductor.config" in sys.modules:  # it reads its -march when first imported
+        sys.modules["torch._inductor.config"].cpp.march = os.environ.get("TORCHINDUCTOR_CPP_MARCH")
+    count = trainer.threads or settings.threads
+    if count is not None:
+        torch.set_num_threads(count)
+
+
+def record(trainer: TrainerConfig) -> dict[str, str]:
+    """What computed this run's numbers: CPU, ISA flags, threads, libraries, pinned settings."""
+    cpu = cpu_info()
+    return {
+        "numerics.mode": trainer.reproducible,
+        "numerics.cpu": cpu.get("model name", "unknown"),
+        "numerics.cpu_family_model": f"{cpu.get('cpu family', '?')}/{cpu.get('model', '?')}",
+        "numerics.isa_flags": " ".join(isa_flags(cpu.get("flags", ""))),
+        "numerics.aten_capability": torch.backends.cpu.get_cpu_capability(),
+        "numerics.threads": str(torch.get_num_threads()),
+        "numerics.torch": torch.__version__,
+        "numerics.mkl": _library(r"Math Kernel Library Version (\S+)"),
+        "numerics.onednn": _library(r"MKL-DNN (v[\d.]+)"),
+        **{f"numerics.env.{k}": os.environ.get(k, "") for k in PORTABLE_ENV},
+    }
+
+
+def _library(version: str) -> str:
+    found = re.search(version, torch.__config__.show())
+    return found.group(1) if found else "not in this build"
+
+
+def cpu_info() -> dict[str, str]:
+    """The first processor's fields from /proc/cpuinfo; empty where there is none."""
+    try:
+        text = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    except OSError:
+        return {}
+    pairs = (line.split(":", 1) for line in text.splitlines() if ":" in line)
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def isa_flags(flags: str) -> list[str]:
+    """The instruction-set flags that decide which kernels run (SSE4, AVX, FMA, AVX-512...)."""
+    wanted = ("sse4", "avx", "fma", "f16c", "amx")
+    return sorted(f for f in flags.split() if f.startswith(wanted))

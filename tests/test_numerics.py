@@ -1,0 +1,94 @@
+"""Portable numerics: the same weights whatever ISA and core count the machine offers.
+
+One CPU type is at hand, so a second machine is simulated: the environment caps ATen's and
+oneDNN's instruction sets below the host's, and `taskset` gives the process one core.
+`machine` mode must change its bits under each (which shows the simulation bites), and
+`portable` must not.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lenet_mnist import numerics
+from lenet_mnist.schema import TrainerConfig
+from lenet_mnist.stage import PipelineError
+
+from .conftest import REPO, SLICE, stage_argv, write_params
+
+LOWER_ISA = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}
+
+
+def _weights(prepared, tmp_path, mode, env=None, one_core=False) -> bytes:
+    root = tmp_path / f"{mode}-{len(list(tmp_path.iterdir()))}"
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "prepared").symlink_to(prepared)
+    overrides = {**SLICE, "train__epochs": 1, "trainer__compile": False}
+    p = write_params(root / "params.yaml", **overrides, trainer__reproducible=mode)
+    wrap = [shutil.which("taskset"), "-c", "0"] if one_core else []
+    db = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    done = subprocess.run(
+        [*wrap, *stage_argv("train"), "--params", str(p)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **db, **(env or {})},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return (root / "data/model/weights.safetensors").read_bytes()
+
+
+@pytest.mark.slow
+def test_portable_gives_one_result_under_other_isa_caps_and_core_counts(prepared_slice, tmp_path):
+    prepared, _ = prepared_slice
+    assert torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"), "needs an AVX2 host"
+    portable = _weights(prepared, tmp_path, "portable")
+    assert _weights(prepared, tmp_path, "portable", env=LOWER_ISA) == portable
+    assert _weights(prepared, tmp_path, "portable", one_core=True) == portable
+    machine = _weights(prepared, tmp_path, "machine")
+    assert _weights(prepared, tmp_path, "machine") == machine  # reproducible on this machine
+    assert _weights(prepared, tmp_path, "machine", env=LOWER_ISA) != machine
+    if len(os.sched_getaffinity(0)) > 1:
+        assert _weights(prepared, tmp_path, "machine", one_core=True) != machine
+
+
+def _trainer(mode: str, threads: int | None = None) -> TrainerConfig:
+    return TrainerConfig(
+        accelerator="cpu",
+        devices=1,
+        precision="32-true",
+        reproducible=mode,
+        enable_progress_bar=False,
+        compile=False,
+        threads=threads,
+        batch_group=1,
+    )
+
+
+def test_pin_sets_the_portable_settings_and_the_record_names_them():
+    code = (
+        "import json, os, torch\n"
+        "from lenet_mnist import numerics\n"
+        "from tests.test_numerics import _trainer\n"
+        "numerics.pin(_trainer('portable'))\n"
+        "print(json.dumps([torch.get_num_threads(), numerics.record(_trainer('portable'))]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    threads, record = json.loads(done.stdout)
+    assert threads == numerics.PORTABLE_THREADS
+    assert record["numerics.aten_capability"] == "AVX2"
+    assert record["numerics.env.ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    assert record["numerics.threads"] == "1" and record["numerics.mode"] == "portable"
+    assert "avx2" in record["numerics.isa_flags"].split()
+
+
+def test_one_process_cannot_change_its_numerics(monkeypatch):
+    monkeypatch.setattr(numerics, "_applied", ["portable"])
+    with pytest.raises(PipelineError, match="trainer.reproducible=machine after portable"):
+        numerics.pin(_trainer("machine"))
