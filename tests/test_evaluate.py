@@ -58,3 +58,19 @@ def test_stages_do_not_import_lightning_or_torchmetrics():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_weights_that_give_a_non_finite_loss_write_no_metrics(prepared_slice, tmp_path):
+    from safetensors.torch import save_file
+
+    from lenet_mnist import config
+    from lenet_mnist.stage import PipelineError
+
+    net = model.build("lenet5")
+    state = {k: torch.full_like(v, float("nan")) for k, v in net.state_dict().items()}
+    save_file(state, tmp_path / "weights.safetensors")
+    cfg = config.validate(config.compose())
+    out = evaluate.Outputs(tmp_path / "m.json", tmp_path / "p.csv", tmp_path / "figures")
+    with pytest.raises(PipelineError, match="gives a test loss of nan; retrain it"):
+        evaluate.evaluate(cfg, tmp_path / "weights.safetensors", prepared_slice[0], tmp_path, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights.safetensors"]

@@ -10,12 +10,13 @@ from mlflow.tracking import MlflowClient
 
 from lenet_mnist import tracking
 from lenet_mnist.schema import LoggerConfig
+from lenet_mnist.stage import PipelineError
 
 from .conftest import serve_mlflow, train_and_evaluate
 
 
 def test_env_tracking_uri_wins_over_the_config(monkeypatch):
-    cfg = LoggerConfig("lenet-mnist", "sqlite:///mlflow.db")
+    cfg = LoggerConfig("lenet-mnist", "sqlite:///mlflow.db", 5)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert tracking.tracking_uri(cfg) == "sqlite:///mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
@@ -47,7 +48,7 @@ def test_runs_go_to_a_tracking_server_when_the_env_says_so(mlflow_server, prepar
 
 def test_a_queued_dvc_experiment_logs_to_the_repository_root(monkeypatch, tmp_path):
     """`dvc queue` runs stages in a temporary copy and names the real root in DVC_ROOT."""
-    cfg = LoggerConfig("lenet-mnist", "sqlite:///mlflow.db")
+    cfg = LoggerConfig("lenet-mnist", "sqlite:///mlflow.db", 5)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     assert tracking.tracking_uri(cfg) == f"sqlite:///{tmp_path}/mlflow.db"
@@ -148,3 +149,14 @@ def test_a_recorder_writes_params_metrics_per_step_and_closes_finished(tmp_path)
 def test_a_recorder_closes_a_run_that_raised_as_failed_or_killed(tmp_path, fault, status):
     run, _ = _recorded(tmp_path, fault)
     assert run.info.status == status
+
+
+def test_an_unreachable_tracking_server_is_one_line_in_seconds(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens there
+    cfg = LoggerConfig("lenet-mnist", "sqlite:///mlflow.db", timeout_s=2)
+    with pytest.raises(PipelineError) as err:
+        tracking.client(cfg)
+    assert str(err.value).startswith(
+        "MLflow tracking server http://127.0.0.1:9 did not answer within 2 s"
+    )
+    assert "unset MLFLOW_TRACKING_URI to record in sqlite:///mlflow.db" in str(err.value)

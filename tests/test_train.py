@@ -1,6 +1,7 @@
 """train.py's own rules; the stage itself runs in test_pipeline_slice and test_sweep."""
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from .conftest import SLICE, run_dvc_stage, write_params
 
@@ -23,3 +24,24 @@ def test_batch_group_changes_speed_not_what_is_learned(prepared_slice, tmp_path)
         history = (root / "data/metrics/train_history.csv").read_text().splitlines()
         assert history[-1].split(",")[1] == str(90 * SLICE["train__epochs"])  # optimizer steps
     assert weights[0] == weights[1]
+
+
+@pytest.mark.slow
+def test_a_diverging_run_stops_with_one_line_writes_nothing_and_fails_its_run(
+    prepared_slice, tmp_path
+):
+    prepared, _ = prepared_slice
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "prepared").symlink_to(prepared)
+    overrides = {**SLICE, "trainer__compile": False, "optimizer__lr": 1e6}
+    p = write_params(tmp_path / "params.yaml", **overrides)
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = run_dvc_stage("train", tmp_path, p, {"MLFLOW_TRACKING_URI": db})
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: training diverged: the val loss was ")
+    assert "in epoch 1 (after 90 optimizer updates)" in last and "Traceback" not in done.stderr
+    assert sorted(x.name for x in (tmp_path / "data").iterdir()) == ["prepared"]
+    client = MlflowClient(db)
+    (run,) = client.search_runs([client.get_experiment_by_name("lenet-mnist").experiment_id])
+    assert run.info.status == "FAILED"

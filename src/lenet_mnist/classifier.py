@@ -12,6 +12,7 @@ import torch.nn.functional as F  # noqa: N812
 
 from lenet_mnist.optimizer import make_optimizer
 from lenet_mnist.schema import OptimizerConfig
+from lenet_mnist.stage import PipelineError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -91,7 +92,14 @@ class Classifier(pl.LightningModule):
         count = torch.tensor(float(self.counts.pop(split)), device=self.device)
         sums = self.trainer.strategy.reduce(self.sums.pop(split), reduce_op="sum")
         count = self.trainer.strategy.reduce(count, reduce_op="sum")
-        self.log_dict({f"{split}_loss": sums[0] / count, f"{split}_acc": sums[1] / count})
+        loss = sums[0] / count
+        if not torch.isfinite(loss):  # one host sync per epoch, as the logging makes anyway
+            raise PipelineError(
+                f"training diverged: the {split} loss was {loss.item()} in epoch "
+                f"{self.current_epoch + 1} (after {self.global_step} optimizer updates); "
+                f"no weights or metrics were written. Lower optimizer.lr (now {self.lr:g})"
+            )
+        self.log_dict({f"{split}_loss": loss, f"{split}_acc": sums[1] / count})
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 from pathlib import Path
 from typing import NamedTuple
 
@@ -169,7 +170,9 @@ def evaluate(
     metrics = score(logits, labels)
     out.metrics.parent.mkdir(parents=True, exist_ok=True)
     shown = {k: v for k, v in metrics.items() if k != "confusion"}
-    out.metrics.write_text(json.dumps(shown, indent=2) + "\n")
+    if not math.isfinite(metrics["test_loss"]):
+        raise PipelineError(f"{weights} gives a test loss of {metrics['test_loss']}; retrain it")
+    out.metrics.write_text(json.dumps(shown, indent=2, allow_nan=False) + "\n")
     write_predictions(labels, logits, out.predictions)
     with replacing(out.figures) as staging:
         plot(metrics, history, staging)

@@ -67,7 +67,7 @@ class DataConfig:
         _require(self, "sources", ok, f"a non-empty list of {names}")
         urls = all(m.startswith(("http://", "https://")) and m.endswith("/") for m in self.mirrors)
         _require(self, "mirrors", urls, "a list of http(s) URLs ending in /")
-        _require(self, "timeout_s", self.timeout_s > 0, "a number > 0")
+        _require(self, "timeout_s", 0 < self.timeout_s < math.inf, "a finite number > 0")
         _at_least(self, 0, "split_seed")
         _limit(self, "train_limit", 2, MNIST_TRAIN_SIZE)
         _limit(self, "test_limit", 1, MNIST_TEST_SIZE)
@@ -144,10 +144,12 @@ class LoggerConfig:
     GROUP: ClassVar[str] = "logger"
     experiment_name: str = MISSING
     tracking_uri: str = MISSING
+    timeout_s: float = MISSING
 
     def check(self) -> None:
         _require(self, "experiment_name", self.experiment_name != "", "a non-empty string")
         _require(self, "tracking_uri", self.tracking_uri != "", "a non-empty URI")
+        _require(self, "timeout_s", 0 < self.timeout_s < math.inf, "a finite number > 0")
 
 
 @dataclass

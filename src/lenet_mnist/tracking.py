@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -17,6 +18,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from lenet_mnist.schema import LoggerConfig
+from lenet_mnist.stage import PipelineError
 
 WEIGHTS_TAG = "weights_sha256"
 CONFIG_TAG = "config_hash"
@@ -27,6 +29,7 @@ JOB_TAG = "sweep_job"  # on a child: its own overrides, the point of the grid it
 COMPLETE_TAG = "sweep_job_complete"  # a sweep job's last act: a child without it was cut off
 SQLITE = "sqlite:///"
 T = TypeVar("T")
+_answered: set[str] = set()  # tracking servers that answered in this process
 
 
 def tracking_uri(cfg: LoggerConfig) -> str:
@@ -43,7 +46,21 @@ def tracking_uri(cfg: LoggerConfig) -> str:
 
 
 def client(cfg: LoggerConfig) -> MlflowClient:
-    return MlflowClient(tracking_uri(cfg))
+    """A client for the configured store, once a tracking server, if that is what it is,
+    has answered: MLflow itself would retry an unreachable server for minutes."""
+    uri = tracking_uri(cfg)
+    if uri.startswith(("http://", "https://")) and uri not in _answered:
+        try:
+            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=cfg.timeout_s).close()
+        except (OSError, ValueError) as err:
+            reason = getattr(err, "reason", err)
+            raise PipelineError(
+                f"MLflow tracking server {uri} did not answer within {cfg.timeout_s:g} s "
+                f"({reason}); start it, or unset MLFLOW_TRACKING_URI to record in "
+                f"{cfg.tracking_uri} (logger.timeout_s sets the wait)"
+            ) from None
+        _answered.add(uri)
+    return MlflowClient(uri)
 
 
 def retry_locked(call: Callable[[], T], attempts: int = 8) -> T:
