@@ -28,3 +28,31 @@ def test_a_bad_override_stops_a_run_with_one_line_and_leaves_nothing(tmp_path, o
     assert done.stderr.strip().splitlines() == [line]
     assert not (tmp_path / "mlflow.db").exists()
     assert list((tmp_path / "runs").glob("*")) == []  # Hydra's run folder is removed too
+
+
+@pytest.mark.slow
+def test_two_runs_started_at_once_get_a_folder_each(prepared_slice, tmp_path):
+    prepared, _ = prepared_slice
+    runs = tmp_path / "runs"
+    common = [
+        "train.epochs=1",
+        "trainer.compile=false",
+        "trainer.enable_progress_bar=false",
+        f"paths.prepared={prepared}",
+        f"paths.runs={runs}",
+    ]
+    procs = [
+        hydra_train(f"train.batch_size={size}", *common, cwd=tmp_path, db=db, background=True)
+        for size, db in (
+            (250, f"sqlite:///{tmp_path / 'a.db'}"),
+            (500, f"sqlite:///{tmp_path / 'b.db'}"),
+        )
+    ]
+    for proc in procs:
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out[-3000:]
+    folders = sorted(runs.iterdir())
+    assert len(folders) == 2
+    for folder in folders:
+        assert (folder / "model" / "weights.safetensors").is_file()
+        assert (folder / "test.json").is_file()

@@ -29,3 +29,13 @@ def test_a_pipeline_error_is_one_line_on_stderr_and_exit_code_2():
     assert done.returncode == 2
     assert done.stderr == "error: x=1 is not allowed; use 2\n"
     assert issubclass(PipelineError, Exception)
+
+
+def test_staging_left_by_a_killed_run_is_removed_by_the_next(tmp_path):
+    dead = tmp_path / ".out-partial-abc123"
+    (dead / "half").mkdir(parents=True)
+    other = tmp_path / ".raw-partial-keep"  # another output's staging is not this one's
+    other.mkdir()
+    with replacing(tmp_path / "out") as staging:
+        (staging / "a").write_text("whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".raw-partial-keep", "out"]

@@ -1,9 +1,12 @@
 """Where MLflow runs live, and the Recorder that writes them, against real stores."""
 
 import json
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -12,7 +15,14 @@ from lenet_mnist import tracking
 from lenet_mnist.schema import LoggerConfig
 from lenet_mnist.stage import PipelineError
 
-from .conftest import serve_mlflow, train_and_evaluate
+from .conftest import (
+    SLICE,
+    run_dvc_stage,
+    serve_mlflow,
+    stage_argv,
+    train_and_evaluate,
+    write_params,
+)
 
 
 def test_env_tracking_uri_wins_over_the_config(monkeypatch):
@@ -160,3 +170,45 @@ def test_an_unreachable_tracking_server_is_one_line_in_seconds(monkeypatch):
         "MLflow tracking server http://127.0.0.1:9 did not answer within 2 s"
     )
     assert "unset MLFLOW_TRACKING_URI to record in sqlite:///mlflow.db" in str(err.value)
+
+
+@pytest.mark.slow
+def test_a_run_left_running_by_kill_9_is_marked_killed_by_the_next_start(prepared_slice, tmp_path):
+    prepared, _ = prepared_slice
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "prepared").symlink_to(prepared)
+    p = write_params(
+        tmp_path / "params.yaml", **{**SLICE, "trainer__compile": False, "train__epochs": 20}
+    )
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": db}
+    proc = subprocess.Popen(
+        [*stage_argv("train"), "--params", str(p)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    while not (running := _running_runs(db)):
+        assert proc.poll() is None and time.monotonic() < deadline, "training never started"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    client = MlflowClient(db)
+    assert client.get_run(running[0]).info.status == "RUNNING"  # nobody closed it
+    again = write_params(
+        tmp_path / "params.yaml", **{**SLICE, "trainer__compile": False, "train__epochs": 1}
+    )
+    done = run_dvc_stage("train", tmp_path, again, {"MLFLOW_TRACKING_URI": db})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert client.get_run(running[0]).info.status == "KILLED"
+
+
+def _running_runs(db: str) -> list[str]:
+    client = MlflowClient(db)
+    experiment = client.get_experiment_by_name("lenet-mnist")
+    if experiment is None:
+        return []
+    runs = client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
+    return [r.info.run_id for r in runs]

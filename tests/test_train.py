@@ -45,3 +45,18 @@ def test_a_diverging_run_stops_with_one_line_writes_nothing_and_fails_its_run(
     client = MlflowClient(db)
     (run,) = client.search_runs([client.get_experiment_by_name("lenet-mnist").experiment_id])
     assert run.info.status == "FAILED"
+
+
+@pytest.mark.parametrize("accelerator", ["gpu", "mps"])
+def test_an_accelerator_that_is_not_here_is_one_line(prepared_slice, tmp_path, accelerator):
+    prepared, _ = prepared_slice
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "prepared").symlink_to(prepared)
+    p = write_params(tmp_path / "params.yaml", **SLICE, trainer__accelerator=accelerator)
+    db = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    done = run_dvc_stage("train", tmp_path, p, db)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("error:")]
+    assert line.startswith(f"error: trainer.accelerator={accelerator} with trainer.devices=1 is")
+    assert line.endswith("; use auto or cpu")
+    assert not (tmp_path / "mlflow.db").exists()  # refused before a run was opened

@@ -21,7 +21,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lenet_mnist import config, evaluate, numerics, prepare, sweep, tracking, train
@@ -80,6 +80,7 @@ def fit_and_test(cfg: Config, out: Path, tags: dict[str, str]) -> float:
 def main() -> None:
     """Hydra's command line, with a bad key or value reported as one line."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing its own text
+    OmegaConf.register_new_resolver("pid", os.getpid, replace=True)  # hydra.run.dir uses it
     register()
     entry = hydra.main(config_path=str(config.CONF_DIR), config_name="config", version_base="1.3")
     try:

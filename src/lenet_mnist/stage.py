@@ -48,9 +48,15 @@ def run_stage(main: Callable[[], object]) -> None:
 
 @contextmanager
 def replacing(out: Path) -> Iterator[Path]:
-    """Yield an empty hidden sibling of `out` that replaces `out` only if the block succeeds."""
+    """Yield an empty hidden sibling of `out` that replaces `out` only if the block succeeds.
+
+    A sibling left by a killed run of the same stage is removed first: one run of a stage
+    writes its output at a time, so any earlier staging folder is dead.
+    """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    for dead in out.parent.glob(f".{out.name}-partial-*"):
+        shutil.rmtree(dead, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-partial-"))
     try:
         yield staging

@@ -7,6 +7,7 @@ evaluates, so no run id ever has to be written into a file that DVC hashes.
 from __future__ import annotations
 
 import os
+import socket
 import time
 import urllib.request
 from collections.abc import Callable
@@ -27,6 +28,7 @@ SWEEP_TAG = "sweep_key"  # on a sweep's parent: a hash of the overrides that def
 OVERRIDES_TAG = "sweep_overrides"
 JOB_TAG = "sweep_job"  # on a child: its own overrides, the point of the grid it stands for
 COMPLETE_TAG = "sweep_job_complete"  # a sweep job's last act: a child without it was cut off
+HOST_TAG, PID_TAG = "host", "pid"  # the process that writes a run, to tell when it died
 SQLITE = "sqlite:///"
 T = TypeVar("T")
 _answered: set[str] = set()  # tracking servers that answered in this process
@@ -121,6 +123,8 @@ class Recorder:
         tags: dict[str, str] | None = None,
     ) -> Recorder:
         experiment = experiment_id(mlflow, experiment_name)
+        close_dead_runs(mlflow, experiment)
+        tags = {**(tags or {}), HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
         run = retry_locked(lambda: mlflow.create_run(experiment, run_name=run_name, tags=tags))
         return cls(mlflow, run.info.run_id)
 
@@ -161,6 +165,28 @@ class Recorder:
             self.close()
         else:
             self.close("KILLED" if issubclass(kind, KeyboardInterrupt) else "FAILED")
+
+
+def close_dead_runs(mlflow: MlflowClient, experiment: str) -> None:
+    """Mark KILLED the RUNNING runs whose process on this host is gone (`kill -9`, a crash).
+
+    A killed process cannot close its own run; the next one to open a run does it.
+    """
+    query = f"attributes.status = 'RUNNING' and tags.{HOST_TAG} = '{socket.gethostname()}'"
+    for run in newest(mlflow, experiment, query):
+        pid = run.data.tags.get(PID_TAG, "")
+        if pid.isdigit() and int(pid) > 0 and not _alive(int(pid)):
+            Recorder(mlflow, run.info.run_id).close("KILLED")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0 only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 def find_run(mlflow: MlflowClient, experiment_name: str, weights_sha256: str) -> str | None:

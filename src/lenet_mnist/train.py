@@ -18,6 +18,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Checkpoint, RichProgressBar
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from safetensors.torch import save_file
 
 from lenet_mnist import config, model, numerics, prepare, provenance, tracking
@@ -26,7 +27,7 @@ from lenet_mnist.classifier import Classifier
 from lenet_mnist.numerics import MODES
 from lenet_mnist.optimizer import effective_lr
 from lenet_mnist.schema import Config, TrainConfig
-from lenet_mnist.stage import replacing, run_stage
+from lenet_mnist.stage import PipelineError, replacing, run_stage
 
 PROGRESS_REFRESH_STEPS = 25
 # Metrics are epoch-level; a large interval spares Lightning a per-step look for step metrics.
@@ -140,21 +141,28 @@ def make_trainer(cfg: Config, callbacks: list[pl.Callback]) -> pl.Trainer:
         # Redrawing on every one of ~900 steps per epoch costs more than the bar is worth.
         refresh = max(1, PROGRESS_REFRESH_STEPS // cfg.trainer.batch_group)
         callbacks = [*callbacks, RichProgressBar(refresh_rate=refresh)]
-    return pl.Trainer(
-        max_epochs=cfg.train.epochs,
-        accelerator=cfg.trainer.accelerator,
-        devices=cfg.trainer.devices,
-        precision=cfg.trainer.precision,
-        deterministic=MODES[cfg.trainer.reproducible].deterministic,
-        enable_progress_bar=cfg.trainer.enable_progress_bar,
-        logger=False,
-        callbacks=callbacks,
-        # EpochRecorder is the only checkpoint: it keeps the best weights in memory.
-        enable_checkpointing=any(isinstance(cb, Checkpoint) for cb in callbacks),
-        num_sanity_val_steps=0,
-        enable_model_summary=False,
-        log_every_n_steps=LOG_EVERY_N_STEPS,
-    )
+    try:
+        return pl.Trainer(
+            max_epochs=cfg.train.epochs,
+            accelerator=cfg.trainer.accelerator,
+            devices=cfg.trainer.devices,
+            precision=cfg.trainer.precision,
+            deterministic=MODES[cfg.trainer.reproducible].deterministic,
+            enable_progress_bar=cfg.trainer.enable_progress_bar,
+            logger=False,
+            callbacks=callbacks,
+            # EpochRecorder is the only checkpoint: it keeps the best weights in memory.
+            enable_checkpointing=any(isinstance(cb, Checkpoint) for cb in callbacks),
+            num_sanity_val_steps=0,
+            enable_model_summary=False,
+            log_every_n_steps=LOG_EVERY_N_STEPS,
+        )
+    except MisconfigurationException as err:  # Lightning's word for a device it cannot find
+        t = cfg.trainer
+        raise PipelineError(
+            f"trainer.accelerator={t.accelerator} with trainer.devices={t.devices} is not "
+            f"available here ({str(err).splitlines()[0]}); use auto or cpu"
+        ) from None
 
 
 def save_weights(net: torch.nn.Module, out: Path, model_name: str, epoch: int) -> Path:
