@@ -1,5 +1,7 @@
 import numpy as np
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from lenet_mnist import idx
 from lenet_mnist.stage import PipelineError
@@ -43,3 +45,26 @@ def test_real_files_decode(mnist_raw):
     assert images.shape == (10_000, 28, 28)
     assert labels.shape == (10_000,)
     assert labels[:5].tolist() == [7, 2, 1, 0, 4]  # the well-known first test digits
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64))
+def test_random_bytes_decode_or_raise_the_projects_own_error(data):
+    try:
+        array = idx.decode(data)
+    except PipelineError:
+        return
+    assert array.dtype == np.uint8 and array.ndim in (1, 3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 2**32 - 1), min_size=3, max_size=3), st.binary(max_size=16))
+@example(dims=[2**31, 2**31, 4], body=b"")  # 2**64 elements: zero in 64-bit arithmetic
+def test_headers_whose_sizes_overflow_are_refused_in_one_line(dims, body):
+    header = bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in dims)
+    try:
+        array = idx.decode(header + body)
+    except PipelineError as err:
+        assert "\n" not in str(err)
+        return
+    assert array.size == len(body)

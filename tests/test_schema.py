@@ -1,9 +1,12 @@
 """The schema's rules for each value, and its keys: params.yaml holds exactly those."""
 
+import copy
 import dataclasses
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lenet_mnist import config, schema
 from lenet_mnist.model import MODELS
@@ -27,6 +30,8 @@ BAD = [
     ("data.mirrors", ["https://example.org/mnist"], "a list of http(s) URLs ending in /"),
     ("trainer.accelerator", "tpu9", "one of auto, cpu, gpu, cuda, mps"),
     ("trainer.threads", 0, "null or an integer >= 1"),
+    ("train.seed", 2**32, "an integer >= 0 and <= 4294967295"),
+    ("data.train_limit", 1, "null or an integer >= 2 and <= 60000"),
 ]
 
 
@@ -55,3 +60,36 @@ def test_every_schema_key_is_in_params_yaml_and_nothing_else():
     committed = yaml.safe_load((REPO / "params.yaml").read_text())
     assert set(config.flat(config.validate(committed))) == set(schema.keys())
     assert {f.name for f in dataclasses.fields(schema.Config)} == set(committed)
+
+
+VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.lists(st.text(max_size=4), max_size=3),
+    st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
+)
+DEFAULTS = config.compose()
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from([*schema.keys(), "train.batch_sizee", "trian", "data.mirrors.0"]),
+    VALUES,
+)
+def test_any_value_at_any_key_validates_or_raises_the_projects_own_error(key, value):
+    cfg = copy.deepcopy(DEFAULTS)
+    *parents, leaf = key.split(".")
+    node = cfg
+    for part in parents:
+        node = node.setdefault(part, {}) if isinstance(node, dict) else node
+    if isinstance(node, dict):
+        node[leaf] = value
+    try:
+        typed = config.validate(cfg)
+    except PipelineError as err:
+        assert "\n" not in str(err)
+        return
+    assert isinstance(typed, schema.Config)

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from lenet_mnist.stage import PipelineError, replacing
+from lenet_mnist.stage import PipelineError, replacing, writing
 
 
 def test_replacing_swaps_the_folder_in_only_when_the_block_succeeds(tmp_path):
@@ -39,3 +39,16 @@ def test_staging_left_by_a_killed_run_is_removed_by_the_next(tmp_path):
     with replacing(tmp_path / "out") as staging:
         (staging / "a").write_text("whole")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".raw-partial-keep", "out"]
+
+
+def test_writing_swaps_files_and_folders_in_together_or_not_at_all(tmp_path):
+    table, folder = tmp_path / "table.csv", tmp_path / "figures"
+    with writing(table, folder) as (table_file, figures_dir):
+        table_file.write_text("v1")
+        figures_dir.mkdir()
+        (figures_dir / "a.png").write_text("v1")
+    with pytest.raises(OSError), writing(table, folder) as (table_file, figures_dir):
+        table_file.write_text("v2")  # written, then the folder fails: neither may change
+        raise OSError(28, "No space left on device")
+    assert table.read_text() == "v1" and (folder / "a.png").read_text() == "v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures", "table.csv"]

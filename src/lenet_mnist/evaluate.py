@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 from lenet_mnist import config, model, numerics, prepare, provenance, tracking
 from lenet_mnist.schema import Config
-from lenet_mnist.stage import PipelineError, replacing, run_stage
+from lenet_mnist.stage import PipelineError, run_stage, writing
 
 NUM_CLASSES = 10
 
@@ -66,7 +66,6 @@ def score(logits: torch.Tensor, labels: torch.Tensor) -> dict:
 
 def write_predictions(labels: torch.Tensor, logits: torch.Tensor, path: Path) -> None:
     """One row per test image: the shape DVC's confusion template expects."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["actual", "predicted"])
@@ -168,14 +167,14 @@ def evaluate(
     labels = torch.from_numpy(np.array(y))
     logits = predict(net, x)
     metrics = score(logits, labels)
-    out.metrics.parent.mkdir(parents=True, exist_ok=True)
     shown = {k: v for k, v in metrics.items() if k != "confusion"}
     if not math.isfinite(metrics["test_loss"]):
         raise PipelineError(f"{weights} gives a test loss of {metrics['test_loss']}; retrain it")
-    out.metrics.write_text(json.dumps(shown, indent=2, allow_nan=False) + "\n")
-    write_predictions(labels, logits, out.predictions)
-    with replacing(out.figures) as staging:
-        plot(metrics, history, staging)
+    with writing(out.metrics, out.predictions, out.figures) as (metrics_file, rows, figures_dir):
+        metrics_file.write_text(json.dumps(shown, indent=2, allow_nan=False) + "\n")
+        write_predictions(labels, logits, rows)
+        figures_dir.mkdir()
+        plot(metrics, history, figures_dir)
     figures = sorted(out.figures.glob("*.png"))
     log_to_mlflow(cfg, weights, metrics, [out.metrics, out.predictions, *figures], run_id)
     return metrics

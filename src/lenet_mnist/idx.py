@@ -6,6 +6,7 @@ prepare stage (which decodes them) need the same format rules, so they live here
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ def decode(data: bytes, name: str = "IDX data") -> np.ndarray:
     if len(data) < header_len:
         raise PipelineError(f"{name}: truncated header ({len(data)} bytes)")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header_len + int(np.prod(shape))
+    expected = header_len + math.prod(shape)  # Python ints: no 64-bit overflow to a small size
     if len(data) != expected:
         raise PipelineError(
             f"{name}: {len(data)} bytes but the header {shape} needs exactly {expected}"

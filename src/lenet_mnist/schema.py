@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar, get_type_hints
 
 import yaml
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, Node, OmegaConf
 
 from lenet_mnist.model import MODELS
 from lenet_mnist.numerics import MODES as NUMERICS
@@ -23,6 +23,7 @@ from lenet_mnist.stage import PipelineError
 SCHEMA = "schema"  # the name conf/config.yaml's defaults list gives the root dataclass
 MNIST_TRAIN_SIZE = 60_000
 MNIST_TEST_SIZE = 10_000
+MAX_SEED = 2**32 - 1  # what Lightning's seed_everything takes
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")  # Lightning's names
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed")
 
@@ -43,10 +44,11 @@ def _one_of(node: object, key: str, table: dict[str, Any]) -> None:
     _require(node, key, getattr(node, key) in table, "one of " + ", ".join(table))
 
 
-def _limit(node: object, key: str, low: int, high: int) -> None:
+def _between(node: object, key: str, low: int, high: int, optional: bool = False) -> None:
     value = getattr(node, key)
-    ok = value is None or low <= value <= high
-    _require(node, key, ok, f"null or an integer >= {low} and <= {high}")
+    ok = (optional and value is None) or (value is not None and low <= value <= high)
+    allowed = f"an integer >= {low} and <= {high}"
+    _require(node, key, ok, f"null or {allowed}" if optional else allowed)
 
 
 @dataclass
@@ -68,9 +70,9 @@ class DataConfig:
         urls = all(m.startswith(("http://", "https://")) and m.endswith("/") for m in self.mirrors)
         _require(self, "mirrors", urls, "a list of http(s) URLs ending in /")
         _require(self, "timeout_s", 0 < self.timeout_s < math.inf, "a finite number > 0")
-        _at_least(self, 0, "split_seed")
-        _limit(self, "train_limit", 2, MNIST_TRAIN_SIZE)
-        _limit(self, "test_limit", 1, MNIST_TEST_SIZE)
+        _between(self, "split_seed", 0, MAX_SEED)
+        _between(self, "train_limit", 2, MNIST_TRAIN_SIZE, optional=True)
+        _between(self, "test_limit", 1, MNIST_TEST_SIZE, optional=True)
         train_size = self.train_limit or MNIST_TRAIN_SIZE
         allowed = f"an integer >= 1 and smaller than the training set ({train_size} images)"
         _require(self, "val_size", 1 <= self.val_size < train_size, allowed)
@@ -115,7 +117,7 @@ class TrainConfig:
 
     def check(self) -> None:
         _at_least(self, 1, "batch_size", "epochs")
-        _at_least(self, 0, "seed")
+        _between(self, "seed", 0, MAX_SEED)
 
 
 @dataclass
@@ -206,7 +208,14 @@ def keys(schema: type = Config, prefix: str = "") -> dict[str, Any]:
 
 
 def show(value: Any) -> str:
+    """A value as the user typed it in YAML: null, [a, b], 0.5."""
+    if isinstance(value, Node):  # OmegaConf hands some values over still wrapped
+        value = value._value()
     if OmegaConf.is_config(value):
         value = OmegaConf.to_container(value)
-    text = yaml.safe_dump(value, default_flow_style=True, width=10**6)
-    return text.strip().removesuffix("...").strip()
+    try:
+        text = yaml.safe_dump(value, default_flow_style=True, width=10**6)
+    except yaml.YAMLError:
+        return str(value)
+    text = text.strip().removesuffix("...").strip()
+    return text if "\n" not in text else repr(value)  # the error stays one line

@@ -7,9 +7,10 @@ it writes its output folder whole or not at all, so DVC never hashes a half-writ
 from __future__ import annotations
 
 import gc
+import os
+import secrets
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,21 +48,41 @@ def run_stage(main: Callable[[], object]) -> None:
 
 
 @contextmanager
-def replacing(out: Path) -> Iterator[Path]:
-    """Yield an empty hidden sibling of `out` that replaces `out` only if the block succeeds.
+def writing(*outs: Path) -> Iterator[list[Path]]:
+    """Yield a hidden sibling path for each output, to write a file or a folder at; they
+    replace the outputs together when the block succeeds, and vanish when it fails.
 
-    A sibling left by a killed run of the same stage is removed first: one run of a stage
-    writes its output at a time, so any earlier staging folder is dead.
+    Staging left by a killed run of the same stage is removed first: one run of a stage
+    writes its outputs at a time, so any earlier staging is dead.
     """
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for dead in out.parent.glob(f".{out.name}-partial-*"):
-        shutil.rmtree(dead, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-partial-"))
+    stagings = []
+    for out in map(Path, outs):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for dead in out.parent.glob(f".{out.name}-partial-*"):
+            _remove(dead)
+        stagings.append(out.parent / f".{out.name}-partial-{os.getpid()}-{secrets.token_hex(4)}")
     try:
-        yield staging
-        staging.chmod(0o755)
-        shutil.rmtree(out, ignore_errors=True)
-        staging.rename(out)
+        yield stagings
+        for staging, out in zip(stagings, map(Path, outs), strict=True):
+            if staging.is_dir():
+                staging.chmod(0o755)
+            _remove(out)
+            staging.rename(out)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        for staging in stagings:
+            _remove(staging)
+
+
+@contextmanager
+def replacing(out: Path) -> Iterator[Path]:
+    """Yield an empty hidden folder that replaces `out` only if the block succeeds."""
+    with writing(out) as (staging,):
+        staging.mkdir()
+        yield staging
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

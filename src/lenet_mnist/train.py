@@ -27,11 +27,12 @@ from lenet_mnist.classifier import Classifier
 from lenet_mnist.numerics import MODES
 from lenet_mnist.optimizer import effective_lr
 from lenet_mnist.schema import Config, TrainConfig
-from lenet_mnist.stage import PipelineError, replacing, run_stage
+from lenet_mnist.stage import PipelineError, run_stage, writing
 
 PROGRESS_REFRESH_STEPS = 25
 # Metrics are epoch-level; a large interval spares Lightning a per-step look for step metrics.
 LOG_EVERY_N_STEPS = 1_000_000
+WEIGHTS = "weights.safetensors"
 HISTORY_FIELDS = ("epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc")
 
 
@@ -165,17 +166,15 @@ def make_trainer(cfg: Config, callbacks: list[pl.Callback]) -> pl.Trainer:
         ) from None
 
 
-def save_weights(net: torch.nn.Module, out: Path, model_name: str, epoch: int) -> Path:
-    with replacing(out) as staging:
-        state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-        # One metadata key: safetensors writes a map's keys in no fixed order.
-        info = json.dumps({"model": model_name, "epoch": epoch}, sort_keys=True)
-        save_file(state, staging / "weights.safetensors", metadata={"lenet_mnist": info})
-    return out / "weights.safetensors"
+def save_weights(net: torch.nn.Module, folder: Path, model_name: str, epoch: int) -> None:
+    folder.mkdir()
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    # One metadata key: safetensors writes a map's keys in no fixed order.
+    info = json.dumps({"model": model_name, "epoch": epoch}, sort_keys=True)
+    save_file(state, folder / WEIGHTS, metadata={"lenet_mnist": info})
 
 
 def write_history(rows: list[dict], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
         writer.writeheader()
@@ -240,15 +239,16 @@ def train(
         kept_epoch = recorder.best_epoch if cfg.train.keep_best else cfg.train.epochs
         if cfg.train.keep_best:
             done["net"].load_state_dict(recorder.best_state)
-        weights = save_weights(done["net"], out, cfg.model.name, kept_epoch)
-        write_history(recorder.history, history)
-        timings.parent.mkdir(parents=True, exist_ok=True)
         record = {
             "train_wall_s": done["wall_s"],
             "epochs": recorder.timings,
             "numerics": numerics.record(cfg.trainer),
         }
-        timings.write_text(json.dumps(record, indent=2) + "\n")
+        with writing(out, history, timings) as (model_dir, history_file, timings_file):
+            save_weights(done["net"], model_dir, cfg.model.name, kept_epoch)
+            write_history(recorder.history, history_file)
+            timings_file.write_text(json.dumps(record, indent=2) + "\n")
+        weights = out / WEIGHTS
         run.tag(tracking.WEIGHTS_TAG, provenance.sha256(weights))
         # Compilation, validation and Lightning included: the time a user waits for the fit.
         run.metrics({"kept_epoch": kept_epoch, "train_wall_s": done["wall_s"]})
