@@ -78,6 +78,28 @@ def test_exp_run_composes_overrides_and_runs_all_stages(clone, mnist_raw, tmp_pa
     assert "slice" in json.dumps(shown) and "test_acc" in json.dumps(shown)
     # Nothing changed since: the pipeline is up to date.
     assert "up to date" in _run(*DVC, "status", cwd=clone, env=env)
+    # A bad value is refused by the check stage, before DVC removes any stage's outputs.
+    kept = [clone / "dvc.lock", clone / "data/params-valid.txt", *(clone / "data").rglob("*.*")]
+    before = {p: p.read_bytes() for p in kept if p.is_file()}
+    params = (clone / "params.yaml").read_text()
+    bad = subprocess.run(
+        [*DVC, "exp", "run", "-S", "train.batch_size=0"],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode != 0
+    assert "error: train.batch_size=0 is not allowed; use an integer >= 1" in bad.stderr
+    assert {p: p.read_bytes() for p in before if p.is_file()} == before  # every file intact
+    changed = json.loads(_run(*DVC, "status", "--json", cwd=clone, env=env))
+    assert changed and all(
+        set(entry) == {"changed deps"} and set(entry["changed deps"]) == {"params.yaml"}
+        for entries in changed.values()
+        for entry in entries
+    ), changed
+    (clone / "params.yaml").write_text(params)  # the user's way back: the old params
+    assert "up to date" in _run(*DVC, "status", cwd=clone, env=env)
     # Editing a function that train imports from another module makes train (and evaluate) stale.
     module = clone / "src/lenet_mnist/prepare.py"
     module.write_text(module.read_text().replace('mmap_mode="r")', 'mmap_mode="c")'))

@@ -14,7 +14,7 @@ from .conftest import REPO
 
 PKG = REPO / "src" / "lenet_mnist"
 MODULES = sorted(p.stem for p in PKG.glob("*.py") if p.stem != "__init__")
-STAGES = ("download", "prepare", "train", "evaluate")
+STAGES = ("check", "download", "prepare", "train", "evaluate")
 
 
 def imports(module: str) -> set[str]:

@@ -52,3 +52,28 @@ def test_writing_swaps_files_and_folders_in_together_or_not_at_all(tmp_path):
         raise OSError(28, "No space left on device")
     assert table.read_text() == "v1" and (folder / "a.png").read_text() == "v1"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["figures", "table.csv"]
+
+
+FULL_DISK = """
+def main():
+    with open("/dev/full", "w") as f:  # the kernel's always-full device
+        f.write("x" * 10**6)
+"""
+MISSING = """
+def main():
+    open("/nowhere/raw/t10k-labels-idx1-ubyte", "rb")
+"""
+
+
+@pytest.mark.parametrize(
+    ("body", "line"),
+    [
+        (FULL_DISK, "error: No space left on device\n"),
+        (MISSING, "error: /nowhere/raw/t10k-labels-idx1-ubyte: No such file or directory\n"),
+    ],
+)
+def test_a_full_disk_or_a_missing_file_is_one_line_naming_what_it_can(body, line):
+    code = f"from lenet_mnist.stage import run_stage\n{body}\nrun_stage(main)\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr == line

@@ -6,6 +6,7 @@ it writes its output folder whole or not at all, so DVC never hashes a half-writ
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import secrets
@@ -23,12 +24,24 @@ class PipelineError(Exception):
     """A problem with the user's input or environment, as opposed to a bug in this code."""
 
 
+# Operating-system errors that are the user's environment, not a bug: a missing file, a
+# full disk or quota, a folder the user may not write.
+USER_ERRNOS = (errno.ENOENT, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS)
+
+
 def exit_on_error(main: Callable[[], T]) -> T:
-    """Run a stage entry point so that a PipelineError ends it with one readable line."""
+    """Run a stage entry point so that a PipelineError, or an OSError of the user's
+    environment, ends it with one readable line and exit code 2."""
     try:
         return main()
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as err:
+        if err.errno not in USER_ERRNOS:
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: {where}{err.strerror}", file=sys.stderr)
         sys.exit(2)
 
 
