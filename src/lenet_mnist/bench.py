@@ -28,7 +28,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from lenet_mnist import config, model, numerics, provenance, train
+from lenet_mnist import config, epochs, model, numerics, provenance, train
 from lenet_mnist.batches import iterations_per_epoch
 from lenet_mnist.classifier import Classifier, forward_loss
 from lenet_mnist.optimizer import effective_lr, make_optimizer
@@ -59,7 +59,7 @@ def plain_loop(
     batches = train.train_batches(x, y, cfg.train)
 
     def epoch() -> float:
-        start = train.clock(x.device)
+        start = epochs.clock(x.device)
         sums = torch.zeros(2, device=x.device)
         for xb, yb in itertools.islice(batches, steps):
             opt.zero_grad(set_to_none=True)
@@ -70,7 +70,7 @@ def plain_loop(
                 sched.step()
             sums += stats
         sums.tolist()  # the epoch's one host sync, as in the pipeline
-        return train.clock(x.device) - start
+        return epochs.clock(x.device) - start
 
     return epoch
 
@@ -104,10 +104,10 @@ class Interleave(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         order = self._order()
         self._run_plain(order[: order.index(PIPELINE)])
-        self.start = train.clock(self.device)
+        self.start = epochs.clock(self.device)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self.times[PIPELINE].append(train.clock(self.device) - self.start)
+        self.times[PIPELINE].append(epochs.clock(self.device) - self.start)
         order = self._order()
         self._run_plain(order[order.index(PIPELINE) + 1 :])
         self.round += 1

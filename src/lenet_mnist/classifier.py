@@ -51,6 +51,7 @@ class Classifier(pl.LightningModule):
         )
         self.forward_loss = torch.compile(forward_loss) if compile else forward_loss
         self.automatic_optimization = False
+        self.resume: dict | None = None  # a checkpoint's optimizer and schedule states
         self.sums: dict[str, torch.Tensor] = {}  # split -> [loss * n, correct]
         self.counts: dict[str, int] = {}
 
@@ -81,6 +82,13 @@ class Classifier(pl.LightningModule):
             opt.step()
             if scheduler is not None:
                 scheduler.step()
+
+    def on_train_start(self) -> None:
+        """Continue a checkpoint's optimizer and schedule where they stopped."""
+        if self.resume is not None:
+            self.trainer.optimizers[0].load_state_dict(self.resume["optimizer"])
+            for config in self.trainer.lr_scheduler_configs:
+                config.scheduler.load_state_dict(self.resume["scheduler"])
 
     def validation_step(self, batch: Batch, _: int) -> None:
         self._step(batch, "val")

@@ -43,7 +43,7 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # results go or how progress is shown. The config hash (which finds a finished run again)
 # and a sweep's identity both follow this list.
 DECISIVE = ("model", "optimizer", "train", "trainer")
-NOT_DECISIVE = frozenset({"trainer.enable_progress_bar"})
+NOT_DECISIVE = frozenset({"trainer.enable_progress_bar", "train.checkpoint_every"})
 PRESETS = "experiment"  # a group of presets: choosing one changes decisive values
 
 

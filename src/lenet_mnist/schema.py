@@ -114,9 +114,11 @@ class TrainConfig:
     seed: int = MISSING
     drop_last: bool = MISSING
     keep_best: bool = MISSING
+    checkpoint_every: int = MISSING
 
     def check(self) -> None:
         _at_least(self, 1, "batch_size", "epochs")
+        _at_least(self, 0, "checkpoint_every")
         _between(self, "seed", 0, MAX_SEED)
 
 

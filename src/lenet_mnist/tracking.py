@@ -150,7 +150,10 @@ class Recorder:
         return retry_locked(lambda: self.mlflow.get_run(self.run_id)).info.status
 
     def reopen(self) -> None:
+        """RUNNING again, now written by this process."""
         retry_locked(lambda: self.mlflow.update_run(self.run_id, "RUNNING"))
+        self.tag(HOST_TAG, socket.gethostname())
+        self.tag(PID_TAG, str(os.getpid()))
 
     def close(self, status: str = "FINISHED") -> None:
         retry_locked(lambda: self.mlflow.set_terminated(self.run_id, status))

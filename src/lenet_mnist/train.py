@@ -21,9 +21,10 @@ from pytorch_lightning.callbacks import Checkpoint, RichProgressBar
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from safetensors.torch import save_file
 
-from lenet_mnist import config, model, numerics, prepare, provenance, tracking
+from lenet_mnist import checkpoint, config, model, numerics, prepare, provenance, tracking
 from lenet_mnist.batches import Grouped, TensorBatches
 from lenet_mnist.classifier import Classifier
+from lenet_mnist.epochs import HISTORY_FIELDS, EpochRecorder, save_checkpoint
 from lenet_mnist.numerics import MODES
 from lenet_mnist.optimizer import effective_lr
 from lenet_mnist.schema import Config, TrainConfig
@@ -33,7 +34,6 @@ PROGRESS_REFRESH_STEPS = 25
 # Metrics are epoch-level; a large interval spares Lightning a per-step look for step metrics.
 LOG_EVERY_N_STEPS = 1_000_000
 WEIGHTS = "weights.safetensors"
-HISTORY_FIELDS = ("epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc")
 
 
 def quiet_lightning() -> None:
@@ -48,13 +48,6 @@ def quiet_lightning() -> None:
 
 def _no_ads(record: logging.LogRecord) -> bool:
     return "litlogger" not in record.getMessage()
-
-
-def clock(device: torch.device) -> float:
-    """Wall time once the device has finished its queued work, so intervals are honest."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
 
 
 def train_batches(
@@ -86,54 +79,9 @@ def to_tensors(prepared: Path, split: str, device: torch.device) -> tuple[torch.
     return torch.from_numpy(x.copy()).to(device), torch.from_numpy(y.copy()).to(device)
 
 
-class EpochRecorder(Checkpoint):
-    """Per-epoch timing and metrics for MLflow, the history for DVC plots, the best weights.
-
-    A Checkpoint subclass because it keeps the best weights, and so that Lightning calls
-    its on_train_epoch_end after the module's, when the epoch's metrics are logged.
-    """
-
-    def __init__(self, train_size: int, run: tracking.Recorder | None) -> None:
-        self.train_size, self.run = train_size, run
-        self.history: list[dict[str, float]] = []
-        self.timings: list[dict[str, float]] = []
-        self.best_acc, self.best_epoch, self.best_state = -1.0, -1, None
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self.t_start = clock(module.device)
-
-    def on_validation_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self.t_val = clock(module.device)
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        now = clock(module.device)
-        train_s = self.t_val - self.t_start
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        lr = trainer.optimizers[0].param_groups[0]["lr"]
-        epoch, step = trainer.current_epoch + 1, trainer.global_step
-        timing = {
-            "epoch_time_s": train_s,
-            "samples_per_s": self.train_size / train_s,
-            "val_time_s": now - self.t_val,
-        }
-        self.timings.append({"epoch": epoch, **timing})
-        row = {
-            "epoch": epoch,
-            "step": step,
-            "lr": lr,
-            **{k: metrics[k] for k in HISTORY_FIELDS[3:]},
-        }
-        self.history.append(row)
-        if self.run is not None:
-            self.run.metrics({**metrics, **timing, "lr": lr, "global_step": step}, step=step)
-        if metrics["val_acc"] > self.best_acc:
-            self.best_acc, self.best_epoch = metrics["val_acc"], epoch
-            self.best_state = {
-                k: v.detach().cpu().clone() for k, v in module.net.state_dict().items()
-            }
-
-
-def make_trainer(cfg: Config, callbacks: list[pl.Callback]) -> pl.Trainer:
+def make_trainer(
+    cfg: Config, callbacks: list[pl.Callback], epochs: int | None = None
+) -> pl.Trainer:
     """A Trainer from the `trainer` group; epochs come from `train`, the one place they live.
 
     It has no Lightning logger: EpochRecorder sends each epoch to MLflow itself.
@@ -144,7 +92,7 @@ def make_trainer(cfg: Config, callbacks: list[pl.Callback]) -> pl.Trainer:
         callbacks = [*callbacks, RichProgressBar(refresh_rate=refresh)]
     try:
         return pl.Trainer(
-            max_epochs=cfg.train.epochs,
+            max_epochs=epochs or cfg.train.epochs,
             accelerator=cfg.trainer.accelerator,
             devices=cfg.trainer.devices,
             precision=cfg.trainer.precision,
@@ -183,11 +131,16 @@ def write_history(rows: list[dict], path: Path) -> None:
         )
 
 
-def fit(cfg: Config, prepared: Path, trainer: pl.Trainer, recorder: EpochRecorder) -> dict:
-    """Train the seeded network; return it with the epoch it ended on and the fit's wall time.
-
-    `recorder.run` receives the params first, with the derived iteration counts.
-    """
+def fit(
+    cfg: Config,
+    prepared: Path,
+    trainer: pl.Trainer,
+    recorder: EpochRecorder,
+    resume: dict | None,
+    save: Path | None,
+) -> dict:
+    """Train the seeded network, from a checkpoint's epoch if `resume`; return it with the
+    fit's wall time. Every `train.checkpoint_every` epochs the state goes to `save`."""
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
     net = model.build(cfg.model.name)  # first draw from the seeded generator: the init
     x, y = to_tensors(prepared, "train", trainer.strategy.root_device)
@@ -195,7 +148,7 @@ def fit(cfg: Config, prepared: Path, trainer: pl.Trainer, recorder: EpochRecorde
     batches = lightning_batches(x, y, cfg, trainer)
     steps = len(batches.batches)  # this rank's updates per epoch: its shard's batches
     lr = effective_lr(cfg)
-    if recorder.run is not None:
+    if resume is None:
         derived = {
             "derived.train_size": recorder.train_size,
             "derived.iterations_per_epoch": steps,
@@ -206,8 +159,17 @@ def fit(cfg: Config, prepared: Path, trainer: pl.Trainer, recorder: EpochRecorde
     val = TensorBatches(
         vx, vy, 1024, shuffle=False, rank=trainer.global_rank, world_size=trainer.world_size
     )
-    total = steps * cfg.train.epochs
-    classifier = Classifier(net, cfg.optimizer, lr, total, cfg.trainer.compile)
+    classifier = Classifier(net, cfg.optimizer, lr, steps * cfg.train.epochs, cfg.trainer.compile)
+    if resume is not None:
+        net.load_state_dict(resume["net"])
+        batches.batches.generator.set_state(resume["batch_order"])
+        torch.set_rng_state(resume["rng"])
+        recorder.restore(resume)
+        classifier.resume = resume
+    if save is not None and cfg.train.checkpoint_every:
+        recorder.checkpoint = lambda epoch, step: save_checkpoint(
+            cfg, save, recorder, trainer, net, batches, epoch, step
+        )
     started = time.perf_counter()
     trainer.fit(classifier, batches, val)
     return {"net": net, "wall_s": time.perf_counter() - started}
@@ -220,22 +182,33 @@ def train(
     history: Path,
     timings: Path,
     tags: dict[str, str] | None = None,
+    resumable: Path | None = None,
 ) -> dict:
     """Fit, keep the chosen weights, write outputs, record the run; return a summary.
 
     `tags` go onto the MLflow run, such as a sweep's parent run id and the config hash.
+    `resumable` is the checkpoint file: a fit killed after one resumes from it, under
+    the same MLflow run, and it is removed once the outputs are written.
     """
     # cuBLAS needs this before CUDA starts to run its matmuls deterministically.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     stats = prepare.read_stats(prepared)
-    recorder = EpochRecorder(stats["sizes"]["train"], run=None)
-    trainer = make_trainer(cfg, [recorder])  # refuses a missing accelerator before a run opens
-    run_tags = {**provenance.run_tags(prepared, stats["digest"]), **(tags or {})}
-    run_name = f"bs{cfg.train.batch_size}-ep{cfg.train.epochs}"
+    recorder = EpochRecorder(stats["sizes"]["train"], config.config_hash(cfg, stats["digest"]))
+    resume = checkpoint.load(resumable, recorder.key)
+    epochs = cfg.train.epochs - (resume["epoch"] if resume else 0)
+    trainer = make_trainer(cfg, [recorder], epochs)  # refuses a missing device before a run
     mlflow = tracking.client(cfg.logger)
-    with tracking.Recorder.create(mlflow, cfg.logger.experiment_name, run_name, run_tags) as run:
+    if resume is not None:
+        run = tracking.Recorder(mlflow, resume["run_id"])
+        run.reopen()
+        print(f"train: resuming after epoch {resume['epoch']} from {resumable}")
+    else:
+        run_tags = {**provenance.run_tags(prepared, stats["digest"]), **(tags or {})}
+        run_name = f"bs{cfg.train.batch_size}-ep{cfg.train.epochs}"
+        run = tracking.Recorder.create(mlflow, cfg.logger.experiment_name, run_name, run_tags)
+    with run:
         recorder.run = run
-        done = fit(cfg, prepared, trainer, recorder)
+        done = fit(cfg, prepared, trainer, recorder, resume, resumable)
         kept_epoch = recorder.best_epoch if cfg.train.keep_best else cfg.train.epochs
         if cfg.train.keep_best:
             done["net"].load_state_dict(recorder.best_state)
@@ -248,6 +221,7 @@ def train(
             save_weights(done["net"], model_dir, cfg.model.name, kept_epoch)
             write_history(recorder.history, history_file)
             timings_file.write_text(json.dumps(record, indent=2) + "\n")
+        checkpoint.remove(resumable)
         weights = out / WEIGHTS
         run.tag(tracking.WEIGHTS_TAG, provenance.sha256(weights))
         # Compilation, validation and Lightning included: the time a user waits for the fit.
@@ -268,12 +242,15 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="folder for weights.safetensors")
     parser.add_argument("--history", type=Path, required=True, help="per-epoch CSV (DVC plots)")
     parser.add_argument("--timings", type=Path, required=True, help="per-epoch timings JSON")
+    parser.add_argument("--checkpoint", type=Path, help="a resumable state, kept until done")
     parser.add_argument("--params", default="params.yaml", help="the composed config")
     args = parser.parse_args()
     cfg = config.load(args.params)
     numerics.pin(cfg.trainer)
     quiet_lightning()
-    summary = train(cfg, args.prepared, args.out, args.history, args.timings)
+    summary = train(
+        cfg, args.prepared, args.out, args.history, args.timings, resumable=args.checkpoint
+    )
     print(
         f"train: kept epoch {summary['kept_epoch']} (val acc {summary['best_val_acc']:.4f}), "
         f"MLflow run {summary['run_id']}"
