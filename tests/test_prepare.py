@@ -7,6 +7,8 @@ from omegaconf import OmegaConf
 from lenet_mnist import idx, prepare
 from lenet_mnist.stage import PipelineError
 
+from .conftest import run_stage, write_params
+
 
 def test_pad_and_scale_keeps_the_digit_centred_with_zero_border():
     images = np.full((2, 28, 28), 255, dtype=np.uint8)
@@ -76,3 +78,13 @@ def test_wrong_image_shape_is_refused(tmp_path):
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(idx.encode(np.zeros(2, np.uint8)))
     with pytest.raises(PipelineError, match=r"expected \(N, 28, 28\)"):
         prepare.load_split(tmp_path, "test")
+
+
+def test_a_raw_folder_missing_one_file_is_one_line_naming_it(copy_raw, tmp_path):
+    raw = copy_raw(tmp_path / "raw")
+    (raw / "t10k-labels-idx1-ubyte").unlink()
+    p = write_params(tmp_path / "params.yaml")
+    done = run_stage("prepare", raw, tmp_path / "prepared", "--params", p, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == f"error: {raw}/t10k-labels-idx1-ubyte: No such file or directory\n"
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["params.yaml", "raw"]

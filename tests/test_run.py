@@ -19,6 +19,10 @@ from .conftest import hydra_train
         ),
         (["train.batch_size=abc"], "error: train.batch_size=abc is not allowed; use an integer"),
         (["launcher=nowhere"], "error: In 'config': Could not find 'launcher/nowhere'"),
+        (
+            ["train.epochs=${nope.x}"],
+            "error: train.epochs: Interpolation key 'nope.x' not found",
+        ),
     ],
 )
 def test_a_bad_override_stops_a_run_with_one_line_and_leaves_nothing(tmp_path, overrides, line):

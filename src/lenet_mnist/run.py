@@ -38,7 +38,7 @@ def run_job(cfg: DictConfig) -> float | None:
     try:
         return exit_on_error(lambda: _job(cfg))
     except SystemExit:  # Hydra catches Exceptions only: on_job_end never sees this one
-        sweep.mark_failed(cfg, sweep.job_label(HydraConfig.get().overrides.task))
+        sweep.mark_failed(cfg, _job_label())
         raise
 
 
@@ -54,7 +54,7 @@ def _job(raw: DictConfig) -> float | None:
     key = config.config_hash(cfg, digest)
     tags = {
         tracking.CONFIG_TAG: key,
-        tracking.JOB_TAG: sweep.job_label(HydraConfig.get().overrides.task),
+        tracking.JOB_TAG: _job_label(),
     }
     if parent := os.environ.get(sweep.PARENT_ENV):
         tags[tracking.PARENT_TAG] = parent
@@ -63,6 +63,10 @@ def _job(raw: DictConfig) -> float | None:
             log.info("skipped: done before, MLflow run %s (force=true reruns it)", done.info.run_id)
             return done.data.metrics.get("test_acc")
     return fit_and_test(cfg, out, tags)
+
+
+def _job_label() -> str:
+    return sweep.job_label(sweep.as_typed(HydraConfig.get().overrides.task))
 
 
 def fit_and_test(cfg: Config, out: Path, tags: dict[str, str]) -> float:

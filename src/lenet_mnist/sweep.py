@@ -22,7 +22,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lenet_mnist import prepare, report, tracking
 from lenet_mnist.config import Config, decides_result, validate
@@ -90,7 +90,12 @@ def job_label(overrides: Iterable[str]) -> str:
 
 def sweep_overrides(cfg: DictConfig) -> list[str]:
     """The command line's overrides that define the grid."""
-    return defining(cfg.hydra.overrides.task)
+    return defining(as_typed(cfg.hydra.overrides.task))
+
+
+def as_typed(overrides: ListConfig) -> list[str]:
+    """The overrides as the user typed them: `a=${b}` stays text, never resolved."""
+    return OmegaConf.to_container(overrides, resolve=False)
 
 
 def sweep_key(overrides: list[str]) -> str:
