@@ -1,5 +1,7 @@
 """train.py's own rules; the stage itself runs in test_pipeline_slice and test_sweep."""
 
+import time
+
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -60,3 +62,17 @@ def test_an_accelerator_that_is_not_here_is_one_line(prepared_slice, tmp_path, a
     assert line.startswith(f"error: trainer.accelerator={accelerator} with trainer.devices=1 is")
     assert line.endswith("; use auto or cpu")
     assert not (tmp_path / "mlflow.db").exists()  # refused before a run was opened
+
+
+def test_an_unreachable_tracking_server_stops_the_stage_in_seconds(prepared_slice, tmp_path):
+    prepared, _ = prepared_slice
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "prepared").symlink_to(prepared)
+    p = write_params(tmp_path / "params.yaml", **SLICE)
+    started = time.monotonic()
+    done = run_dvc_stage("train", tmp_path, p, {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("error:")]
+    assert line.startswith("error: MLflow tracking server http://127.0.0.1:9 did not answer")
+    assert time.monotonic() - started < 60  # not minutes of retries
+    assert sorted(x.name for x in (tmp_path / "data").iterdir()) == ["prepared"]
