@@ -76,6 +76,17 @@ def run_dvc_stage(stage: str, cwd: Path, p: Path, env: dict | None = None):
     )
 
 
+def start_dvc_stage(stage: str, cwd: Path, p: Path, env: dict) -> subprocess.Popen:
+    """A stage started as DVC would, left running for a test to kill."""
+    return subprocess.Popen(
+        [*stage_argv(stage), "--params", str(p)],
+        cwd=cwd,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def train_and_evaluate(prepared: Path, p: Path, root: Path, env: dict) -> Path:
     """train and evaluate as dvc.yaml runs them, in `root`; returns root/data."""
     (root / "data").mkdir(parents=True)

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from lenet_mnist import checkpoint
 
-from .conftest import SLICE, run_dvc_stage, stage_argv, write_params
+from .conftest import SLICE, run_dvc_stage, stage_argv, start_dvc_stage, write_params
 
 pytestmark = pytest.mark.slow
 THREE_EPOCHS = {**SLICE, "train__epochs": 3, "trainer__compile": False}
@@ -41,13 +41,7 @@ def test_a_training_killed_after_epoch_2_of_3_resumes_to_the_same_bits(prepared_
 
     cut = tmp_path / "cut"
     params, env = _stage_folder(cut, prepared)
-    proc = subprocess.Popen(
-        [*stage_argv("train"), "--params", str(params)],
-        cwd=cut,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_dvc_stage("train", cut, params, env)
     saved = cut / "data/checkpoints/train.pt"
     deadline = time.monotonic() + 300
     while not (saved.is_file() and torch.load(saved, weights_only=True)["epoch"] == 2):

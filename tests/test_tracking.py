@@ -1,7 +1,6 @@
 """Where MLflow runs live, and the Recorder that writes them, against real stores."""
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -19,7 +18,7 @@ from .conftest import (
     SLICE,
     run_dvc_stage,
     serve_mlflow,
-    stage_argv,
+    start_dvc_stage,
     train_and_evaluate,
     write_params,
 )
@@ -181,14 +180,7 @@ def test_a_run_left_running_by_kill_9_is_marked_killed_by_the_next_start(prepare
         tmp_path / "params.yaml", **{**SLICE, "trainer__compile": False, "train__epochs": 20}
     )
     db = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": db}
-    proc = subprocess.Popen(
-        [*stage_argv("train"), "--params", str(p)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_dvc_stage("train", tmp_path, p, {"MLFLOW_TRACKING_URI": db})
     deadline = time.monotonic() + 300
     while not (running := _running_runs(db)):
         assert proc.poll() is None and time.monotonic() < deadline, "training never started"
