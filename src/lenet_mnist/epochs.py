@@ -22,6 +22,11 @@ def clock(device: torch.device) -> float:
     return time.perf_counter()
 
 
+def cpu_copy(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The weights as they are now, copied off the device: training goes on changing them."""
+    return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+
+
 class EpochRecorder(Checkpoint):
     """Per-epoch timing and metrics for MLflow, the history for DVC plots, the best weights.
 
@@ -77,9 +82,7 @@ class EpochRecorder(Checkpoint):
             self.run.metrics({**metrics, **timing, "lr": lr, "global_step": step}, step=step)
         if metrics["val_acc"] > self.best_acc:
             self.best_acc, self.best_epoch = metrics["val_acc"], epoch
-            self.best_state = {
-                k: v.detach().cpu().clone() for k, v in module.net.state_dict().items()
-            }
+            self.best_state = cpu_copy(module.net)
         if self.checkpoint is not None:
             self.checkpoint(epoch, step)
 
@@ -96,7 +99,7 @@ def save_checkpoint(cfg, path, recorder, trainer, net, batches, epoch, step) -> 
             "run_id": recorder.run.run_id,
             "epoch": epoch,
             "step": step,
-            "net": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+            "net": cpu_copy(net),
             "optimizer": trainer.optimizers[0].state_dict(),
             "scheduler": schedulers[0].scheduler.state_dict() if schedulers else None,
             "batch_order": batches.batches.generator.get_state(),
