@@ -7,6 +7,7 @@ source yields byte-identical files, so DVC sees the same hash whichever delivere
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from lenet_mnist import config
@@ -16,15 +17,20 @@ from lenet_mnist.stage import PipelineError, replacing, run_stage
 
 
 def download(cfg: DataConfig, out: Path) -> str:
-    """Fill `out` from the first source that delivers all four files; return its name."""
+    """Fill `out` from the first source that delivers all four files; return its name.
+
+    Each source that fails says why on its own line as it happens, so a slow fall-through
+    is visibly progress; the final error repeats every reason in one line."""
     failures = []
-    for source in cfg.sources:
+    for source, after in zip(cfg.sources, [*cfg.sources[1:], None], strict=True):
         try:
             with replacing(out) as staging:
                 FETCHERS[source](cfg, staging)
             return source
         except SourceError as err:
             failures.append(f"{source}: {err}")
+            if after:
+                print(f"download: {source} failed: {err.brief}; trying {after}", file=sys.stderr)
     raise PipelineError("could not get MNIST from any source; " + " | ".join(failures))
 
 

