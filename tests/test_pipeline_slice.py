@@ -64,17 +64,31 @@ def test_train_logs_params_derived_values_and_every_epoch(pipeline):
         "epoch_time_s",
         "samples_per_s",
         "lr",
-        "global_step",
+        "epoch",
     )
     for key in per_epoch:
         assert len(client.get_metric_history(run.info.run_id, key)) == EPOCHS, key
-    steps = [m.value for m in client.get_metric_history(run.info.run_id, "global_step")]
-    assert steps == [90.0, 180.0]
+    epochs = client.get_metric_history(run.info.run_id, "epoch")
+    # MLflow's step axis counts iterations (optimizer updates); epochs count from 1.
+    assert [(m.step, m.value) for m in epochs] == [(90, 1.0), (180, 2.0)]
     for tag in ("git_commit", "dvc_data_md5", "dataset_digest", tracking.WEIGHTS_TAG):
         assert tag in run.data.tags
     # The numeric environment that computed these numbers, pinned by the default mode.
     assert p["numerics.mode"] == "portable" and p["numerics.threads"] == "1"
     assert p["numerics.aten_capability"] == "AVX2" and "avx2" in p["numerics.isa_flags"]
+
+
+def test_the_console_keeps_one_line_per_epoch_counting_iterations(pipeline):
+    """Not a TTY here, so no live bar: the epoch lines alone, counted as MLflow counts."""
+    p = _only_run(pipeline["client"]).data.params
+    per_epoch, total = int(p["derived.iterations_per_epoch"]), int(p["derived.total_updates"])
+    lines = (pipeline["root"] / "first" / "train.out").read_text().splitlines()
+    epoch_lines = [line for line in lines if line.startswith("epoch ")]
+    assert len(epoch_lines) == EPOCHS
+    for k, line in enumerate(epoch_lines, start=1):
+        assert line.startswith(f"epoch {k}/{EPOCHS}  iteration {k * per_epoch:,}/{total:,}  ")
+        assert "train loss" in line and "val loss" in line and line.endswith("img/s")
+    assert not any("\x1b[" in line or "\r" in line for line in lines)  # plain, no redraws
 
 
 def test_weights_and_history_are_written(pipeline):
@@ -83,6 +97,7 @@ def test_weights_and_history_are_written(pipeline):
     assert state["features.0.weight"].shape == (6, 1, 5, 5)
     rows = list(csv.DictReader((d / "metrics/train_history.csv").read_text().splitlines()))
     assert [int(r["epoch"]) for r in rows] == list(range(1, EPOCHS + 1))
+    assert [int(r["iteration"]) for r in rows] == [90 * k for k in range(1, EPOCHS + 1)]
     assert "epoch_time_s" not in rows[0]  # timings stay out of DVC-hashed files
     timings = json.loads((d / "timings/train.json").read_text())
     assert len(timings["epochs"]) == EPOCHS and timings["train_wall_s"] > 0

@@ -24,7 +24,7 @@ def test_batch_group_changes_speed_not_what_is_learned(prepared_slice, tmp_path)
         assert done.returncode == 0, done.stderr[-3000:]
         weights.append((root / "data/model/weights.safetensors").read_bytes())
         history = (root / "data/metrics/train_history.csv").read_text().splitlines()
-        assert history[-1].split(",")[1] == str(90 * SLICE["train__epochs"])  # optimizer steps
+        assert history[-1].split(",")[1] == str(90 * SLICE["train__epochs"])  # iterations
     assert weights[0] == weights[1]
 
 

@@ -71,6 +71,12 @@ class Classifier(pl.LightningModule):
         self.counts[split] = self.counts.get(split, 0) + len(y)
         return loss
 
+    def running_loss(self, split: str) -> float | None:
+        """The mean loss of the epoch so far on this device, for the progress bar."""
+        if split not in self.sums:
+            return None
+        return float(self.sums[split][0]) / self.counts[split]
+
     def training_step(self, group: list[Batch], _: int) -> None:
         """One optimizer update per batch of the group (see `trainer.batch_group`)."""
         # Manual optimization: the same zero_grad/backward/step as a hand-written loop,

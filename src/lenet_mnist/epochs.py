@@ -11,8 +11,9 @@ import torch
 from pytorch_lightning.callbacks import Checkpoint
 
 from lenet_mnist import checkpoint, tracking
+from lenet_mnist.console import epoch_line
 
-HISTORY_FIELDS = ("epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc")
+HISTORY_FIELDS = ("epoch", "iteration", "lr", "train_loss", "train_acc", "val_loss", "val_acc")
 
 
 def clock(device: torch.device) -> float:
@@ -34,8 +35,9 @@ class EpochRecorder(Checkpoint):
     its on_train_epoch_end after the module's, when the epoch's metrics are logged.
     """
 
-    def __init__(self, train_size: int, key: str) -> None:
-        self.train_size, self.key = train_size, key  # key: the config hash a checkpoint keeps
+    def __init__(self, train_size: int, epochs: int, key: str) -> None:
+        # key: the config hash a checkpoint keeps
+        self.train_size, self.epochs, self.key = train_size, epochs, key
         self.run: tracking.Recorder | None = None
         self.history: list[dict[str, float]] = []
         self.timings: list[dict[str, float]] = []
@@ -73,13 +75,17 @@ class EpochRecorder(Checkpoint):
         self.timings.append({"epoch": epoch, **timing})
         row = {
             "epoch": epoch,
-            "step": step,
+            "iteration": step,
             "lr": lr,
             **{k: metrics[k] for k in HISTORY_FIELDS[3:]},
         }
         self.history.append(row)
+        if trainer.is_global_zero:
+            total = trainer.global_step // (trainer.current_epoch + 1) * self.epochs
+            print(epoch_line(epoch, self.epochs, step, total, {**row, **timing}), flush=True)
         if self.run is not None:
-            self.run.metrics({**metrics, **timing, "lr": lr, "global_step": step}, step=step)
+            # MLflow's step axis counts iterations too; `epoch` is logged from 1, as printed.
+            self.run.metrics({**metrics, **timing, "lr": lr, "epoch": epoch}, step=step)
         if metrics["val_acc"] > self.best_acc:
             self.best_acc, self.best_epoch = metrics["val_acc"], epoch
             self.best_state = cpu_copy(module.net)

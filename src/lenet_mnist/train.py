@@ -17,13 +17,14 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Checkpoint, RichProgressBar
+from pytorch_lightning.callbacks import Checkpoint
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from safetensors.torch import save_file
 
 from lenet_mnist import checkpoint, config, model, numerics, prepare, provenance, tracking
 from lenet_mnist.batches import Grouped, TensorBatches
 from lenet_mnist.classifier import Classifier
+from lenet_mnist.console import IterationBar, on_terminal
 from lenet_mnist.epochs import HISTORY_FIELDS, EpochRecorder, save_checkpoint
 from lenet_mnist.numerics import MODES
 from lenet_mnist.optimizer import effective_lr
@@ -38,7 +39,7 @@ WEIGHTS = "weights.safetensors"
 
 def quiet_lightning() -> None:
     """Hide messages every run would print that concern Lightning itself, not this run:
-    its own upgrades, an ad, and the step-metrics interval set high on purpose.
+    its own upgrades, an ad, the step-metrics interval set high on purpose, and the end.
 
     Process-wide, so only entry points call it: the stage, a Hydra job, the benchmark."""
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
@@ -47,7 +48,8 @@ def quiet_lightning() -> None:
 
 
 def _no_ads(record: logging.LogRecord) -> bool:
-    return "litlogger" not in record.getMessage()
+    message = record.getMessage()  # the epoch lines already say that the last epoch ended
+    return "litlogger" not in message and "`Trainer.fit` stopped: `max_epochs" not in message
 
 
 def train_batches(
@@ -86,18 +88,20 @@ def make_trainer(
 
     It has no Lightning logger: EpochRecorder sends each epoch to MLflow itself.
     """
-    if cfg.trainer.enable_progress_bar:
-        # Redrawing on every one of ~900 steps per epoch costs more than the bar is worth.
+    epochs = epochs or cfg.train.epochs
+    bar = cfg.trainer.enable_progress_bar and on_terminal()  # logs get the epoch lines only
+    if bar:
+        # Redrawing on every one of ~900 iterations per epoch costs more than it shows.
         refresh = max(1, PROGRESS_REFRESH_STEPS // cfg.trainer.batch_group)
-        callbacks = [*callbacks, RichProgressBar(refresh_rate=refresh)]
+        callbacks = [*callbacks, IterationBar(cfg.train.epochs, cfg.train.epochs - epochs, refresh)]
     try:
         return pl.Trainer(
-            max_epochs=epochs or cfg.train.epochs,
+            max_epochs=epochs,
             accelerator=cfg.trainer.accelerator,
             devices=cfg.trainer.devices,
             precision=cfg.trainer.precision,
             deterministic=MODES[cfg.trainer.reproducible].deterministic,
-            enable_progress_bar=cfg.trainer.enable_progress_bar,
+            enable_progress_bar=bar,
             logger=False,
             callbacks=callbacks,
             # EpochRecorder is the only checkpoint: it keeps the best weights in memory.
@@ -193,7 +197,8 @@ def train(
     # cuBLAS needs this before CUDA starts to run its matmuls deterministically.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     stats = prepare.read_stats(prepared)
-    recorder = EpochRecorder(stats["sizes"]["train"], config.config_hash(cfg, stats["digest"]))
+    key = config.config_hash(cfg, stats["digest"])
+    recorder = EpochRecorder(stats["sizes"]["train"], cfg.train.epochs, key)
     resume = checkpoint.load(resumable, recorder.key)
     epochs = cfg.train.epochs - (resume["epoch"] if resume else 0)
     trainer = make_trainer(cfg, [recorder], epochs)  # refuses a missing device before a run
