@@ -125,6 +125,25 @@ def _training_runs(db):
     return client.search_runs([experiment.experiment_id]) if experiment else []
 
 
+def _readme_exp_show(clone, env) -> str:
+    """The README's `dvc exp show` line, run at 120 columns: it must fit, nothing elided."""
+    readme = (REPO / "README.md").read_text()
+    (line,) = [x for x in readme.splitlines() if x.startswith("dvc exp show ")]
+    table = subprocess.run(
+        line + " --no-pager",
+        shell=True,
+        cwd=clone,
+        env={**env, "COLUMNS": "120"},
+        capture_output=True,
+        text=True,
+    ).stdout
+    header = table.splitlines()[1].split()
+    for column in ("train.batch_size", "train.epochs", "optimizer.lr", "test_acc"):
+        assert column in header, table
+    assert "…" not in table and max(map(len, table.splitlines())) <= 120, table
+    return table
+
+
 def test_queued_grid_runs_shows_and_is_not_trained_twice(clone, mnist_raw):
     # No MLFLOW_TRACKING_URI: the queued copies must log into the clone's own mlflow.db.
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
@@ -147,6 +166,8 @@ def test_queued_grid_runs_shows_and_is_not_trained_twice(clone, mnist_raw):
     assert sorted(r.data.params["train.batch_size"] for r in trained) == ["100", "50"]
     names = {e["name"] for e in exps}
     assert {r.data.tags["dvc_exp_name"] for r in trained} == names  # MLflow run <-> DVC exp
+    table = _readme_exp_show(clone, env)
+    assert table.count(" 50 ") == table.count(" 100 ") == 1, table  # one row per point
 
     # The same grid again: DVC's run cache restores every stage instead of training.
     _run(*queue, cwd=clone, env=env)
