@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import time
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -50,17 +51,25 @@ def test_one_parent_run_with_one_child_per_grid_point(sweep_2x1):
     assert {"summary.csv", "summary.md", "report.html", "overview.png"} <= artifacts
 
 
-def test_mlflow_ui_folds_the_children_under_the_parent(sweep_2x1):
-    """The real `mlflow ui` in a real browser: one parent row that expands to its children."""
+GENAI_SCREENS = ("Detect Issues", "Token Usage", "No traces")  # MLflow 3's GenAI overview
+
+
+def test_mlflow_ui_folds_the_children_under_the_parent(sweep_2x1, tmp_path):
+    """The real `mlflow ui` in a real browser, opened at tracking.experiment_url: the runs
+    table, not the GenAI overview, with one parent row that expands to its children and
+    the saved view's param and metric columns."""
     from playwright.sync_api import sync_playwright
 
     assert os.path.exists(CHROMIUM), "browser tests need Chromium: apt-get install -y chromium"
     client, runs = _runs(sweep_2x1["db"])
     (parent,) = [r for r in runs if tracking.SWEEP_TAG in r.data.tags]
+    experiment = parent.info.experiment_id
     with serve_mlflow("ui", "--backend-store-uri", sweep_2x1["db"]) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1600, "height": 1000})
-        page.goto(f"{url}/#/experiments/{parent.info.experiment_id}/runs")
+        page = browser.new_page(viewport={"width": 1920, "height": 1000})
+        link = tracking.experiment_url(url, experiment)
+        assert link.startswith(f"{url}/#/experiments/{experiment}/runs?")
+        page.goto(link)
         row = page.get_by_role("row").filter(has_text=parent.info.run_name)
         row.wait_for(timeout=60_000)
         assert page.get_by_role("row").filter(has_text="sweep ").count() == 1
@@ -68,7 +77,50 @@ def test_mlflow_ui_folds_the_children_under_the_parent(sweep_2x1):
         row.get_by_role("button").first.click()  # the row's expand toggle
         for child in ("bs50-ep1", "bs100-ep1"):
             page.get_by_text(child).first.wait_for(timeout=30_000)
+        headers = page.get_by_role("columnheader").all_inner_texts()
+        assert {"Parameters", "Metrics", "train.batch_size", "test_acc"} <= set(headers)
+        # The grid draws a row as pinned and scrolling halves that share one aria-rowindex.
+        index = page.get_by_role("row").filter(has_text="bs100-ep1").get_attribute("aria-rowindex")
+        cells = " ".join(page.locator(f'[role=row][aria-rowindex="{index}"]').all_inner_texts())
+        assert "100" in cells.split(), cells  # its batch size, in its param column
+        body = page.inner_text("body")
+        assert not [text for text in GENAI_SCREENS if text in body], body[:2000]
+        assert "/runs" in page.url and "/overview" not in page.url
+        _screenshot(page, tmp_path, "mlflow-runs-table.png")
         browser.close()
+
+
+def test_the_model_training_switch_leads_from_the_home_page_to_the_runs(sweep_2x1, tmp_path):
+    """The path a user takes without a link: the UI's home page opens on its GenAI screens
+    until "Model training" is picked in the sidebar (the browser keeps that choice); then
+    the experiment's name leads to its runs table, and "Views" offers the saved columns."""
+    from playwright.sync_api import sync_playwright
+
+    assert os.path.exists(CHROMIUM), "browser tests need Chromium: apt-get install -y chromium"
+    with serve_mlflow("ui", "--backend-store-uri", sweep_2x1["db"]) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1920, "height": 1000})
+        page.goto(f"{url}/")
+        page.get_by_text("Model training", exact=True).click()
+        page.get_by_role("link", name="lenet-mnist").first.click()
+        page.get_by_role("row").filter(has_text="sweep ").wait_for(timeout=60_000)
+        assert "/runs" in page.url and "workflowType=machine_learning" in page.url
+        body = page.inner_text("body")
+        assert not [text for text in GENAI_SCREENS if text in body], body[:2000]
+        _screenshot(page, tmp_path, "mlflow-home-to-runs.png")
+        assert page.get_by_role("columnheader", name="test_acc").count() == 0
+        page.get_by_role("button", name="Views").click()  # the saved view, by its name
+        page.get_by_text(tracking.VIEW_NAME).first.click()
+        page.get_by_role("columnheader", name="test_acc").first.wait_for(timeout=30_000)
+        browser.close()
+
+
+def _screenshot(page, tmp_path: Path, name: str) -> None:
+    """Into the test's own folder, and into $LENET_SCREENSHOTS too when that is set."""
+    page.screenshot(path=str(tmp_path / name))
+    if folder := os.environ.get("LENET_SCREENSHOTS"):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / name))
 
 
 def test_each_job_writes_the_stage_outputs_in_its_own_folder(sweep_2x1):
