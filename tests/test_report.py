@@ -1,6 +1,7 @@
 """The report command over a real sweep's MLflow runs (the 2x1 grid of conftest)."""
 
 import csv
+import dataclasses
 import re
 
 import pytest
@@ -74,4 +75,68 @@ def test_an_unknown_sweep_is_one_line(sweep_2x1, tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert f"error: --sweep {'0' * 32} is not a sweep's parent run in {sweep_2x1['db']}" in (
         done.stderr
+    )
+
+
+@pytest.fixture(scope="module")
+def one_epoch_rows(sweep_2x1) -> list[report.Row]:
+    """The 2x1 sweep's rows, one epoch each, as the report reads them from MLflow."""
+    client = MlflowClient(sweep_2x1["db"])
+    return report.collect(client, report.latest_sweep(client, "lenet-mnist"))
+
+
+@pytest.fixture
+def ax():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    yield ax
+    plt.close(fig)
+
+
+def test_counts_read_as_english(one_epoch_rows, ax):
+    counts = [report_plots.plural(n, "epoch") for n in (0, 1, 2)]
+    assert counts == ["0 epochs", "1 epoch", "2 epochs"]
+    report_plots.accuracy_vs_batch_size(ax, one_epoch_rows)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["1 epoch"]
+    assert all("numerics (1 thread, " in r.machine for r in one_epoch_rows)  # joblib's one
+
+
+def _markers(ax) -> list[tuple[str, float, str]]:
+    return [
+        (line.get_marker(), line.get_markersize(), line.get_linestyle()) for line in ax.get_lines()
+    ]
+
+
+def _visible_ticks(ax) -> list[float]:
+    ax.figure.canvas.draw()
+    low, high = ax.get_xlim()
+    return [t for t in ax.get_xticks() if low <= t <= high]
+
+
+@pytest.mark.parametrize("panel", ["learning_curves", "accuracy_vs_time"])
+def test_one_epoch_runs_are_markers_big_enough_to_see(one_epoch_rows, ax, panel):
+    """A one-point line draws only its marker: a dot, with no line to show it."""
+    getattr(report_plots, panel)(ax, one_epoch_rows)
+    assert _markers(ax) == [("o", 8, "None")] * len(one_epoch_rows)
+
+
+def test_learning_curves_tick_whole_epochs(one_epoch_rows, ax):
+    report_plots.learning_curves(ax, one_epoch_rows)
+    assert _visible_ticks(ax) == [1]
+    ax.clear()
+    longer = [_with_epochs(r, 3) for r in one_epoch_rows]
+    report_plots.learning_curves(ax, longer)
+    assert _markers(ax) == [("o", 3, "-")] * len(longer)  # lines once there are epochs to join
+    assert _visible_ticks(ax) == [1, 2, 3]
+
+
+def _with_epochs(row: report.Row, epochs: int) -> report.Row:
+    """The row as if its run had trained `epochs` epochs, each a little better."""
+    acc = [row.val_acc[0] + 0.01 * i for i in range(epochs)]
+    return dataclasses.replace(
+        row, epochs=epochs, val_acc=acc, elapsed_s=list(range(1, epochs + 1))
     )

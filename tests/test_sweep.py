@@ -12,12 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from lenet_mnist import report, sweep, tracking
 
-from .conftest import hydra_train, serve_mlflow, sweep_overrides
+from .conftest import REPO, hydra_train, serve_mlflow, sweep_overrides
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright's own browser download fails here
 
@@ -124,8 +125,9 @@ def _screenshot(page, tmp_path: Path, name: str) -> None:
 
 
 def test_each_job_writes_the_stage_outputs_in_its_own_folder(sweep_2x1):
-    for job in ("0", "1"):
-        folder = sweep_2x1["sweep_dir"] / job
+    """Under the joblib launcher's worker processes too: a folder per grid point."""
+    for size in ("50", "100"):
+        folder = sweep_2x1["sweep_dir"] / f"train.batch_size={size},{ONE_EPOCH_EAGER}"
         for name in ("model/weights.safetensors", "train_history.csv", "test.json"):
             assert (folder / name).is_file(), folder / name
     assert (sweep_2x1["sweep_dir"] / "report" / "report.html").is_file()
@@ -134,10 +136,9 @@ def test_each_job_writes_the_stage_outputs_in_its_own_folder(sweep_2x1):
 def test_resume_runs_exactly_the_jobs_an_interrupted_sweep_missed(prepared_slice, tmp_path):
     prepared, _ = prepared_slice
     db = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    grid = ("train.batch_size=100,150,250",)
-    proc = hydra_train(
-        *sweep_overrides(prepared, tmp_path / "first", *grid), cwd=tmp_path, db=db, background=True
-    )
+    grid = ("train.batch_size=100,150,250", "trainer.threads=1")  # as the joblib launcher sets
+    first = _in_default_folders(sweep_overrides(prepared, tmp_path, *grid), tmp_path / "sweeps")
+    proc = hydra_train(*first, cwd=tmp_path, db=db, background=True)
     # Jobs run in turn: kill the sweep as soon as job 1 (batch 150) has opened its run.
     deadline = time.monotonic() + 300
     while not (cut := _running(db, "150")):
@@ -150,9 +151,11 @@ def test_resume_runs_exactly_the_jobs_an_interrupted_sweep_missed(prepared_slice
     finished = [r for r in runs if r.data.tags.get(tracking.COMPLETE_TAG) == "true"]
     assert [r.data.params["train.batch_size"] for r in finished] == ["100"]
 
-    again = hydra_train(*sweep_overrides(prepared, tmp_path / "again", *grid), cwd=tmp_path, db=db)
+    # Resumed with the grid typed in another order, by the joblib launcher's processes.
+    regrid = ("train.batch_size=250,150,100", "trainer.threads=1", "launcher=joblib")
+    resumed = _in_default_folders(sweep_overrides(prepared, tmp_path, *regrid), tmp_path / "sweeps")
+    again = hydra_train(*resumed, cwd=tmp_path, db=db)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("skipped: done before") == 1  # Hydra logs to stdout
     client, runs = _runs(db)
     parents = [r for r in runs if tracking.SWEEP_TAG in r.data.tags]
     assert len(parents) == 1  # the same parent, reopened
@@ -162,6 +165,30 @@ def test_resume_runs_exactly_the_jobs_an_interrupted_sweep_missed(prepared_slice
     assert finished[0].info.run_id in {r.info.run_id for r in complete}
     assert client.get_run(cut).info.status == "KILLED"  # the cut-off job is marked
     assert not [r for r in runs if r.info.status == "RUNNING"]
+    points = _assert_one_folder_holds_the_sweep(tmp_path / "sweeps", parents[0], [100, 150, 250])
+    skips = [(p / "train.log").read_text().count("skipped: done before") for p in points]
+    assert skips == [1, 0, 0]  # in the log of the job's first start, next to its outputs
+
+
+ONE_EPOCH_EAGER = "train.epochs=1,trainer.compile=False"  # as Hydra hands them to a job
+
+
+def _in_default_folders(overrides: list[str], sweeps: Path) -> list[str]:
+    """The overrides with conf/'s own sweep folder, under `sweeps`, as a user runs them."""
+    kept = [o for o in overrides if not o.startswith("hydra.sweep.dir=")]
+    return [*kept, f"paths.sweeps={sweeps}"]
+
+
+def _assert_one_folder_holds_the_sweep(sweeps: Path, parent, sizes: list[int]) -> list[Path]:
+    """One folder, named by the sweep key: each point's outputs, skipped or not, and the report."""
+    (folder,) = sweeps.iterdir()
+    assert folder.name == parent.data.tags[tracking.SWEEP_TAG]
+    points = [folder / f"train.batch_size={s},{ONE_EPOCH_EAGER},trainer.threads=1" for s in sizes]
+    for point in points:
+        assert (point / "test.json").is_file(), sorted(p.name for p in folder.iterdir())
+    rows = (folder / "report" / report.SUMMARY_CSV).read_text().splitlines()
+    assert len(rows) == 1 + len(sizes)
+    return points
 
 
 def _running(db: str, batch_size: str) -> str | None:
@@ -206,7 +233,7 @@ def test_a_bad_grid_value_stops_with_one_line(prepared_slice, tmp_path):
     assert done.returncode == 2
     assert "error: train.batch_size=0 is not allowed; use an integer >= 1" in done.stderr
     assert "Traceback" not in done.stderr
-    assert not (tmp_path / "s" / "0").exists()  # the refused job left no folder
+    assert not [p for p in (tmp_path / "s").iterdir() if p.is_dir()]  # the refused job's folder
     _, runs = _runs(db)
     assert [r.info.status for r in runs if tracking.SWEEP_TAG in r.data.tags] == ["FAILED"]
 
@@ -270,3 +297,25 @@ def test_the_same_grid_typed_in_another_order_is_the_same_sweep():
     assert sweep.sweep_key(["train.batch_size=64,32", "train.epochs=10,5"]) == key
     assert sweep.sweep_key(["train.batch_size=32,64,128", "train.epochs=5,10"]) != key
     assert sweep.sweep_key(["train.batch_size=32,64"]) != key
+
+
+def test_folders_are_named_by_the_sweep_and_its_points_not_the_time():
+    """conf/'s own hydra.sweep, resolved as Hydra does for the sweep and for one job."""
+    spec = yaml.safe_load((REPO / "conf" / "config.yaml").read_text())["hydra"]["sweep"]
+
+    def folders(*task: str) -> tuple[str, str]:
+        cfg = OmegaConf.create(
+            {"paths": {"sweeps": "s"}, "hydra": {"sweep": spec, "overrides": {"task": list(task)}}}
+        )
+        return cfg.hydra.sweep.dir, cfg.hydra.sweep.subdir
+
+    grid = ("train.batch_size=32,64", "train.epochs=5")
+    key = sweep.sweep_key(list(grid))
+    assert folders(*grid, "launcher=joblib")[0] == f"s/{key}"
+    assert folders("train.batch_size=64,32", "train.epochs=5")[0] == f"s/{key}"
+    assert folders("train.batch_size=32,64,128", "train.epochs=5")[0] != f"s/{key}"
+    job = ("paths.prepared=/x/y", "train.epochs=5", "train.batch_size=32")
+    assert folders(*job)[1] == "train.batch_size=32,train.epochs=5"
+    assert folders("+trainer.note=a/b c")[1] == "+trainer.note=a_b_c"
+    assert folders("launcher=joblib")[1] == "defaults"
+    assert folders("train.lr=" + "1" * 300)[1].startswith("point-")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lenet_mnist import config, provenance, tracking
-from lenet_mnist.report_plots import draw
+from lenet_mnist.report_plots import draw, plural
 from lenet_mnist.stage import PipelineError, replacing, run_stage
 
 SUMMARY_CSV = "summary.csv"
@@ -108,11 +108,20 @@ def _row(client: Any, run: Any) -> Row:
         wall_s=m["train_wall_s"],
         run_id=run.info.run_id,
         overrides=run.data.tags[tracking.JOB_TAG],
-        machine=f"{run.data.tags.get(provenance.MACHINE_TAG, 'unknown machine')}, "
-        f"{p.get('numerics.mode', '?')} numerics ({p.get('numerics.threads', '?')} threads, "
-        f"ATen {p.get('numerics.aten_capability', '?')})",
+        machine=_machine(run.data.tags, p),
         val_acc=val_acc,
         elapsed_s=elapsed,
+    )
+
+
+def _machine(tags: dict[str, str], params: dict[str, str]) -> str:
+    """Where a run ran, for the caption; runs logged before a tag existed say `?`."""
+    threads = params.get("numerics.threads", "?")
+    threads = plural(int(threads), "thread") if threads.isdigit() else f"{threads} threads"
+    return (
+        f"{tags.get(provenance.MACHINE_TAG, 'unknown machine')}, "
+        f"{params.get('numerics.mode', '?')} numerics ({threads}, "
+        f"ATen {params.get('numerics.aten_capability', '?')})"
     )
 
 
@@ -204,7 +213,9 @@ def main() -> None:
     if not is_sweep(client, parent):
         raise PipelineError(f"--sweep {parent} is not a sweep's parent run in {uri}")
     files = build(client, parent, args.out)
-    print(f"report: {len(files)} files in {args.out} for sweep {parent}; open {files[-1]}")
+    print(
+        f"report: {plural(len(files), 'file')} in {args.out} for sweep {parent}; open {files[-1]}"
+    )
 
 
 if __name__ == "__main__":

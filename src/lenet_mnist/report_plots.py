@@ -12,6 +12,21 @@ if TYPE_CHECKING:
 OVERVIEW = "overview.png"
 
 
+def plural(count: int, word: str) -> str:
+    """`1 epoch`, `2 epochs`: counts in the report read as written English."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def _points(count: int) -> dict[str, Any]:
+    """A line through several points; a lone point (one epoch) as a marker big enough to see.
+
+    A one-point line draws nothing but its marker, so a small one all but vanishes.
+    """
+    if count > 1:
+        return {"marker": "o", "markersize": 3, "linestyle": "-"}
+    return {"marker": "o", "markersize": 8, "linestyle": "none"}
+
+
 def _others(row: Row, rows: list[Row]) -> list[str]:
     """The row's overrides of keys other than batch size that not every row shares."""
     shared = set.intersection(*(set(r.overrides.split()) for r in rows))
@@ -26,7 +41,7 @@ def _lines(rows: list[Row]) -> dict[str, list[Row]]:
     """One line per setting of the sweep's other keys (epochs, say), across batch sizes."""
     groups: dict[str, list[Row]] = {}
     for row in rows:
-        name = " ".join(_others(row, rows)) or f"{row.epochs} epochs"
+        name = " ".join(_others(row, rows)) or plural(row.epochs, "epoch")
         groups.setdefault(name, []).append(row)
     return groups
 
@@ -87,8 +102,7 @@ def accuracy_vs_time(ax: Any, rows: list[Row]) -> None:
         ax.plot(
             r.elapsed_s,
             [100 * a for a in r.val_acc],
-            "o-",
-            ms=3,
+            **_points(len(r.val_acc)),
             color=colors[r.run_id],
             label=_label(r, rows),
         )
@@ -107,14 +121,24 @@ def learning_curves(ax: Any, rows: list[Row]) -> None:
         ax.plot(
             epochs,
             [100 * a for a in r.val_acc],
-            "o-",
-            ms=3,
+            **_points(len(r.val_acc)),
             color=colors[r.run_id],
             label=_label(r, rows),
         )
     ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title="Learning curves")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    _epoch_ticks(ax, max(len(r.val_acc) for r in rows))
     ax.legend(fontsize="small")
+
+
+def _epoch_ticks(ax: Any, last: int) -> None:
+    """Whole epochs only: matplotlib's integer locator gives up on a range of one epoch."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlim(0.5, last + 0.5)
+    if last <= 12:
+        ax.set_xticks(range(1, last + 1))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _batch_ticks(ax: Any, rows: list[Row]) -> None:

@@ -6,6 +6,11 @@ overrides, so the same command started again after an interruption reuses it, an
 job first looks under it for a complete child with its config hash: finished points are
 skipped unless `force=true`. When the sweep ends, the report (lenet_mnist.report) is
 written to the sweep folder and attached to the parent.
+
+Folders are named the way runs are found again: a sweep's by its sweep key (conf/config.yaml
+`sweep_key`), a job's by its grid point (`sweep_point`). So a resumed sweep writes
+into the folder of its first start, next to the outputs of the jobs it skips, whatever
+order the grid was typed in, and two different sweeps never share a folder.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -109,6 +115,34 @@ def sweep_key(overrides: list[str]) -> str:
     return hashlib.sha256(json.dumps(sorted(grid)).encode()).hexdigest()[:16]
 
 
+def point_folder(overrides: Iterable[str]) -> str:
+    """A job's folder name: its grid point, in plain file-name characters."""
+    label = ",".join(defining(overrides))
+    name = re.sub(r"[^\w.,=+\-\[\]]", "_", label)
+    if len(name) > 200:  # a file name holds at most 255 bytes
+        return "point-" + hashlib.sha256(label.encode()).hexdigest()[:16]
+    return name or "defaults"  # no override that changes a result: the conf/ defaults
+
+
+def register_resolvers() -> None:
+    """Folder names for conf/config.yaml's hydra.sweep, from `${hydra.overrides.task}`.
+
+    Registered at import: a launcher's worker process imports this module but runs no
+    main(). Only the sweep's own config holds the whole grid (a job's holds its point), so
+    `sweep_key` is cached: Hydra copies the sweep's cache into each job's config, as it
+    does for `${now:}`, and every job finds the sweep's folder.
+    """
+    OmegaConf.register_new_resolver(
+        "sweep_key", lambda task: sweep_key(defining(as_typed(task))), use_cache=True, replace=True
+    )
+    OmegaConf.register_new_resolver(
+        "sweep_point", lambda task: point_folder(as_typed(task)), replace=True
+    )
+
+
+register_resolvers()
+
+
 class ParentRun(Callback):
     """Opens (or reopens) the sweep's parent run before any job, and reports at the end.
 
@@ -136,7 +170,11 @@ class ParentRun(Callback):
         os.environ[PARENT_ENV] = self.parent.run_id
         state = "resumed" if found else "new"
         log.info(
-            "sweep %s: MLflow parent run %s (%s)", " ".join(overrides), self.parent.run_id, state
+            "sweep %s: MLflow parent run %s (%s), folder %s",
+            " ".join(overrides),
+            self.parent.run_id,
+            state,
+            self.sweep_dir,
         )
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
