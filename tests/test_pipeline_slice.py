@@ -80,7 +80,8 @@ def test_train_logs_params_derived_values_and_every_epoch(pipeline):
 
 def test_the_console_keeps_one_line_per_epoch_counting_iterations(pipeline):
     """Not a TTY here, so no live bar: the epoch lines alone, counted as MLflow counts."""
-    p = _only_run(pipeline["client"]).data.params
+    run = _only_run(pipeline["client"])
+    p = run.data.params
     per_epoch, total = int(p["derived.iterations_per_epoch"]), int(p["derived.total_updates"])
     lines = (pipeline["root"] / "first" / "train.out").read_text().splitlines()
     epoch_lines = [line for line in lines if line.startswith("epoch ")]
@@ -89,6 +90,10 @@ def test_the_console_keeps_one_line_per_epoch_counting_iterations(pipeline):
         assert line.startswith(f"epoch {k}/{EPOCHS}  iteration {k * per_epoch:,}/{total:,}  ")
         assert "train loss" in line and "val loss" in line and line.endswith("img/s")
     assert not any("\x1b[" in line or "\r" in line for line in lines)  # plain, no redraws
+    page = f"/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}?workflowType="
+    for stage in ("train", "evaluate"):
+        out = (pipeline["root"] / "first" / f"{stage}.out").read_text()
+        assert f"{stage}: MLflow run {run.info.run_id}: http://127.0.0.1:5000{page}" in out
 
 
 def test_weights_and_history_are_written(pipeline):

@@ -16,7 +16,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from lenet_mnist import report, sweep, tracking
+from lenet_mnist import report, sweep, tracking, ui
 
 from .conftest import REPO, hydra_train, serve_mlflow, sweep_overrides
 
@@ -56,7 +56,7 @@ GENAI_SCREENS = ("Detect Issues", "Token Usage", "No traces")  # MLflow 3's GenA
 
 
 def test_mlflow_ui_folds_the_children_under_the_parent(sweep_2x1, tmp_path):
-    """The real `mlflow ui` in a real browser, opened at tracking.experiment_url: the runs
+    """The real `mlflow ui` in a real browser, opened at ui.experiment_url: the runs
     table, not the GenAI overview, with one parent row that expands to its children and
     the saved view's param and metric columns."""
     from playwright.sync_api import sync_playwright
@@ -68,7 +68,7 @@ def test_mlflow_ui_folds_the_children_under_the_parent(sweep_2x1, tmp_path):
     with serve_mlflow("ui", "--backend-store-uri", sweep_2x1["db"]) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1920, "height": 1000})
-        link = tracking.experiment_url(url, experiment)
+        link = ui.experiment_url(url, experiment)
         assert link.startswith(f"{url}/#/experiments/{experiment}/runs?")
         page.goto(link)
         row = page.get_by_role("row").filter(has_text=parent.info.run_name)
@@ -111,7 +111,7 @@ def test_the_model_training_switch_leads_from_the_home_page_to_the_runs(sweep_2x
         _screenshot(page, tmp_path, "mlflow-home-to-runs.png")
         assert page.get_by_role("columnheader", name="test_acc").count() == 0
         page.get_by_role("button", name="Views").click()  # the saved view, by its name
-        page.get_by_text(tracking.VIEW_NAME).first.click()
+        page.get_by_text(ui.VIEW_NAME).first.click()
         page.get_by_role("columnheader", name="test_acc").first.wait_for(timeout=30_000)
         browser.close()
 

@@ -10,7 +10,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from lenet_mnist import tracking
+from lenet_mnist import tracking, ui
 from lenet_mnist.schema import LoggerConfig
 from lenet_mnist.stage import PipelineError
 
@@ -78,14 +78,14 @@ def test_every_experiment_carries_the_saved_runs_view_once(tmp_path):
     """Made or found, the experiment holds the view the links open; an unchanged one is kept."""
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = tracking.experiment_id(client, "lenet-mnist")
-    envelope = json.loads(client.get_experiment(exp).tags[tracking.VIEW_TAG])
-    assert envelope["name"] == tracking.VIEW_NAME
+    envelope = json.loads(client.get_experiment(exp).tags[ui.VIEW_TAG])
+    assert envelope["name"] == ui.VIEW_NAME
     assert envelope["createdAt"] == client.get_experiment(exp).creation_time
     columns = json.loads(envelope["state"])["selectedColumns"]
     assert "params.`train.batch_size`" in columns and "metrics.`test_acc`" in columns
-    client.set_experiment_tag(exp, tracking.VIEW_TAG, "stale")  # an older store's, say
+    client.set_experiment_tag(exp, ui.VIEW_TAG, "stale")  # an older store's, say
     assert tracking.experiment_id(client, "lenet-mnist") == exp
-    assert json.loads(client.get_experiment(exp).tags[tracking.VIEW_TAG]) == envelope
+    assert json.loads(client.get_experiment(exp).tags[ui.VIEW_TAG]) == envelope
 
     class Counting(MlflowClient):
         writes = 0
@@ -96,35 +96,6 @@ def test_every_experiment_carries_the_saved_runs_view_once(tmp_path):
 
     tracking.experiment_id(Counting(client.tracking_uri), "lenet-mnist")
     assert Counting.writes == 0
-
-
-@pytest.mark.parametrize(
-    ("uri", "base"),
-    [
-        ("sqlite:///mlflow.db", "http://127.0.0.1:5000"),
-        ("sqlite:////abs/path/m.db", "http://127.0.0.1:5000"),
-        ("http://10.0.0.5:8080/", "http://10.0.0.5:8080"),
-        ("https://user:secret@mlflow.example.org/team/", "https://mlflow.example.org/team"),
-        ("http://[::1]:5001", "http://[::1]:5001"),
-    ],
-)
-def test_ui_links_name_the_server_or_the_local_mlflow_ui(uri, base):
-    assert tracking.run_url(uri, "3", "abc") == (
-        f"{base}/#/experiments/3/runs/abc?workflowType=machine_learning"
-    )
-    assert tracking.experiment_url(uri, "3") == (
-        f"{base}/#/experiments/3/runs?workflowType=machine_learning&viewStateShareKey=lenet-runs"
-    )
-    assert tracking.experiment_url(uri, "3", columns=False) == (
-        f"{base}/#/experiments/3/runs?workflowType=machine_learning"
-    )
-
-
-def test_only_a_store_without_a_server_needs_mlflow_ui_started():
-    assert tracking.ui_command("sqlite:///mlflow.db") == (
-        "mlflow ui --backend-store-uri sqlite:///mlflow.db"
-    )
-    assert tracking.ui_command("http://127.0.0.1:5000") is None
 
 
 def test_retry_locked_outlasts_a_real_sqlite_lock(tmp_path):

@@ -115,7 +115,7 @@ def plot(metrics: dict, history: Path, out: Path) -> list[Path]:
 
 def log_to_mlflow(
     cfg: Config, weights: Path, metrics: dict, files: list[Path], run_id: str | None
-) -> str:
+) -> tracking.Recorder:
     """Add the test numbers to the run that trained these weights (or a new run if none did).
 
     Without `run_id` (the DVC stage) the run is the newest one tagged with these weights.
@@ -142,7 +142,7 @@ def log_to_mlflow(
     run.artifacts(*files)
     if run.status() != "FINISHED":
         run.close()
-    return run.run_id
+    return run
 
 
 class Outputs(NamedTuple):
@@ -176,8 +176,8 @@ def evaluate(
         figures_dir.mkdir()
         plot(metrics, history, figures_dir)
     figures = sorted(out.figures.glob("*.png"))
-    log_to_mlflow(cfg, weights, metrics, [out.metrics, out.predictions, *figures], run_id)
-    return metrics
+    run = log_to_mlflow(cfg, weights, metrics, [out.metrics, out.predictions, *figures], run_id)
+    return {**metrics, "run": run}
 
 
 def main() -> None:
@@ -199,6 +199,7 @@ def main() -> None:
         f"evaluate: test accuracy {m['test_acc']:.4f} ({m['errors']} errors), "
         f"loss {m['test_loss']:.4f}"
     )
+    print(m["run"].where("evaluate"))
 
 
 if __name__ == "__main__":

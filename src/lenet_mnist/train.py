@@ -233,6 +233,7 @@ def train(
         run.metrics({"kept_epoch": kept_epoch, "train_wall_s": done["wall_s"]})
         run.artifacts(weights, history)
     return {
+        "run": run,
         "run_id": run.run_id,
         "weights": weights,
         "kept_epoch": kept_epoch,
@@ -256,10 +257,8 @@ def main() -> None:
     summary = train(
         cfg, args.prepared, args.out, args.history, args.timings, resumable=args.checkpoint
     )
-    print(
-        f"train: kept epoch {summary['kept_epoch']} (val acc {summary['best_val_acc']:.4f}), "
-        f"MLflow run {summary['run_id']}"
-    )
+    print(f"train: kept epoch {summary['kept_epoch']} (val acc {summary['best_val_acc']:.4f})")
+    print(summary["run"].where("train"))
 
 
 if __name__ == "__main__":
