@@ -1,5 +1,9 @@
 """`python -m lenet_mnist.run` as a user types it: bad input is one line and leaves nothing."""
 
+import re
+import subprocess
+import sys
+
 import pytest
 
 from .conftest import hydra_train
@@ -60,3 +64,27 @@ def test_two_runs_started_at_once_get_a_folder_each(prepared_slice, tmp_path):
     for folder in folders:
         assert (folder / "model" / "weights.safetensors").is_file()
         assert (folder / "test.json").is_file()
+
+
+def test_help_explains_the_command_without_loading_lightning_or_mlflow(tmp_path):
+    """`--help` prints the pipeline's own page, and stays quick by loading neither."""
+    code = (
+        "import sys\n"
+        "sys.argv = ['lenet_mnist.run', '--help']\n"
+        "from lenet_mnist import run\n"
+        "try:\n"
+        "    run.main()\n"
+        "finally:\n"  # Hydra exits after the help
+        "    print('loaded:', [m for m in ('pytorch_lightning', 'mlflow') if m in sys.modules])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert out.startswith("lenet_mnist.run: train LeNet-5 on MNIST and test it")
+    assert "python -m lenet_mnist.run -m train.batch_size=32,64,128" in out
+    for group in ("data", "model", "optimizer", "train", "trainer", "logger", "launcher"):
+        assert re.search(rf"^  {group} +\S", out, re.M), group  # one line per group
+    assert "experiment: fast" in out  # the options come from conf/ itself
+    assert out.rstrip().endswith("loaded: []")

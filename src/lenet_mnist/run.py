@@ -13,72 +13,26 @@ cluster without changing a job.
 
 from __future__ import annotations
 
-import logging
 import os
-import shutil
-from pathlib import Path
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from lenet_mnist import config, evaluate, numerics, prepare, sweep, tracking, train
-from lenet_mnist.schema import Config, register
-from lenet_mnist.stage import PipelineError, exit_on_error, run_stage
-
-log = logging.getLogger(__name__)
+from lenet_mnist import config
+from lenet_mnist.schema import register
+from lenet_mnist.stage import PipelineError, run_stage
 
 
 def run_job(cfg: DictConfig) -> float | None:
-    """One Hydra job; returns test accuracy, the objective an optimizing sweeper reads."""
-    train.quiet_lightning()  # a launcher may run the job in a process of its own
-    # Hydra reports a job's exception with a traceback; a bad value deserves one line.
-    try:
-        return exit_on_error(lambda: _job(cfg))
-    except SystemExit:  # Hydra catches Exceptions only: on_job_end never sees this one
-        sweep.mark_failed(cfg, _job_label())
-        raise
+    """One Hydra job (lenet_mnist.job); returns test accuracy, which an optimizing sweeper reads.
 
+    Lightning and MLflow load here, when a job runs, so that `--help` answers at once.
+    """
+    from lenet_mnist import job
 
-def _job(raw: DictConfig) -> float | None:
-    out = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        cfg = config.validate(raw)
-        numerics.pin(cfg.trainer)
-        digest = prepare.read_stats(Path(cfg.paths.prepared))["digest"]
-    except PipelineError:
-        shutil.rmtree(out, ignore_errors=True)  # Hydra made it; a refused job leaves nothing
-        raise
-    key = config.config_hash(cfg, digest)
-    tags = {
-        tracking.CONFIG_TAG: key,
-        tracking.JOB_TAG: _job_label(),
-    }
-    if parent := os.environ.get(sweep.PARENT_ENV):
-        tags[tracking.PARENT_TAG] = parent
-        done = sweep.previous_child(tracking.client(cfg.logger), parent, key)
-        if done is not None and not cfg.force:
-            log.info("skipped: done before, MLflow run %s (force=true reruns it)", done.info.run_id)
-            return done.data.metrics.get("test_acc")
-    return fit_and_test(cfg, out, tags)
-
-
-def _job_label() -> str:
-    return sweep.job_label(sweep.as_typed(HydraConfig.get().overrides.task))
-
-
-def fit_and_test(cfg: Config, out: Path, tags: dict[str, str]) -> float:
-    """The train and evaluate stages' own code, writing their outputs into the job folder."""
-    prepared, history = Path(cfg.paths.prepared), out / "train_history.csv"
-    summary = train.train(cfg, prepared, out / "model", history, out / "timings.json", tags)
-    outputs = evaluate.Outputs(out / "test.json", out / "test_predictions.csv", out / "figures")
-    run_id = summary["run_id"]
-    metrics = evaluate.evaluate(cfg, summary["weights"], prepared, history, outputs, run_id)
-    tracking.Recorder(tracking.client(cfg.logger), run_id).tag(tracking.COMPLETE_TAG, "true")
-    log.info("test accuracy %.4f, MLflow run %s", metrics["test_acc"], run_id)
-    return metrics["test_acc"]
+    return job.run(cfg)
 
 
 def main() -> None:
@@ -86,6 +40,8 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing its own text
     OmegaConf.register_new_resolver("pid", os.getpid, replace=True)  # hydra.run.dir uses it
     register()
+    # The sweep folders' resolvers register with lenet_mnist.sweep, which Hydra imports for
+    # the sweep callback before it names a folder, here and in a launcher's workers.
     entry = hydra.main(config_path=str(config.CONF_DIR), config_name="config", version_base="1.3")
     try:
         entry(run_job)()
