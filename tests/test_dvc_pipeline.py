@@ -4,6 +4,7 @@ The repository's tracked files are copied into a fresh git repo, so the test see
 working tree as a new clone would, and the real MNIST files come from the local source.
 """
 
+import hashlib
 import json
 import os
 import re
@@ -15,7 +16,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from .conftest import REPO
+from .conftest import REPO, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -175,3 +176,87 @@ def test_queued_grid_runs_shows_and_is_not_trained_twice(clone, mnist_raw):
     status = _wait_for_queue(clone, env)
     assert status.count("Success") == 4, status
     assert len(_training_runs(clone / "mlflow.db")) == len(trained)
+
+
+def _git(*args, cwd):
+    return _run("git", "-c", "user.name=t", "-c", "user.email=t@t", *args, cwd=cwd)
+
+
+def _tree(root):
+    """Every file under root by its relative path, with its bytes' MD5 (DVC's own hash)."""
+    return {
+        p.relative_to(root).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _locked_tree(repo, out):
+    """The files that dvc.lock records for a cached directory output, from repo's cache."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    (md5,) = [
+        o["md5"] for s in lock["stages"].values() for o in s.get("outs", []) if o["path"] == out
+    ]
+    assert md5.endswith(".dir"), (out, md5)
+    manifest = repo / ".dvc/cache/files/md5" / md5[:2] / md5[2:]
+    return {e["relpath"]: e["md5"] for e in json.loads(manifest.read_text())}
+
+
+CACHED_OUTS = ("data/raw", "data/prepared", "data/model", "data/figures")
+
+
+def test_pushed_results_pull_into_a_fresh_clone_without_recomputing(clone, mnist_raw, tmp_path):
+    # Each clone logs to its own mlflow.db, as on two team members' machines.
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    write_params(
+        clone / "params.yaml",
+        data__sources=["local"],
+        data__source_dir=str(mnist_raw),
+        data__train_limit=3000,
+        data__val_size=500,
+        data__test_limit=500,
+        train__epochs=1,
+        trainer__compile=False,
+        trainer__enable_progress_bar=False,
+    )
+    _run(*DVC, "repro", cwd=clone, env=env)
+    assert len(_training_runs(clone / "mlflow.db")) == 1
+    # Committed as this repository commits them: the uncached outputs (the check stage's
+    # verdict, the metrics) in git, the cached ones only as hashes in dvc.lock.
+    _git("add", "params.yaml", "dvc.lock", "data/params-valid.txt", "data/metrics", cwd=clone)
+    remote = tmp_path / "team-remote"
+    _run(*DVC, "remote", "add", "-d", "team", str(remote), cwd=clone, env=env)
+    _git("add", ".dvc/config", cwd=clone)
+    _git("commit", "-qm", "slice results, team remote", cwd=clone)
+    assert not _git("status", "--porcelain", cwd=clone)
+    _run(*DVC, "push", cwd=clone, env=env)
+    assert any(remote.rglob("*.dir"))
+
+    fresh = tmp_path / "fresh"
+    _run("git", "clone", "-q", str(clone), str(fresh), cwd=tmp_path)
+    assert not any((fresh / out).exists() for out in CACHED_OUTS)
+    assert (fresh / "data/params-valid.txt").is_file()  # from git, not from the remote
+    _run(*DVC, "pull", cwd=fresh, env=env)  # the remote comes from the committed .dvc/config
+    for out in CACHED_OUTS:
+        pulled = _tree(fresh / out)
+        assert pulled and pulled == _tree(clone / out) == _locked_tree(fresh, out), out
+    assert (fresh / "data/model/weights.safetensors").is_file()
+    assert "Data and pipelines are up to date." in _run(*DVC, "status", cwd=fresh, env=env)
+    repro = subprocess.run([*DVC, "repro"], cwd=fresh, env=env, capture_output=True, text=True)
+    said = repro.stdout + repro.stderr
+    assert repro.returncode == 0 and "Running stage" not in said, said
+    for stage in ("check", "download", "prepare", "train", "evaluate"):
+        assert f"Stage '{stage}' didn't change, skipping" in said, said
+    assert "Data and pipelines are up to date." in said, said
+    assert not _git("status", "--porcelain", cwd=fresh)
+    assert not (fresh / "mlflow.db").exists() or not _training_runs(fresh / "mlflow.db")
+
+    # Without the committed verdict file, only the check stage runs: it writes the same
+    # bytes, so every other stage still matches dvc.lock.
+    (fresh / "data/params-valid.txt").unlink()
+    repro = subprocess.run([*DVC, "repro"], cwd=fresh, env=env, capture_output=True, text=True)
+    said = repro.stdout + repro.stderr
+    assert repro.returncode == 0 and said.count("Running stage") == 1, said
+    assert "Running stage 'check'" in said, said
+    assert not _git("status", "--porcelain", cwd=fresh)
+    assert not (fresh / "mlflow.db").exists() or not _training_runs(fresh / "mlflow.db")
