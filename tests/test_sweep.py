@@ -8,6 +8,8 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -319,3 +321,88 @@ def test_folders_are_named_by_the_sweep_and_its_points_not_the_time():
     assert folders("+trainer.note=a/b c")[1] == "+trainer.note=a_b_c"
     assert folders("launcher=joblib")[1] == "defaults"
     assert folders("train.lr=" + "1" * 300)[1].startswith("point-")
+
+
+SUBMITIT_LOCAL = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
+SUBMITIT_SLURM = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+
+
+def test_launcher_slurm_composes_without_a_cluster(tmp_path):
+    """conf/launcher/slurm.yaml as a user checks it on a machine without SLURM."""
+    cluster = ("hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=1")
+    argv = [sys.executable, "-m", "lenet_mnist.run", "launcher=slurm", *cluster, "--cfg", "all"]
+    done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    cfg = yaml.safe_load(done.stdout)
+    launcher = cfg["hydra"]["launcher"]
+    assert launcher["_target_"] == SUBMITIT_SLURM
+    assert (launcher["partition"], launcher["gpus_per_node"]) == ("gpu", 1)
+    assert (launcher["timeout_min"], launcher["tasks_per_node"], launcher["nodes"]) == (60, 1, 1)
+    assert launcher["cpus_per_task"] == cfg["trainer"]["threads"] == 1
+    assert launcher["submitit_folder"] == "${hydra.sweep.dir}/.submitit/%j"
+
+
+def test_submitit_local_runs_the_same_sweep_as_joblib(sweep_2x1, prepared_slice, tmp_path):
+    """The 2x1 grid of sweep_2x1 again, each job a submitit process started from its pickle,
+    in conf/'s own folders: named in the workers by the same resolvers, the same MLflow
+    parent and children, the same numbers (portable numerics, one thread each) and report."""
+    client, runs = _runs(sweep_2x1["db"])
+    (parent,) = [r for r in runs if tracking.SWEEP_TAG in r.data.tags]
+    kids = [r for r in runs if tracking.PARENT_TAG in r.data.tags]
+
+    prepared, _ = prepared_slice
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    grid = ("launcher=submitit_local", "train.batch_size=50,100")
+    overrides = _in_default_folders(sweep_overrides(prepared, tmp_path, *grid), tmp_path / "s")
+    done = hydra_train(*overrides, cwd=tmp_path, db=db)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    client2, runs2 = _runs(db)
+    (parent2,) = [r for r in runs2 if tracking.SWEEP_TAG in r.data.tags]
+    kids2 = [r for r in runs2 if r.data.tags.get(tracking.PARENT_TAG) == parent2.info.run_id]
+    assert len(kids2) == len(runs2) - 1 == 2
+
+    assert parent2.info.status == parent.info.status == "FINISHED"
+    for tag in (tracking.SWEEP_TAG, tracking.OVERRIDES_TAG):
+        assert parent2.data.tags[tag] == parent.data.tags[tag]
+    assert set(parent2.data.tags) == set(parent.data.tags)
+
+    def by_size(children) -> dict:
+        return {int(k.data.params["train.batch_size"]): k for k in children}
+
+    old, new = by_size(kids), by_size(kids2)
+    assert set(new) == set(old) == {50, 100}
+    for size, kid in new.items():
+        assert kid.info.status == "FINISHED"
+        assert kid.data.tags[tracking.COMPLETE_TAG] == "true"
+        for tag in (tracking.CONFIG_TAG, tracking.JOB_TAG):
+            assert kid.data.tags[tag] == old[size].data.tags[tag]
+        assert set(kid.data.params) == set(old[size].data.params)
+        assert kid.data.params["trainer.threads"] == "1"  # the launcher file's setting
+        assert 0.5 < kid.data.metrics["test_acc"] <= 1
+        assert kid.data.metrics["test_acc"] == old[size].data.metrics["test_acc"]
+
+    folder = _point_folders(tmp_path / "s", parent2, [50, 100])
+    multirun = OmegaConf.load(folder / "multirun.yaml")
+    assert multirun.hydra.launcher._target_ == SUBMITIT_LOCAL
+    assert len(list((folder / ".submitit").glob("*/*_result.pkl"))) == 2  # a process per job
+    report_old, report_new = sweep_2x1["sweep_dir"] / "report", folder / "report"
+    assert sorted(p.name for p in report_new.iterdir()) == sorted(
+        p.name for p in report_old.iterdir()
+    )
+    rows_old = (report_old / report.SUMMARY_CSV).read_text().splitlines()
+    rows_new = (report_new / report.SUMMARY_CSV).read_text().splitlines()
+    assert rows_new[0] == rows_old[0]  # the same columns
+    assert [len(r.split(",")) for r in rows_new] == [len(r.split(",")) for r in rows_old]
+    artifacts = {a.path for a in client2.list_artifacts(parent2.info.run_id)}
+    assert artifacts == {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
+def _point_folders(sweeps: Path, parent, sizes: list[int]) -> Path:
+    """The sweep's one folder, named by its key, with a folder of outputs per grid point."""
+    (folder,) = sweeps.iterdir()
+    assert folder.name == parent.data.tags[tracking.SWEEP_TAG]
+    for size in sizes:
+        point = folder / f"train.batch_size={size},{ONE_EPOCH_EAGER}"
+        for name in ("model/weights.safetensors", "train_history.csv", "test.json"):
+            assert (point / name).is_file(), sorted(p.name for p in folder.iterdir())
+    return folder
