@@ -1,5 +1,7 @@
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from lenet_mnist.batches import Grouped, TensorBatches, batch_sizes, iterations_per_epoch
 
@@ -64,7 +66,7 @@ def test_groups_hand_on_every_batch_once_in_order():
 
 
 def _epoch_labels(batches):
-    return torch.cat([y for _, y in batches])
+    return torch.cat([batch[1] for batch in batches])
 
 
 def test_ranks_take_disjoint_shards_of_one_permutation_that_cover_the_set():
@@ -79,7 +81,7 @@ def test_ranks_take_disjoint_shards_of_one_permutation_that_cover_the_set():
         interleaved = torch.stack(shards, dim=1).flatten()  # rank r holds positions r, r+4, ...
         assert torch.equal(interleaved[:1050], order)  # the one permutation, split
         assert torch.equal(interleaved[1050:], order[:2])  # padded by wrapping around
-    for rx, ry in ranks[1]:
+    for rx, ry, *_ in ranks[1]:
         assert torch.equal(rx.squeeze(1).long(), ry)
 
 
@@ -107,3 +109,41 @@ def test_a_rank_outside_the_world_is_refused(rank, world):
     x, y = torch.zeros(4, 1), torch.arange(4)
     with pytest.raises(ValueError, match=f"rank={rank} of world_size={world} for 4 samples"):
         TensorBatches(x, y, 2, shuffle=False, rank=rank, world_size=world)
+
+
+def _ranks(n, batch_size, world, shuffle=True):
+    x, y = torch.arange(float(n)).reshape(-1, 1), torch.arange(n)
+    return [
+        TensorBatches(x, y, batch_size, shuffle=shuffle, seed=7, rank=r, world_size=world)
+        for r in range(world)
+    ]
+
+
+@given(
+    n=st.integers(2, 60),
+    batch_size=st.integers(1, 9),
+    world=st.integers(2, 5),
+    shuffle=st.booleans(),
+)
+@settings(max_examples=60, deadline=None)
+def test_the_padding_mask_marks_exactly_the_repeats(n, batch_size, world, shuffle):
+    assume(world <= n)
+    ranks = _ranks(n, batch_size, world, shuffle)
+    shards = [_epoch_labels(r) for r in ranks]
+    masks = [r.padding() for r in ranks]
+    real = torch.cat([s[~m] for s, m in zip(shards, masks, strict=True)])
+    repeats = torch.cat([s[m] for s, m in zip(shards, masks, strict=True)])
+    assert sorted(real.tolist()) == list(range(n))  # disjoint, and together the whole set
+    assert len(repeats) == len(ranks[0].padding()) * world - n
+    assert set(repeats.tolist()) <= set(real.tolist())  # each one a sample counted already
+    for r, mask in zip(ranks, masks, strict=True):
+        flags = [len(b) == 3 for b in r]  # the batch form says what the mask says
+        last_real = [b[2] for b in r if len(b) == 3]
+        assert flags == [bool(m.any()) for m in mask.split(batch_size)]
+        assert last_real == [int((~m).sum()) for m in mask.split(batch_size) if m.any()]
+
+
+def test_one_process_is_never_padded():
+    (whole,) = _ranks(1050, 100, 1)
+    assert not whole.padding().any() and whole.real == 1050
+    assert {len(b) for b in whole} == {2}

@@ -5,7 +5,9 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from .conftest import SLICE, run_dvc_stage, write_params
+from .conftest import SLICE, hydra_train, run_dvc_stage, write_params
+
+DDP = {"trainer__accelerator": "cpu", "trainer__devices": 2, "trainer__strategy": "ddp"}
 
 
 @pytest.mark.slow
@@ -76,3 +78,51 @@ def test_an_unreachable_tracking_server_stops_the_stage_in_seconds(prepared_slic
     assert line.startswith("error: MLflow tracking server http://127.0.0.1:9 did not answer")
     assert time.monotonic() - started < 60  # not minutes of retries
     assert sorted(x.name for x in (tmp_path / "data").iterdir()) == ["prepared"]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_trains_once_records_one_run_and_writes_once(prepared_slice, tmp_path):
+    """Lightning's launcher starts rank 1 as a second run of the stage's command; only
+    rank 0 may record and write, and the process that DVC started must end with 0."""
+    prepared, _ = prepared_slice
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "prepared").symlink_to(prepared)
+    overrides = {**SLICE, **DDP, "train__epochs": 1, "trainer__compile": False}
+    p = write_params(tmp_path / "params.yaml", **overrides)
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = run_dvc_stage("train", tmp_path, p, {"MLFLOW_TRACKING_URI": db})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "distributed_backend=gloo" in done.stderr and "MEMBER: 2/2" in done.stderr
+    lines = done.stdout.splitlines()
+    assert len([x for x in lines if x.startswith("train: MLflow run ")]) == 1
+    assert len([x for x in lines if x.startswith("train: kept epoch 1")]) == 1
+    # 4,500 training images in shards of 2,250: 45 updates of 50 on each rank
+    assert len([x for x in lines if x.startswith("epoch 1/1  iteration 45/45  ")]) == 1
+    data = tmp_path / "data"
+    assert sorted(x.name for x in data.iterdir()) == ["metrics", "model", "prepared", "timings"]
+    assert [x.name for x in (data / "model").iterdir()] == ["weights.safetensors"]
+    history = (data / "metrics/train_history.csv").read_text().splitlines()
+    assert len(history) == 2 and history[1].startswith("1,45,")
+    client = MlflowClient(db)
+    (run,) = client.search_runs([client.get_experiment_by_name("lenet-mnist").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["trainer.strategy"] == "ddp"
+    assert len(client.get_metric_history(run.info.run_id, "val_acc")) == 1
+
+
+@pytest.mark.slow
+def test_two_process_ddp_as_a_hydra_run_trains_and_evaluates_once(prepared_slice, tmp_path):
+    """Under Hydra the launcher starts rank 1 as a run of the same job folder; it must end
+    after its share of the fit, before the job would evaluate and record a second time."""
+    prepared, _ = prepared_slice
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    slice_ = [f"{k.replace('__', '.')}={v}" for k, v in {**SLICE, **DDP}.items()]
+    overrides = [*slice_, "train.epochs=1", "trainer.compile=false"]
+    done = hydra_train(*overrides, f"paths.prepared={prepared}", cwd=tmp_path, db=db)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (job,) = (tmp_path / "data/runs").iterdir()  # both ranks ran in the one job folder
+    assert len([x for x in done.stdout.splitlines() if " - test accuracy " in x]) == 1
+    assert (job / "test.json").is_file() and (job / "model/weights.safetensors").is_file()
+    client = MlflowClient(db)
+    (run,) = client.search_runs([client.get_experiment_by_name("lenet-mnist").experiment_id])
+    assert run.info.status == "FINISHED" and "test_acc" in run.data.metrics

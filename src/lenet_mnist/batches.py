@@ -12,6 +12,10 @@ from collections.abc import Iterator
 
 import torch
 
+# (images, labels), or (images, labels, real) where only the first `real` samples count
+# in the epoch's metrics: the rest repeat samples that another rank holds.
+Batch = tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, int]
+
 
 def iterations_per_epoch(num_samples: int, batch_size: int, drop_last: bool = False) -> int:
     """One iteration per batch: ceil(N / batch_size), or floor when the partial one is dropped."""
@@ -36,7 +40,9 @@ class TensorBatches:
     same permutation and keeps every `world_size`-th sample from position `rank` on, so
     the shards are disjoint and together cover the set. As DistributedSampler does, the
     permutation is first padded by wrapping around, so that every rank makes the same
-    number of steps (DDP would hang on a rank with one batch fewer).
+    number of steps (DDP would hang on a rank with one batch fewer). A padded sample
+    still trains, as under DistributedSampler, but the batch that holds it says how many
+    of its samples are real, so the epoch's loss and accuracy count every sample once.
     """
 
     def __init__(
@@ -62,14 +68,32 @@ class TensorBatches:
     def __len__(self) -> int:
         return iterations_per_epoch(self.per_rank, self.batch_size, self.drop_last)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    @property
+    def real(self) -> int:
+        """How many leading positions of this rank's shard hold samples of its own.
+
+        Padding takes global positions N and on, so it is the tail of a shard, and with
+        fewer than `world_size` positions added no shard holds more than one of it.
+        """
+        return len(range(self.rank, len(self.labels), self.world_size))
+
+    def padding(self) -> torch.Tensor:
+        """Which positions of this rank's shard repeat a sample that another one holds."""
+        return torch.arange(self.per_rank) >= self.real
+
+    def __iter__(self) -> Iterator[Batch]:
+        """Each batch as (images, labels); the one that holds padding as (images, labels,
+        how many of its leading samples are real), so that the epoch's sums can skip the
+        rest. One process never pads, so its batches stay (images, labels)."""
         bs, order = self.batch_size, self._order()
         for i in range(len(self)):
+            start, stop = i * bs, (i + 1) * bs
             if order is None:  # one process, file order: slices are views, no gather
-                yield self.images[i * bs : (i + 1) * bs], self.labels[i * bs : (i + 1) * bs]
+                x, y = self.images[start:stop], self.labels[start:stop]
             else:
-                idx = order[i * bs : (i + 1) * bs]
-                yield self.images[idx], self.labels[idx]
+                idx = order[start:stop]
+                x, y = self.images[idx], self.labels[idx]
+            yield (x, y) if min(stop, self.per_rank) <= self.real else (x, y, self.real - start)
 
     def _order(self) -> torch.Tensor | None:
         """This rank's sample indices for the next epoch; None for all of them in order."""
@@ -99,7 +123,7 @@ class Grouped:
     def __len__(self) -> int:
         return math.ceil(len(self.batches) / self.size)
 
-    def __iter__(self) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
+    def __iter__(self) -> Iterator[list[Batch]]:
         group = []
         for batch in self.batches:
             group.append(batch)

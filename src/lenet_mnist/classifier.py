@@ -10,21 +10,27 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from lenet_mnist.batches import Batch
 from lenet_mnist.optimizer import make_optimizer
 from lenet_mnist.schema import OptimizerConfig
 from lenet_mnist.stage import PipelineError
 
-Batch = tuple[torch.Tensor, torch.Tensor]
-
 
 def forward_loss(
-    net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
+    net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, real: int | None = None
 ) -> tuple[torch.Tensor, ...]:
-    """The part of a step that torch.compile fuses: forward, loss and the epoch-sum stats."""
+    """The part of a step that torch.compile fuses: forward, loss and the epoch-sum stats.
+
+    The stats are [loss summed over the batch, correct predictions], for the on-device
+    epoch sums; with `real`, over the first `real` samples only (the rest is DDP padding).
+    """
     logits = net(x)
-    loss = F.cross_entropy(logits, y)
-    # [loss summed over the batch, correct predictions], for the on-device epoch sums.
-    return loss, torch.stack((loss.detach() * len(y), (logits.argmax(1) == y).sum()))
+    if real is None:
+        loss = F.cross_entropy(logits, y)
+        return loss, torch.stack((loss.detach() * len(y), (logits.argmax(1) == y).sum()))
+    losses = F.cross_entropy(logits, y, reduction="none")
+    counted = losses[:real].detach().sum(), (logits[:real].argmax(1) == y[:real]).sum()
+    return losses.mean(), torch.stack(counted)
 
 
 class Classifier(pl.LightningModule):
@@ -62,13 +68,13 @@ class Classifier(pl.LightningModule):
         return batch  # TensorBatches already slices on the training device
 
     def _step(self, batch: Batch, split: str) -> torch.Tensor:
-        x, y = batch
-        loss, stats = self.forward_loss(self.net, x, y)
+        x, y, *real = batch  # `real` only on a DDP rank's batch that holds padding
+        loss, stats = self.forward_loss(self.net, x, y, *real)
         if split in self.sums:
             self.sums[split] += stats
         else:
             self.sums[split] = stats
-        self.counts[split] = self.counts.get(split, 0) + len(y)
+        self.counts[split] = self.counts.get(split, 0) + (real[0] if real else len(y))
         return loss
 
     def running_loss(self, split: str) -> float | None:
@@ -103,17 +109,18 @@ class Classifier(pl.LightningModule):
         """The epoch's mean loss and accuracy over all devices: the one sync per epoch."""
         if split not in self.sums:
             return
-        count = torch.tensor(float(self.counts.pop(split)), device=self.device)
-        sums = self.trainer.strategy.reduce(self.sums.pop(split), reduce_op="sum")
-        count = self.trainer.strategy.reduce(count, reduce_op="sum")
-        loss = sums[0] / count
+        sums = self.sums.pop(split)
+        mine = torch.cat((sums, sums.new_tensor([float(self.counts.pop(split))])))
+        # [loss * n, correct, n], summed over the ranks in one collective call
+        total = self.trainer.strategy.reduce(mine, reduce_op="sum")
+        loss, acc = total[0] / total[2], total[1] / total[2]
         if not torch.isfinite(loss):  # one host sync per epoch, as the logging makes anyway
             raise PipelineError(
                 f"training diverged: the {split} loss was {loss.item()} in epoch "
                 f"{self.current_epoch + 1} (after {self.global_step} optimizer updates); "
                 f"no weights or metrics were written. Lower optimizer.lr (now {self.lr:g})"
             )
-        self.log_dict({f"{split}_loss": loss, f"{split}_acc": sums[1] / count})
+        self.log_dict({f"{split}_loss": loss, f"{split}_acc": acc})
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")

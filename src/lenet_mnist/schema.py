@@ -127,6 +127,8 @@ class TrainerConfig:
     GROUP: ClassVar[str] = "trainer"
     accelerator: str = MISSING
     devices: int = MISSING
+    strategy: str = MISSING
+    num_nodes: int = MISSING
     precision: str = MISSING
     reproducible: str = MISSING
     enable_progress_bar: bool = MISSING
@@ -136,9 +138,12 @@ class TrainerConfig:
 
     def check(self) -> None:
         _one_of(self, "accelerator", dict.fromkeys(ACCELERATORS))
+        # Lightning's names, only those whose launcher runs this script on every rank: a
+        # spawned or forked worker's epoch history would not come back to the one that writes.
+        _one_of(self, "strategy", dict.fromkeys(("auto", "ddp")))
         _one_of(self, "precision", dict.fromkeys(PRECISIONS))
         _one_of(self, "reproducible", NUMERICS)
-        _at_least(self, 1, "devices", "batch_group")
+        _at_least(self, 1, "devices", "num_nodes", "batch_group")
         ok = self.threads is None or self.threads >= 1
         _require(self, "threads", ok, "null or an integer >= 1")
 

@@ -2,18 +2,24 @@
 
 Outputs that DVC hashes are deterministic (weights, per-epoch history); timings, which
 are not, go only to MLflow and to a timings file that no stage declares.
+
+Under DDP (`trainer.devices` > 1) Lightning starts this same command once per further
+rank; every rank trains its shard, and only rank 0 records to MLflow and writes.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
+from typing import NoReturn
 
 import pytorch_lightning as pl
 import torch
@@ -44,6 +50,8 @@ def quiet_lightning() -> None:
     Process-wide, so only entry points call it: the stage, a Hydra job, the benchmark."""
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     warnings.filterwarnings("ignore", message=r"The number of training batches .* logging")
+    # Classifier reduces its epoch metrics over the ranks itself, before it logs them.
+    warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\(.*sync_dist")
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_no_ads)
 
 
@@ -99,6 +107,8 @@ def make_trainer(
             max_epochs=epochs,
             accelerator=cfg.trainer.accelerator,
             devices=cfg.trainer.devices,
+            strategy=cfg.trainer.strategy,
+            num_nodes=cfg.trainer.num_nodes,
             precision=cfg.trainer.precision,
             deterministic=MODES[cfg.trainer.reproducible].deterministic,
             enable_progress_bar=bar,
@@ -152,7 +162,7 @@ def fit(
     batches = lightning_batches(x, y, cfg, trainer)
     steps = len(batches.batches)  # this rank's updates per epoch: its shard's batches
     lr = effective_lr(cfg)
-    if resume is None:
+    if resume is None and recorder.run is not None:  # rank 0 alone has a run
         derived = {
             "derived.train_size": recorder.train_size,
             "derived.iterations_per_epoch": steps,
@@ -174,6 +184,9 @@ def fit(
         recorder.checkpoint = lambda epoch, step: save_checkpoint(
             cfg, save, recorder, trainer, net, batches, epoch, step
         )
+    pinned = cfg.trainer.threads or MODES[cfg.trainer.reproducible].threads
+    if trainer.world_size > 1 and pinned:  # else DDP's launcher sets cores / processes
+        os.environ.setdefault("OMP_NUM_THREADS", str(pinned))
     started = time.perf_counter()
     trainer.fit(classifier, batches, val)
     return {"net": net, "wall_s": time.perf_counter() - started}
@@ -202,6 +215,8 @@ def train(
     resume = checkpoint.load(resumable, recorder.key)
     epochs = cfg.train.epochs - (resume["epoch"] if resume else 0)
     trainer = make_trainer(cfg, [recorder], epochs)  # refuses a missing device before a run
+    if not trainer.is_global_zero:  # known now: a DDP launcher set this process's rank
+        share_of_fit(cfg, prepared, trainer, recorder, resume)
     mlflow = tracking.client(cfg.logger)
     if resume is not None:
         run = tracking.Recorder(mlflow, resume["run_id"])
@@ -239,6 +254,22 @@ def train(
         "kept_epoch": kept_epoch,
         "best_val_acc": recorder.best_acc,
     }
+
+
+def share_of_fit(
+    cfg: Config, prepared: Path, trainer: pl.Trainer, recorder: EpochRecorder, resume: dict | None
+) -> NoReturn:
+    """A DDP rank other than 0: compute its shard of every step, then end the process.
+
+    Rank 0 alone records to MLflow and writes. Ending here keeps any caller (the stage, a
+    Hydra job that evaluates next) from writing or printing a second time. A PipelineError
+    comes from metrics reduced over all ranks, so rank 0 meets it too and reports it; a
+    non-zero exit here would make Lightning's launcher kill rank 0 before it could.
+    """
+    with contextlib.suppress(PipelineError):
+        fit(cfg, prepared, trainer, recorder, resume, save=None)
+    sys.stdout.flush()
+    sys.exit(0)
 
 
 def main() -> None:
