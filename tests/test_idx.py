@@ -60,6 +60,7 @@ def test_random_bytes_decode_or_raise_the_projects_own_error(data):
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.integers(0, 2**32 - 1), min_size=3, max_size=3), st.binary(max_size=16))
 @example(dims=[2**31, 2**31, 4], body=b"")  # 2**64 elements: zero in 64-bit arithmetic
+@example(dims=[0, 3_036_988_439, 3_037_012_561], body=b"")  # empty, yet too big to shape
 def test_headers_whose_sizes_overflow_are_refused_in_one_line(dims, body):
     header = bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in dims)
     try:

@@ -40,6 +40,8 @@ def decode(data: bytes, name: str = "IDX data") -> np.ndarray:
     if len(data) < header_len:
         raise PipelineError(f"{name}: truncated header ({len(data)} bytes)")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    if 0 in shape:  # numpy cannot even shape an empty array whose other sides overflow
+        raise PipelineError(f"{name}: the header {shape} has an empty side; allowed: >= 1")
     expected = header_len + math.prod(shape)  # Python ints: no 64-bit overflow to a small size
     if len(data) != expected:
         raise PipelineError(
