@@ -240,6 +240,20 @@ def test_a_bad_grid_value_stops_with_one_line(prepared_slice, tmp_path):
     assert [r.info.status for r in runs if tracking.SWEEP_TAG in r.data.tags] == ["FAILED"]
 
 
+def test_ddp_in_a_sweep_stops_with_one_line(prepared_slice, tmp_path):
+    """Lightning would start each job's second process by running the whole sweep again."""
+    prepared, _ = prepared_slice
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    grid = ("train.batch_size=50", "trainer.devices=2", "trainer.strategy=ddp")
+    done = hydra_train(*sweep_overrides(prepared, tmp_path / "s", *grid), cwd=tmp_path, db=db)
+    assert done.returncode == 2
+    assert (
+        "error: trainer.devices=2 with trainer.num_nodes=1 is not allowed in a sweep (-m); "
+        "use 1 process per job, or run it without -m"
+    ) in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_a_sweep_without_prepared_data_says_what_to_run(tmp_path):
     db = f"sqlite:///{tmp_path / 'mlflow.db'}"
     overrides = sweep_overrides(tmp_path / "nothing", tmp_path / "s", "train.batch_size=50")

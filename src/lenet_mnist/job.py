@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from lenet_mnist import config, evaluate, numerics, prepare, sweep, tracking, train
@@ -36,6 +37,7 @@ def _job(raw: DictConfig) -> float | None:
     out = Path(HydraConfig.get().runtime.output_dir)
     try:
         cfg = config.validate(raw)
+        _one_process_per_sweep_job(cfg)
         numerics.pin(cfg.trainer)
         digest = prepare.read_stats(Path(cfg.paths.prepared))["digest"]
     except PipelineError:
@@ -53,6 +55,18 @@ def _job(raw: DictConfig) -> float | None:
             log.info("skipped: done before, MLflow run %s (force=true reruns it)", done.info.run_id)
             return done.data.metrics.get("test_acc")
     return fit_and_test(cfg, out, tags)
+
+
+def _one_process_per_sweep_job(cfg: Config) -> None:
+    """Lightning starts DDP's other processes by running the command again, which for a
+    sweep would run the whole sweep again in each of them."""
+    processes = cfg.trainer.devices * cfg.trainer.num_nodes
+    if processes > 1 and HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise PipelineError(
+            f"trainer.devices={cfg.trainer.devices} with trainer.num_nodes="
+            f"{cfg.trainer.num_nodes} is not allowed in a sweep (-m); use 1 process per job, "
+            "or run it without -m"
+        )
 
 
 def _job_label() -> str:
