@@ -18,7 +18,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from lenet_mnist import report, sweep, tracking, ui
+from lenet_mnist import publish, report, sweep, tracking, ui
 
 from .conftest import REPO, hydra_train, serve_mlflow, sweep_overrides
 
@@ -90,6 +90,18 @@ def test_mlflow_ui_folds_the_children_under_the_parent(sweep_2x1, tmp_path):
         assert not [text for text in GENAI_SCREENS if text in body], body[:2000]
         assert "/runs" in page.url and "/overview" not in page.url
         _screenshot(page, tmp_path, "mlflow-runs-table.png")
+        # MLflow's own columns, in a fresh browser without the saved view: data set, models.
+        page = browser.new_context(viewport={"width": 1920, "height": 1000}).new_page()
+        page.goto(ui.experiment_url(url, experiment, columns=False))
+        row = page.get_by_role("row").filter(has_text="sweep ")
+        row.wait_for(timeout=60_000)
+        row.get_by_role("button").first.click()
+        page.get_by_text("bs100-ep1").first.wait_for(timeout=30_000)
+        assert {"Dataset", "Models"} <= set(page.get_by_role("columnheader").all_inner_texts())
+        index = page.get_by_role("row").filter(has_text="bs100-ep1").get_attribute("aria-rowindex")
+        cells = " ".join(page.locator(f'[role=row][aria-rowindex="{index}"]').all_inner_texts())
+        assert f"{publish.DATASET} (" in cells, cells  # the prepared data, name (digest)
+        assert publish.SERVED_MODEL in cells.split(), cells  # a logged model of the run
         browser.close()
 
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from safetensors.torch import load_file
 
-from lenet_mnist import config, model, numerics, prepare, provenance, tracking
+from lenet_mnist import config, model, numerics, prepare, provenance, publish, tracking
 from lenet_mnist.schema import Config
 from lenet_mnist.stage import PipelineError, run_stage, writing
 
@@ -114,9 +114,15 @@ def plot(metrics: dict, history: Path, out: Path) -> list[Path]:
 
 
 def log_to_mlflow(
-    cfg: Config, weights: Path, metrics: dict, files: list[Path], run_id: str | None
-) -> tracking.Recorder:
-    """Add the test numbers to the run that trained these weights (or a new run if none did).
+    cfg: Config,
+    weights: Path,
+    prepared: Path,
+    metrics: dict,
+    files: list[Path],
+    run_id: str | None,
+) -> tuple[tracking.Recorder, publish.Published]:
+    """Add the test numbers and the models to the run that trained these weights (or to a
+    new run if none did), and register the served model (lenet_mnist.publish).
 
     Without `run_id` (the DVC stage) the run is the newest one tagged with these weights.
     """
@@ -140,9 +146,10 @@ def log_to_mlflow(
         }
     )
     run.artifacts(*files)
+    published = publish.publish(run, cfg, weights, prepared, metrics["test_acc"])
     if run.status() != "FINISHED":
         run.close()
-    return run
+    return run, published
 
 
 class Outputs(NamedTuple):
@@ -176,8 +183,9 @@ def evaluate(
         figures_dir.mkdir()
         plot(metrics, history, figures_dir)
     figures = sorted(out.figures.glob("*.png"))
-    run = log_to_mlflow(cfg, weights, metrics, [out.metrics, out.predictions, *figures], run_id)
-    return {**metrics, "run": run}
+    files = [out.metrics, out.predictions, *figures]
+    run, published = log_to_mlflow(cfg, weights, prepared, metrics, files, run_id)
+    return {**metrics, "run": run, "published": published}
 
 
 def main() -> None:
@@ -200,6 +208,10 @@ def main() -> None:
         f"loss {m['test_loss']:.4f}"
     )
     print(m["run"].where("evaluate"))
+    if (published := m["published"]).version is not None:
+        holder = "now the champion" if published.champion else "the champion stays"
+        name = cfg.logger.registered_model
+        print(f"evaluate: registered {name} version {published.version} ({holder})")
 
 
 if __name__ == "__main__":

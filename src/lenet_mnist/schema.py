@@ -154,9 +154,12 @@ class LoggerConfig:
     experiment_name: str = MISSING
     tracking_uri: str = MISSING
     timeout_s: float = MISSING
+    registered_model: str | None = MISSING  # evaluate registers its model under this name
 
     def check(self) -> None:
         _require(self, "experiment_name", self.experiment_name != "", "a non-empty string")
+        ok = self.registered_model is None or self.registered_model.strip() != ""
+        _require(self, "registered_model", ok, "null or a non-empty string")
         _require(self, "tracking_uri", self.tracking_uri != "", "a non-empty URI")
         _require(self, "timeout_s", 0 < self.timeout_s < math.inf, "a finite number > 0")
 

@@ -1,0 +1,38 @@
+"""One slice pipeline, trained and evaluated by the real stages, shared by the model tests.
+
+Serving, the predict command line and the MLflow model all answer for the same weights,
+so they share one run of train and evaluate (its own sqlite store) per test session.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lenet_mnist import idx
+
+from .conftest import train_and_evaluate
+
+_done: dict[str, dict] = {}
+
+
+def trained_slice(prepared_slice, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The stages' outputs and store: {"root", "data", "db", "params", "predicted"}."""
+    if "slice" not in _done:
+        prepared, params = prepared_slice
+        root = tmp_path_factory.mktemp("trained")
+        db = f"sqlite:///{root / 'mlflow.db'}"
+        data = train_and_evaluate(prepared, params, root, {"MLFLOW_TRACKING_URI": db})
+        rows = list(csv.DictReader((data / "metrics" / "test_predictions.csv").open()))
+        predicted = [int(r["predicted"]) for r in rows]
+        _done["slice"] = {"root": root, "data": data, "db": db, "params": params,
+                          "predicted": predicted}  # fmt: skip
+    return _done["slice"]
+
+
+def raw_test_images(mnist_raw: Path, n: int) -> np.ndarray:
+    """The first `n` MNIST test images as published: (n, 28, 28) uint8, pixels 0-255."""
+    return np.array(idx.read(mnist_raw / "t10k-images-idx3-ubyte")[:n])
