@@ -32,6 +32,7 @@ def runs_view(created_ms: int) -> str:
     every call, so an unchanged view is never written again.
     """
     columns = [f"params.`{k}`" for k in VIEW_PARAMS] + [f"metrics.`{k}`" for k in VIEW_METRICS]
+    columns += ["attributes.`Dataset`", "attributes.`Models`"]  # the data and logged models
     state = json.dumps({"selectedColumns": columns}, separators=(",", ":"))
     return json.dumps({"name": VIEW_NAME, "createdAt": created_ms, "state": state})
 
