@@ -77,10 +77,6 @@ class TensorBatches:
         """
         return len(range(self.rank, len(self.labels), self.world_size))
 
-    def padding(self) -> torch.Tensor:
-        """Which positions of this rank's shard repeat a sample that another one holds."""
-        return torch.arange(self.per_rank) >= self.real
-
     def __iter__(self) -> Iterator[Batch]:
         """Each batch as (images, labels); the one that holds padding as (images, labels,
         how many of its leading samples are real), so that the epoch's sums can skip the

@@ -17,7 +17,6 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
-from safetensors.torch import load_file
 
 from lenet_mnist import config, model, numerics, prepare, provenance, publish, tracking
 from lenet_mnist.schema import Config
@@ -168,8 +167,7 @@ def evaluate(
 ) -> dict:
     if not weights.is_file():
         raise PipelineError(f"{weights} not found; run the train stage first (dvc repro)")
-    net = model.build(cfg.model.name)
-    net.load_state_dict(load_file(weights))
+    net = model.load(cfg.model.name, weights)
     x, y = prepare.load(prepared, "test")
     labels = torch.from_numpy(np.array(y))
     logits = predict(net, x)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from safetensors.torch import load_file
 from torch import nn
 
 
@@ -36,3 +39,10 @@ MODELS: dict[str, type[nn.Module]] = {"lenet5": LeNet5}
 
 def build(name: str) -> nn.Module:
     return MODELS[name]()
+
+
+def load(name: str, weights: Path) -> nn.Module:
+    """The network `name` with the weights a training saved (safetensors)."""
+    net = build(name)
+    net.load_state_dict(load_file(weights))
+    return net

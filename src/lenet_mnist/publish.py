@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 import lenet_mnist
-from lenet_mnist import prepare, served, tracking
+from lenet_mnist import model, prepare, provenance, served, tracking
 from lenet_mnist.schema import Config
 
 NETWORK_MODEL, SERVED_MODEL = "model", "digits"  # names of the run's logged models
@@ -73,12 +73,8 @@ def log_network(run: tracking.Recorder, network: str, weights: Path, prepared: P
     import mlflow.pytorch
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
-    from safetensors.torch import load_file
 
-    from lenet_mnist import model
-
-    net = model.build(network)
-    net.load_state_dict(load_file(weights))
+    net = model.load(network, weights)
     example = np.array(prepare.load(prepared, "test")[0][:1])
     signature = ModelSignature(
         Schema([TensorSpec(np.dtype(np.float32), (-1, 1, 32, 32))]),
@@ -121,7 +117,7 @@ def _log(run: tracking.Recorder, name: str, flavor: ModuleType, weights: Path, *
 
     mlflow = run.mlflow
     experiment = tracking.retry_locked(lambda: mlflow.get_run(run.run_id)).info.experiment_id
-    tags = {tracking.WEIGHTS_TAG: _sha(weights)}
+    tags = {tracking.WEIGHTS_TAG: provenance.sha256(weights)}
     logged = tracking.retry_locked(
         lambda: mlflow.create_logged_model(experiment, name, run.run_id, tags=tags)
     )
@@ -227,9 +223,3 @@ def _package() -> str:
 def _pins() -> list[str]:
     """The installed versions, without a local label such as torch's +cpu."""
     return [f"{p}=={importlib.metadata.version(p).split('+')[0]}" for p in REQUIREMENTS]
-
-
-def _sha(path: Path) -> str:
-    from lenet_mnist import provenance
-
-    return provenance.sha256(path)

@@ -45,10 +45,7 @@ class Classifier:
     """The network with the statistics it was trained on: raw images to probabilities."""
 
     def __init__(self, network: str, weights: Path, stats: Path) -> None:
-        from safetensors.torch import load_file
-
-        self.net = model.build(network)
-        self.net.load_state_dict(load_file(weights))
+        self.net = model.load(network, weights)
         self.net.eval()
         normalization = json.loads(Path(stats).read_text())
         self.mean, self.std = normalization["mean"], normalization["std"]
