@@ -32,14 +32,23 @@ BAD = [
     ("trainer.threads", 0, "null or an integer >= 1"),
     ("train.seed", 2**32, "an integer >= 0 and <= 4294967295"),
     ("data.train_limit", 1, "null or an integer >= 2 and <= 60000"),
+    ("train.val_every_n_steps", 0, "null or an integer >= 1"),
+    ("train.targets", [0.99, 0.98], "increasing accuracies in (0, 1], such as [0.98, 0.99]"),
+    ("train.targets", [98.0], "increasing accuracies in (0, 1], such as [0.98, 0.99]"),
+    ("train.early_stopping.patience", 0, "null or an integer >= 1"),
+    ("train.noise_probe.batches", 1, "0 (no probe) or an integer >= 2"),
+    ("train.noise_probe.batch_size", 0, "an integer >= 1"),
 ]
 
 
 @pytest.mark.parametrize(("key", "value", "allowed"), BAD, ids=[f"{k}={v}" for k, v, _ in BAD])
 def test_bad_values_are_named_with_what_is_allowed(key, value, allowed):
     cfg = config.compose()
-    group, name = key.split(".")
-    cfg[group][name] = value
+    *groups, name = key.split(".")
+    node = cfg
+    for group in groups:
+        node = node[group]
+    node[name] = value
     with pytest.raises(PipelineError) as err:
         config.validate(cfg)
     assert str(err.value).startswith(f"{key}=")

@@ -126,3 +126,29 @@ def test_two_process_ddp_as_a_hydra_run_trains_and_evaluates_once(prepared_slice
     client = MlflowClient(db)
     (run,) = client.search_runs([client.get_experiment_by_name("lenet-mnist").experiment_id])
     assert run.info.status == "FINISHED" and "test_acc" in run.data.metrics
+
+
+@pytest.mark.slow
+def test_early_stopping_ends_the_fit_and_records_its_epoch(prepared_slice, tmp_path):
+    """A rate too small to move any prediction leaves validation accuracy flat, so with a
+    patience of 1 the fit stops after its second epoch of three."""
+    prepared, _ = prepared_slice
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "prepared").symlink_to(prepared)
+    overrides = {
+        **SLICE,
+        "trainer__compile": False,
+        "optimizer__lr": 1e-12,
+        "train__epochs": 3,
+        "train__early_stopping__patience": 1,
+    }
+    p = write_params(tmp_path / "params.yaml", **overrides)
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = run_dvc_stage("train", tmp_path, p, {"MLFLOW_TRACKING_URI": db})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "train: early stopping after epoch 2 of 3" in done.stdout
+    history = (tmp_path / "data/metrics/train_history.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in history[1:]] == ["1", "2"]
+    client = MlflowClient(db)
+    (run,) = client.search_runs([client.get_experiment_by_name("lenet-mnist").experiment_id])
+    assert run.data.metrics["stopped_epoch"] == 2 and run.data.metrics["kept_epoch"] == 1

@@ -43,7 +43,17 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # results go or how progress is shown. The config hash (which finds a finished run again)
 # and a sweep's identity both follow this list.
 DECISIVE = ("model", "optimizer", "train", "trainer")
-NOT_DECISIVE = frozenset({"trainer.enable_progress_bar", "train.checkpoint_every"})
+# Measurements taken beside training (lenet_mnist.probes) change what is logged, never the bits.
+NOT_DECISIVE = frozenset(
+    {
+        "trainer.enable_progress_bar",
+        "train.checkpoint_every",
+        "train.val_every_n_steps",
+        "train.targets",
+        "train.test_every_epoch",
+        "train.noise_probe",
+    }
+)
 PRESETS = "experiment"  # a group of presets: choosing one changes decisive values
 
 
@@ -111,7 +121,8 @@ def _kind(hint: Any) -> str:
 def decides_result(key: str) -> bool:
     """Whether an override's key (`group.key`, or a group's name) can change what is learned."""
     key = key.lstrip("+~")
-    return key == PRESETS or (key.split(".")[0] in DECISIVE and key not in NOT_DECISIVE)
+    measured = any(key == k or key.startswith(f"{k}.") for k in NOT_DECISIVE)
+    return key == PRESETS or (key.split(".")[0] in DECISIVE and not measured)
 
 
 def config_hash(cfg: Config, dataset_digest: str) -> str:

@@ -1,10 +1,13 @@
-"""What each training epoch leaves behind: timings, the history, the best weights, and
-every `train.checkpoint_every` epochs a checkpoint to resume from."""
+"""What each training epoch leaves behind: timings, the history, the best weights, the
+probes' readings (lenet_mnist.probes), and every `train.checkpoint_every` epochs a
+checkpoint to resume from."""
 
 from __future__ import annotations
 
+import csv
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -12,6 +15,7 @@ from pytorch_lightning.callbacks import Checkpoint
 
 from lenet_mnist import checkpoint, tracking
 from lenet_mnist.console import epoch_line
+from lenet_mnist.probes import Probes, Reading
 
 HISTORY_FIELDS = ("epoch", "iteration", "lr", "train_loss", "train_acc", "val_loss", "val_acc")
 
@@ -39,15 +43,18 @@ class EpochRecorder(Checkpoint):
         # key: the config hash a checkpoint keeps
         self.train_size, self.epochs, self.key = train_size, epochs, key
         self.run: tracking.Recorder | None = None
+        self.probes: Probes | None = None
         self.history: list[dict[str, float]] = []
         self.timings: list[dict[str, float]] = []
+        self.readings: list[Reading] = []  # every validation accuracy, for the targets
+        self.elapsed_s = 0.0  # training seconds of the finished epochs, probes left out
         self.best_acc, self.best_epoch, self.best_state = -1.0, -1, None
         self.done_epochs, self.done_steps = 0, 0  # before this fit: a resumed checkpoint's
         self.checkpoint: Callable[[int, int], None] | None = None  # (epoch, step) -> save
 
     def state(self) -> dict:
-        keys = ("history", "timings", "best_acc", "best_epoch", "best_state")
-        return {k: getattr(self, k) for k in keys}
+        keys = ("history", "timings", "readings", "elapsed_s", "best_acc", "best_epoch")
+        return {k: getattr(self, k) for k in (*keys, "best_state")}
 
     def restore(self, state: dict) -> None:
         for key, value in state["recorder"].items():
@@ -56,22 +63,43 @@ class EpochRecorder(Checkpoint):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self.t_start = clock(module.device)
+        self.probe_s = 0.0  # the probes' seconds in this epoch, left out of its timings
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *_) -> None:
+        """Validation between epochs' ends, when `train.val_every_n_steps` asks for it."""
+        step = self.done_steps + trainer.global_step
+        if self.probes is None or not self.probes.due(step):
+            return
+        started = clock(module.device)
+        acc = self.probes.val_acc(module.net)
+        seconds = self.elapsed_s + started - self.t_start - self.probe_s
+        self.readings.append(Reading(step, self._epoch(trainer), seconds, acc))
+        if self.run is not None:
+            self.run.metrics({"step_val_acc": acc}, step=step)
+        self.probe_s += clock(module.device) - started
+
+    def _epoch(self, trainer: pl.Trainer) -> int:
+        return self.done_epochs + trainer.current_epoch + 1
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self.t_val = clock(module.device)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         now = clock(module.device)
-        train_s = self.t_val - self.t_start
+        train_s = self.t_val - self.t_start - self.probe_s
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         lr = trainer.optimizers[0].param_groups[0]["lr"]
-        epoch = self.done_epochs + trainer.current_epoch + 1
-        step = self.done_steps + trainer.global_step
+        epoch, step = self._epoch(trainer), self.done_steps + trainer.global_step
         timing = {
             "epoch_time_s": train_s,
             "samples_per_s": self.train_size / train_s,
             "val_time_s": now - self.t_val,
         }
+        self.elapsed_s += train_s + timing["val_time_s"]
+        self.readings.append(Reading(step, epoch, self.elapsed_s, metrics["val_acc"]))
+        if self.probes is not None:
+            metrics |= self.probes.at_epoch_end(module.net, epoch, metrics["val_acc"])
+            metrics["probe_time_s"] = self.probe_s + clock(module.device) - now
         self.timings.append({"epoch": epoch, **timing})
         row = {
             "epoch": epoch,
@@ -98,6 +126,7 @@ def save_checkpoint(cfg, path, recorder, trainer, net, batches, epoch, step) -> 
     if epoch % cfg.train.checkpoint_every or epoch == cfg.train.epochs:
         return
     schedulers = trainer.lr_scheduler_configs
+    stopping = trainer.early_stopping_callback
     checkpoint.save(
         path,
         {
@@ -111,5 +140,15 @@ def save_checkpoint(cfg, path, recorder, trainer, net, batches, epoch, step) -> 
             "batch_order": batches.batches.generator.get_state(),
             "rng": torch.get_rng_state(),
             "recorder": recorder.state(),
+            "early_stopping": stopping.state_dict() if stopping is not None else None,
         },
     )
+
+
+def write_history(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
+        writer.writeheader()
+        writer.writerows(
+            {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows
+        )

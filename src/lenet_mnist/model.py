@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 
@@ -35,6 +36,7 @@ class LeNet5(nn.Module):
 
 
 MODELS: dict[str, type[nn.Module]] = {"lenet5": LeNet5}
+WEIGHTS = "weights.safetensors"  # the file `save` writes into a model folder
 
 
 def build(name: str) -> nn.Module:
@@ -46,3 +48,12 @@ def load(name: str, weights: Path) -> nn.Module:
     net = build(name)
     net.load_state_dict(load_file(weights))
     return net
+
+
+def save(net: nn.Module, folder: Path, name: str, epoch: int) -> None:
+    """A new model folder holding the weights, with the network's name and epoch."""
+    folder.mkdir()
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    # One metadata key: safetensors writes a map's keys in no fixed order.
+    info = json.dumps({"model": name, "epoch": epoch}, sort_keys=True)
+    save_file(state, folder / WEIGHTS, metadata={"lenet_mnist": info})

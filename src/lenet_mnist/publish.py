@@ -30,6 +30,9 @@ CHAMPION = "champion"
 ACC_TAG = "test_acc"  # on each model version: what the champion is compared by
 DATASET = "mnist-prepared"
 PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+# What the global store's switch changes in the environment, put back as it was after it:
+# a restored MLFLOW_TRACKING_URI would override logger.tracking_uri for the rest of a process.
+RESTORED_ENV = (PROGRESS_BAR, "MLFLOW_TRACKING_URI")
 # Explicit, so that MLflow does not load the model in a subprocess to infer them.
 REQUIREMENTS = ("mlflow", "torch", "numpy", "pandas", "safetensors", "hydra-core", "pyyaml")
 
@@ -193,7 +196,7 @@ def _tracking_uri(uri: str) -> Iterator[None]:
     """
     import mlflow
 
-    before, bars = mlflow.get_tracking_uri(), os.environ.get(PROGRESS_BAR)
+    before, saved = mlflow.get_tracking_uri(), {k: os.environ.get(k) for k in RESTORED_ENV}
     mlflow.set_tracking_uri(uri)
     os.environ[PROGRESS_BAR] = "false"
     loggers = [logging.getLogger(f"mlflow.{flavor}") for flavor in ("pytorch", "pyfunc")]
@@ -203,10 +206,11 @@ def _tracking_uri(uri: str) -> Iterator[None]:
         yield
     finally:
         mlflow.set_tracking_uri(before)
-        if bars is None:
-            del os.environ[PROGRESS_BAR]
-        else:
-            os.environ[PROGRESS_BAR] = bars
+        for key, value in saved.items():  # set_tracking_uri writes MLFLOW_TRACKING_URI too
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         for logger in loggers:
             logger.removeFilter(_no_pickle_warning)
 

@@ -107,6 +107,28 @@ class OptimizerConfig:
 
 
 @dataclass
+class EarlyStoppingConfig:
+    GROUP: ClassVar[str] = "train.early_stopping"
+    patience: int | None = MISSING  # null: train every epoch
+
+    def check(self) -> None:
+        ok = self.patience is None or self.patience >= 1
+        _require(self, "patience", ok, "null or an integer >= 1")
+
+
+@dataclass
+class NoiseProbeConfig:
+    GROUP: ClassVar[str] = "train.noise_probe"
+    batches: int = MISSING  # 0: no probe
+    batch_size: int = MISSING
+
+    def check(self) -> None:
+        ok = self.batches == 0 or self.batches >= 2
+        _require(self, "batches", ok, "0 (no probe) or an integer >= 2")
+        _at_least(self, 1, "batch_size")
+
+
+@dataclass
 class TrainConfig:
     GROUP: ClassVar[str] = "train"
     batch_size: int = MISSING
@@ -115,11 +137,22 @@ class TrainConfig:
     drop_last: bool = MISSING
     keep_best: bool = MISSING
     checkpoint_every: int = MISSING
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    val_every_n_steps: int | None = MISSING
+    targets: list[float] = MISSING
+    test_every_epoch: bool = MISSING
+    noise_probe: NoiseProbeConfig = field(default_factory=NoiseProbeConfig)
 
     def check(self) -> None:
         _at_least(self, 1, "batch_size", "epochs")
         _at_least(self, 0, "checkpoint_every")
         _between(self, "seed", 0, MAX_SEED)
+        ok = self.val_every_n_steps is None or self.val_every_n_steps >= 1
+        _require(self, "val_every_n_steps", ok, "null or an integer >= 1")
+        ok = all(0 < t <= 1 for t in self.targets) and self.targets == sorted(set(self.targets))
+        _require(self, "targets", ok, "increasing accuracies in (0, 1], such as [0.98, 0.99]")
+        self.early_stopping.check()
+        self.noise_probe.check()
 
 
 @dataclass

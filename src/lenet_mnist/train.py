@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import logging
 import os
@@ -23,15 +22,14 @@ from typing import NoReturn
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Checkpoint
+from pytorch_lightning.callbacks import Checkpoint, EarlyStopping
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
-from safetensors.torch import save_file
 
-from lenet_mnist import checkpoint, config, model, numerics, prepare, provenance, tracking
+from lenet_mnist import checkpoint, config, model, numerics, prepare, probes, provenance, tracking
 from lenet_mnist.batches import Grouped, TensorBatches
 from lenet_mnist.classifier import Classifier
 from lenet_mnist.console import IterationBar, on_terminal
-from lenet_mnist.epochs import HISTORY_FIELDS, EpochRecorder, save_checkpoint
+from lenet_mnist.epochs import EpochRecorder, save_checkpoint, write_history
 from lenet_mnist.numerics import MODES
 from lenet_mnist.optimizer import effective_lr
 from lenet_mnist.schema import Config, TrainConfig
@@ -40,7 +38,6 @@ from lenet_mnist.stage import PipelineError, run_stage, writing
 PROGRESS_REFRESH_STEPS = 25
 # Metrics are epoch-level; a large interval spares Lightning a per-step look for step metrics.
 LOG_EVERY_N_STEPS = 1_000_000
-WEIGHTS = "weights.safetensors"
 
 
 def quiet_lightning() -> None:
@@ -97,6 +94,10 @@ def make_trainer(
     It has no Lightning logger: EpochRecorder sends each epoch to MLflow itself.
     """
     epochs = epochs or cfg.train.epochs
+    if patience := cfg.train.early_stopping.patience:
+        # Classifier logs val_acc once per validation, reduced over every rank.
+        stop = EarlyStopping("val_acc", patience=patience, mode="max", verbose=False)
+        callbacks = [*callbacks, stop]
     bar = cfg.trainer.enable_progress_bar and on_terminal()  # logs get the epoch lines only
     if bar:
         # Redrawing on every one of ~900 iterations per epoch costs more than it shows.
@@ -128,23 +129,6 @@ def make_trainer(
         ) from None
 
 
-def save_weights(net: torch.nn.Module, folder: Path, model_name: str, epoch: int) -> None:
-    folder.mkdir()
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    # One metadata key: safetensors writes a map's keys in no fixed order.
-    info = json.dumps({"model": model_name, "epoch": epoch}, sort_keys=True)
-    save_file(state, folder / WEIGHTS, metadata={"lenet_mnist": info})
-
-
-def write_history(rows: list[dict], path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
-        writer.writeheader()
-        writer.writerows(
-            {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows
-        )
-
-
 def fit(
     cfg: Config,
     prepared: Path,
@@ -173,6 +157,9 @@ def fit(
     val = TensorBatches(
         vx, vy, 1024, shuffle=False, rank=trainer.global_rank, world_size=trainer.world_size
     )
+    if trainer.is_global_zero:  # the ranks train alike; rank 0 measures and records
+        test = to_tensors(prepared, "test", x.device) if cfg.train.test_every_epoch else None
+        recorder.probes = probes.Probes(cfg.train, (x, y), (vx, vy), test)
     classifier = Classifier(net, cfg.optimizer, lr, steps * cfg.train.epochs, cfg.trainer.compile)
     if resume is not None:
         net.load_state_dict(resume["net"])
@@ -180,6 +167,8 @@ def fit(
         torch.set_rng_state(resume["rng"])
         recorder.restore(resume)
         classifier.resume = resume
+        if trainer.early_stopping_callback is not None:
+            trainer.early_stopping_callback.load_state_dict(resume["early_stopping"])
     if save is not None and cfg.train.checkpoint_every:
         recorder.checkpoint = lambda epoch, step: save_checkpoint(
             cfg, save, recorder, trainer, net, batches, epoch, step
@@ -229,7 +218,8 @@ def train(
     with run:
         recorder.run = run
         done = fit(cfg, prepared, trainer, recorder, resume, resumable)
-        kept_epoch = recorder.best_epoch if cfg.train.keep_best else cfg.train.epochs
+        last_epoch = recorder.history[-1]["epoch"]  # before train.epochs if stopped early
+        kept_epoch = recorder.best_epoch if cfg.train.keep_best else last_epoch
         if cfg.train.keep_best:
             done["net"].load_state_dict(recorder.best_state)
         record = {
@@ -238,14 +228,18 @@ def train(
             "numerics": numerics.record(cfg.trainer),
         }
         with writing(out, history, timings) as (model_dir, history_file, timings_file):
-            save_weights(done["net"], model_dir, cfg.model.name, kept_epoch)
+            model.save(done["net"], model_dir, cfg.model.name, kept_epoch)
             write_history(recorder.history, history_file)
             timings_file.write_text(json.dumps(record, indent=2) + "\n")
         checkpoint.remove(resumable)
-        weights = out / WEIGHTS
+        weights = out / model.WEIGHTS
         run.tag(tracking.WEIGHTS_TAG, provenance.sha256(weights))
         # Compilation, validation and Lightning included: the time a user waits for the fit.
         run.metrics({"kept_epoch": kept_epoch, "train_wall_s": done["wall_s"]})
+        run.metrics(probes.first_reached(recorder.readings, cfg.train.targets))
+        if last_epoch < cfg.train.epochs:
+            run.metrics({"stopped_epoch": last_epoch})
+            print(f"train: early stopping after epoch {last_epoch} of {cfg.train.epochs}")
         run.artifacts(weights, history)
     return {
         "run": run,
