@@ -248,9 +248,7 @@ def test_the_point_table_holds_each_points_mean_and_interval(synthetic):
     assert files[-1] == root / "new" / report.PAGE and all(f.is_file() for f in files)
     points = list(csv.DictReader((root / "new" / report.SUMMARY_CSV).read_text().splitlines()))
     markdown = (root / "new" / report.SUMMARY_MD).read_text()
-    runs = {
-        r.info.run_id: r for r in client.search_runs([client.get_run(parent).info.experiment_id])
-    }
+    runs = client.search_runs([client.get_run(parent).info.experiment_id])
     assert [int(p["batch_size"]) for p in points] == list(SIZES)
     for point in points:
         accs = [

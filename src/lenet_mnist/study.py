@@ -47,6 +47,8 @@ class Scaling:
         if math.isnan(self.ratio):
             return "no comparison"
         factor = max(self.ratio, 1 / self.ratio)
+        if math.isnan(self.fit.low):
+            return f"within a factor of {factor:.3g}; B_crit has no interval"
         inside = self.fit.low <= self.simple <= self.fit.high
         where = "inside" if inside else "outside"
         return f"within a factor of {factor:.3g}; {where} B_crit's 95% interval"
