@@ -3,7 +3,14 @@
     python -m lenet_mnist.report [--sweep PARENT_RUN_ID] [--out data/report]
 
 It reads a sweep's complete child runs from MLflow (the newest sweep by default) and
-writes a summary table (CSV and Markdown), PNG figures and one self-contained HTML page.
+writes a self-contained HTML page, its tables as Markdown and CSV, and its PNG figures.
+The runs of one grid point that differ only in train.seed are its replicates: the tables
+give their mean with a 95% confidence interval (lenet_mnist.replicates). Where runs logged
+when validation accuracy reached train.targets, the report fits the critical batch size
+to steps and examples to each target and sets the gradient noise scale's prediction
+beside it (lenet_mnist.scaling, lenet_mnist.study). Runs without those measurements
+leave those parts out, with a one-line note on the page.
+
 A sweep writes its own report when it ends; this command rebuilds it, for example after
 a partial sweep or for an older one.
 """
@@ -12,19 +19,20 @@ from __future__ import annotations
 
 import argparse
 import base64
-import csv
 import html
+import math
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
-from lenet_mnist import config, provenance, tracking
-from lenet_mnist.report_plots import draw, plural
+from lenet_mnist import config, provenance, replicates, report_tables, study, tracking
+from lenet_mnist.report_figures import draw
+from lenet_mnist.report_plots import plural
 from lenet_mnist.stage import PipelineError, replacing, run_stage
 
-SUMMARY_CSV = "summary.csv"
+SUMMARY_CSV = report_tables.SUMMARY_CSV  # one line per grid point
 SUMMARY_MD = "summary.md"
 PAGE = "report.html"
 
@@ -51,23 +59,32 @@ class Row:
     machine: str = field(repr=False)
     val_acc: list[float] = field(default_factory=list, repr=False)  # per epoch
     elapsed_s: list[float] = field(default_factory=list, repr=False)  # at each epoch's end
+    seed: int | None = None
+    train_acc: list[float] = field(default_factory=list, repr=False)  # per epoch
+    epoch_test_acc: list[float] = field(default_factory=list, repr=False)  # per epoch, if logged
+    noise: list[tuple[int, float]] = field(default_factory=list, repr=False)  # (step, B_simple)
+    targets: list[float] = field(default_factory=list, repr=False)  # train.targets
+    reached: dict[float, Reach] = field(default_factory=dict, repr=False)  # target -> when
+    stopped_epoch: int | None = None  # where early stopping ended the fit, if it did
+
+    @property
+    def point(self) -> str:
+        """The grid point this run replicates: its overrides without the seed."""
+        return replicates.point_of(self.overrides)
 
 
-COLUMNS = {  # Row field -> heading
-    "batch_size": "batch size",
-    "epochs": "epochs",
-    "lr": "lr",
-    "lr_scaled": "lr scaled",
-    "iterations_per_epoch": "iterations/epoch",
-    "total_updates": "total updates",
-    "s_per_epoch": "s/epoch",
-    "samples_per_s": "samples/s",
-    "best_val_acc": "best val acc",
-    "final_val_acc": "final val acc",
-    "test_acc": "test acc",
-    "wall_s": "wall s",
-    "run_id": "MLflow run",
-}
+@dataclass(frozen=True)
+class Reach:
+    """When a run's validation accuracy first reached a target."""
+
+    iterations: int  # optimizer updates at the first validation that reached it
+    seconds: float  # training seconds by then
+    epochs: float | None  # the first epoch whose end reached it (None: only between epochs)
+    batch_size: int
+
+    @property
+    def examples(self) -> int:
+        return self.iterations * self.batch_size
 
 
 def collect(client: Any, parent: str) -> list[Row]:
@@ -82,19 +99,24 @@ def collect(client: Any, parent: str) -> list[Row]:
     if not newest:
         raise PipelineError(f"sweep {parent} has no complete runs yet; run or resume the sweep")
     rows = [_row(client, run) for run in newest.values()]
-    return sorted(rows, key=lambda r: (r.epochs, r.batch_size, r.lr))
+    return sorted(rows, key=lambda r: (r.epochs, r.batch_size, r.lr, r.seed or 0, r.overrides))
 
 
 def _row(client: Any, run: Any) -> Row:
+    def history(key: str) -> list[Any]:
+        found = tracking.retry_locked(lambda: client.get_metric_history(run.info.run_id, key))
+        return sorted(found, key=lambda m: (m.step, m.timestamp))
+
     def series(key: str) -> list[float]:
-        history = tracking.retry_locked(lambda: client.get_metric_history(run.info.run_id, key))
-        return [m.value for m in sorted(history, key=lambda m: (m.step, m.timestamp))]
+        return [m.value for m in history(key)]
 
     p, m = run.data.params, run.data.metrics
     val_acc, train_s, val_s = series("val_acc"), series("epoch_time_s"), series("val_time_s")
     elapsed = list(accumulate(t + v for t, v in zip(train_s, val_s, strict=True)))
+    batch_size, targets = int(p["train.batch_size"]), _targets(run.info.run_id, p, m)
+    seed = p.get("train.seed", "")
     return Row(
-        batch_size=int(p["train.batch_size"]),
+        batch_size=batch_size,
         epochs=int(p["train.epochs"]),
         lr=float(p["derived.lr"]),
         lr_scaled=p["optimizer.scale_lr_with_batch"] == "True",
@@ -111,6 +133,43 @@ def _row(client: Any, run: Any) -> Row:
         machine=_machine(run.data.tags, p),
         val_acc=val_acc,
         elapsed_s=elapsed,
+        seed=int(seed) if seed.lstrip("-").isdigit() else None,
+        train_acc=series("train_acc"),
+        epoch_test_acc=series("epoch_test_acc"),
+        noise=[(int(h.step), h.value) for h in history("noise_scale")],
+        targets=targets,
+        reached={t: r for t in targets if (r := _reach(m, t, batch_size))},
+        stopped_epoch=int(m["stopped_epoch"]) if "stopped_epoch" in m else None,
+    )
+
+
+TO_TARGET = "iterations_to_val_acc_"  # + f"{target:g}", logged once the target is reached
+
+
+def _targets(run_id: str, params: dict[str, str], metrics: dict[str, float]) -> list[float]:
+    """train.targets as the run logged it (`[0.98, 0.985]`), and any target it has metrics
+    for; runs from before targets existed have neither."""
+    text = params.get("train.targets", "[]")
+    try:
+        listed = {float(t) for t in text.strip().strip("[]").split(",") if t.strip()}
+        logged = {float(k.removeprefix(TO_TARGET)) for k in metrics if k.startswith(TO_TARGET)}
+    except ValueError:
+        raise PipelineError(
+            f"run {run_id}: train.targets is {text!r}, not a list of validation accuracies"
+        ) from None
+    return sorted(listed | logged)
+
+
+def _reach(metrics: dict[str, float], target: float, batch_size: int) -> Reach | None:
+    key = f"val_acc_{target:g}"
+    if f"iterations_to_{key}" not in metrics:
+        return None  # not reached
+    epochs = metrics.get(f"epochs_to_{key}")
+    return Reach(
+        iterations=int(metrics[f"iterations_to_{key}"]),
+        seconds=metrics.get(f"seconds_to_{key}", math.nan),
+        epochs=epochs,
+        batch_size=batch_size,
     )
 
 
@@ -125,31 +184,14 @@ def _machine(tags: dict[str, str], params: dict[str, str]) -> str:
     )
 
 
-def _cells(row: Row) -> list[str]:
-    formats = {"lr": "{:.3g}", "s_per_epoch": "{:.2f}", "samples_per_s": "{:,.0f}"}
-    formats |= dict.fromkeys(("best_val_acc", "final_val_acc", "test_acc"), "{:.4f}")
-    formats["wall_s"] = "{:.1f}"
-    values = asdict(row)
-    return [formats.get(k, "{}").format(values[k]) for k in COLUMNS]
+def write_tables(found: study.Study, out: Path, caption: str) -> list[Path]:
+    files = report_tables.write_csvs(found, out)
+    (out / SUMMARY_MD).write_text(report_tables.markdown(found, caption))
+    return [*files, out / SUMMARY_MD]
 
 
-def write_tables(rows: list[Row], out: Path) -> list[Path]:
-    with open(out / SUMMARY_CSV, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(COLUMNS)
-        writer.writerows([asdict(r)[k] for k in COLUMNS] for r in rows)
-    lines = ["| " + " | ".join(COLUMNS.values()) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
-    (out / SUMMARY_MD).write_text("\n".join(lines) + "\n")
-    return [out / SUMMARY_CSV, out / SUMMARY_MD]
-
-
-def write_page(rows: list[Row], figures: list[Path], out: Path, caption: str) -> Path:
-    """One HTML file with the table and the figures inlined, to mail or attach as is."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in COLUMNS.values())
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(r)) + "</tr>" for r in rows
-    )
+def write_page(found: study.Study, figures: list[Path], out: Path, caption: str) -> Path:
+    """One HTML file with the tables and the figures inlined, to mail or attach as is."""
     images = "".join(
         f'<img alt="{p.stem}" src="data:image/png;base64,'
         f'{base64.b64encode(p.read_bytes()).decode()}">'
@@ -160,7 +202,7 @@ def write_page(rows: list[Row], figures: list[Path], out: Path, caption: str) ->
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}img{{max-width:100%}}</style>
 </head><body><h1>Batch size and epochs study</h1><p>{html.escape(caption)}</p>
-<table><tr>{head}</tr>{body}</table>{images}</body></html>
+{report_tables.html_body(found)}{images}</body></html>
 """
     (out / PAGE).write_text(page)
     return out / PAGE
@@ -172,10 +214,11 @@ def build(client: Any, parent: str, out: Path) -> list[Path]:
     tags = tracking.retry_locked(lambda: client.get_run(parent)).data.tags
     machines = " + ".join(sorted({r.machine for r in rows}))
     caption = f"sweep: {tags.get(tracking.OVERRIDES_TAG, parent)} · {machines}"
+    found = study.analyze(rows)
     with replacing(out) as staging:
-        tables = write_tables(rows, staging)
-        figures = draw(rows, staging, caption)
-        write_page(rows, figures, staging, caption)
+        tables = write_tables(found, staging, caption)
+        figures = draw(found, staging, caption)
+        write_page(found, figures, staging, caption)
     return [out / p.name for p in (*tables, *figures)] + [out / PAGE]
 
 

@@ -1,10 +1,16 @@
-"""The study report's figures: accuracy and speed against batch size, time and epochs."""
+"""The study report's figures: accuracy and speed against batch size, time and epochs.
+
+Where a grid point has several seeds, a figure shows their mean with its 95% confidence
+interval (lenet_mnist.replicates): error bars against batch size, bands over epochs.
+More figures, and `draw` that writes them all, are in lenet_mnist.report_figures.
+"""
 
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from lenet_mnist import replicates
 
 if TYPE_CHECKING:
     from lenet_mnist.report import Row
@@ -27,23 +33,37 @@ def _points(count: int) -> dict[str, Any]:
     return {"marker": "o", "markersize": 8, "linestyle": "none"}
 
 
-def _others(row: Row, rows: list[Row]) -> list[str]:
-    """The row's overrides of keys other than batch size that not every row shares."""
+def _others(row: Row, rows: list[Row], seed: bool = True) -> list[str]:
+    """The row's overrides of keys other than batch size (and the seed, unless `seed`)
+    that not every row shares."""
+    skip = ("train.batch_size=",) if seed else ("train.batch_size=", replicates.SEED)
     shared = set.intersection(*(set(r.overrides.split()) for r in rows))
-    return [
-        o
-        for o in row.overrides.split()
-        if o not in shared and not o.startswith("train.batch_size=")
-    ]
+    return [o for o in row.overrides.split() if o not in shared and not o.startswith(skip)]
 
 
 def _lines(rows: list[Row]) -> dict[str, list[Row]]:
-    """One line per setting of the sweep's other keys (epochs, say), across batch sizes."""
+    """One line per setting of the sweep's other keys (epochs, say), across batch sizes;
+    the seeds of a point are its replicates, not a line of their own."""
     groups: dict[str, list[Row]] = {}
     for row in rows:
-        name = " ".join(_others(row, rows)) or plural(row.epochs, "epoch")
+        name = " ".join(_others(row, rows, seed=False)) or plural(row.epochs, "epoch")
         groups.setdefault(name, []).append(row)
     return groups
+
+
+def point_label(runs: list[Row], rows: list[Row]) -> str:
+    """`batch 64 (3 seeds)`: a grid point's legend entry."""
+    others = _others(runs[0], rows, seed=False)
+    return " ".join([f"batch {runs[0].batch_size}", *others, f"({plural(len(runs), 'seed')})"])
+
+
+def size_colors(sizes: list[int]) -> dict[int, Any]:
+    """One colour per batch size, from small (dark) to large (light)."""
+    import matplotlib.pyplot as plt
+
+    cmap, order = plt.get_cmap("viridis"), sorted(set(sizes))
+    n = max(len(order) - 1, 1)
+    return {size: cmap(0.9 * i / n) for i, size in enumerate(order)}
 
 
 def _colors(rows: list[Row]) -> dict[str, Any]:
@@ -61,13 +81,20 @@ def _label(row: Row, rows: list[Row]) -> str:
 
 
 def accuracy_vs_batch_size(ax: Any, rows: list[Row]) -> None:
+    """The seeds' mean at each batch size, with a 95% error bar where there are two or more."""
     for name, group in _lines(rows).items():
-        sizes, accs = [r.batch_size for r in group], [100 * r.test_acc for r in group]
-        ax.plot(sizes, accs, "o-", label=name)
+        sizes = sorted({r.batch_size for r in group})
+        accs = [
+            replicates.interval([100 * r.test_acc for r in group if r.batch_size == size])
+            for size in sizes
+        ]
+        errors = [a.half if a.defined else 0.0 for a in accs]
+        means = [a.mean for a in accs]
+        ax.errorbar(sizes, means, yerr=errors, fmt="o-", capsize=3, label=name)
     ax.set(
         xscale="log",
         xlabel="batch size",
-        ylabel="test accuracy (%)",
+        ylabel="test accuracy (%), mean and 95% CI",
         title="Test accuracy against batch size",
     )
     _batch_ticks(ax, rows)
@@ -115,19 +142,36 @@ def accuracy_vs_time(ax: Any, rows: list[Row]) -> None:
 
 
 def learning_curves(ax: Any, rows: list[Row]) -> None:
-    colors = _colors(rows)
-    for r in rows:
-        epochs = range(1, len(r.val_acc) + 1)
-        ax.plot(
-            epochs,
-            [100 * a for a in r.val_acc],
-            **_points(len(r.val_acc)),
-            color=colors[r.run_id],
-            label=_label(r, rows),
-        )
+    epoch_bands(ax, rows, lambda r: r.val_acc)
     ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title="Learning curves")
-    _epoch_ticks(ax, max(len(r.val_acc) for r in rows))
-    ax.legend(fontsize="small")
+
+
+def epoch_bands(ax: Any, rows: list[Row], curve: Any) -> None:
+    """Per grid point, the mean of `curve(run)` over its seeds at each epoch, in percent,
+    with its 95% band; a lone epoch gets a marker and an error bar instead of a band."""
+    import numpy as np
+
+    points = replicates.group(rows)
+    colors = size_colors([r.batch_size for r in rows])
+    last = 1
+    for runs in points.values():
+        curves = [curve(r) for r in runs if curve(r)]
+        if not curves:
+            continue
+        band = replicates.band([[100 * v for v in c] for c in curves])
+        x = np.arange(1, len(band) + 1)
+        low, high = np.array([b.low for b in band]), np.array([b.high for b in band])
+        color, last = colors[runs[0].batch_size], max(last, len(band))
+        ax.plot(x, [b.mean for b in band], **_points(len(band)), color=color,
+                label=point_label(runs, rows))  # fmt: skip
+        defined = np.array([b.defined for b in band])
+        if len(band) > 1 and defined.any():
+            ax.fill_between(x, low, high, where=defined, color=color, alpha=0.2, linewidth=0)
+        elif defined.any():
+            ax.vlines(x, low, high, color=color)
+    _epoch_ticks(ax, last)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
 
 
 def _epoch_ticks(ax: Any, last: int) -> None:
@@ -153,27 +197,3 @@ PANELS = {
     "accuracy_vs_time.png": accuracy_vs_time,
     "learning_curves.png": learning_curves,
 }
-
-
-def draw(rows: list[Row], out: Path, caption: str) -> list[Path]:
-    """One PNG per panel, and all four in OVERVIEW with the grid and machine as caption."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    files = []
-    for name, panel in PANELS.items():
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        panel(ax, rows)
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=100)
-        files.append(out / name)
-    fig, axes = plt.subplots(2, 2, figsize=(14, 9))
-    for ax, panel in zip(axes.flat, PANELS.values(), strict=True):
-        panel(ax, rows)
-    fig.suptitle(caption, fontsize="medium")
-    fig.tight_layout()
-    fig.savefig(out / OVERVIEW, dpi=100)
-    plt.close("all")
-    return [*files, out / OVERVIEW]
