@@ -279,7 +279,7 @@ def test_the_critical_batch_size_is_fitted_per_target(synthetic):
         assert int(fit["runs"]) == 9 and float(fit["b_simple"]) > 0
         assert float(fit["ratio"]) == pytest.approx(float(fit["b_simple"]) / float(fit["b_crit"]))
     markdown = (root / "new" / report.SUMMARY_MD).read_text()
-    assert "## Critical batch size" in markdown and "within a factor of" in markdown
+    assert "## Critical batch size" in markdown and "x B_crit; " in markdown
     assert "- Target 0.99: reached at 1 batch size; the fit needs ≥2, so it is skipped." in (
         markdown
     )

@@ -14,9 +14,9 @@ def scaling(simple: float | None, fit: Fit | None = FIT) -> Scaling:
 
 def test_the_prediction_gives_its_factor_both_ways():
     assert scaling(256.0).ratio == 2.0
-    assert scaling(256.0).verdict() == "within a factor of 2; outside B_crit's 95% interval"
-    assert scaling(64.0).verdict() == "within a factor of 2; outside B_crit's 95% interval"
-    assert scaling(140.8).verdict() == "within a factor of 1.1; inside B_crit's 95% interval"
+    assert scaling(256.0).verdict() == "B_simple is 2x B_crit; outside B_crit's 95% interval"
+    assert scaling(64.0).verdict() == "B_simple is 1/2 of B_crit; outside B_crit's 95% interval"
+    assert scaling(140.8).verdict() == "B_simple is 1.1x B_crit; inside B_crit's 95% interval"
 
 
 def test_no_comparison_without_both_numbers():
@@ -24,4 +24,4 @@ def test_no_comparison_without_both_numbers():
     no_floor = Fit(-5.0, 51_200.0, 1e4, math.inf, 9, (32, 128))  # B_crit infinite
     assert scaling(128.0, no_floor).verdict() == "no comparison"
     open_fit = Fit(400.0, 51_200.0, math.nan, math.nan, 2, (32, 128))
-    assert scaling(128.0, open_fit).verdict() == "within a factor of 1; B_crit has no interval"
+    assert scaling(128.0, open_fit).verdict() == "B_simple is 1x B_crit; B_crit has no interval"

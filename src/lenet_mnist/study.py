@@ -46,12 +46,14 @@ class Scaling:
         """The prediction in words, from the numbers alone."""
         if math.isnan(self.ratio):
             return "no comparison"
-        factor = max(self.ratio, 1 / self.ratio)
+        if self.ratio >= 1:
+            size = f"B_simple is {self.ratio:.3g}x B_crit"
+        else:
+            size = f"B_simple is 1/{1 / self.ratio:.3g} of B_crit"
         if math.isnan(self.fit.low):
-            return f"within a factor of {factor:.3g}; B_crit has no interval"
+            return f"{size}; B_crit has no interval"
         inside = self.fit.low <= self.simple <= self.fit.high
-        where = "inside" if inside else "outside"
-        return f"within a factor of {factor:.3g}; {where} B_crit's 95% interval"
+        return f"{size}; {'inside' if inside else 'outside'} B_crit's 95% interval"
 
 
 @dataclass
