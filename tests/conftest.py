@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 
 from lenet_mnist import config, sources
 from lenet_mnist.download import download
@@ -156,6 +157,13 @@ def sweep_overrides(prepared: Path, sweep_dir: Path, *grid: str) -> list[str]:
         f"paths.prepared={prepared}",
         f"hydra.sweep.dir={sweep_dir}",
     ]
+
+
+def mlflow_runs(db: str) -> tuple[MlflowClient, list]:
+    """A sweep's store: its client and every run of the experiment, parents and children."""
+    client = MlflowClient(db)
+    experiment = client.get_experiment_by_name("lenet-mnist")
+    return client, client.search_runs([experiment.experiment_id], max_results=1000)
 
 
 @pytest.fixture(scope="session")

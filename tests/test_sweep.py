@@ -20,21 +20,15 @@ from omegaconf import OmegaConf
 
 from lenet_mnist import publish, report, sweep, tracking, ui
 
-from .conftest import REPO, hydra_train, serve_mlflow, sweep_overrides
+from .conftest import REPO, hydra_train, mlflow_runs, serve_mlflow, sweep_overrides
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright's own browser download fails here
 
 pytestmark = pytest.mark.slow
 
 
-def _runs(db: str):
-    client = MlflowClient(db)
-    experiment = client.get_experiment_by_name("lenet-mnist")
-    return client, client.search_runs([experiment.experiment_id], max_results=1000)
-
-
 def test_one_parent_run_with_one_child_per_grid_point(sweep_2x1):
-    client, runs = _runs(sweep_2x1["db"])
+    client, runs = mlflow_runs(sweep_2x1["db"])
     parents = [r for r in runs if tracking.SWEEP_TAG in r.data.tags]
     assert len(parents) == 1
     parent = parents[0]
@@ -64,7 +58,7 @@ def test_mlflow_ui_folds_the_children_under_the_parent(sweep_2x1, tmp_path):
     from playwright.sync_api import sync_playwright
 
     assert os.path.exists(CHROMIUM), "browser tests need Chromium: apt-get install -y chromium"
-    client, runs = _runs(sweep_2x1["db"])
+    client, runs = mlflow_runs(sweep_2x1["db"])
     (parent,) = [r for r in runs if tracking.SWEEP_TAG in r.data.tags]
     experiment = parent.info.experiment_id
     with serve_mlflow("ui", "--backend-store-uri", sweep_2x1["db"]) as url, sync_playwright() as p:
@@ -152,7 +146,7 @@ def test_resume_runs_exactly_the_jobs_an_interrupted_sweep_missed(prepared_slice
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    client, runs = _runs(db)
+    client, runs = mlflow_runs(db)
     finished = [r for r in runs if r.data.tags.get(tracking.COMPLETE_TAG) == "true"]
     assert [r.data.params["train.batch_size"] for r in finished] == ["100"]
 
@@ -161,7 +155,7 @@ def test_resume_runs_exactly_the_jobs_an_interrupted_sweep_missed(prepared_slice
     resumed = _in_default_folders(sweep_overrides(prepared, tmp_path, *regrid), tmp_path / "sweeps")
     again = hydra_train(*resumed, cwd=tmp_path, db=db)
     assert again.returncode == 0, again.stderr[-3000:]
-    client, runs = _runs(db)
+    client, runs = mlflow_runs(db)
     parents = [r for r in runs if tracking.SWEEP_TAG in r.data.tags]
     assert len(parents) == 1  # the same parent, reopened
     complete = [r for r in runs if r.data.tags.get(tracking.COMPLETE_TAG) == "true"]
@@ -218,7 +212,7 @@ def test_force_reruns_finished_points(prepared_slice, tmp_path):
         done = hydra_train(*overrides, cwd=tmp_path, db=db)
         assert done.returncode == 0, done.stderr[-3000:]
         assert "skipped" not in done.stdout
-    client, runs = _runs(db)
+    client, runs = mlflow_runs(db)
     (parent,) = [r for r in runs if tracking.SWEEP_TAG in r.data.tags]  # one sweep
     assert len([r for r in runs if r.data.tags.get(tracking.COMPLETE_TAG) == "true"]) == 2
     (row,) = report.collect(client, parent.info.run_id)  # the point once, its newest run
@@ -239,7 +233,7 @@ def test_a_bad_grid_value_stops_with_one_line(prepared_slice, tmp_path):
     assert "error: train.batch_size=0 is not allowed; use an integer >= 1" in done.stderr
     assert "Traceback" not in done.stderr
     assert not [p for p in (tmp_path / "s").iterdir() if p.is_dir()]  # the refused job's folder
-    _, runs = _runs(db)
+    _, runs = mlflow_runs(db)
     assert [r.info.status for r in runs if tracking.SWEEP_TAG in r.data.tags] == ["FAILED"]
 
 
@@ -274,7 +268,7 @@ def test_a_failed_job_marks_its_run_and_the_parent_failed_not_running(prepared_s
     done = hydra_train(*sweep_overrides(prepared, tmp_path / "s", *grid), cwd=tmp_path, db=db)
     assert done.returncode != 0
     assert re.search(r"job \S.*trainer\.accelerator=mps.* failed", done.stdout)
-    _, runs = _runs(db)
+    _, runs = mlflow_runs(db)
     (parent,) = [r for r in runs if tracking.SWEEP_TAG in r.data.tags]
     assert parent.info.status == "FAILED"
     children = [r for r in runs if tracking.PARENT_TAG in r.data.tags]
@@ -292,7 +286,7 @@ def test_a_job_failing_after_training_marks_its_finished_run_failed(prepared_sli
     overrides = sweep_overrides(prepared, tmp_path / "s", "train.batch_size=250")
     done = hydra_train(*overrides, cwd=tmp_path, db=db)
     assert done.returncode != 0
-    _, runs = _runs(db)
+    _, runs = mlflow_runs(db)
     assert sorted(r.info.status for r in runs) == ["FAILED", "FAILED"]  # the child and parent
 
 
@@ -323,9 +317,8 @@ def test_folders_are_named_by_the_sweep_and_its_points_not_the_time():
     spec = yaml.safe_load((REPO / "conf" / "config.yaml").read_text())["hydra"]["sweep"]
 
     def folders(*task: str) -> tuple[str, str]:
-        cfg = OmegaConf.create(
-            {"paths": {"sweeps": "s"}, "hydra": {"sweep": spec, "overrides": {"task": list(task)}}}
-        )
+        hydra = {"sweep": spec, "overrides": {"task": list(task)}, "sweeper": {"params": None}}
+        cfg = OmegaConf.create({"paths": {"sweeps": "s"}, "hydra": hydra, "objective": {}})
         return cfg.hydra.sweep.dir, cfg.hydra.sweep.subdir
 
     grid = ("train.batch_size=32,64", "train.epochs=5")
@@ -363,7 +356,7 @@ def test_submitit_local_runs_the_same_sweep_as_joblib(sweep_2x1, prepared_slice,
     """The 2x1 grid of sweep_2x1 again, each job a submitit process started from its pickle,
     in conf/'s own folders: named in the workers by the same resolvers, the same MLflow
     parent and children, the same numbers (portable numerics, one thread each) and report."""
-    client, runs = _runs(sweep_2x1["db"])
+    client, runs = mlflow_runs(sweep_2x1["db"])
     (parent,) = [r for r in runs if tracking.SWEEP_TAG in r.data.tags]
     kids = [r for r in runs if tracking.PARENT_TAG in r.data.tags]
 
@@ -373,7 +366,7 @@ def test_submitit_local_runs_the_same_sweep_as_joblib(sweep_2x1, prepared_slice,
     overrides = _in_default_folders(sweep_overrides(prepared, tmp_path, *grid), tmp_path / "s")
     done = hydra_train(*overrides, cwd=tmp_path, db=db)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    client2, runs2 = _runs(db)
+    client2, runs2 = mlflow_runs(db)
     (parent2,) = [r for r in runs2 if tracking.SWEEP_TAG in r.data.tags]
     kids2 = [r for r in runs2 if r.data.tags.get(tracking.PARENT_TAG) == parent2.info.run_id]
     assert len(kids2) == len(runs2) - 1 == 2

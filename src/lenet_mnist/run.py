@@ -26,7 +26,7 @@ from lenet_mnist.stage import PipelineError, run_stage
 
 
 def run_job(cfg: DictConfig) -> float | None:
-    """One Hydra job (lenet_mnist.job); returns test accuracy, which an optimizing sweeper reads.
+    """One Hydra job (lenet_mnist.job); returns objective.metric, which an optimizing sweeper reads.
 
     Lightning and MLflow load here, when a job runs, so that `--help` answers at once.
     """

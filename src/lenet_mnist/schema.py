@@ -26,6 +26,7 @@ MNIST_TEST_SIZE = 10_000
 MAX_SEED = 2**32 - 1  # what Lightning's seed_everything takes
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")  # Lightning's names
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed")
+OBJECTIVES = ("test_acc", "time_to_target")  # what lenet_mnist.job.objective computes
 
 
 def _require(node: object, key: str, ok: bool, allowed: str) -> None:
@@ -209,6 +210,19 @@ class PathsConfig:
 
 
 @dataclass
+class ObjectiveConfig:
+    """What a sweep job returns to an optimizing sweeper; no run learns anything else by it."""
+
+    GROUP: ClassVar[str] = "objective"
+    metric: str = MISSING
+    target: float = MISSING  # the test accuracy that time_to_target asks for
+
+    def check(self) -> None:
+        _one_of(self, "metric", dict.fromkeys(OBJECTIVES))
+        _require(self, "target", 0 < self.target <= 1, "a number > 0 and <= 1")
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -217,6 +231,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     force: bool = MISSING
 
     def check(self) -> None:

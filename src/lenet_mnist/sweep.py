@@ -95,11 +95,46 @@ def job_label(overrides: Iterable[str]) -> str:
 
 
 def sweep_overrides(cfg: DictConfig) -> list[str]:
-    """The command line's overrides that define the grid."""
-    return defining(as_typed(cfg.hydra.overrides.task))
+    """What defines the sweep whose config this is (see `search_overrides`)."""
+    sweeper, objective = OmegaConf.select(cfg, "hydra.sweeper"), OmegaConf.select(cfg, "objective")
+    return search_overrides(cfg.hydra.overrides.task, sweeper, objective)
 
 
-def as_typed(overrides: ListConfig) -> list[str]:
+def search_overrides(
+    task: ListConfig, sweeper: DictConfig | None = None, objective: DictConfig | None = None
+) -> list[str]:
+    """What defines a sweep: its grid, or its search space and what the search is for.
+
+    A grid is on the command line. A search space may be in the config instead
+    (hydra.sweeper.params, as conf/hparams_search sets it), and the command line's value of
+    a key replaces it there, as the sweepers do. An optimizing sweeper's sampler, direction
+    and objective define its search too; n_trials and n_jobs say how long and how wide, so
+    the same search started again with more trials resumes, its finished trials skipped.
+    """
+    space = OmegaConf.select(sweeper, "params") if sweeper is not None else None
+    merged = {k: f"{k}={v}" for k, v in (as_typed(space) if space else {}).items()}
+    merged |= {_key(o): o for o in as_typed(task)}
+    return defining(merged.values()) + _search(sweeper, objective)
+
+
+def _search(sweeper: DictConfig | None, objective: DictConfig | None) -> list[str]:
+    """An optimizing sweeper's sampler and direction, and the objective; nothing for a grid."""
+    if sweeper is None or "direction" not in sweeper:  # a grid sweeper ignores the objective
+        return []
+    sampler = OmegaConf.to_container(sweeper.sampler, resolve=True)
+    name = str(sampler.pop("_target_", "")).rpartition(".")[2]
+    args = ", ".join(f"{k}={v}" for k, v in sorted(sampler.items()))
+    direction = sweeper.direction  # a list for several objectives
+    direction = OmegaConf.to_container(direction) if OmegaConf.is_config(direction) else direction
+    goal = OmegaConf.to_container(objective, resolve=True) if objective is not None else {}
+    return [
+        f"hydra.sweeper.sampler={name}({args})",
+        f"hydra.sweeper.direction={direction}",
+        *(f"objective.{k}={v}" for k, v in sorted(goal.items())),
+    ]
+
+
+def as_typed(overrides: ListConfig | DictConfig) -> Any:
     """The overrides as the user typed them: `a=${b}` stays text, never resolved."""
     return OmegaConf.to_container(overrides, resolve=False)
 
@@ -125,15 +160,19 @@ def point_folder(overrides: Iterable[str]) -> str:
 
 
 def register_resolvers() -> None:
-    """Folder names for conf/config.yaml's hydra.sweep, from `${hydra.overrides.task}`.
+    """Folder names for conf/config.yaml's hydra.sweep, from `${hydra.overrides.task}` etc.
 
     Registered at import: a launcher's worker process imports this module but runs no
-    main(). Only the sweep's own config holds the whole grid (a job's holds its point), so
+    main(). `sweep_key` takes the sweeper and objective nodes too: a search space may be
+    in the config. Only the sweep's own config holds the whole grid (a job's holds its point), so
     `sweep_key` is cached: Hydra copies the sweep's cache into each job's config, as it
     does for `${now:}`, and every job finds the sweep's folder.
     """
     OmegaConf.register_new_resolver(
-        "sweep_key", lambda task: sweep_key(defining(as_typed(task))), use_cache=True, replace=True
+        "sweep_key",
+        lambda *search: sweep_key(search_overrides(*search)),
+        use_cache=True,
+        replace=True,
     )
     OmegaConf.register_new_resolver(
         "sweep_point", lambda task: point_folder(as_typed(task)), replace=True
@@ -165,7 +204,7 @@ class ParentRun(Callback):
             self.parent.reopen()
         else:
             tags = {tracking.SWEEP_TAG: key, tracking.OVERRIDES_TAG: " ".join(overrides)}
-            name = "sweep " + " ".join(overrides)
+            name = ("sweep " + " ".join(overrides))[:250]  # a search's sampler is long
             self.parent = tracking.Recorder.create(mlflow, cfg.logger.experiment_name, name, tags)
         os.environ[PARENT_ENV] = self.parent.run_id
         state = "resumed" if found else "new"
