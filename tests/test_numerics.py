@@ -11,11 +11,12 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
 
-from lenet_mnist import numerics
+from lenet_mnist import config, numerics
 from lenet_mnist.schema import TrainerConfig
 from lenet_mnist.stage import PipelineError
 
@@ -92,3 +93,23 @@ def test_one_process_cannot_change_its_numerics(monkeypatch):
     monkeypatch.setattr(numerics, "_applied", ["portable"])
     with pytest.raises(PipelineError, match="trainer.reproducible=machine after portable"):
         numerics.pin(_trainer("machine"))
+
+
+def test_a_torch_without_inductors_march_key_is_pinned_without_it(monkeypatch):
+    """torch 2.11 (a GPU image's) has no cpp.march and refuses unknown keys: pin must not
+    fail there. That torch cannot be installed beside the pinned one, so a stand-in
+    config object that refuses the key plays it."""
+
+    class Cpp:
+        __slots__ = ()  # setting any attribute raises AttributeError, as torch's config does
+
+    monkeypatch.setitem(sys.modules, "torch._inductor.config", types.SimpleNamespace(cpp=Cpp()))
+    monkeypatch.setattr(numerics, "_applied", [])
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # pin is process-wide: keep it here
+    threads = torch.get_num_threads()
+    cfg = config.validate(config.compose()).trainer
+    try:
+        numerics.pin(cfg)  # raised AttributeError before
+    finally:
+        torch.set_num_threads(threads)
+    assert numerics._applied == [cfg.reproducible]

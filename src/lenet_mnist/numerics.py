@@ -68,8 +68,9 @@ def pin(trainer: TrainerConfig) -> None:
     _applied[:1] = [mode]
     settings = MODES[mode]
     os.environ.update(settings.env)
-    if "torch._inductor.config" in sys.modules:  # it reads its -march when first imported
-        sys.modules["torch._inductor.config"].cpp.march = os.environ.get("TORCHINDUCTOR_CPP_MARCH")
+    inductor = sys.modules.get("torch._inductor.config")  # it reads -march when first imported
+    if inductor is not None and hasattr(inductor.cpp, "march"):  # older torch has no such key
+        inductor.cpp.march = os.environ.get("TORCHINDUCTOR_CPP_MARCH")
     count = trainer.threads or settings.threads
     if count is not None:
         torch.set_num_threads(count)
