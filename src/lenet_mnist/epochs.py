@@ -53,12 +53,14 @@ class EpochRecorder(Checkpoint):
         self.checkpoint: Callable[[int, int], None] | None = None  # (epoch, step) -> save
 
     def state(self) -> dict:
-        keys = ("history", "timings", "readings", "elapsed_s", "best_acc", "best_epoch")
-        return {k: getattr(self, k) for k in (*keys, "best_state")}
+        """Plain values and tensors only: a checkpoint loads with torch.load(weights_only)."""
+        keys = ("history", "timings", "elapsed_s", "best_acc", "best_epoch", "best_state")
+        return {k: getattr(self, k) for k in keys} | {"readings": [*map(tuple, self.readings)]}
 
     def restore(self, state: dict) -> None:
         for key, value in state["recorder"].items():
             setattr(self, key, value)
+        self.readings = [Reading(*r) for r in self.readings]
         self.done_epochs, self.done_steps = state["epoch"], state["step"]
 
     def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
