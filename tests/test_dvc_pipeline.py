@@ -16,7 +16,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from .conftest import REPO, write_params
+from tests.conftest import REPO, write_params
 
 pytestmark = pytest.mark.slow
 

@@ -16,11 +16,11 @@ import types
 import pytest
 import torch
 
-from lenet_mnist import config, numerics
-from lenet_mnist.schema import TrainerConfig
-from lenet_mnist.stage import PipelineError
-
-from .conftest import REPO, SLICE, stage_argv, write_params
+from lenet_mnist import numerics
+from lenet_mnist.config import parse
+from lenet_mnist.config.schema import TrainerConfig
+from lenet_mnist.errors import PipelineError
+from tests.conftest import REPO, SLICE, stage_argv, write_params
 
 LOWER_ISA = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}
 
@@ -107,7 +107,7 @@ def test_a_torch_without_inductors_march_key_is_pinned_without_it(monkeypatch):
     monkeypatch.setattr(numerics, "_applied", [])
     monkeypatch.setattr(os, "environ", dict(os.environ))  # pin is process-wide: keep it here
     threads = torch.get_num_threads()
-    cfg = config.validate(config.compose()).trainer
+    cfg = parse.validate(parse.compose()).trainer
     try:
         numerics.pin(cfg)  # raised AttributeError before
     finally:

@@ -11,9 +11,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
-from lenet_mnist import provenance, tracking
-
-from .conftest import SLICE, run_dvc_stage, train_and_evaluate
+from lenet_mnist.tracking import provenance, store
+from tests.conftest import SLICE, run_dvc_stage, train_and_evaluate
 
 pytestmark = pytest.mark.slow
 EPOCHS = SLICE["train__epochs"]
@@ -71,7 +70,7 @@ def test_train_logs_params_derived_values_and_every_epoch(pipeline):
     epochs = client.get_metric_history(run.info.run_id, "epoch")
     # MLflow's step axis counts iterations (optimizer updates); epochs count from 1.
     assert [(m.step, m.value) for m in epochs] == [(90, 1.0), (180, 2.0)]
-    for tag in ("git_commit", "dvc_data_md5", "dataset_digest", tracking.WEIGHTS_TAG):
+    for tag in ("git_commit", "dvc_data_md5", "dataset_digest", store.WEIGHTS_TAG):
         assert tag in run.data.tags
     # The numeric environment that computed these numbers, pinned by the default mode.
     assert p["numerics.mode"] == "portable" and p["numerics.threads"] == "1"
@@ -146,7 +145,7 @@ def test_evaluate_opens_a_run_when_no_training_run_has_these_weights(pipeline, t
     run = _only_run(MlflowClient(db))
     assert run.data.tags["note"] == "weights restored, not trained"
     weights = pipeline["data"] / "model/weights.safetensors"
-    assert run.data.tags[tracking.WEIGHTS_TAG] == provenance.sha256(weights)
+    assert run.data.tags[store.WEIGHTS_TAG] == provenance.sha256(weights)
     assert (
         run.data.metrics["test_acc"]
         == json.loads((pipeline["data"] / "metrics/test.json").read_text())["test_acc"]

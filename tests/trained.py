@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lenet_mnist import idx
-
-from .conftest import train_and_evaluate
+from lenet_mnist.data import idx
+from tests.conftest import train_and_evaluate
 
 _done: dict[str, dict] = {}
 

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from lenet_mnist.stage import PipelineError
+from lenet_mnist.errors import PipelineError
 
 if TYPE_CHECKING:
-    from lenet_mnist.schema import TrainerConfig
+    from lenet_mnist.config.schema import TrainerConfig
 
 # Every source of numeric variation a CPU build of PyTorch has, pinned to x86-64-v3
 # (AVX2 and FMA): the common baseline of x86-64 machines of the last decade.

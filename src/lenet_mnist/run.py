@@ -6,7 +6,7 @@
 Each job trains and evaluates with the stages' own code and writes their outputs into
 its Hydra folder: `paths.runs` for one run, `paths.sweeps` for a sweep (one folder per
 job, and the report). A sweep's jobs are MLflow child runs under one parent, resumable
-(lenet_mnist.sweep). Jobs run one after another in this process by default;
+(lenet_mnist.sweeps.sweep). Jobs run one after another in this process by default;
 `launcher=joblib` runs them side by side, and Hydra's cluster launchers take them to a
 cluster without changing a job.
 """
@@ -20,17 +20,17 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from lenet_mnist import config
-from lenet_mnist.schema import register
-from lenet_mnist.stage import PipelineError, run_stage
+from lenet_mnist.config import parse
+from lenet_mnist.config.schema import register
+from lenet_mnist.errors import PipelineError, run_stage
 
 
 def run_job(cfg: DictConfig) -> float | None:
-    """One Hydra job (lenet_mnist.job); returns objective.metric, which an optimizing sweeper reads.
+    """One Hydra job (lenet_mnist.sweeps.job); returns objective.metric for a sweeper.
 
     Lightning and MLflow load here, when a job runs, so that `--help` answers at once.
     """
-    from lenet_mnist import job
+    from lenet_mnist.sweeps import job
 
     return job.run(cfg)
 
@@ -40,13 +40,13 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing its own text
     OmegaConf.register_new_resolver("pid", os.getpid, replace=True)  # hydra.run.dir uses it
     register()
-    # The sweep folders' resolvers register with lenet_mnist.sweep, which Hydra imports for
+    # The sweep folders' resolvers register with lenet_mnist.sweeps.sweep, which Hydra imports for
     # the sweep callback before it names a folder, here and in a launcher's workers.
-    entry = hydra.main(config_path=str(config.CONF_DIR), config_name="config", version_base="1.3")
+    entry = hydra.main(config_path=str(parse.CONF_DIR), config_name="config", version_base="1.3")
     try:
         entry(run_job)()
     except (HydraException, OmegaConfBaseException) as err:
-        raise PipelineError(config.describe(err)) from None
+        raise PipelineError(parse.describe(err)) from None
 
 
 if __name__ == "__main__":

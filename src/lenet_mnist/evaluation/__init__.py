@@ -1,0 +1,1 @@
+"""Test-set metrics, predictions and figures from saved weights; no Lightning, no MLflow."""

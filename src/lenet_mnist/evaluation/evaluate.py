@@ -1,0 +1,115 @@
+"""Test-set loss, accuracy, per-class accuracy and the confusion matrix of saved weights.
+
+It imports no Lightning and no MLflow: the weights are a safetensors file and the network
+a plain nn.Module. Publishing the numbers to MLflow is the next step's
+(lenet_mnist.serving.publish).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from lenet_mnist.data import prepare
+from lenet_mnist.errors import PipelineError
+from lenet_mnist.evaluation.figures import plot
+from lenet_mnist.model import inference, networks
+from lenet_mnist.outputs import writing
+
+NUM_CLASSES = 10
+
+
+def score(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    """The metrics DVC shows; per-class accuracy is the confusion matrix's diagonal share.
+
+    A class with no test image (a small `data.test_limit`) has no accuracy: null, not the
+    0.0 torchmetrics gives, and the keys stay the same ten for `dvc metrics diff`.
+
+    Counted by hand, not with torchmetrics: importing torchmetrics (which imports
+    scipy.signal) takes longer than this whole computation, one bincount.
+    """
+    predicted = logits.argmax(1)
+    pairs = labels * NUM_CLASSES + predicted  # row = actual class, column = predicted
+    confusion = torch.bincount(pairs, minlength=NUM_CLASSES**2).view(NUM_CLASSES, NUM_CLASSES)
+    per_class = confusion.diag() / confusion.sum(1)  # NaN for a class with no test image
+    return {
+        "test_loss": round(F.cross_entropy(logits, labels).item(), 6),
+        "test_acc": round((predicted == labels).float().mean().item(), 6),
+        "per_class_acc": {
+            str(c): None if a.isnan() else round(a.item(), 6) for c, a in enumerate(per_class)
+        },
+        "errors": int((predicted != labels).sum()),
+        "confusion": confusion.tolist(),
+    }
+
+
+def write_predictions(labels: torch.Tensor, logits: torch.Tensor, path: Path) -> None:
+    """One row per test image: the shape DVC's confusion template expects."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["actual", "predicted"])
+        writer.writerows(zip(labels.tolist(), logits.argmax(1).tolist(), strict=True))
+
+
+@dataclass(frozen=True)
+class Outputs:
+    metrics: Path  # JSON for `dvc metrics`, committed
+    predictions: Path  # CSV for DVC's confusion plot, committed
+    figures: Path  # folder of PNGs, a cached DVC output: a fresh clone lacks it, so it reruns
+
+    def files(self) -> list[Path]:
+        """Every file written, figures included, as publishing logs them."""
+        return [self.metrics, self.predictions, *sorted(self.figures.glob("*.png"))]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    metrics: dict[str, Any]  # what test.json holds, and the confusion matrix
+
+    @property
+    def test_acc(self) -> float:
+        return self.metrics["test_acc"]
+
+    def line(self) -> str:
+        m = self.metrics
+        return (
+            f"evaluate: test accuracy {m['test_acc']:.4f} ({m['errors']} errors), "
+            f"loss {m['test_loss']:.4f}"
+        )
+
+
+def evaluate(
+    network: str, weights: Path, prepared: Path, history: Path, out: Outputs
+) -> Evaluation:
+    """Score `weights` on the test split and write the metrics, predictions and figures."""
+    if not weights.is_file():
+        raise PipelineError(f"{weights} not found; run the train stage first (dvc repro)")
+    net = networks.load(network, weights)
+    x, y = prepare.load(prepared, "test")
+    labels = torch.from_numpy(np.array(y))
+    logits = inference.logits(net, x)
+    metrics = score(logits, labels)
+    shown = {k: v for k, v in metrics.items() if k != "confusion"}
+    if not math.isfinite(metrics["test_loss"]):
+        raise PipelineError(f"{weights} gives a test loss of {metrics['test_loss']}; retrain it")
+    with writing(out.metrics, out.predictions, out.figures) as (metrics_file, rows, figures_dir):
+        metrics_file.write_text(json.dumps(shown, indent=2, allow_nan=False) + "\n")
+        write_predictions(labels, logits, rows)
+        figures_dir.mkdir()
+        plot(metrics, history, figures_dir)
+    return Evaluation(metrics)
+
+
+def read_metrics(path: Path) -> dict[str, Any]:
+    """test.json as evaluate wrote it, for the publishing step."""
+    if not path.is_file():
+        raise PipelineError(f"{path} not found; run the evaluate stage first (dvc repro)")
+    return json.loads(path.read_text())

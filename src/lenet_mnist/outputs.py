@@ -1,0 +1,51 @@
+"""Outputs written whole or not at all, so DVC never hashes a half-written one."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def writing(*outs: Path) -> Iterator[list[Path]]:
+    """Yield a hidden sibling path for each output, to write a file or a folder at; they
+    replace the outputs together when the block succeeds, and vanish when it fails.
+
+    Staging left by a killed run of the same stage is removed first: one run of a stage
+    writes its outputs at a time, so any earlier staging is dead.
+    """
+    stagings = []
+    for out in map(Path, outs):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for dead in out.parent.glob(f".{out.name}-partial-*"):
+            _remove(dead)
+        stagings.append(out.parent / f".{out.name}-partial-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        yield stagings
+        for staging, out in zip(stagings, map(Path, outs), strict=True):
+            if staging.is_dir():
+                staging.chmod(0o755)
+            _remove(out)
+            staging.rename(out)
+    finally:
+        for staging in stagings:
+            _remove(staging)
+
+
+@contextmanager
+def replacing(out: Path) -> Iterator[Path]:
+    """Yield an empty hidden folder that replaces `out` only if the block succeeds."""
+    with writing(out) as (staging,):
+        staging.mkdir()
+        yield staging
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

@@ -1,0 +1,146 @@
+"""Publishing: what an MLflow user expects of a training run, as a step of its own.
+
+The run that trained the weights (found by their SHA-256) gets the test metrics and
+evaluate's files, the prepared data as its dataset input (the runs table's Dataset
+column), and both logged models (lenet_mnist.serving.logged). "digits" becomes a version
+of `logger.registered_model`, and the alias `champion` moves to it when its test accuracy
+is at least the champion's, so `models:/lenet-mnist@champion` is always the best one.
+
+Idempotent: the registry holds one version per weights hash, so publishing the same
+weights again (`dvc repro -f publish`, a run-cache restore) logs and registers nothing new.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lenet_mnist.config.schema import Config
+from lenet_mnist.data import prepare
+from lenet_mnist.serving import logged
+from lenet_mnist.tracking import provenance, store
+
+CHAMPION = "champion"
+ACC_TAG = "test_acc"  # on each model version: what the champion is compared by
+
+
+@dataclass(frozen=True)
+class Published:
+    run: store.Recorder  # the run that trained the weights, or one made for restored weights
+    model_uri: str | None  # models:/<id> of the served pyfunc; None if it was published before
+    version: str | None  # its registered version, None when registration is off
+    champion: bool  # whether that version now holds the alias
+    new: bool  # False when these weights were published before: nothing was added
+
+    def lines(self, name: str | None) -> list[str]:
+        """What the publish stage prints."""
+        out = [self.run.where("publish")]
+        if self.version is None:
+            return out
+        if not self.new:
+            return [*out, f"publish: {name} version {self.version} holds these weights already"]
+        holder = "now the champion" if self.champion else "the champion stays"
+        return [*out, f"publish: registered {name} version {self.version} ({holder})"]
+
+
+def publish(
+    cfg: Config,
+    weights: Path,
+    prepared: Path,
+    metrics: dict[str, Any],
+    files: list[Path],
+    run_id: str | None = None,
+) -> Published:
+    """Test metrics and files, dataset input, both models and the registry entry, for the
+    run that made `weights`; without `run_id` it is the newest run tagged with them."""
+    mlflow = store.client(cfg.logger)
+    digest = provenance.sha256(weights)
+    run = _run_of(mlflow, cfg, digest, run_id)
+    run.metrics(test_metrics(metrics))
+    run.artifacts(*files)
+    name = cfg.logger.registered_model
+    if (version := registered(mlflow, name, digest)) is not None:
+        done = Published(run, None, version, False, False)
+    else:
+        logged.dataset(run, prepared, prepare.read_stats(prepared))
+        with logged.global_store(mlflow.tracking_uri):
+            logged.network(run, cfg.model.name, weights, prepared)
+            info = logged.served(run, cfg.model.name, weights, prepared)
+            if name is None:
+                done = Published(run, info.model_uri, None, False, True)
+            else:
+                done = register(run, name, info, metrics["test_acc"], digest)
+    if run.status() != "FINISHED":
+        run.close()
+    return done
+
+
+def _run_of(mlflow: Any, cfg: Config, digest: str, run_id: str | None) -> store.Recorder:
+    run_id = run_id or store.find_run(mlflow, cfg.logger.experiment_name, digest)
+    if run_id is not None:
+        return store.Recorder(mlflow, run_id)
+    # e.g. DVC restored the weights from its cache without training
+    tags = {store.WEIGHTS_TAG: digest, "note": "weights restored, not trained"}
+    return store.Recorder.create(mlflow, cfg.logger.experiment_name, tags=tags)
+
+
+def test_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """test.json's numbers as MLflow metrics; a class with no test image has none."""
+    per_class = metrics["per_class_acc"].items()
+    return {
+        "test_loss": metrics["test_loss"],
+        "test_acc": metrics["test_acc"],
+        **{f"test_acc_class_{c}": a for c, a in per_class if a is not None},
+    }
+
+
+def registered(mlflow: Any, name: str | None, digest: str) -> str | None:
+    """The version of `name` that holds these weights already, if one does."""
+    if name is None:
+        return None
+    versions = store.retry_locked(lambda: mlflow.search_model_versions(f"name = '{name}'"))
+    return next((str(v.version) for v in versions if v.tags.get(store.WEIGHTS_TAG) == digest), None)
+
+
+def register(run: store.Recorder, name: str, info: Any, acc: float, digest: str) -> Published:
+    """A new version of `name`; the champion alias moves to it unless the champion is better.
+
+    Parallel sweep jobs may register at once; the last to compare sets the alias.
+    """
+    from mlflow.exceptions import MlflowException
+
+    mlflow = run.mlflow
+    try:
+        store.retry_locked(lambda: mlflow.create_registered_model(name))
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    made = store.retry_locked(
+        lambda: mlflow.create_model_version(
+            name,
+            info.model_uri,
+            run.run_id,
+            tags={ACC_TAG: str(acc), store.WEIGHTS_TAG: digest},
+            model_id=info.model_id,
+        )
+    )
+    version = str(made.version)  # MLflow gives a number or a string, by store
+    best = champion_acc(mlflow, name)
+    takes = best is None or acc >= best
+    if takes:
+        store.retry_locked(lambda: mlflow.set_registered_model_alias(name, CHAMPION, version))
+    return Published(run, info.model_uri, version, takes, True)
+
+
+def champion_acc(mlflow, name: str) -> float | None:
+    """The test accuracy of the version that holds the alias, or None if none holds it."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        champion = store.retry_locked(lambda: mlflow.get_model_version_by_alias(name, CHAMPION))
+    except MlflowException as err:
+        if err.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+        return None
+    return float(champion.tags[ACC_TAG]) if ACC_TAG in champion.tags else None

@@ -1,0 +1,33 @@
+"""Stage 0, check: refuse a bad params.yaml before DVC removes any stage's outputs.
+
+DVC deletes a stage's outputs just before it runs that stage, so a bad value found only
+by the train stage would already have cost the last model. Every stage depends on this
+one's output, so DVC runs it first; the output is the same for every valid params.yaml,
+so passing the check reruns nothing by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lenet_mnist.config import parse
+from lenet_mnist.errors import run_stage
+from lenet_mnist.outputs import writing
+
+VERDICT = "params.yaml passed the config schema\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, help="the file every stage depends on")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+    parse.load(args.params)
+    with writing(args.out) as (verdict,):
+        verdict.write_text(VERDICT)
+    print(f"check: {args.params} is valid")
+
+
+if __name__ == "__main__":
+    run_stage(main)

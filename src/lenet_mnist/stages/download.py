@@ -1,0 +1,24 @@
+"""Stage 1, download: the four verified MNIST IDX files in one folder (lenet_mnist.data)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lenet_mnist.config import parse
+from lenet_mnist.data.download import download
+from lenet_mnist.errors import run_stage
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("out", type=Path, help="folder for the four IDX files")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+    cfg = parse.load(args.params)
+    source = download(cfg.data, args.out)
+    print(f"download: 4 verified MNIST files in {args.out} (source: {source})")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,33 @@
+"""Stage 4, evaluate: test metrics, predictions and figures of the trained weights."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lenet_mnist import numerics
+from lenet_mnist.config import parse
+from lenet_mnist.errors import run_stage
+from lenet_mnist.evaluation.evaluate import Outputs, evaluate
+from lenet_mnist.model.networks import WEIGHTS
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("model", type=Path, help="folder with weights.safetensors")
+    parser.add_argument("prepared", type=Path, help="folder from the prepare stage")
+    parser.add_argument("--history", type=Path, required=True, help="per-epoch CSV from train")
+    parser.add_argument("--metrics", type=Path, required=True, help="JSON for dvc metrics")
+    parser.add_argument("--predictions", type=Path, required=True, help="CSV, confusion plot")
+    parser.add_argument("--figures", type=Path, required=True, help="folder for PNG figures")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+    cfg = parse.load(args.params)
+    numerics.pin(cfg.trainer)  # the test logits are computed with the training's kernels
+    outputs = Outputs(args.metrics, args.predictions, args.figures)
+    done = evaluate(cfg.model.name, args.model / WEIGHTS, args.prepared, args.history, outputs)
+    print(done.line())
+
+
+if __name__ == "__main__":
+    run_stage(main)

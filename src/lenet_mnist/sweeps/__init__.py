@@ -1,0 +1,1 @@
+"""Hydra jobs and sweeps: one job trains, evaluates and publishes; a sweep is a parent run."""

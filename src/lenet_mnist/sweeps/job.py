@@ -1,0 +1,126 @@
+"""One Hydra job: the train, evaluate and publish stages' own code, into the job's folder.
+
+A sweep's job is an MLflow child run of the sweep's parent (lenet_mnist.sweeps.sweep), skipped
+when a complete child with the same config hash exists, unless `force=true`. It returns
+`objective.metric` computed from its run's metrics, the value an optimizing sweeper
+(conf/hparams_search) reads; a skipped job returns the same value from the finished child.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from lenet_mnist import numerics
+from lenet_mnist.config import identity, parse
+from lenet_mnist.config.schema import Config, ObjectiveConfig
+from lenet_mnist.data import prepare
+from lenet_mnist.errors import PipelineError, exit_on_error
+from lenet_mnist.evaluation import evaluate
+from lenet_mnist.serving.publish import publish
+from lenet_mnist.sweeps import sweep
+from lenet_mnist.tracking import store
+from lenet_mnist.training import fit
+
+log = logging.getLogger(__name__)
+
+# What a run short of objective.target costs under time_to_target: this much, plus this much
+# per percentage point short, plus its own seconds. So a miss ranks behind every run that
+# reached the target in under 10^6 s (11.6 days), and, the test set's accuracy coming in steps
+# of 10^-4 (10^4 s here), a wider miss behind a narrower one unless their trainings differ by
+# hours; among equal misses the faster ranks first. Finite, because Optuna records inf but
+# cannot rank one inf against another: every miss would look alike to its sampler.
+MISSED_S = 1e6
+
+
+def objective(cfg: ObjectiveConfig, metrics: Mapping[str, float]) -> float:
+    """The value a job returns to an optimizing sweeper, from its MLflow run's metrics.
+
+    Computed from the run's recorded metrics alone, so a finished child found again on
+    resume gives the sampler the very value it gave the first time.
+    """
+    if cfg.metric == "test_acc":
+        return metrics["test_acc"]
+    wall_s, shortfall = metrics["train_wall_s"], cfg.target - metrics["test_acc"]
+    if shortfall <= 0:
+        return wall_s
+    return wall_s + MISSED_S * (1 + 100 * shortfall)
+
+
+def run(cfg: DictConfig) -> float | None:
+    """One Hydra job; returns `objective`, the value an optimizing sweeper reads."""
+    fit.quiet_lightning()  # a launcher may run the job in a process of its own
+    # Hydra reports a job's exception with a traceback; a bad value deserves one line.
+    try:
+        return exit_on_error(lambda: _job(cfg))
+    except SystemExit:  # Hydra catches Exceptions only: on_job_end never sees this one
+        sweep.mark_failed(cfg, _job_label())
+        raise
+
+
+def _job(raw: DictConfig) -> float | None:
+    out = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        cfg = parse.validate(raw)
+        _one_process_per_sweep_job(cfg)
+        numerics.pin(cfg.trainer)
+        digest = prepare.read_stats(Path(cfg.paths.prepared))["digest"]
+    except PipelineError:
+        shutil.rmtree(out, ignore_errors=True)  # Hydra made it; a refused job leaves nothing
+        raise
+    key = identity.config_hash(cfg, digest)
+    tags = {
+        store.CONFIG_TAG: key,
+        store.JOB_TAG: _job_label(),
+    }
+    if parent := os.environ.get(sweep.PARENT_ENV):
+        tags[store.PARENT_TAG] = parent
+        done = sweep.previous_child(store.client(cfg.logger), parent, key)
+        if done is not None and not cfg.force:
+            log.info("skipped: done before, MLflow run %s (force=true reruns it)", done.info.run_id)
+            return objective(cfg.objective, done.data.metrics)
+    return fit_and_test(cfg, out, tags)
+
+
+def _one_process_per_sweep_job(cfg: Config) -> None:
+    """Lightning starts DDP's other processes by running the command again, which for a
+    sweep would run the whole sweep again in each of them."""
+    processes = cfg.trainer.devices * cfg.trainer.num_nodes
+    if processes > 1 and HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise PipelineError(
+            f"trainer.devices={cfg.trainer.devices} with trainer.num_nodes="
+            f"{cfg.trainer.num_nodes} is not allowed in a sweep (-m); use 1 process per job, "
+            "or run it without -m"
+        )
+
+
+def _job_label() -> str:
+    return sweep.job_label(sweep.as_typed(HydraConfig.get().overrides.task))
+
+
+def fit_and_test(cfg: Config, out: Path, tags: dict[str, str]) -> float:
+    """The train, evaluate and publish stages' own code, writing into the job folder.
+
+    Returns the objective from the metrics as MLflow stored them, as a skipped job reads them.
+    """
+    prepared, history = Path(cfg.paths.prepared), out / "train_history.csv"
+    outputs = fit.Outputs(out / "model", history, out / "timings.json")
+    trained = fit.train(cfg, prepared, outputs, tags)
+    tested = evaluate.Outputs(out / "test.json", out / "test_predictions.csv", out / "figures")
+    done = evaluate.evaluate(cfg.model.name, trained.weights, prepared, history, tested)
+    run_id = trained.run.run_id
+    publish(cfg, trained.weights, prepared, done.metrics, tested.files(), run_id)
+    mlflow = store.client(cfg.logger)
+    store.Recorder(mlflow, run_id).tag(store.COMPLETE_TAG, "true")
+    stored = store.retry_locked(lambda: mlflow.get_run(run_id)).data.metrics
+    value = objective(cfg.objective, stored)
+    log.info("test accuracy %.4f, %s %.6g", done.test_acc, cfg.objective.metric, value)
+    log.info("%s", trained.run.where("run"))
+    return value

@@ -1,0 +1,1 @@
+"""MLflow: where runs live, how they are written, and what a run records of its origin."""

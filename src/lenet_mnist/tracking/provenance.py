@@ -1,0 +1,65 @@
+"""Which code, data and machine made a result: the tags every training run carries."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from lenet_mnist import numerics
+from lenet_mnist.tracking import store
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def git_commit() -> str:
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        )
+        return done.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def dvc_lock_hash(stage: str, out: str, lock: Path = Path("dvc.lock")) -> str:
+    """The hash DVC recorded for one stage output; DVC updates dvc.lock after each stage."""
+    try:
+        stages = yaml.safe_load(lock.read_text())["stages"]
+        entry = next(o for o in stages[stage]["outs"] if o["path"] == out)
+        return entry["md5"]
+    except (OSError, KeyError, TypeError, StopIteration):
+        return "unknown"
+
+
+def run_tags(prepared: Path, dataset_digest: str) -> dict[str, str]:
+    """Tags that say which code, which data and which machine a run used."""
+    tags = {
+        "git_commit": git_commit(),
+        "dvc_data_md5": dvc_lock_hash("prepare", prepared.as_posix()),
+        "dataset_digest": dataset_digest,
+        store.MACHINE_TAG: machine(),
+    }
+    if name := os.environ.get("DVC_EXP_NAME"):  # set by `dvc exp run`: the name exp show lists
+        tags["dvc_exp_name"] = name
+    return tags
+
+
+def machine() -> str:
+    """The CPU model (or GPU) and core count, which the speed figures depend on."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, or what `platform` knows where there is none."""
+    return numerics.cpu_info().get("model name") or platform.processor() or platform.machine()

@@ -1,0 +1,234 @@
+"""Every MLflow write goes through here: where runs live, and the Recorder that writes one.
+
+Train opens the run and evaluate finds it again through the SHA-256 of the weights it
+evaluates, so no run id ever has to be written into a file that DVC hashes. Every
+experiment carries the saved runs view that links into the UI open (lenet_mnist.tracking.ui).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from mlflow.entities import Experiment, Metric, Param
+from mlflow.tracking import MlflowClient
+
+from lenet_mnist.config.schema import LoggerConfig
+from lenet_mnist.errors import PipelineError
+from lenet_mnist.tracking import ui
+
+WEIGHTS_TAG = "weights_sha256"
+CONFIG_TAG = "config_hash"
+PARENT_TAG = "mlflow.parentRunId"  # how the MLflow UI nests a child under its parent
+SWEEP_TAG = "sweep_key"  # on a sweep's parent: a hash of the overrides that define it
+OVERRIDES_TAG = "sweep_overrides"
+JOB_TAG = "sweep_job"  # on a child: its own overrides, the point of the grid it stands for
+COMPLETE_TAG = "sweep_job_complete"  # a sweep job's last act: a child without it was cut off
+MACHINE_TAG = "machine"  # the CPU or GPU that computed a run (lenet_mnist.tracking.provenance)
+HOST_TAG, PID_TAG = "host", "pid"  # the process that writes a run, to tell when it died
+SQLITE = "sqlite:///"
+T = TypeVar("T")
+_answered: set[str] = set()  # tracking servers that answered in this process
+
+
+def tracking_uri(cfg: LoggerConfig) -> str:
+    """MLFLOW_TRACKING_URI (a server, say) wins over the embedded sqlite default.
+
+    A relative sqlite path is taken from the repository root that DVC names in DVC_ROOT:
+    `dvc queue` runs stages in a temporary copy, whose own mlflow.db would be thrown away.
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking_uri
+    root = os.environ.get("DVC_ROOT")
+    if root and uri.startswith(SQLITE) and not uri.startswith(SQLITE + "/"):
+        return SQLITE + str(Path(root) / uri.removeprefix(SQLITE))
+    return uri
+
+
+def client(cfg: LoggerConfig) -> MlflowClient:
+    """A client for the configured store, once a tracking server, if that is what it is,
+    has answered: MLflow itself would retry an unreachable server for minutes."""
+    uri = tracking_uri(cfg)
+    if uri.startswith(("http://", "https://")) and uri not in _answered:
+        try:
+            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=cfg.timeout_s).close()
+        except (OSError, ValueError) as err:
+            reason = getattr(err, "reason", err)
+            raise PipelineError(
+                f"MLflow tracking server {uri} did not answer within {cfg.timeout_s:g} s "
+                f"({reason}); start it, or unset MLFLOW_TRACKING_URI to record in "
+                f"{cfg.tracking_uri} (logger.timeout_s sets the wait)"
+            ) from None
+        _answered.add(uri)
+    return MlflowClient(uri)
+
+
+def retry_locked(call: Callable[[], T], attempts: int = 8) -> T:
+    """Run an MLflow call again while sqlite answers "database is locked".
+
+    Parallel sweep jobs share one sqlite file; its writers queue for a lock and give up
+    after sqlite's timeout, which a burst of run creations can exceed.
+    """
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception as err:  # MLflow wraps sqlite's OperationalError in its own types
+            if "database is locked" not in str(err) or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def experiment_id(mlflow: MlflowClient, name: str) -> str:
+    """The experiment's id, created on first use, with the saved runs view in its tags.
+
+    With a sqlite store, artifacts go to mlruns/ beside the database file. MLflow's own
+    default is mlruns/ in the current folder, which for a `dvc queue` job is a temporary
+    copy of the repository that is deleted afterwards. The view is added to experiments
+    found as well as made, so links to it work for a store that predates it.
+    """
+    experiment = retry_locked(lambda: mlflow.get_experiment_by_name(name))
+    if experiment is None:
+        experiment = _create_experiment(mlflow, name)
+    view = ui.runs_view(experiment.creation_time or 0)
+    if experiment.tags.get(ui.VIEW_TAG) != view:
+        retry_locked(lambda: mlflow.set_experiment_tag(experiment.experiment_id, ui.VIEW_TAG, view))
+    return experiment.experiment_id
+
+
+def _create_experiment(mlflow: MlflowClient, name: str) -> Experiment:
+    uri = mlflow.tracking_uri
+    location = None
+    if uri.startswith(SQLITE):
+        db = Path(uri.removeprefix(SQLITE)).resolve()
+        location = (db.parent / "mlruns" / name).as_uri()
+    try:
+        made = retry_locked(lambda: mlflow.create_experiment(name, artifact_location=location))
+        return retry_locked(lambda: mlflow.get_experiment(made))
+    except Exception as err:  # another process created it first: use theirs
+        if "already exists" not in str(err):
+            raise
+        return retry_locked(lambda: mlflow.get_experiment_by_name(name))
+
+
+class Recorder:
+    """One MLflow run: opened, tagged, logged and closed here, each write retried.
+
+    As a context manager it closes the run FINISHED when the block succeeds, and FAILED
+    (KILLED on Ctrl-C) when it raises, so no run is left RUNNING by a failure.
+    """
+
+    def __init__(self, mlflow: MlflowClient, run_id: str) -> None:
+        self.mlflow, self.run_id = mlflow, run_id
+
+    @classmethod
+    def create(
+        cls,
+        mlflow: MlflowClient,
+        experiment_name: str,
+        run_name: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> Recorder:
+        experiment = experiment_id(mlflow, experiment_name)
+        close_dead_runs(mlflow, experiment)
+        tags = {**(tags or {}), HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+        run = retry_locked(lambda: mlflow.create_run(experiment, run_name=run_name, tags=tags))
+        return cls(mlflow, run.info.run_id)
+
+    def params(self, values: dict[str, Any]) -> None:
+        params = [Param(k, str(v)) for k, v in values.items()]
+        for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+            chunk = params[i : i + 100]
+            retry_locked(lambda c=chunk: self.mlflow.log_batch(self.run_id, params=c))
+
+    def metrics(self, values: dict[str, float], step: int = 0) -> None:
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, step) for k, v in values.items()]
+        retry_locked(lambda: self.mlflow.log_batch(self.run_id, metrics=metrics))
+
+    def tag(self, key: str, value: str) -> None:
+        retry_locked(lambda: self.mlflow.set_tag(self.run_id, key, value))
+
+    def artifacts(self, *paths: Path) -> None:
+        for path in paths:
+            retry_locked(lambda p=path: self.mlflow.log_artifact(self.run_id, str(p)))
+
+    def status(self) -> str:
+        return retry_locked(lambda: self.mlflow.get_run(self.run_id)).info.status
+
+    def where(self, stage: str) -> str:
+        """Where the user finds this run in the MLflow UI (lenet_mnist.tracking.ui.where)."""
+        experiment = retry_locked(lambda: self.mlflow.get_run(self.run_id)).info.experiment_id
+        return ui.where(stage, self.mlflow.tracking_uri, experiment, self.run_id)
+
+    def reopen(self) -> None:
+        """RUNNING again, now written by this process."""
+        retry_locked(lambda: self.mlflow.update_run(self.run_id, "RUNNING"))
+        self.tag(HOST_TAG, socket.gethostname())
+        self.tag(PID_TAG, str(os.getpid()))
+
+    def close(self, status: str = "FINISHED") -> None:
+        retry_locked(lambda: self.mlflow.set_terminated(self.run_id, status))
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.close("KILLED" if issubclass(kind, KeyboardInterrupt) else "FAILED")
+
+
+def close_dead_runs(mlflow: MlflowClient, experiment: str) -> None:
+    """Mark KILLED the RUNNING runs whose process on this host is gone (`kill -9`, a crash).
+
+    A killed process cannot close its own run; the next one to open a run does it.
+    """
+    query = f"attributes.status = 'RUNNING' and tags.{HOST_TAG} = '{socket.gethostname()}'"
+    for run in newest(mlflow, experiment, query):
+        pid = run.data.tags.get(PID_TAG, "")
+        if pid.isdigit() and int(pid) > 0 and not _alive(int(pid)):
+            Recorder(mlflow, run.info.run_id).close("KILLED")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0 only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def find_run(mlflow: MlflowClient, experiment_name: str, weights_sha256: str) -> str | None:
+    """The newest run that trained exactly these weights, or None."""
+    experiment = retry_locked(lambda: mlflow.get_experiment_by_name(experiment_name))
+    if experiment is None:
+        return None
+    query = f"tags.{WEIGHTS_TAG} = '{weights_sha256}'"
+    runs = newest(mlflow, experiment.experiment_id, query, limit=1)
+    return runs[0].info.run_id if runs else None
+
+
+def newest(mlflow: MlflowClient, experiment: str, query: str, limit: int = 10_000) -> list[Any]:
+    """The experiment's runs that match an MLflow filter string, newest first."""
+    return retry_locked(
+        lambda: mlflow.search_runs(
+            [experiment], query, order_by=["attributes.start_time DESC"], max_results=limit
+        )
+    )
+
+
+def children(mlflow: MlflowClient, parent: str, extra: str = "") -> list[Any]:
+    """The parent's children, newest first; `extra` adds conditions to the filter."""
+    experiment = retry_locked(lambda: mlflow.get_run(parent)).info.experiment_id
+    return newest(mlflow, experiment, f"tags.`{PARENT_TAG}` = '{parent}'{extra}")

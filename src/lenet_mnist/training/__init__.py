@@ -1,0 +1,1 @@
+"""Fitting a network with PyTorch Lightning: batches, the LightningModule, probes, checkpoints."""

@@ -1,0 +1,80 @@
+"""The prepared splits as a LightningDataModule, on the training device, in seeded batches.
+
+Lightning calls `setup` once the device is known; the splits are then moved there whole,
+and each batch is one slice or gather of them (lenet_mnist.training.batches).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from lenet_mnist.config.schema import TrainConfig
+from lenet_mnist.data import prepare
+from lenet_mnist.training.batches import Grouped, TensorBatches, iterations_per_epoch
+
+VAL_BATCH = 1024
+
+
+def to_tensors(prepared: Path, split: str, device: torch.device) -> tuple[torch.Tensor, ...]:
+    x, y = prepare.load(prepared, split)
+    return torch.from_numpy(x.copy()).to(device), torch.from_numpy(y.copy()).to(device)
+
+
+def train_batches(
+    x: torch.Tensor, y: torch.Tensor, t: TrainConfig, rank: int = 0, world_size: int = 1
+) -> TensorBatches:
+    """A rank's shuffled training batches as the `train` group sets them."""
+    return TensorBatches(
+        x, y, t.batch_size, shuffle=True, seed=t.seed, drop_last=t.drop_last,
+        rank=rank, world_size=world_size,
+    )  # fmt: skip
+
+
+class MnistData(pl.LightningDataModule):
+    """Training batches in groups of `batch_group` per Lightning step; validation in order.
+
+    `order` is a checkpoint's batch-order generator state: a resumed fit continues the
+    sequence of permutations where the killed one stopped.
+    """
+
+    def __init__(
+        self,
+        prepared: Path,
+        train: TrainConfig,
+        batch_group: int,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        with_test: bool = False,
+        order: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        self.prepared, self.cfg, self.batch_group = prepared, train, batch_group
+        self.rank, self.world_size, self.with_test, self.order = rank, world_size, with_test, order
+        self.train_size = prepare.read_stats(prepared)["sizes"]["train"]
+
+    def updates_per_epoch(self) -> int:
+        """This rank's optimizer updates per epoch: its shard's batches."""
+        shard = -(-self.train_size // self.world_size)
+        return iterations_per_epoch(shard, self.cfg.batch_size, self.cfg.drop_last)
+
+    def setup(self, stage: str) -> None:
+        device = self.trainer.strategy.root_device
+        self.train_xy = to_tensors(self.prepared, "train", device)
+        self.val_xy = to_tensors(self.prepared, "val", device)
+        self.test_xy = to_tensors(self.prepared, "test", device) if self.with_test else None
+        self.batches = train_batches(*self.train_xy, self.cfg, self.rank, self.world_size)
+        if self.order is not None:
+            self.batches.generator.set_state(self.order)
+
+    def train_dataloader(self) -> Grouped:
+        return Grouped(self.batches, self.batch_group)
+
+    def val_dataloader(self) -> TensorBatches:
+        x, y = self.val_xy
+        return TensorBatches(
+            x, y, VAL_BATCH, shuffle=False, rank=self.rank, world_size=self.world_size
+        )

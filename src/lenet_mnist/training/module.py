@@ -1,0 +1,143 @@
+"""The LightningModule: a plain network with its loss, metrics and optimizer recipe.
+
+The network itself is a plain nn.Module (lenet_mnist.model.networks), so evaluation and export
+never import Lightning.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from lenet_mnist.config.schema import OptimizerConfig
+from lenet_mnist.errors import PipelineError
+from lenet_mnist.training import checkpoint
+from lenet_mnist.training.batches import Batch
+from lenet_mnist.training.optimizer import make_optimizer
+
+
+def forward_loss(
+    net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, real: int | None = None
+) -> tuple[torch.Tensor, ...]:
+    """The part of a step that torch.compile fuses: forward, loss and the epoch-sum stats.
+
+    The stats are [loss summed over the batch, correct predictions], for the on-device
+    epoch sums; with `real`, over the first `real` samples only (the rest is DDP padding).
+    """
+    logits = net(x)
+    if real is None:
+        loss = F.cross_entropy(logits, y)
+        return loss, torch.stack((loss.detach() * len(y), (logits.argmax(1) == y).sum()))
+    losses = F.cross_entropy(logits, y, reduction="none")
+    counted = losses[:real].detach().sum(), (logits[:real].argmax(1) == y[:real]).sum()
+    return losses.mean(), torch.stack(counted)
+
+
+class Classifier(pl.LightningModule):
+    """Trains `net` with one optimizer update per batch.
+
+    Loss and accuracy are summed on the device and reduced once per epoch, so a step
+    never waits for the host; Lightning's per-step `self.log` costs more than LeNet-5.
+    """
+
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        optimizer: OptimizerConfig,
+        lr: float,
+        total_updates: int,
+        compile: bool,
+        callbacks: list[pl.Callback] | None = None,
+        resume: checkpoint.Checkpoint | None = None,
+    ) -> None:
+        """`callbacks`: this fit's own (the recorder), given to Lightning by configure_callbacks.
+        `resume`: a checkpoint whose optimizer and schedule states the fit continues."""
+        super().__init__()
+        self.net, self.optimizer_cfg, self.lr, self.total_updates = (
+            net,
+            optimizer,
+            lr,
+            total_updates,
+        )
+        self.forward_loss = torch.compile(forward_loss) if compile else forward_loss
+        self.automatic_optimization = False
+        self.resume, self.fit_callbacks = resume, callbacks or []
+        self.sums: dict[str, torch.Tensor] = {}  # split -> [loss * n, correct]
+        self.counts: dict[str, int] = {}
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        return self.fit_callbacks
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):  # noqa: ANN001, ANN201
+        return batch  # MnistData's batches are slices of tensors on the training device
+
+    def _step(self, batch: Batch, split: str) -> torch.Tensor:
+        x, y, *real = batch  # `real` only on a DDP rank's batch that holds padding
+        loss, stats = self.forward_loss(self.net, x, y, *real)
+        if split in self.sums:
+            self.sums[split] += stats
+        else:
+            self.sums[split] = stats
+        self.counts[split] = self.counts.get(split, 0) + (real[0] if real else len(y))
+        return loss
+
+    def running_loss(self, split: str) -> float | None:
+        """The mean loss of the epoch so far on this device, for the progress bar."""
+        if split not in self.sums:
+            return None
+        return float(self.sums[split][0]) / self.counts[split]
+
+    def training_step(self, group: list[Batch], _: int) -> None:
+        """One optimizer update per batch of the group (see `trainer.batch_group`)."""
+        # Manual optimization: the same zero_grad/backward/step as a hand-written loop,
+        # without automatic optimization's closure machinery.
+        opt, scheduler = self.optimizers(), self.lr_schedulers()
+        for batch in group:
+            opt.zero_grad(set_to_none=True)
+            self.manual_backward(self._step(batch, "train"))
+            opt.step()
+            if scheduler is not None:
+                scheduler.step()
+
+    def on_train_start(self) -> None:
+        """Continue a checkpoint's optimizer and schedule where they stopped."""
+        if self.resume is not None:
+            self.trainer.optimizers[0].load_state_dict(self.resume.optimizer)
+            for config in self.trainer.lr_scheduler_configs:
+                config.scheduler.load_state_dict(self.resume.scheduler)
+
+    def validation_step(self, batch: Batch, _: int) -> None:
+        self._step(batch, "val")
+
+    def _log_epoch(self, split: str) -> None:
+        """The epoch's mean loss and accuracy over all devices: the one sync per epoch."""
+        if split not in self.sums:
+            return
+        sums = self.sums.pop(split)
+        mine = torch.cat((sums, sums.new_tensor([float(self.counts.pop(split))])))
+        # [loss * n, correct, n], summed over the ranks in one collective call
+        total = self.trainer.strategy.reduce(mine, reduce_op="sum")
+        loss, acc = total[0] / total[2], total[1] / total[2]
+        if not torch.isfinite(loss):  # one host sync per epoch, as the logging makes anyway
+            raise PipelineError(
+                f"training diverged: the {split} loss was {loss.item()} in epoch "
+                f"{self.current_epoch + 1} (after {self.global_step} optimizer updates); "
+                f"no weights or metrics were written. Lower optimizer.lr (now {self.lr:g})"
+            )
+        self.log_dict({f"{split}_loss": loss, f"{split}_acc": acc})
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def configure_optimizers(self):  # noqa: ANN201 - Lightning accepts several shapes
+        opt, sched = make_optimizer(
+            self.optimizer_cfg, self.lr, self.net.parameters(), self.total_updates
+        )
+        return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}

@@ -1,0 +1,178 @@
+"""What each training epoch leaves behind: timings, the history, the best weights, the
+probes' readings (lenet_mnist.training.probes), the MLflow metrics, and every
+`train.checkpoint_every` epochs a checkpoint to resume from."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Checkpoint
+
+from lenet_mnist.config.schema import TrainConfig
+from lenet_mnist.tracking import store
+from lenet_mnist.training import checkpoint
+from lenet_mnist.training.data import MnistData
+from lenet_mnist.training.probes import Probes, Reading
+from lenet_mnist.training.progress import epoch_line
+
+HISTORY_FIELDS = ("epoch", "iteration", "lr", "train_loss", "train_acc", "val_loss", "val_acc")
+
+
+def clock(device: torch.device) -> float:
+    """Wall time once the device has finished its queued work, so intervals are honest."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def cpu_copy(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The weights as they are now, copied off the device: training goes on changing them."""
+    return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+
+
+class EpochRecorder(Checkpoint):
+    """Per-epoch timing and metrics for MLflow, the history for DVC plots, the best weights.
+
+    A Checkpoint subclass because it keeps the best weights and saves the resumable state,
+    and because Lightning calls a Checkpoint's on_train_epoch_end after the module's, when
+    the epoch's metrics are logged. It owns everything a checkpoint restores of it: given
+    `resume`, it continues that fit's history, readings and best weights.
+
+    `run` is None on a DDP rank other than 0: that rank trains and records nothing.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        key: str,
+        run: store.Recorder | None,
+        resume: checkpoint.Checkpoint | None = None,
+        save_to: Path | None = None,
+    ) -> None:
+        self.cfg, self.key, self.run, self.save_to = cfg, key, run, save_to
+        self.probes: Probes | None = None  # made at fit start, once the data is on the device
+        self.history: list[dict[str, float]] = []
+        self.timings: list[dict[str, float]] = []
+        self.readings: list[Reading] = []  # every validation accuracy, for the targets
+        self.elapsed_s = 0.0  # training seconds of the finished epochs, probes left out
+        self.best_acc, self.best_epoch, self.best_state = -1.0, -1, None
+        self.done_epochs, self.done_steps = 0, 0  # before this fit: a resumed checkpoint's
+        if resume is not None:
+            for name, value in resume.recorder.items():
+                setattr(self, name, value)
+            self.readings = [Reading(*r) for r in self.readings]
+            self.done_epochs, self.done_steps = resume.epoch, resume.step
+
+    def state(self) -> dict:
+        """Plain values and tensors only: a checkpoint loads with torch.load(weights_only)."""
+        keys = ("history", "timings", "elapsed_s", "best_acc", "best_epoch", "best_state")
+        return {k: getattr(self, k) for k in keys} | {"readings": [*map(tuple, self.readings)]}
+
+    @property
+    def last_epoch(self) -> int:
+        """The last epoch trained: before train.epochs if early stopping ended the fit."""
+        return self.history[-1]["epoch"]
+
+    def on_fit_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if self.run is None:
+            return
+        data: MnistData = trainer.datamodule
+        self.probes = Probes(self.cfg, data.train_xy, data.val_xy, data.test_xy)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self.t_start = clock(module.device)
+        self.probe_s = 0.0  # the probes' seconds in this epoch, left out of its timings
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *_) -> None:
+        """Validation between epochs' ends, when `train.val_every_n_steps` asks for it."""
+        step = self.done_steps + trainer.global_step
+        if self.probes is None or not self.probes.due(step):
+            return
+        started = clock(module.device)
+        acc = self.probes.val_acc(module.net)
+        seconds = self.elapsed_s + started - self.t_start - self.probe_s
+        self.readings.append(Reading(step, self._epoch(trainer), seconds, acc))
+        if self.run is not None:
+            self.run.metrics({"step_val_acc": acc}, step=step)
+        self.probe_s += clock(module.device) - started
+
+    def _epoch(self, trainer: pl.Trainer) -> int:
+        return self.done_epochs + trainer.current_epoch + 1
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self.t_val = clock(module.device)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        now = clock(module.device)
+        train_s = self.t_val - self.t_start - self.probe_s
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        epoch, step = self._epoch(trainer), self.done_steps + trainer.global_step
+        train_size = trainer.datamodule.train_size
+        timing = {
+            "epoch_time_s": train_s,
+            "samples_per_s": train_size / train_s,
+            "val_time_s": now - self.t_val,
+        }
+        self.elapsed_s += train_s + timing["val_time_s"]
+        self.readings.append(Reading(step, epoch, self.elapsed_s, metrics["val_acc"]))
+        if self.probes is not None:
+            metrics |= self.probes.at_epoch_end(module.net, epoch, metrics["val_acc"])
+            metrics["probe_time_s"] = self.probe_s + clock(module.device) - now
+        self.timings.append({"epoch": epoch, **timing})
+        row = {
+            "epoch": epoch,
+            "iteration": step,
+            "lr": lr,
+            **{k: metrics[k] for k in HISTORY_FIELDS[3:]},
+        }
+        self.history.append(row)
+        if trainer.is_global_zero:
+            total = trainer.global_step // (trainer.current_epoch + 1) * self.cfg.epochs
+            print(epoch_line(epoch, self.cfg.epochs, step, total, {**row, **timing}), flush=True)
+        if self.run is not None:
+            # MLflow's step axis counts iterations too; `epoch` is logged from 1, as printed.
+            self.run.metrics({**metrics, **timing, "lr": lr, "epoch": epoch}, step=step)
+        if metrics["val_acc"] > self.best_acc:
+            self.best_acc, self.best_epoch = metrics["val_acc"], epoch
+            self.best_state = cpu_copy(module.net)
+        if self._checkpoint_due(epoch):
+            checkpoint.save(self.save_to, self._checkpoint(trainer, module, epoch, step))
+
+    def _checkpoint_due(self, epoch: int) -> bool:
+        every = self.cfg.checkpoint_every
+        due = self.save_to is not None and self.run is not None and every > 0
+        return due and epoch % every == 0 and epoch != self.cfg.epochs
+
+    def _checkpoint(
+        self, trainer: pl.Trainer, module: pl.LightningModule, epoch: int, step: int
+    ) -> checkpoint.Checkpoint:
+        """What the rest of the fit needs, at the end of every `checkpoint_every`-th epoch."""
+        schedulers = trainer.lr_scheduler_configs
+        stopping = trainer.early_stopping_callback
+        return checkpoint.Checkpoint(
+            key=self.key,
+            run_id=self.run.run_id,
+            epoch=epoch,
+            step=step,
+            net=cpu_copy(module.net),
+            optimizer=trainer.optimizers[0].state_dict(),
+            scheduler=schedulers[0].scheduler.state_dict() if schedulers else None,
+            batch_order=trainer.datamodule.batches.generator.get_state(),
+            rng=torch.get_rng_state(),
+            recorder=self.state(),
+            early_stopping=stopping.state_dict() if stopping is not None else None,
+        )
+
+
+def write_history(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
+        writer.writeheader()
+        writer.writerows(
+            {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows
+        )

@@ -1,0 +1,103 @@
+"""The schema's rules for each value, and its keys: params.yaml holds exactly those."""
+
+import copy
+import dataclasses
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lenet_mnist.config import identity, parse, schema
+from lenet_mnist.errors import PipelineError
+from lenet_mnist.model.networks import MODELS
+from lenet_mnist.training.optimizer import OPTIMIZERS, SCHEDULERS
+from tests.conftest import REPO
+
+BAD = [
+    ("train.batch_size", 0, "an integer >= 1"),
+    ("train.batch_size", 12.5, "an integer"),
+    ("train.epochs", -1, "an integer >= 1"),
+    ("optimizer.lr", 0, "a finite number > 0"),
+    ("optimizer.lr", float("inf"), "a finite number > 0"),
+    ("optimizer.lr", "fast", "a number"),
+    ("model.name", "resnet", "one of lenet5"),
+    ("optimizer.name", "lion", "one of adam, adamw, sgd"),
+    ("optimizer.scheduler", "step", "one of none, cosine, onecycle"),
+    ("data.val_size", 60000, "an integer >= 1 and smaller than the training set (60000 images)"),
+    ("data.sources", ["ftp"], "a non-empty list of http, local, registry"),
+    ("data.mirrors", ["https://example.org/mnist"], "a list of http(s) URLs ending in /"),
+    ("trainer.accelerator", "tpu9", "one of auto, cpu, gpu, cuda, mps"),
+    ("trainer.threads", 0, "null or an integer >= 1"),
+    ("train.seed", 2**32, "an integer >= 0 and <= 4294967295"),
+    ("data.train_limit", 1, "null or an integer >= 2 and <= 60000"),
+    ("train.val_every_n_steps", 0, "null or an integer >= 1"),
+    ("train.targets", [0.99, 0.98], "increasing accuracies in (0, 1], such as [0.98, 0.99]"),
+    ("train.targets", [98.0], "increasing accuracies in (0, 1], such as [0.98, 0.99]"),
+    ("train.early_stopping.patience", 0, "null or an integer >= 1"),
+    ("train.noise_probe.batches", 1, "0 (no probe) or an integer >= 2"),
+    ("train.noise_probe.batch_size", 0, "an integer >= 1"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "allowed"), BAD, ids=[f"{k}={v}" for k, v, _ in BAD])
+def test_bad_values_are_named_with_what_is_allowed(key, value, allowed):
+    cfg = parse.compose()
+    *groups, name = key.split(".")
+    node = cfg
+    for group in groups:
+        node = node[group]
+    node[name] = value
+    with pytest.raises(PipelineError) as err:
+        parse.validate(cfg)
+    assert str(err.value).startswith(f"{key}=")
+    assert str(err.value).endswith(f"use {allowed}")
+
+
+def test_choices_are_the_keys_of_the_tables_that_use_them():
+    for key, table in (("model.name", MODELS), ("optimizer.name", OPTIMIZERS)):
+        cfg = parse.compose()
+        group, name = key.split(".")
+        cfg[group][name] = "nothing"
+        with pytest.raises(PipelineError, match="use one of " + ", ".join(table) + "$"):
+            parse.validate(cfg)
+    assert "onecycle" in SCHEDULERS
+
+
+def test_every_schema_key_is_in_params_yaml_and_nothing_else():
+    committed = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert set(identity.flat(parse.validate(committed))) == set(schema.keys())
+    assert {f.name for f in dataclasses.fields(schema.Config)} == set(committed)
+
+
+VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.lists(st.text(max_size=4), max_size=3),
+    st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
+)
+DEFAULTS = parse.compose()
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from([*schema.keys(), "train.batch_sizee", "trian", "data.mirrors.0"]),
+    VALUES,
+)
+def test_any_value_at_any_key_validates_or_raises_the_projects_own_error(key, value):
+    cfg = copy.deepcopy(DEFAULTS)
+    *parents, leaf = key.split(".")
+    node = cfg
+    for part in parents:
+        node = node.setdefault(part, {}) if isinstance(node, dict) else node
+    if isinstance(node, dict):
+        node[leaf] = value
+    try:
+        typed = parse.validate(cfg)
+    except PipelineError as err:
+        assert "\n" not in str(err)
+        return
+    assert isinstance(typed, schema.Config)

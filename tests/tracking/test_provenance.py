@@ -1,0 +1,29 @@
+"""Provenance tags: the code, data and machine behind a run."""
+
+from lenet_mnist.tracking import provenance, store
+
+
+def test_dvc_lock_hash_reads_the_stage_output(tmp_path):
+    lock = tmp_path / "dvc.lock"
+    lock.write_text(
+        "schema: '2.0'\nstages:\n  prepare:\n    outs:\n    - path: data/prepared\n"
+        "      md5: abc.dir\n"
+    )
+    assert provenance.dvc_lock_hash("prepare", "data/prepared", lock) == "abc.dir"
+    assert provenance.dvc_lock_hash("train", "data/model", lock) == "unknown"
+    assert provenance.dvc_lock_hash("prepare", "x", tmp_path / "missing.lock") == "unknown"
+
+
+def test_run_tags_name_the_data_and_the_machine(tmp_path, monkeypatch):
+    monkeypatch.setenv("DVC_EXP_NAME", "quick-fig")
+    tags = provenance.run_tags(tmp_path / "prepared", "d1g3st")
+    assert tags["dataset_digest"] == "d1g3st" and tags["dvc_exp_name"] == "quick-fig"
+    assert tags["dvc_data_md5"] == "unknown"  # no dvc.lock in this folder
+    assert provenance.cpu_model() in tags[store.MACHINE_TAG]
+    assert len(tags["git_commit"]) == 40 or tags["git_commit"] == "unknown"
+
+
+def test_sha256_is_the_file_digest(tmp_path):
+    (tmp_path / "f").write_bytes(b"abc")
+    expected = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert provenance.sha256(tmp_path / "f") == expected

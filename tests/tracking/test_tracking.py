@@ -1,0 +1,229 @@
+"""Where MLflow runs live, and the Recorder that writes them, against real stores."""
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from lenet_mnist.config.schema import LoggerConfig
+from lenet_mnist.errors import PipelineError
+from lenet_mnist.tracking import store, ui
+from tests.conftest import (
+    SLICE,
+    run_dvc_stage,
+    serve_mlflow,
+    start_dvc_stage,
+    train_and_evaluate,
+    write_params,
+)
+
+
+def test_env_tracking_uri_wins_over_the_config(monkeypatch):
+    cfg = LoggerConfig("lenet-mnist", "sqlite:///mlflow.db", 5)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert store.tracking_uri(cfg) == "sqlite:///mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert store.tracking_uri(cfg) == "http://127.0.0.1:5000"
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real `mlflow server` with its own sqlite store and artifact folder."""
+    store = f"sqlite:///{tmp_path / 'server.db'}"
+    artifacts = str(tmp_path / "artifacts")
+    with serve_mlflow(
+        "server", "--backend-store-uri", store, "--artifacts-destination", artifacts
+    ) as url:
+        yield url
+
+
+@pytest.mark.slow
+def test_runs_go_to_a_tracking_server_when_the_env_says_so(mlflow_server, prepared_slice, tmp_path):
+    prepared, p = prepared_slice
+    data = train_and_evaluate(prepared, p, tmp_path, {"MLFLOW_TRACKING_URI": mlflow_server})
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("lenet-mnist")
+    (run,) = client.search_runs([exp.experiment_id])
+    test = json.loads((data / "metrics/test.json").read_text())
+    assert run.data.metrics["test_acc"] == test["test_acc"]
+    assert "weights.safetensors" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+def test_a_queued_dvc_experiment_logs_to_the_repository_root(monkeypatch, tmp_path):
+    """`dvc queue` runs stages in a temporary copy and names the real root in DVC_ROOT."""
+    cfg = LoggerConfig("lenet-mnist", "sqlite:///mlflow.db", 5)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    assert store.tracking_uri(cfg) == f"sqlite:///{tmp_path}/mlflow.db"
+    cfg.tracking_uri = "sqlite:////elsewhere/m.db"  # absolute paths stay
+    assert store.tracking_uri(cfg) == "sqlite:////elsewhere/m.db"
+
+
+def test_artifacts_live_beside_the_sqlite_file_whatever_the_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'store' / 'm.db'}")
+    exp = store.experiment_id(client, "lenet-mnist")
+    assert store.experiment_id(client, "lenet-mnist") == exp  # found, not made twice
+    location = client.get_experiment(exp).artifact_location
+    assert location == (tmp_path / "store" / "mlruns" / "lenet-mnist").as_uri()
+
+
+def test_every_experiment_carries_the_saved_runs_view_once(tmp_path):
+    """Made or found, the experiment holds the view the links open; an unchanged one is kept."""
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = store.experiment_id(client, "lenet-mnist")
+    envelope = json.loads(client.get_experiment(exp).tags[ui.VIEW_TAG])
+    assert envelope["name"] == ui.VIEW_NAME
+    assert envelope["createdAt"] == client.get_experiment(exp).creation_time
+    columns = json.loads(envelope["state"])["selectedColumns"]
+    assert "params.`train.batch_size`" in columns and "metrics.`test_acc`" in columns
+    client.set_experiment_tag(exp, ui.VIEW_TAG, "stale")  # an older store's, say
+    assert store.experiment_id(client, "lenet-mnist") == exp
+    assert json.loads(client.get_experiment(exp).tags[ui.VIEW_TAG]) == envelope
+
+    class Counting(MlflowClient):
+        writes = 0
+
+        def set_experiment_tag(self, *args):
+            Counting.writes += 1
+            super().set_experiment_tag(*args)
+
+    store.experiment_id(Counting(client.tracking_uri), "lenet-mnist")
+    assert Counting.writes == 0
+
+
+def test_retry_locked_outlasts_a_real_sqlite_lock(tmp_path):
+    """Another process holds the write lock; a writer with a short timeout fails, then retries."""
+    db = tmp_path / "m.db"
+    with sqlite3.connect(db) as c:
+        c.execute("create table t (x)")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1]);"
+            "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(1.5)",
+            str(db),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "locked"
+    failures = []
+
+    def write() -> int:
+        try:
+            with sqlite3.connect(db, timeout=0.05) as c:
+                return c.execute("insert into t values (1)").rowcount
+        except sqlite3.OperationalError as err:
+            failures.append(str(err))
+            raise
+
+    with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+        store.retry_locked(write, attempts=1)
+    assert store.retry_locked(write) == 1
+    assert len(failures) >= 2 and set(failures) == {"database is locked"}
+    holder.wait()
+
+
+class LateClient(MlflowClient):
+    """A real client that looks the experiment up a moment before another process makes it.
+
+    The race itself cannot be caused on demand; this reproduces its order of events
+    against a real sqlite store: the lookup finds nothing, a second client creates the
+    experiment, and then this client's own create meets MLflow's real "already exists".
+    """
+
+    def get_experiment_by_name(self, name):
+        found = super().get_experiment_by_name(name)
+        if found is None and not getattr(self, "raced", False):
+            self.raced = True
+            self.theirs = MlflowClient(self.tracking_uri).create_experiment(name)
+        return found
+
+
+def test_an_experiment_made_by_another_process_meanwhile_is_used_not_fatal(tmp_path):
+    client = LateClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert store.experiment_id(client, "lenet-mnist") == client.theirs
+
+
+def _recorded(tmp_path, fail: BaseException | None):
+    mlflow = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        with store.Recorder.create(mlflow, "lenet-mnist", "r", {"k": "v"}) as run:
+            run.params({"train.batch_size": 64, "trainer.threads": None})
+            run.metrics({"val_acc": 0.5}, step=10)
+            run.metrics({"val_acc": 0.75}, step=20)
+            if fail is not None:
+                raise fail
+    except BaseException as err:
+        assert err is fail
+    return mlflow.get_run(run.run_id), mlflow
+
+
+def test_a_recorder_writes_params_metrics_per_step_and_closes_finished(tmp_path):
+    run, mlflow = _recorded(tmp_path, None)
+    assert run.info.status == "FINISHED" and run.data.tags["k"] == "v"
+    assert run.data.params == {"train.batch_size": "64", "trainer.threads": "None"}
+    history = mlflow.get_metric_history(run.info.run_id, "val_acc")
+    assert [(m.step, m.value) for m in history] == [(10, 0.5), (20, 0.75)]
+
+
+@pytest.mark.parametrize(
+    ("fault", "status"),
+    [(OSError("No space left on device"), "FAILED"), (KeyboardInterrupt(), "KILLED")],
+)
+def test_a_recorder_closes_a_run_that_raised_as_failed_or_killed(tmp_path, fault, status):
+    run, _ = _recorded(tmp_path, fault)
+    assert run.info.status == status
+
+
+def test_an_unreachable_tracking_server_is_one_line_in_seconds(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens there
+    cfg = LoggerConfig("lenet-mnist", "sqlite:///mlflow.db", timeout_s=2)
+    with pytest.raises(PipelineError) as err:
+        store.client(cfg)
+    assert str(err.value).startswith(
+        "MLflow tracking server http://127.0.0.1:9 did not answer within 2 s"
+    )
+    assert "unset MLFLOW_TRACKING_URI to record in sqlite:///mlflow.db" in str(err.value)
+
+
+@pytest.mark.slow
+def test_a_run_left_running_by_kill_9_is_marked_killed_by_the_next_start(prepared_slice, tmp_path):
+    prepared, _ = prepared_slice
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "prepared").symlink_to(prepared)
+    p = write_params(
+        tmp_path / "params.yaml", **{**SLICE, "trainer__compile": False, "train__epochs": 20}
+    )
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = start_dvc_stage("train", tmp_path, p, {"MLFLOW_TRACKING_URI": db})
+    deadline = time.monotonic() + 300
+    while not (running := _running_runs(db)):
+        assert proc.poll() is None and time.monotonic() < deadline, "training never started"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    client = MlflowClient(db)
+    assert client.get_run(running[0]).info.status == "RUNNING"  # nobody closed it
+    again = write_params(
+        tmp_path / "params.yaml", **{**SLICE, "trainer__compile": False, "train__epochs": 1}
+    )
+    done = run_dvc_stage("train", tmp_path, again, {"MLFLOW_TRACKING_URI": db})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert client.get_run(running[0]).info.status == "KILLED"
+
+
+def _running_runs(db: str) -> list[str]:
+    client = MlflowClient(db)
+    experiment = client.get_experiment_by_name("lenet-mnist")
+    if experiment is None:
+        return []
+    runs = client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
+    return [r.info.run_id for r in runs]

@@ -1,0 +1,99 @@
+"""The probes measure beside training and change nothing it learns."""
+
+import csv
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from lenet_mnist.config import parse
+from lenet_mnist.training.probes import Probes, Reading, first_reached, target_key
+from tests.conftest import SLICE, run_dvc_stage, write_params
+
+
+def test_each_target_is_timed_at_its_first_reading_and_epoch_end():
+    readings = [
+        Reading(iteration=10, epoch=1, seconds=1.0, acc=0.95),
+        Reading(iteration=20, epoch=1, seconds=2.0, acc=0.97),  # end of epoch 1
+        Reading(iteration=30, epoch=2, seconds=3.5, acc=0.985),  # between epochs
+        Reading(iteration=40, epoch=2, seconds=4.5, acc=0.984),  # end of epoch 2
+        Reading(iteration=60, epoch=3, seconds=7.0, acc=0.986),  # end of epoch 3
+    ]
+    got = first_reached(readings, [0.95, 0.985, 0.99])
+    assert got == {
+        "iterations_to_val_acc_0.95": 10,
+        "seconds_to_val_acc_0.95": 1.0,
+        "epochs_to_val_acc_0.95": 1,
+        "iterations_to_val_acc_0.985": 30,
+        "seconds_to_val_acc_0.985": 3.5,
+        "epochs_to_val_acc_0.985": 3,  # epoch 2 ended below it
+    }  # 0.99 was never reached, so it has no metric at all
+    assert target_key(0.985) == "val_acc_0.985"
+
+
+def test_validation_between_epochs_is_due_each_interval_until_the_top_target():
+    cfg = parse.validate(parse.compose()).train
+    cfg.val_every_n_steps, cfg.targets, cfg.noise_probe.batches = 10, [0.9, 0.95], 0
+    xy = (torch.zeros(4, 1, 32, 32), torch.zeros(4, dtype=torch.long))
+    probes = Probes(cfg, xy, xy, None)
+    assert [probes.due(i) for i in (4, 8, 12, 16, 20, 24)] == [
+        False,
+        False,
+        True,
+        False,
+        True,
+        False,
+    ]
+    probes.note(0.94)  # below the top target: still due
+    assert probes.due(32)
+    probes.note(0.95)
+    assert not probes.due(40) and not probes.due(50)
+
+
+def _train(root, prepared, **overrides):
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "prepared").symlink_to(prepared)
+    p = write_params(root / "params.yaml", **{**SLICE, "trainer__compile": False, **overrides})
+    db = f"sqlite:///{root / 'mlflow.db'}"
+    done = run_dvc_stage("train", root, p, {"MLFLOW_TRACKING_URI": db})
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(db)
+    (run,) = client.search_runs([client.get_experiment_by_name("lenet-mnist").experiment_id])
+    return root / "data", client, run
+
+
+@pytest.mark.slow
+def test_probes_on_or_off_the_outputs_are_bit_identical(prepared_slice, tmp_path):
+    prepared, _ = prepared_slice
+    on = {
+        "train__val_every_n_steps": 25,
+        "train__test_every_epoch": True,
+        "train__targets": [0.5, 0.8, 0.9999],
+        "train__noise_probe__batches": 8,
+    }
+    off = {"train__test_every_epoch": False, "train__noise_probe__batches": 0}
+    data_on, client, run = _train(tmp_path / "on", prepared, **on)
+    data_off, _, run_off = _train(tmp_path / "off", prepared, **off)
+    for output in ("model/weights.safetensors", "metrics/train_history.csv"):
+        assert (data_on / output).read_bytes() == (data_off / output).read_bytes(), output
+
+    def series(key):
+        return [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
+
+    # Lightning calls a step with 4 updates (trainer.batch_group), 90 updates per epoch:
+    # the probe reads at the first call's end at or past each multiple of 25 updates.
+    ends = [e * 90 + min(u, 90) for e in range(2) for u in range(4, 92, 4)]
+    expected = sorted({next(end for end in ends if end >= m) for m in range(25, 180, 25)})
+    assert (
+        [step for step, _ in series("step_val_acc")] == expected == [28, 52, 76, 102, 126, 150, 178]
+    )
+    history = list(csv.DictReader((data_on / "metrics/train_history.csv").open()))
+    assert [s for s, _ in series("noise_scale")] == [int(r["iteration"]) for r in history]
+    assert all(0 < v < float("inf") for _, v in series("noise_scale"))
+    assert len(series("epoch_test_acc")) == len(history)
+    metrics = run.data.metrics
+    first = next(r for r in history if float(r["val_acc"]) >= 0.8)
+    assert metrics["epochs_to_val_acc_0.8"] == int(first["epoch"])
+    assert metrics["iterations_to_val_acc_0.8"] <= int(first["iteration"])
+    assert "iterations_to_val_acc_0.9999" not in metrics
+    assert not any(k.startswith(("noise", "epoch_test", "step_val")) for k in run_off.data.metrics)
