@@ -89,13 +89,13 @@ def start_dvc_stage(stage: str, cwd: Path, p: Path, env: dict) -> subprocess.Pop
     )
 
 
-def train_and_evaluate(prepared: Path, p: Path, root: Path, env: dict) -> Path:
-    """train and evaluate as dvc.yaml runs them, in `root`; returns root/data.
+def train_evaluate_publish(prepared: Path, p: Path, root: Path, env: dict) -> Path:
+    """train, evaluate and publish as dvc.yaml runs them, in `root`; returns root/data.
 
     Each stage's console output is kept as root/<stage>.out."""
     (root / "data").mkdir(parents=True)
     (root / "data" / "prepared").symlink_to(prepared)
-    for stage in ("train", "evaluate"):
+    for stage in ("train", "evaluate", "publish"):
         done = run_dvc_stage(stage, root, p, env)
         assert done.returncode == 0, done.stderr[-3000:]
         (root / f"{stage}.out").write_text(done.stdout)

@@ -101,13 +101,15 @@ def test_exp_run_composes_overrides_and_runs_all_stages(clone, mnist_raw, tmp_pa
     ), changed
     (clone / "params.yaml").write_text(params)  # the user's way back: the old params
     assert "up to date" in _run(*DVC, "status", cwd=clone, env=env)
-    # Editing a function that train imports from another module makes train (and evaluate) stale.
-    module = clone / "src/lenet_mnist/prepare.py"
-    module.write_text(module.read_text().replace('mmap_mode="r")', 'mmap_mode="c")'))
+    # Editing the module that defines LeNet-5 makes train and what follows it stale, and
+    # neither download nor prepare: their code deps are the packages they import.
+    module = clone / "src/lenet_mnist/model/networks.py"
+    module.write_text(module.read_text() + "# a comment\n")
     changed = json.loads(_run(*DVC, "status", "--json", cwd=clone, env=env))
-    for stage in ("prepare", "train", "evaluate"):
+    assert set(changed) == {"train", "evaluate", "publish"}, changed
+    for stage in changed:
         deps = [e["changed deps"] for e in changed[stage] if "changed deps" in e]
-        assert deps == [{"src/lenet_mnist/prepare.py": "modified"}], (stage, changed)
+        assert deps == [{"src/lenet_mnist/model": "modified"}], (stage, changed)
 
 
 def _wait_for_queue(clone, env, timeout_s=900):
@@ -245,7 +247,7 @@ def test_pushed_results_pull_into_a_fresh_clone_without_recomputing(clone, mnist
     repro = subprocess.run([*DVC, "repro"], cwd=fresh, env=env, capture_output=True, text=True)
     said = repro.stdout + repro.stderr
     assert repro.returncode == 0 and "Running stage" not in said, said
-    for stage in ("check", "download", "prepare", "train", "evaluate"):
+    for stage in ("check", "download", "prepare", "train", "evaluate", "publish"):
         assert f"Stage '{stage}' didn't change, skipping" in said, said
     assert "Data and pipelines are up to date." in said, said
     assert not _git("status", "--porcelain", cwd=fresh)

@@ -1,4 +1,4 @@
-"""train and evaluate, run from dvc.yaml's own commands, on a slice of the real data.
+"""train, evaluate and publish, run from dvc.yaml's own commands, on a slice of the real data.
 
 One module-scoped run feeds the assertions; MLflow writes to a temporary sqlite store,
 exactly as the default does at the repository root.
@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
 from lenet_mnist.tracking import provenance, store
-from tests.conftest import SLICE, run_dvc_stage, train_and_evaluate
+from tests.conftest import SLICE, run_dvc_stage, train_evaluate_publish
 
 pytestmark = pytest.mark.slow
 EPOCHS = SLICE["train__epochs"]
@@ -31,7 +31,7 @@ def pipeline(prepared_slice, tmp_path_factory):
     prepared, p = prepared_slice
     root = tmp_path_factory.mktemp("pipeline")
     db = f"sqlite:///{root / 'mlflow.db'}"
-    data = train_and_evaluate(prepared, p, root / "first", {"MLFLOW_TRACKING_URI": db})
+    data = train_evaluate_publish(prepared, p, root / "first", {"MLFLOW_TRACKING_URI": db})
     return {
         "root": root,
         "data": data,
@@ -90,7 +90,7 @@ def test_the_console_keeps_one_line_per_epoch_counting_iterations(pipeline):
         assert "train loss" in line and "val loss" in line and line.endswith("img/s")
     assert not any("\x1b[" in line or "\r" in line for line in lines)  # plain, no redraws
     page = f"/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}?workflowType="
-    for stage in ("train", "evaluate"):
+    for stage in ("train", "publish"):
         out = (pipeline["root"] / "first" / f"{stage}.out").read_text()
         assert f"{stage}: MLflow run {run.info.run_id}: http://127.0.0.1:5000{page}" in out
 
@@ -108,7 +108,7 @@ def test_weights_and_history_are_written(pipeline):
     assert timings["numerics"]["numerics.env.MKL_CBWR"] == "AVX2,STRICT"
 
 
-def test_evaluate_adds_test_metrics_and_artifacts_to_the_same_run(pipeline):
+def test_publish_adds_test_metrics_and_artifacts_to_the_training_run(pipeline):
     client, d = pipeline["client"], pipeline["data"]
     metrics = json.loads((d / "metrics/test.json").read_text())
     assert 0.8 < metrics["test_acc"] <= 1 and set(metrics["per_class_acc"]) == set("0123456789")
@@ -131,16 +131,41 @@ def test_evaluate_adds_test_metrics_and_artifacts_to_the_same_run(pipeline):
 def test_running_again_gives_identical_bits_in_every_hashed_output(pipeline):
     root = pipeline["root"]
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'second.db'}"}
-    again = train_and_evaluate(pipeline["prepared"], pipeline["params"], root / "second", env)
+    again = train_evaluate_publish(pipeline["prepared"], pipeline["params"], root / "second", env)
     for name in DVC_HASHED:
         assert (again / name).read_bytes() == (pipeline["data"] / name).read_bytes(), name
 
 
-def test_evaluate_opens_a_run_when_no_training_run_has_these_weights(pipeline, tmp_path):
+def test_evaluate_writes_nothing_to_mlflow(pipeline, tmp_path):
+    """Its outputs are its files; what reaches MLflow is the publish stage's."""
+    db = tmp_path / "untouched.db"
+    root = pipeline["data"].parent
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{db}"}
+    done = run_dvc_stage("evaluate", root, pipeline["params"], env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("evaluate: test accuracy ") and "MLflow" not in done.stdout
+    assert not db.exists()
+
+
+def test_publishing_the_same_weights_again_registers_no_new_version(pipeline):
+    client = pipeline["client"]
+    before = client.search_model_versions("name = 'lenet-mnist'")
+    root = pipeline["data"].parent
+    db = client.tracking_uri
+    done = run_dvc_stage("publish", root, pipeline["params"], {"MLFLOW_TRACKING_URI": db})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "holds these weights already" in done.stdout
+    after = client.search_model_versions("name = 'lenet-mnist'")
+    assert [v.version for v in after] == [v.version for v in before] and len(before) == 1
+    run = _only_run(client)
+    assert len(client.search_logged_models([run.info.experiment_id])) == 2  # model, digits
+
+
+def test_publish_opens_a_run_when_no_training_run_has_these_weights(pipeline, tmp_path):
     """As after DVC restored the weights from its cache: the numbers still reach MLflow."""
     db = f"sqlite:///{tmp_path / 'empty.db'}"
     root = pipeline["data"].parent
-    done = run_dvc_stage("evaluate", root, pipeline["params"], {"MLFLOW_TRACKING_URI": db})
+    done = run_dvc_stage("publish", root, pipeline["params"], {"MLFLOW_TRACKING_URI": db})
     assert done.returncode == 0, done.stderr[-3000:]
     run = _only_run(MlflowClient(db))
     assert run.data.tags["note"] == "weights restored, not trained"

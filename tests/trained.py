@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from lenet_mnist.data import idx
-from tests.conftest import train_and_evaluate
+from tests.conftest import train_evaluate_publish
 
 _done: dict[str, dict] = {}
 
@@ -24,7 +24,7 @@ def trained_slice(prepared_slice, tmp_path_factory: pytest.TempPathFactory) -> d
         prepared, params = prepared_slice
         root = tmp_path_factory.mktemp("trained")
         db = f"sqlite:///{root / 'mlflow.db'}"
-        data = train_and_evaluate(prepared, params, root, {"MLFLOW_TRACKING_URI": db})
+        data = train_evaluate_publish(prepared, params, root, {"MLFLOW_TRACKING_URI": db})
         rows = list(csv.DictReader((data / "metrics" / "test_predictions.csv").open()))
         predicted = [int(r["predicted"]) for r in rows]
         _done["slice"] = {"root": root, "data": data, "db": db, "params": params,

@@ -65,7 +65,7 @@ def test_a_missing_key_is_named():
         parse.validate(cfg)
 
 
-@pytest.mark.parametrize("stage", ["check", "download", "prepare", "train", "evaluate"])
+@pytest.mark.parametrize("stage", ["check", "download", "prepare", "train", "evaluate", "publish"])
 def test_every_stage_rejects_bad_config_before_work(stage, tmp_path):
     p = write_params(tmp_path / "params.yaml", train__batch_size=0)
     done = run_dvc_stage(stage, tmp_path, p)

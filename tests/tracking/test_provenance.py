@@ -1,6 +1,9 @@
 """Provenance tags: the code, data and machine behind a run."""
 
+import subprocess
+
 from lenet_mnist.tracking import provenance, store
+from tests.conftest import REPO
 
 
 def test_dvc_lock_hash_reads_the_stage_output(tmp_path):
@@ -15,12 +18,20 @@ def test_dvc_lock_hash_reads_the_stage_output(tmp_path):
 
 
 def test_run_tags_name_the_data_and_the_machine(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DVC_EXP_NAME", "quick-fig")
     tags = provenance.run_tags(tmp_path / "prepared", "d1g3st")
     assert tags["dataset_digest"] == "d1g3st" and tags["dvc_exp_name"] == "quick-fig"
     assert tags["dvc_data_md5"] == "unknown"  # no dvc.lock in this folder
     assert provenance.cpu_model() in tags[store.MACHINE_TAG]
-    assert len(tags["git_commit"]) == 40 or tags["git_commit"] == "unknown"
+    assert tags["git_commit"] == "unknown"  # tmp_path is no git repository
+
+
+def test_git_commit_is_the_checkout_head(monkeypatch):
+    monkeypatch.chdir(REPO)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO)
+    assert provenance.git_commit() == head.stdout.strip()
+    assert len(provenance.git_commit()) == 40
 
 
 def test_sha256_is_the_file_digest(tmp_path):

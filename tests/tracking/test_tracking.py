@@ -18,7 +18,7 @@ from tests.conftest import (
     run_dvc_stage,
     serve_mlflow,
     start_dvc_stage,
-    train_and_evaluate,
+    train_evaluate_publish,
     write_params,
 )
 
@@ -45,7 +45,7 @@ def mlflow_server(tmp_path):
 @pytest.mark.slow
 def test_runs_go_to_a_tracking_server_when_the_env_says_so(mlflow_server, prepared_slice, tmp_path):
     prepared, p = prepared_slice
-    data = train_and_evaluate(prepared, p, tmp_path, {"MLFLOW_TRACKING_URI": mlflow_server})
+    data = train_evaluate_publish(prepared, p, tmp_path, {"MLFLOW_TRACKING_URI": mlflow_server})
     client = MlflowClient(mlflow_server)
     exp = client.get_experiment_by_name("lenet-mnist")
     (run,) = client.search_runs([exp.experiment_id])

@@ -70,6 +70,9 @@ class MnistData(pl.LightningDataModule):
         if self.order is not None:
             self.batches.generator.set_state(self.order)
 
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):  # noqa: ANN001, ANN201
+        return batch  # already slices of tensors on the training device
+
     def train_dataloader(self) -> Grouped:
         return Grouped(self.batches, self.batch_group)
 

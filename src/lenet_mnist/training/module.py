@@ -72,9 +72,6 @@ class Classifier(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def transfer_batch_to_device(self, batch, device, dataloader_idx):  # noqa: ANN001, ANN201
-        return batch  # MnistData's batches are slices of tensors on the training device
-
     def _step(self, batch: Batch, split: str) -> torch.Tensor:
         x, y, *real = batch  # `real` only on a DDP rank's batch that holds padding
         loss, stats = self.forward_loss(self.net, x, y, *real)
