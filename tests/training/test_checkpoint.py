@@ -64,8 +64,14 @@ def test_a_training_killed_after_epoch_2_of_3_resumes_to_the_same_bits(prepared_
 
 
 def test_a_checkpoint_for_another_config_is_not_used(tmp_path):
-    checkpoint.save(tmp_path / "c.pt", {"key": "abc", "epoch": 1})
-    assert checkpoint.load(tmp_path / "c.pt", "abc")["epoch"] == 1
-    assert checkpoint.load(tmp_path / "c.pt", "other") is None
-    assert checkpoint.load(None, "abc") is None
+    state = checkpoint.Checkpoint(
+        key="abc", run_id="r", epoch=1, step=90, net={"w": torch.ones(2)}, optimizer={},
+        scheduler=None, batch_order=torch.Generator().get_state(), rng=torch.get_rng_state(),
+        recorder={"history": []}, early_stopping=None,
+    )  # fmt: skip
+    checkpoint.save(tmp_path / "c.pt", state)
+    read = checkpoint.read(tmp_path / "c.pt", "abc")
+    assert read.epoch == 1 and torch.equal(read.net["w"], torch.ones(2))
+    assert checkpoint.read(tmp_path / "c.pt", "other") is None
+    assert checkpoint.read(None, "abc") is None
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no partial file left
