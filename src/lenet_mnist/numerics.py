@@ -28,9 +28,9 @@ if TYPE_CHECKING:
 PORTABLE_ENV = {
     "ATEN_CPU_CAPABILITY": "avx2",  # ATen's kernel dispatch, and torch.compile's vector ISA
     "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN's convolution kernels
-    # MKL's conditional numerical reproducibility. Only COMPATIBLE (SSE2) is honoured by
-    # every vendor's CPU: on an AMD EPYC (family 25, model 17) the AVX2, SSE4_2 and AVX512
-    # branches all gave the bits of MKL's own AMD path (docs/determinism.md).
+    # MKL's conditional numerical reproducibility, on its SSE2 branch: on an AMD EPYC
+    # (family 25, model 17) the AVX2, SSE4_2 and AVX512 branches all gave the bits of
+    # MKL's own AMD path, COMPATIBLE other ones (docs/determinism.md).
     "MKL_CBWR": "COMPATIBLE",
     "TORCHINDUCTOR_CPP_MARCH": "x86-64-v3",  # torch.compile's C++, instead of -march=native
 }
