@@ -75,7 +75,10 @@ class DataConfig:
         names = ", ".join(SOURCES)
         ok = len(self.sources) > 0 and all(s in SOURCES for s in self.sources)
         _require(self, "sources", ok, f"a non-empty list of {names}")
-        urls = all(m.startswith(("http://", "https://")) and m.endswith("/") for m in self.mirrors)
+        urls = all(
+            isinstance(m, str) and m.startswith(("http://", "https://")) and m.endswith("/")
+            for m in self.mirrors
+        )  # OmegaConf lets a nested list through as an item of list[str]
         _require(self, "mirrors", urls, "a list of http(s) URLs ending in /")
         _require(self, "timeout_s", 0 < self.timeout_s < math.inf, "a finite number > 0")
         _between(self, "split_seed", 0, MAX_SEED)
