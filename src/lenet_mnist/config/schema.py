@@ -196,7 +196,7 @@ class LoggerConfig:
     experiment_name: str = MISSING
     tracking_uri: str = MISSING
     timeout_s: float = MISSING
-    registered_model: str | None = MISSING  # evaluate registers its model under this name
+    registered_model: str | None = MISSING  # publish registers its model under this name
 
     def check(self) -> None:
         _require(self, "experiment_name", self.experiment_name != "", "a non-empty string")

@@ -1,7 +1,7 @@
 """Every MLflow write goes through here: where runs live, and the Recorder that writes one.
 
-Train opens the run and evaluate finds it again through the SHA-256 of the weights it
-evaluates, so no run id ever has to be written into a file that DVC hashes. Every
+Train opens the run and publish finds it again through the SHA-256 of the weights it
+publishes, so no run id ever has to be written into a file that DVC hashes. Every
 experiment carries the saved runs view that links into the UI open (lenet_mnist.tracking.ui).
 """
 
