@@ -12,6 +12,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -89,17 +90,55 @@ def start_dvc_stage(stage: str, cwd: Path, p: Path, env: dict) -> subprocess.Pop
     )
 
 
+@dataclass(frozen=True)
+class StageFolder:
+    """A folder laid out as the repository is for dvc.yaml's stage commands: data/prepared
+    links to a prepared slice, beside the folder's own params.yaml and MLflow store."""
+
+    root: Path
+    params: Path
+    db: str  # the MLflow tracking URI of the folder's own store
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {"MLFLOW_TRACKING_URI": self.db, **extra}
+
+    def run(self, stage: str, **env: str) -> subprocess.CompletedProcess:
+        """The stage as `dvc repro` runs it; `env` adds to or overrides the store's URI."""
+        return run_dvc_stage(stage, self.root, self.params, self.env(**env))
+
+    def start(self, stage: str, **env: str) -> subprocess.Popen:
+        return start_dvc_stage(stage, self.root, self.params, self.env(**env))
+
+    def runs(self) -> list:
+        """Every MLflow run of the folder's store."""
+        return mlflow_runs(self.db)[1]
+
+
+def stage_folder(
+    root: Path, prepared: Path, params: Path | None = None, db: str | None = None, **overrides
+) -> StageFolder:
+    """A StageFolder in `root`: params.yaml is SLICE with `overrides`, unless `params` names
+    one to use; the store is root/mlflow.db unless `db` names another."""
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    (root / "data" / "prepared").symlink_to(prepared)
+    params = params or write_params(root / "params.yaml", **{**SLICE, **overrides})
+    return StageFolder(root, params, db or f"sqlite:///{root / 'mlflow.db'}")
+
+
 def train_evaluate_publish(prepared: Path, p: Path, root: Path, env: dict) -> Path:
     """train, evaluate and publish as dvc.yaml runs them, in `root`; returns root/data.
 
     Each stage's console output is kept as root/<stage>.out."""
-    (root / "data").mkdir(parents=True)
-    (root / "data" / "prepared").symlink_to(prepared)
+    folder = stage_folder(root, prepared, params=p, db=env.get("MLFLOW_TRACKING_URI"))
     for stage in ("train", "evaluate", "publish"):
-        done = run_dvc_stage(stage, root, p, env)
+        done = folder.run(stage, **env)
         assert done.returncode == 0, done.stderr[-3000:]
         (root / f"{stage}.out").write_text(done.stdout)
-    return root / "data"
+    return folder.data
 
 
 def write_params(path: Path, **overrides: object) -> Path:
@@ -164,6 +203,8 @@ def mlflow_runs(db: str) -> tuple[MlflowClient, list]:
     """A sweep's store: its client and every run of the experiment, parents and children."""
     client = MlflowClient(db)
     experiment = client.get_experiment_by_name("lenet-mnist")
+    if experiment is None:  # nothing recorded yet
+        return client, []
     return client, client.search_runs([experiment.experiment_id], max_results=1000)
 
 

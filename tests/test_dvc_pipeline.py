@@ -14,9 +14,8 @@ import time
 
 import pytest
 import yaml
-from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, write_params
+from tests.conftest import REPO, mlflow_runs, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -123,9 +122,7 @@ def _wait_for_queue(clone, env, timeout_s=900):
 
 
 def _training_runs(db):
-    client = MlflowClient(f"sqlite:///{db}")
-    experiment = client.get_experiment_by_name("lenet-mnist")
-    return client.search_runs([experiment.experiment_id]) if experiment else []
+    return mlflow_runs(f"sqlite:///{db}")[1]
 
 
 def _readme_exp_show(clone, env) -> str:

@@ -20,28 +20,25 @@ from lenet_mnist import numerics
 from lenet_mnist.config import parse
 from lenet_mnist.config.schema import TrainerConfig
 from lenet_mnist.errors import PipelineError
-from tests.conftest import REPO, SLICE, stage_argv, write_params
+from tests.conftest import REPO, stage_argv, stage_folder
 
 LOWER_ISA = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}
 
 
 def _weights(prepared, tmp_path, mode, env=None, one_core=False) -> bytes:
     root = tmp_path / f"{mode}-{len(list(tmp_path.iterdir()))}"
-    (root / "data").mkdir(parents=True)
-    (root / "data" / "prepared").symlink_to(prepared)
-    overrides = {**SLICE, "train__epochs": 1, "trainer__compile": False}
-    p = write_params(root / "params.yaml", **overrides, trainer__reproducible=mode)
+    overrides = {"train__epochs": 1, "trainer__compile": False, "trainer__reproducible": mode}
+    folder = stage_folder(root, prepared, **overrides)
     wrap = [shutil.which("taskset"), "-c", "0"] if one_core else []
-    db = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
     done = subprocess.run(
-        [*wrap, *stage_argv("train"), "--params", str(p)],
+        [*wrap, *stage_argv("train"), "--params", str(folder.params)],
         cwd=root,
         capture_output=True,
         text=True,
-        env={**os.environ, **db, **(env or {})},
+        env={**os.environ, **folder.env(**(env or {}))},
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return (root / "data/model/weights.safetensors").read_bytes()
+    return (folder.data / "model/weights.safetensors").read_bytes()
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
 from lenet_mnist.tracking import provenance, store
-from tests.conftest import SLICE, run_dvc_stage, train_evaluate_publish
+from tests.conftest import SLICE, mlflow_runs, run_dvc_stage, train_evaluate_publish
 
 pytestmark = pytest.mark.slow
 EPOCHS = SLICE["train__epochs"]
@@ -42,10 +42,8 @@ def pipeline(prepared_slice, tmp_path_factory):
 
 
 def _only_run(client):
-    exp = client.get_experiment_by_name("lenet-mnist")
-    runs = client.search_runs([exp.experiment_id])
-    assert len(runs) == 1
-    return runs[0]
+    (run,) = mlflow_runs(client.tracking_uri)[1]
+    return run
 
 
 def test_train_logs_params_derived_values_and_every_epoch(pipeline):

@@ -23,6 +23,7 @@ from lenet_mnist.data import prepare
 from lenet_mnist.evaluation import evaluate
 from lenet_mnist.model import inference, networks
 from lenet_mnist.serving import logged, publish, pyfunc
+from tests.conftest import mlflow_runs
 from tests.trained import raw_test_images, trained_slice
 
 
@@ -52,8 +53,7 @@ def test_an_image_of_the_wrong_size_is_refused_with_its_shape():
 @pytest.mark.slow
 def test_the_run_has_the_dataset_and_both_models(prepared_slice, tmp_path_factory):
     done = trained_slice(prepared_slice, tmp_path_factory)
-    client = MlflowClient(done["db"])
-    (run,) = client.search_runs([client.get_experiment_by_name("lenet-mnist").experiment_id])
+    client, (run,) = mlflow_runs(done["db"])
     (dataset,) = [d.dataset for d in run.inputs.dataset_inputs]
     digest = prepare.read_stats(prepared_slice[0])["digest"]
     assert (dataset.name, dataset.digest) == (logged.DATASET, digest[:12])

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from lenet_mnist.serving import publish
@@ -194,11 +193,7 @@ def _assert_one_folder_holds_the_sweep(sweeps: Path, parent, sizes: list[int]) -
 
 def _running(db: str, batch_size: str) -> str | None:
     """The id of a run still RUNNING with this batch size, once the store exists."""
-    client = MlflowClient(db)
-    experiment = client.get_experiment_by_name("lenet-mnist")
-    if experiment is None:
-        return None
-    runs = client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
+    runs = [r for r in mlflow_runs(db)[1] if r.info.status == "RUNNING"]
     return next(
         (r.info.run_id for r in runs if r.data.params.get("train.batch_size") == batch_size),
         None,

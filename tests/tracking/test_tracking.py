@@ -15,9 +15,9 @@ from lenet_mnist.errors import PipelineError
 from lenet_mnist.tracking import store, ui
 from tests.conftest import (
     SLICE,
-    run_dvc_stage,
+    mlflow_runs,
     serve_mlflow,
-    start_dvc_stage,
+    stage_folder,
     train_evaluate_publish,
     write_params,
 )
@@ -46,9 +46,7 @@ def mlflow_server(tmp_path):
 def test_runs_go_to_a_tracking_server_when_the_env_says_so(mlflow_server, prepared_slice, tmp_path):
     prepared, p = prepared_slice
     data = train_evaluate_publish(prepared, p, tmp_path, {"MLFLOW_TRACKING_URI": mlflow_server})
-    client = MlflowClient(mlflow_server)
-    exp = client.get_experiment_by_name("lenet-mnist")
-    (run,) = client.search_runs([exp.experiment_id])
+    client, (run,) = mlflow_runs(mlflow_server)
     test = json.loads((data / "metrics/test.json").read_text())
     assert run.data.metrics["test_acc"] == test["test_acc"]
     assert "weights.safetensors" in {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -196,14 +194,9 @@ def test_an_unreachable_tracking_server_is_one_line_in_seconds(monkeypatch):
 
 @pytest.mark.slow
 def test_a_run_left_running_by_kill_9_is_marked_killed_by_the_next_start(prepared_slice, tmp_path):
-    prepared, _ = prepared_slice
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "prepared").symlink_to(prepared)
-    p = write_params(
-        tmp_path / "params.yaml", **{**SLICE, "trainer__compile": False, "train__epochs": 20}
-    )
-    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = start_dvc_stage("train", tmp_path, p, {"MLFLOW_TRACKING_URI": db})
+    folder = stage_folder(tmp_path, prepared_slice[0], trainer__compile=False, train__epochs=20)
+    db = folder.db
+    proc = folder.start("train")
     deadline = time.monotonic() + 300
     while not (running := _running_runs(db)):
         assert proc.poll() is None and time.monotonic() < deadline, "training never started"
@@ -212,18 +205,11 @@ def test_a_run_left_running_by_kill_9_is_marked_killed_by_the_next_start(prepare
     proc.wait()
     client = MlflowClient(db)
     assert client.get_run(running[0]).info.status == "RUNNING"  # nobody closed it
-    again = write_params(
-        tmp_path / "params.yaml", **{**SLICE, "trainer__compile": False, "train__epochs": 1}
-    )
-    done = run_dvc_stage("train", tmp_path, again, {"MLFLOW_TRACKING_URI": db})
+    write_params(folder.params, **{**SLICE, "trainer__compile": False, "train__epochs": 1})
+    done = folder.run("train")
     assert done.returncode == 0, done.stderr[-3000:]
     assert client.get_run(running[0]).info.status == "KILLED"
 
 
 def _running_runs(db: str) -> list[str]:
-    client = MlflowClient(db)
-    experiment = client.get_experiment_by_name("lenet-mnist")
-    if experiment is None:
-        return []
-    runs = client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
-    return [r.info.run_id for r in runs]
+    return [r.info.run_id for r in mlflow_runs(db)[1] if r.info.status == "RUNNING"]

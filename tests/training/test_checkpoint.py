@@ -1,27 +1,17 @@
 """Resume after a kill: the same weights, bit for bit, as a training never interrupted."""
 
 import hashlib
-import os
 import signal
-import subprocess
 import time
 
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
 
 from lenet_mnist.training import checkpoint
-from tests.conftest import SLICE, run_dvc_stage, stage_argv, start_dvc_stage, write_params
+from tests.conftest import mlflow_runs, stage_folder
 
 pytestmark = pytest.mark.slow
-THREE_EPOCHS = {**SLICE, "train__epochs": 3, "trainer__compile": False}
-
-
-def _stage_folder(root, prepared):
-    (root / "data").mkdir(parents=True)
-    (root / "data" / "prepared").symlink_to(prepared)
-    params = write_params(root / "params.yaml", **THREE_EPOCHS)
-    return params, {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+THREE_EPOCHS = {"train__epochs": 3, "trainer__compile": False}
 
 
 def _weights(root) -> str:
@@ -30,17 +20,14 @@ def _weights(root) -> str:
 
 def test_a_training_killed_after_epoch_2_of_3_resumes_to_the_same_bits(prepared_slice, tmp_path):
     prepared, _ = prepared_slice
-    whole = tmp_path / "whole"
-    params, env = _stage_folder(whole, prepared)
-    done = subprocess.run(
-        [*stage_argv("train"), "--params", str(params)], cwd=whole, env=env, capture_output=True
-    )
+    whole = stage_folder(tmp_path / "whole", prepared, **THREE_EPOCHS)
+    done = whole.run("train")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert not (whole / "data/checkpoints/train.pt").exists()  # removed once finished
+    assert not (whole.data / "checkpoints/train.pt").exists()  # removed once finished
 
-    cut = tmp_path / "cut"
-    params, env = _stage_folder(cut, prepared)
-    proc = start_dvc_stage("train", cut, params, env)
+    folder = stage_folder(tmp_path / "cut", prepared, **THREE_EPOCHS)
+    cut = folder.root
+    proc = folder.start("train")
     saved = cut / "data/checkpoints/train.pt"
     deadline = time.monotonic() + 300
     while not (saved.is_file() and torch.load(saved, weights_only=True)["epoch"] == 2):
@@ -50,15 +37,14 @@ def test_a_training_killed_after_epoch_2_of_3_resumes_to_the_same_bits(prepared_
     proc.wait()
     assert not (cut / "data/model").exists()
 
-    again = run_dvc_stage("train", cut, params, {"MLFLOW_TRACKING_URI": env["MLFLOW_TRACKING_URI"]})
+    again = folder.run("train")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming after epoch 2" in again.stdout
-    assert _weights(cut) == _weights(whole)
+    assert _weights(cut) == _weights(whole.root)
     assert (cut / "data/metrics/train_history.csv").read_bytes() == (
-        whole / "data/metrics/train_history.csv"
+        whole.data / "metrics/train_history.csv"
     ).read_bytes()
-    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    (run,) = client.search_runs([client.get_experiment_by_name("lenet-mnist").experiment_id])
+    client, (run,) = mlflow_runs(folder.db)
     assert run.info.status == "FINISHED"  # the same run, continued
     assert len(client.get_metric_history(run.info.run_id, "val_acc")) == 3
 

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from lenet_mnist.training.progress import epoch_line
-from tests.conftest import SLICE, run_dvc_stage, write_params
+from tests.conftest import stage_folder
 
 
 def test_an_epoch_line_says_where_training_is_and_how_it_goes():
@@ -27,20 +27,15 @@ def test_an_epoch_line_says_where_training_is_and_how_it_goes():
 @pytest.mark.slow
 def test_on_a_terminal_the_live_bar_counts_iterations_not_lightning_steps(prepared_slice, tmp_path):
     """Four batches per Lightning call: the bar must still count the 90 updates of an epoch."""
-    prepared, _ = prepared_slice
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "prepared").symlink_to(prepared)
     overrides = {
-        **SLICE,
         "train__epochs": 1,
         "trainer__compile": False,
         "trainer__batch_group": 4,
         "trainer__enable_progress_bar": True,
     }
-    p = write_params(tmp_path / "params.yaml", **overrides)
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "TTY_COMPATIBLE": "1"}
-    env["TTY_INTERACTIVE"] = "1"  # rich's switches for a terminal it cannot see
-    done = run_dvc_stage("train", tmp_path, p, env)
+    folder = stage_folder(tmp_path, prepared_slice[0], **overrides)
+    # rich's switches for a terminal it cannot see
+    done = folder.run("train", TTY_COMPATIBLE="1", TTY_INTERACTIVE="1")
     assert done.returncode == 0, done.stderr[-3000:]
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", done.stdout)
     counts = re.findall(r"(\d+)/(\d+) iterations  loss (\S+)", plain)

@@ -4,11 +4,10 @@ import csv
 
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
 
 from lenet_mnist.config import parse
 from lenet_mnist.training.probes import Probes, Reading, first_reached, target_key
-from tests.conftest import SLICE, run_dvc_stage, write_params
+from tests.conftest import mlflow_runs, stage_folder
 
 
 def test_each_target_is_timed_at_its_first_reading_and_epoch_end():
@@ -51,15 +50,11 @@ def test_validation_between_epochs_is_due_each_interval_until_the_top_target():
 
 
 def _train(root, prepared, **overrides):
-    (root / "data").mkdir(parents=True)
-    (root / "data" / "prepared").symlink_to(prepared)
-    p = write_params(root / "params.yaml", **{**SLICE, "trainer__compile": False, **overrides})
-    db = f"sqlite:///{root / 'mlflow.db'}"
-    done = run_dvc_stage("train", root, p, {"MLFLOW_TRACKING_URI": db})
+    folder = stage_folder(root, prepared, **{"trainer__compile": False, **overrides})
+    done = folder.run("train")
     assert done.returncode == 0, done.stderr[-3000:]
-    client = MlflowClient(db)
-    (run,) = client.search_runs([client.get_experiment_by_name("lenet-mnist").experiment_id])
-    return root / "data", client, run
+    client, (run,) = mlflow_runs(folder.db)
+    return folder.data, client, run
 
 
 @pytest.mark.slow

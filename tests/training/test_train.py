@@ -3,9 +3,8 @@
 import time
 
 import pytest
-from mlflow.tracking import MlflowClient
 
-from tests.conftest import SLICE, hydra_train, run_dvc_stage, write_params
+from tests.conftest import SLICE, hydra_train, mlflow_runs, stage_folder
 
 DDP = {"trainer__accelerator": "cpu", "trainer__devices": 2, "trainer__strategy": "ddp"}
 
@@ -13,19 +12,16 @@ DDP = {"trainer__accelerator": "cpu", "trainer__devices": 2, "trainer__strategy"
 @pytest.mark.slow
 def test_batch_group_changes_speed_not_what_is_learned(prepared_slice, tmp_path):
     """Grouping batches per Lightning call must leave every update, and so the weights, alike."""
-    prepared, _ = prepared_slice
     weights = []
     for group in (1, 4):
-        root = tmp_path / f"group{group}"
-        (root / "data").mkdir(parents=True)
-        (root / "data" / "prepared").symlink_to(prepared)
-        overrides = {**SLICE, "trainer__compile": False, "trainer__batch_group": group}
-        p = write_params(root / "params.yaml", **overrides)
-        db = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
-        done = run_dvc_stage("train", root, p, db)
+        folder = stage_folder(
+            tmp_path / f"group{group}", prepared_slice[0], trainer__compile=False,
+            trainer__batch_group=group,
+        )  # fmt: skip
+        done = folder.run("train")
         assert done.returncode == 0, done.stderr[-3000:]
-        weights.append((root / "data/model/weights.safetensors").read_bytes())
-        history = (root / "data/metrics/train_history.csv").read_text().splitlines()
+        weights.append((folder.data / "model/weights.safetensors").read_bytes())
+        history = (folder.data / "metrics/train_history.csv").read_text().splitlines()
         assert history[-1].split(",")[1] == str(90 * SLICE["train__epochs"])  # iterations
     assert weights[0] == weights[1]
 
@@ -34,31 +30,21 @@ def test_batch_group_changes_speed_not_what_is_learned(prepared_slice, tmp_path)
 def test_a_diverging_run_stops_with_one_line_writes_nothing_and_fails_its_run(
     prepared_slice, tmp_path
 ):
-    prepared, _ = prepared_slice
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "prepared").symlink_to(prepared)
-    overrides = {**SLICE, "trainer__compile": False, "optimizer__lr": 1e6}
-    p = write_params(tmp_path / "params.yaml", **overrides)
-    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    done = run_dvc_stage("train", tmp_path, p, {"MLFLOW_TRACKING_URI": db})
+    folder = stage_folder(tmp_path, prepared_slice[0], trainer__compile=False, optimizer__lr=1e6)
+    done = folder.run("train")
     assert done.returncode == 2
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: training diverged: the val loss was ")
     assert "in epoch 1 (after 90 optimizer updates)" in last and "Traceback" not in done.stderr
-    assert sorted(x.name for x in (tmp_path / "data").iterdir()) == ["prepared"]
-    client = MlflowClient(db)
-    (run,) = client.search_runs([client.get_experiment_by_name("lenet-mnist").experiment_id])
+    assert sorted(x.name for x in folder.data.iterdir()) == ["prepared"]
+    (run,) = folder.runs()
     assert run.info.status == "FAILED"
 
 
 @pytest.mark.parametrize("accelerator", ["gpu", "mps"])
 def test_an_accelerator_that_is_not_here_is_one_line(prepared_slice, tmp_path, accelerator):
-    prepared, _ = prepared_slice
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "prepared").symlink_to(prepared)
-    p = write_params(tmp_path / "params.yaml", **SLICE, trainer__accelerator=accelerator)
-    db = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    done = run_dvc_stage("train", tmp_path, p, db)
+    folder = stage_folder(tmp_path, prepared_slice[0], trainer__accelerator=accelerator)
+    done = folder.run("train")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     (line,) = [x for x in done.stderr.splitlines() if x.startswith("error:")]
     assert line.startswith(f"error: trainer.accelerator={accelerator} with trainer.devices=1 is")
@@ -67,30 +53,23 @@ def test_an_accelerator_that_is_not_here_is_one_line(prepared_slice, tmp_path, a
 
 
 def test_an_unreachable_tracking_server_stops_the_stage_in_seconds(prepared_slice, tmp_path):
-    prepared, _ = prepared_slice
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "prepared").symlink_to(prepared)
-    p = write_params(tmp_path / "params.yaml", **SLICE)
+    folder = stage_folder(tmp_path, prepared_slice[0])
     started = time.monotonic()
-    done = run_dvc_stage("train", tmp_path, p, {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
+    done = folder.run("train", MLFLOW_TRACKING_URI="http://127.0.0.1:9")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     (line,) = [x for x in done.stderr.splitlines() if x.startswith("error:")]
     assert line.startswith("error: MLflow tracking server http://127.0.0.1:9 did not answer")
     assert time.monotonic() - started < 60  # not minutes of retries
-    assert sorted(x.name for x in (tmp_path / "data").iterdir()) == ["prepared"]
+    assert sorted(x.name for x in folder.data.iterdir()) == ["prepared"]
 
 
 @pytest.mark.slow
 def test_two_process_ddp_trains_once_records_one_run_and_writes_once(prepared_slice, tmp_path):
     """Lightning's launcher starts rank 1 as a second run of the stage's command; only
     rank 0 may record and write, and the process that DVC started must end with 0."""
-    prepared, _ = prepared_slice
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "prepared").symlink_to(prepared)
-    overrides = {**SLICE, **DDP, "train__epochs": 1, "trainer__compile": False}
-    p = write_params(tmp_path / "params.yaml", **overrides)
-    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    done = run_dvc_stage("train", tmp_path, p, {"MLFLOW_TRACKING_URI": db})
+    overrides = {**DDP, "train__epochs": 1, "trainer__compile": False}
+    folder = stage_folder(tmp_path, prepared_slice[0], **overrides)
+    done = folder.run("train")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "distributed_backend=gloo" in done.stderr and "MEMBER: 2/2" in done.stderr
     lines = done.stdout.splitlines()
@@ -98,13 +77,12 @@ def test_two_process_ddp_trains_once_records_one_run_and_writes_once(prepared_sl
     assert len([x for x in lines if x.startswith("train: kept epoch 1")]) == 1
     # 4,500 training images in shards of 2,250: 45 updates of 50 on each rank
     assert len([x for x in lines if x.startswith("epoch 1/1  iteration 45/45  ")]) == 1
-    data = tmp_path / "data"
+    data = folder.data
     assert sorted(x.name for x in data.iterdir()) == ["metrics", "model", "prepared", "timings"]
     assert [x.name for x in (data / "model").iterdir()] == ["weights.safetensors"]
     history = (data / "metrics/train_history.csv").read_text().splitlines()
     assert len(history) == 2 and history[1].startswith("1,45,")
-    client = MlflowClient(db)
-    (run,) = client.search_runs([client.get_experiment_by_name("lenet-mnist").experiment_id])
+    client, (run,) = mlflow_runs(folder.db)
     assert run.info.status == "FINISHED"
     assert run.data.params["trainer.strategy"] == "ddp"
     assert len(client.get_metric_history(run.info.run_id, "val_acc")) == 1
@@ -123,8 +101,7 @@ def test_two_process_ddp_as_a_hydra_run_trains_and_evaluates_once(prepared_slice
     (job,) = (tmp_path / "data/runs").iterdir()  # both ranks ran in the one job folder
     assert len([x for x in done.stdout.splitlines() if " - test accuracy " in x]) == 1
     assert (job / "test.json").is_file() and (job / "model/weights.safetensors").is_file()
-    client = MlflowClient(db)
-    (run,) = client.search_runs([client.get_experiment_by_name("lenet-mnist").experiment_id])
+    _, (run,) = mlflow_runs(db)
     assert run.info.status == "FINISHED" and "test_acc" in run.data.metrics
 
 
@@ -132,23 +109,17 @@ def test_two_process_ddp_as_a_hydra_run_trains_and_evaluates_once(prepared_slice
 def test_early_stopping_ends_the_fit_and_records_its_epoch(prepared_slice, tmp_path):
     """A rate too small to move any prediction leaves validation accuracy flat, so with a
     patience of 1 the fit stops after its second epoch of three."""
-    prepared, _ = prepared_slice
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "prepared").symlink_to(prepared)
     overrides = {
-        **SLICE,
         "trainer__compile": False,
         "optimizer__lr": 1e-12,
         "train__epochs": 3,
         "train__early_stopping__patience": 1,
     }
-    p = write_params(tmp_path / "params.yaml", **overrides)
-    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    done = run_dvc_stage("train", tmp_path, p, {"MLFLOW_TRACKING_URI": db})
+    folder = stage_folder(tmp_path, prepared_slice[0], **overrides)
+    done = folder.run("train")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "train: early stopping after epoch 2 of 3" in done.stdout
-    history = (tmp_path / "data/metrics/train_history.csv").read_text().splitlines()
+    history = (folder.data / "metrics/train_history.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in history[1:]] == ["1", "2"]
-    client = MlflowClient(db)
-    (run,) = client.search_runs([client.get_experiment_by_name("lenet-mnist").experiment_id])
+    (run,) = folder.runs()
     assert run.data.metrics["stopped_epoch"] == 2 and run.data.metrics["kept_epoch"] == 1
