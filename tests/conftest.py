@@ -24,6 +24,10 @@ from lenet_mnist.data import sources
 from lenet_mnist.data.download import download
 
 REPO = Path(__file__).resolve().parents[1]
+# Tests run side by side (pytest -n) and each may start multi-threaded stages: OpenMP's
+# default busy-waiting would make such processes collapse on a shared core. The wait
+# policy changes no result. Set before any stage process starts, which inherits it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from lenet_mnist.serving import publish
+from lenet_mnist.serving import logged
 from lenet_mnist.study import report
 from lenet_mnist.sweeps import sweep
 from lenet_mnist.tracking import store, ui
@@ -82,8 +82,8 @@ def test_mlflow_ui_folds_the_children_under_the_parent(sweep_2x1, tmp_path):
         index = page.get_by_role("row").filter(has_text="bs100-ep1").get_attribute("aria-rowindex")
         cells = " ".join(page.locator(f'[role=row][aria-rowindex="{index}"]').all_inner_texts())
         assert "100" in cells.split(), cells  # its batch size, in its param column
-        assert f"{publish.DATASET} (" in cells, cells  # the prepared data, name (digest)
-        assert publish.SERVED_MODEL in cells.split(), cells  # a logged model of the run
+        assert f"{logged.DATASET} (" in cells, cells  # the prepared data, name (digest)
+        assert logged.SERVED_MODEL in cells.split(), cells  # a logged model of the run
         body = page.inner_text("body")
         assert not [text for text in GENAI_SCREENS if text in body], body[:2000]
         assert "/runs" in page.url and "/overview" not in page.url
