@@ -153,6 +153,13 @@ def test_publishing_the_same_weights_again_registers_no_new_version(pipeline):
     done = run_dvc_stage("publish", root, pipeline["params"], {"MLFLOW_TRACKING_URI": db})
     assert done.returncode == 0, done.stderr[-3000:]
     assert "holds these weights already" in done.stdout
+    receipt = json.loads((pipeline["data"] / "published.json").read_text())
+    weights = pipeline["data"] / "model/weights.safetensors"
+    assert receipt == {
+        "registered_model": "lenet-mnist",
+        "weights_sha256": provenance.sha256(weights),
+        "test_acc": json.loads((pipeline["data"] / "metrics/test.json").read_text())["test_acc"],
+    }  # no run id and no version: the same in every clone
     after = client.search_model_versions("name = 'lenet-mnist'")
     assert [v.version for v in after] == [v.version for v in before] and len(before) == 1
     run = _only_run(client)

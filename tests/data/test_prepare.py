@@ -45,7 +45,7 @@ def _cfg(**kw):
 def test_prepare_on_real_data(mnist_raw, tmp_path):
     stats = prepare.prepare(mnist_raw, tmp_path / "out", _cfg())
     assert stats["sizes"] == {"train": 900, "val": 100, "test": 200}
-    x, y = prepare.load(tmp_path / "out", "train")
+    x, y = prepare.read_split(tmp_path / "out", "train")
     assert x.shape == (900, 1, 32, 32) and y.dtype == np.int64
     assert abs(float(x.mean())) < 1e-4 and abs(float(x.std()) - 1) < 1e-3
     assert json.loads((tmp_path / "out" / "stats.json").read_text()) == stats
@@ -69,14 +69,14 @@ def test_inconsistent_raw_files_are_refused(tmp_path, labels, message):
     for name, array in (("train-images-idx3-ubyte", images), ("train-labels-idx1-ubyte", labels)):
         (tmp_path / name).write_bytes(idx.encode(array))
     with pytest.raises(PipelineError, match=message):
-        prepare.load_split(tmp_path, "train")
+        prepare.read_raw_split(tmp_path, "train")
 
 
 def test_wrong_image_shape_is_refused(tmp_path):
     (tmp_path / "t10k-images-idx3-ubyte").write_bytes(idx.encode(np.zeros((2, 27, 28), np.uint8)))
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(idx.encode(np.zeros(2, np.uint8)))
     with pytest.raises(PipelineError, match=r"expected \(N, 28, 28\)"):
-        prepare.load_split(tmp_path, "test")
+        prepare.read_raw_split(tmp_path, "test")
 
 
 def test_a_raw_folder_missing_one_file_is_one_line_naming_it(copy_raw, tmp_path):

@@ -10,7 +10,7 @@ def test_logits_are_the_same_bits_for_any_batch_size(prepared_slice):
     """The batch size is a speed choice only; it must not move a single logit."""
     torch.manual_seed(0)
     net = networks.build("lenet5")
-    x, _ = prepare.load(prepared_slice[0], "test")
+    x, _ = prepare.read_split(prepared_slice[0], "test")
     default = inference.logits(net, x)  # batches of 256
     assert default.shape == (len(x), 10)
     assert torch.equal(default, inference.logits(net, x, batch_size=2048))  # a larger batch

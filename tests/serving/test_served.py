@@ -31,7 +31,7 @@ def test_raw_images_become_the_prepared_test_arrays_bit_for_bit(prepared_slice, 
     """A served image must reach the network exactly as the test set did in evaluate."""
     prepared, _ = prepared_slice
     stats = prepare.read_stats(prepared)
-    x, _ = prepare.load(prepared, "test")
+    x, _ = prepare.read_split(prepared, "test")
     raw = raw_test_images(mnist_raw, len(x))
     got = pyfunc.to_network_input(raw, stats["mean"], stats["std"])
     assert got.dtype == np.float32 and got.shape == x.shape
@@ -64,7 +64,7 @@ def test_the_run_has_the_dataset_and_both_models(prepared_slice, tmp_path_factor
     import mlflow.pytorch
 
     net = mlflow.pytorch.load_model(network.artifact_location)  # its folder in the store
-    x, _ = prepare.load(prepared_slice[0], "test")
+    x, _ = prepare.read_split(prepared_slice[0], "test")
     logits = inference.logits(net, x)
     assert logits.argmax(1).tolist() == done["predicted"]
 

@@ -1,4 +1,4 @@
-"""Where MLflow runs live, and the Recorder that writes them, against real stores."""
+"""Where MLflow runs live, and the TrackedRun that writes them, against real stores."""
 
 import json
 import signal
@@ -153,7 +153,7 @@ def test_an_experiment_made_by_another_process_meanwhile_is_used_not_fatal(tmp_p
 def _recorded(tmp_path, fail: BaseException | None):
     mlflow = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:
-        with store.Recorder.create(mlflow, "lenet-mnist", "r", {"k": "v"}) as run:
+        with store.TrackedRun.create(mlflow, "lenet-mnist", "r", {"k": "v"}) as run:
             run.params({"train.batch_size": 64, "trainer.threads": None})
             run.metrics({"val_acc": 0.5}, step=10)
             run.metrics({"val_acc": 0.75}, step=20)

@@ -26,7 +26,7 @@ SPLITS = ("train", "val", "test")
 PAD = 2  # 28 + 2 + 2 = 32
 
 
-def load_split(raw: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+def read_raw_split(raw: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Decode one split and check that images and labels are a consistent MNIST pair."""
     images_file, labels_file = RAW_FILES[split]
     images, labels = idx.read(raw / images_file), idx.read(raw / labels_file)
@@ -59,8 +59,8 @@ def standardize(x: np.ndarray, mean: float, std: float) -> np.ndarray:
 
 def prepare(raw: Path, out: Path, cfg: DataConfig) -> dict:
     """Write {train,val,test}_{x,y}.npy and stats.json into `out`; return the stats."""
-    train_images, train_labels = load_split(raw, "train")
-    test_images, test_labels = load_split(raw, "test")
+    train_images, train_labels = read_raw_split(raw, "train")
+    test_images, test_labels = read_raw_split(raw, "test")
     train_images, train_labels = train_images[: cfg.train_limit], train_labels[: cfg.train_limit]
     test_images, test_labels = test_images[: cfg.test_limit], test_labels[: cfg.test_limit]
     if not cfg.val_size < len(train_images):
@@ -96,7 +96,7 @@ def prepare(raw: Path, out: Path, cfg: DataConfig) -> dict:
     return stats
 
 
-def load(prepared: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+def read_split(prepared: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """One prepared split as (images, labels), memory-mapped so loading costs nothing."""
     x = np.load(prepared / f"{split}_x.npy", mmap_mode="r")
     y = np.load(prepared / f"{split}_y.npy", mmap_mode="r")

@@ -93,7 +93,7 @@ def evaluate(
     if not weights.is_file():
         raise PipelineError(f"{weights} not found; run the train stage first (dvc repro)")
     net = networks.load(network, weights)
-    x, y = prepare.load(prepared, "test")
+    x, y = prepare.read_split(prepared, "test")
     labels = torch.from_numpy(np.array(y))
     logits = inference.logits(net, x)
     metrics = score(logits, labels)

@@ -34,7 +34,7 @@ RESTORED_ENV = (PROGRESS_BAR, "MLFLOW_TRACKING_URI")
 REQUIREMENTS = ("mlflow", "torch", "numpy", "pandas", "safetensors", "hydra-core", "pyyaml")
 
 
-def dataset(run: store.Recorder, prepared: Path, stats: dict) -> None:
+def dataset(run: store.TrackedRun, prepared: Path, stats: dict) -> None:
     """The prepared arrays as the run's input; MLflow keeps at most 36 digest characters."""
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.data.sources import LocalArtifactDatasetSource
@@ -47,14 +47,14 @@ def dataset(run: store.Recorder, prepared: Path, stats: dict) -> None:
     store.retry_locked(lambda: run.mlflow.log_inputs(run.run_id, datasets=inputs))
 
 
-def network(run: store.Recorder, network: str, weights: Path, prepared: Path):
+def network(run: store.TrackedRun, network: str, weights: Path, prepared: Path):
     """The plain nn.Module in the PyTorch flavor, with one real test image as its example."""
     import mlflow.pytorch
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
     net = networks.load(network, weights)
-    example = np.array(prepare.load(prepared, "test")[0][:1])
+    example = np.array(prepare.read_split(prepared, "test")[0][:1])
     signature = ModelSignature(
         Schema([TensorSpec(np.dtype(np.float32), (-1, 1, 32, 32))]),
         Schema([TensorSpec(np.dtype(np.float32), (-1, 10))]),
@@ -66,7 +66,7 @@ def network(run: store.Recorder, network: str, weights: Path, prepared: Path):
     )  # fmt: skip
 
 
-def served(run: store.Recorder, network: str, weights: Path, prepared: Path):
+def served(run: store.TrackedRun, network: str, weights: Path, prepared: Path):
     """The pyfunc for raw 28x28 images, pixels 0-255; its example is a real raw test image."""
     import mlflow.pyfunc
     from mlflow.models import ModelSignature
@@ -86,7 +86,7 @@ def served(run: store.Recorder, network: str, weights: Path, prepared: Path):
     )  # fmt: skip
 
 
-def _log(run: store.Recorder, name: str, flavor: ModuleType, weights: Path, **kwargs: Any):
+def _log(run: store.TrackedRun, name: str, flavor: ModuleType, weights: Path, **kwargs: Any):
     """Model.log into the run's own experiment, with this package's code and pinned needs.
 
     The logged model is created here because Model.log would put it in MLflow's active
@@ -119,7 +119,7 @@ def _raw_example(prepared: Path) -> np.ndarray:
     """The first test image back in raw pixels (prepare's steps undone), as float32 0-255."""
     stats = prepare.read_stats(prepared)
     inner = slice(prepare.PAD, -prepare.PAD)
-    x = np.array(prepare.load(prepared, "test")[0][:1, 0, inner, inner])
+    x = np.array(prepare.read_split(prepared, "test")[0][:1, 0, inner, inner])
     return np.round((x * stats["std"] + stats["mean"]) * 255).clip(0, 255).astype(np.float32)
 
 

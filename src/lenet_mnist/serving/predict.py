@@ -69,7 +69,7 @@ def border_is_bright(pixels: np.ndarray) -> bool:
     return float(ring.mean()) > BRIGHT
 
 
-def load(model: str, cfg: Config, stats: Path | None) -> Probabilities:
+def reader(model: str, cfg: Config, stats: Path | None) -> Probabilities:
     """The model at a path or URI, as a function from raw pixels to probabilities."""
     path = Path(model)
     if "://" in model or ":/" in model or (path / "MLmodel").is_file():
@@ -114,7 +114,7 @@ def main() -> None:
     args = parser.parse_args()
     cfg = parse.load(args.params)
     pixels = np.stack([read_image(path) for path in args.images])  # every file, before work
-    probabilities = load(args.model, cfg, args.stats)(pixels)
+    probabilities = reader(args.model, cfg, args.stats)(pixels)
     for path, p in zip(args.images, probabilities, strict=True):
         print(describe(str(path), p))
 

@@ -12,6 +12,7 @@ weights again (`dvc repro -f publish`, a run-cache restore) logs and registers n
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,20 @@ ACC_TAG = "test_acc"  # on each model version: what the champion is compared by
 
 @dataclass(frozen=True)
 class Published:
-    run: store.Recorder  # the run that trained the weights, or one made for restored weights
+    run: store.TrackedRun  # the run that trained the weights, or one made for restored weights
     model_uri: str | None  # models:/<id> of the served pyfunc; None if it was published before
     version: str | None  # its registered version, None when registration is off
     champion: bool  # whether that version now holds the alias
     new: bool  # False when these weights were published before: nothing was added
+    weights_sha256: str
+
+    def receipt(self, name: str | None, test_acc: float) -> str:
+        """The publish stage's output: which weights went to which registered model.
+
+        No run id or version, which differ from store to store: the same weights give the
+        same receipt in every clone, so DVC hashes nothing that is not a result."""
+        record = {"registered_model": name, "weights_sha256": self.weights_sha256}
+        return json.dumps({**record, "test_acc": test_acc}, indent=2) + "\n"
 
     def lines(self, name: str | None) -> list[str]:
         """What the publish stage prints."""
@@ -61,14 +71,14 @@ def publish(
     run.artifacts(*files)
     name = cfg.logger.registered_model
     if (version := registered(mlflow, name, digest)) is not None:
-        done = Published(run, None, version, False, False)
+        done = Published(run, None, version, False, False, digest)
     else:
         logged.dataset(run, prepared, prepare.read_stats(prepared))
         with logged.global_store(mlflow.tracking_uri):
             logged.network(run, cfg.model.name, weights, prepared)
             info = logged.served(run, cfg.model.name, weights, prepared)
             if name is None:
-                done = Published(run, info.model_uri, None, False, True)
+                done = Published(run, info.model_uri, None, False, True, digest)
             else:
                 done = register(run, name, info, metrics["test_acc"], digest)
     if run.status() != "FINISHED":
@@ -76,13 +86,13 @@ def publish(
     return done
 
 
-def _run_of(mlflow: Any, cfg: Config, digest: str, run_id: str | None) -> store.Recorder:
+def _run_of(mlflow: Any, cfg: Config, digest: str, run_id: str | None) -> store.TrackedRun:
     run_id = run_id or store.find_run(mlflow, cfg.logger.experiment_name, digest)
     if run_id is not None:
-        return store.Recorder(mlflow, run_id)
+        return store.TrackedRun(mlflow, run_id)
     # e.g. DVC restored the weights from its cache without training
     tags = {store.WEIGHTS_TAG: digest, "note": "weights restored, not trained"}
-    return store.Recorder.create(mlflow, cfg.logger.experiment_name, tags=tags)
+    return store.TrackedRun.create(mlflow, cfg.logger.experiment_name, tags=tags)
 
 
 def test_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -103,7 +113,7 @@ def registered(mlflow: Any, name: str | None, digest: str) -> str | None:
     return next((str(v.version) for v in versions if v.tags.get(store.WEIGHTS_TAG) == digest), None)
 
 
-def register(run: store.Recorder, name: str, info: Any, acc: float, digest: str) -> Published:
+def register(run: store.TrackedRun, name: str, info: Any, acc: float, digest: str) -> Published:
     """A new version of `name`; the champion alias moves to it unless the champion is better.
 
     Parallel sweep jobs may register at once; the last to compare sets the alias.
@@ -130,7 +140,7 @@ def register(run: store.Recorder, name: str, info: Any, acc: float, digest: str)
     takes = best is None or acc >= best
     if takes:
         store.retry_locked(lambda: mlflow.set_registered_model_alias(name, CHAMPION, version))
-    return Published(run, info.model_uri, version, takes, True)
+    return Published(run, info.model_uri, version, takes, True, digest)
 
 
 def champion_acc(mlflow, name: str) -> float | None:

@@ -1,4 +1,8 @@
-"""Stage 5, publish: the trained run's test metrics, dataset, models and registry entry."""
+"""Stage 5, publish: the trained run's test metrics, dataset, models and registry entry.
+
+Its one file, the receipt, is git-ignored and uncached: a fresh or pulled clone lacks it,
+so publishing runs there into that clone's own MLflow store (and, being idempotent, adds
+nothing to a store that has these weights already); DVC never restores it instead."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from lenet_mnist.config import parse
 from lenet_mnist.errors import run_stage
 from lenet_mnist.evaluation.evaluate import Outputs, read_metrics
 from lenet_mnist.model.networks import WEIGHTS
+from lenet_mnist.outputs import writing
 from lenet_mnist.serving.publish import publish
 
 
@@ -19,13 +24,17 @@ def main() -> None:
     parser.add_argument("--metrics", type=Path, required=True, help="JSON from evaluate")
     parser.add_argument("--predictions", type=Path, required=True, help="CSV from evaluate")
     parser.add_argument("--figures", type=Path, required=True, help="PNG folder from evaluate")
+    parser.add_argument("--receipt", type=Path, required=True, help="JSON: what was published")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
     cfg = parse.load(args.params)
     outputs = Outputs(args.metrics, args.predictions, args.figures)
     metrics = read_metrics(args.metrics)
-    done = publish(cfg, args.model / WEIGHTS, args.prepared, metrics, outputs.files())
-    print("\n".join(done.lines(cfg.logger.registered_model)))
+    name = cfg.logger.registered_model
+    with writing(args.receipt) as (receipt,):
+        done = publish(cfg, args.model / WEIGHTS, args.prepared, metrics, outputs.files())
+        receipt.write_text(done.receipt(name, metrics["test_acc"]))
+    print("\n".join(done.lines(name)))
 
 
 if __name__ == "__main__":

@@ -62,8 +62,8 @@ def mark_failed(cfg: DictConfig, job: str) -> None:
         tags = run.data.tags
         unfinished = store.COMPLETE_TAG not in tags and run.info.status != "KILLED"
         if tags.get(store.JOB_TAG) == job and unfinished:
-            store.Recorder(mlflow, run.info.run_id).close("FAILED")
-    store.Recorder(mlflow, parent).close("FAILED")
+            store.TrackedRun(mlflow, run.info.run_id).close("FAILED")
+    store.TrackedRun(mlflow, parent).close("FAILED")
     log.error(
         "job %s failed; MLflow parent run %s marked FAILED. Once the cause is fixed, run the "
         "same command again: it resumes the sweep and writes the report",
@@ -79,7 +79,7 @@ def previous_child(mlflow: MlflowClient, parent: str, key: str) -> Run | None:
         if run.data.tags.get(store.COMPLETE_TAG) == "true":
             done = done or run
         elif run.info.status == "RUNNING":
-            store.Recorder(mlflow, run.info.run_id).close("KILLED")
+            store.TrackedRun(mlflow, run.info.run_id).close("KILLED")
     return done
 
 
@@ -203,12 +203,12 @@ class ParentRun(Callback):
         experiment = store.experiment_id(mlflow, cfg.logger.experiment_name)
         query = f"tags.{store.SWEEP_TAG} = '{key}'"
         if found := store.newest(mlflow, experiment, query, limit=1):
-            self.parent = store.Recorder(mlflow, found[0].info.run_id)
+            self.parent = store.TrackedRun(mlflow, found[0].info.run_id)
             self.parent.reopen()
         else:
             tags = {store.SWEEP_TAG: key, store.OVERRIDES_TAG: " ".join(overrides)}
             name = ("sweep " + " ".join(overrides))[:250]  # a search's sampler is long
-            self.parent = store.Recorder.create(mlflow, cfg.logger.experiment_name, name, tags)
+            self.parent = store.TrackedRun.create(mlflow, cfg.logger.experiment_name, name, tags)
         os.environ[PARENT_ENV] = self.parent.run_id
         state = "resumed" if found else "new"
         log.info(

@@ -1,4 +1,4 @@
-"""Every MLflow write goes through here: where runs live, and the Recorder that writes one.
+"""Every MLflow write goes through here: where runs live, and the TrackedRun that writes one.
 
 Train opens the run and publish finds it again through the SHA-256 of the weights it
 publishes, so no run id ever has to be written into a file that DVC hashes. Every
@@ -116,7 +116,7 @@ def _create_experiment(mlflow: MlflowClient, name: str) -> Experiment:
         return retry_locked(lambda: mlflow.get_experiment_by_name(name))
 
 
-class Recorder:
+class TrackedRun:
     """One MLflow run: opened, tagged, logged and closed here, each write retried.
 
     As a context manager it closes the run FINISHED when the block succeeds, and FAILED
@@ -133,7 +133,7 @@ class Recorder:
         experiment_name: str,
         run_name: str | None = None,
         tags: dict[str, str] | None = None,
-    ) -> Recorder:
+    ) -> TrackedRun:
         experiment = experiment_id(mlflow, experiment_name)
         close_dead_runs(mlflow, experiment)
         tags = {**(tags or {}), HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
@@ -175,7 +175,7 @@ class Recorder:
     def close(self, status: str = "FINISHED") -> None:
         retry_locked(lambda: self.mlflow.set_terminated(self.run_id, status))
 
-    def __enter__(self) -> Recorder:
+    def __enter__(self) -> TrackedRun:
         return self
 
     def __exit__(
@@ -196,7 +196,7 @@ def close_dead_runs(mlflow: MlflowClient, experiment: str) -> None:
     for run in newest(mlflow, experiment, query):
         pid = run.data.tags.get(PID_TAG, "")
         if pid.isdigit() and int(pid) > 0 and not _alive(int(pid)):
-            Recorder(mlflow, run.info.run_id).close("KILLED")
+            TrackedRun(mlflow, run.info.run_id).close("KILLED")
 
 
 def _alive(pid: int) -> bool:

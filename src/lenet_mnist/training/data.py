@@ -19,7 +19,7 @@ VAL_BATCH = 1024
 
 
 def to_tensors(prepared: Path, split: str, device: torch.device) -> tuple[torch.Tensor, ...]:
-    x, y = prepare.load(prepared, split)
+    x, y = prepare.read_split(prepared, split)
     return torch.from_numpy(x.copy()).to(device), torch.from_numpy(y.copy()).to(device)
 
 

@@ -57,7 +57,7 @@ class Outputs:
 
 @dataclass(frozen=True)
 class Trained:
-    run: store.Recorder
+    run: store.TrackedRun
     weights: Path
     kept_epoch: int
     best_val_acc: float
@@ -179,17 +179,17 @@ def open_run(
     digest: str,
     resume: checkpoint.Checkpoint | None,
     tags: dict[str, str] | None,
-) -> store.Recorder:
+) -> store.TrackedRun:
     """The checkpoint's MLflow run, RUNNING again, or a new one with the provenance tags."""
     mlflow = store.client(cfg.logger)
     if resume is not None:
-        run = store.Recorder(mlflow, resume.run_id)
+        run = store.TrackedRun(mlflow, resume.run_id)
         run.reopen()
         print(f"train: resuming after epoch {resume.epoch}")
         return run
     run_tags = {**provenance.run_tags(prepared, digest), **(tags or {})}
     run_name = f"bs{cfg.train.batch_size}-ep{cfg.train.epochs}"
-    return store.Recorder.create(mlflow, cfg.logger.experiment_name, run_name, run_tags)
+    return store.TrackedRun.create(mlflow, cfg.logger.experiment_name, run_name, run_tags)
 
 
 def fit(

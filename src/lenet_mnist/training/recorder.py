@@ -49,7 +49,7 @@ class EpochRecorder(Checkpoint):
         self,
         cfg: TrainConfig,
         key: str,
-        run: store.Recorder | None,
+        run: store.TrackedRun | None,
         resume: checkpoint.Checkpoint | None = None,
         save_to: Path | None = None,
     ) -> None:
