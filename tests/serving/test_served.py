@@ -23,7 +23,7 @@ from lenet_mnist.data import prepare
 from lenet_mnist.evaluation import evaluate
 from lenet_mnist.model import inference, networks
 from lenet_mnist.serving import logged, publish, pyfunc
-from tests.conftest import mlflow_runs
+from tests.conftest import SLICE, mlflow_runs, write_params
 from tests.trained import raw_test_images, trained_slice
 
 
@@ -113,9 +113,30 @@ def test_the_champion_alias_moves_only_to_a_model_at_least_as_accurate(
     assert (again.version, again.new) == ("2", False)
     client = MlflowClient(db)
     assert len(client.search_model_versions("name = 'lenet-mnist'")) == 3
-    client = MlflowClient(db)
     champion = client.get_model_version_by_alias("lenet-mnist", publish.CHAMPION)
     assert str(champion.version) == "2" and float(champion.tags[publish.ACC_TAG]) == accs[1]
+
+
+@pytest.mark.slow
+def test_with_registration_off_the_same_weights_are_logged_once(
+    prepared_slice, tmp_path_factory, tmp_path, monkeypatch
+):
+    done = trained_slice(prepared_slice, tmp_path_factory)
+    db = f"sqlite:///{tmp_path / 'unregistered.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", db)
+    params = write_params(tmp_path / "params.yaml", **SLICE, logger__registered_model=None)
+    weights = done["data"] / "model" / "weights.safetensors"
+    said = []
+    for attempt in ("first", "again"):
+        (tmp_path / attempt).mkdir()
+        _, published = _evaluate_and_publish(weights, prepared_slice[0], params, tmp_path / attempt)
+        said.append((published.version, published.new, published.lines(None)[-1]))
+    assert said[0][:2] == (None, True) and said[1][:2] == (None, False)
+    assert said[1][2] == "publish: a logged model holds these weights already"
+    client, (run,) = mlflow_runs(db)
+    models = client.search_logged_models([run.info.experiment_id])
+    assert sorted(m.name for m in models) == ["digits", "model"]  # once, not twice
+    assert client.search_registered_models() == []
 
 
 def _free_port() -> int:

@@ -46,10 +46,11 @@ class Published:
     def lines(self, name: str | None) -> list[str]:
         """What the publish stage prints."""
         out = [self.run.where("publish")]
+        if not self.new:
+            holder = "a logged model" if self.version is None else f"{name} version {self.version}"
+            return [*out, f"publish: {holder} holds these weights already"]
         if self.version is None:
             return out
-        if not self.new:
-            return [*out, f"publish: {name} version {self.version} holds these weights already"]
         holder = "now the champion" if self.champion else "the champion stays"
         return [*out, f"publish: registered {name} version {self.version} ({holder})"]
 
@@ -70,7 +71,8 @@ def publish(
     run.metrics(test_metrics(metrics))
     run.artifacts(*files)
     name = cfg.logger.registered_model
-    if (version := registered(mlflow, name, digest)) is not None:
+    version = registered(mlflow, name, digest)
+    if version is not None or (name is None and logged_before(mlflow, run, digest)):
         done = Published(run, None, version, False, False, digest)
     else:
         logged.dataset(run, prepared, prepare.read_stats(prepared))
@@ -103,6 +105,14 @@ def test_metrics(metrics: dict[str, Any]) -> dict[str, float]:
         "test_acc": metrics["test_acc"],
         **{f"test_acc_class_{c}": a for c, a in per_class if a is not None},
     }
+
+
+def logged_before(mlflow: Any, run: store.TrackedRun, digest: str) -> bool:
+    """Whether the served model of these weights is logged already (registration off)."""
+    experiment = store.retry_locked(lambda: mlflow.get_run(run.run_id)).info.experiment_id
+    query = f"tags.{store.WEIGHTS_TAG} = '{digest}'"
+    found = store.retry_locked(lambda: mlflow.search_logged_models([experiment], query))
+    return any(m.name == logged.SERVED_MODEL for m in found)
 
 
 def registered(mlflow: Any, name: str | None, digest: str) -> str | None:
