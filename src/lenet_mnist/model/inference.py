@@ -16,9 +16,10 @@ def logits(
     """The network's logits for every image of `x`, (N, 10), on the network's device.
 
     `x` may be a numpy array (memory-mapped prepared data, say) or a tensor already on the
-    device. The batch size changes the speed, not the logits (tested). The network is put
-    in eval mode for the pass and back in the mode it was in, so a probe during training
-    leaves it training.
+    device. The batch size is part of what computes the logits: 256 and 2048 give the same
+    bits here, but a batch of 7 did not, so each caller keeps the batch size its hashed
+    outputs were made with. The network is put in eval mode for the pass and back in the
+    mode it was in, so a probe during training leaves it training.
     """
     device = next(net.parameters()).device
     was_training = net.training

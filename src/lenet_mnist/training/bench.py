@@ -35,7 +35,6 @@ from lenet_mnist.errors import PipelineError, run_stage
 from lenet_mnist.model import networks
 from lenet_mnist.tracking import provenance
 from lenet_mnist.training import data, fit, recorder
-from lenet_mnist.training.batches import iterations_per_epoch
 from lenet_mnist.training.module import Classifier, forward_loss
 from lenet_mnist.training.optimizer import effective_lr, make_optimizer
 
@@ -86,15 +85,23 @@ class Interleave(pl.Callback):
     another (the position alone shifts a variant's time; docs/benchmarks.md).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, cfg: Config, steps: int, rounds: int) -> None:
+        self.cfg, self.steps, self.rounds = cfg, steps, rounds
         self.plain: dict[str, Callable[[], float]] = {}
         self.device = torch.device("cpu")
         self.times: dict[str, list[float]] = {PIPELINE: []}
         self.round = 0
 
-    def add(self, device: torch.device, plain: dict[str, Callable[[], float]]) -> None:
-        self.device, self.plain = device, plain
-        self.times.update({name: [] for name in plain})
+    def on_fit_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        """The plain loops train on the datamodule's own tensors: the data is in memory once,
+        as in a hand-written loop, so the peak memory reported is the pipeline's."""
+        x, y = trainer.datamodule.train_xy
+        self.device = x.device
+        self.plain = {
+            PLAIN_EAGER: plain_loop(self.cfg, x, y, self.steps, self.rounds, same_step=False),
+            PLAIN_SAME: plain_loop(self.cfg, x, y, self.steps, self.rounds, same_step=True),
+        }
+        self.times.update({name: [] for name in self.plain})
 
     def _order(self) -> list[str]:
         names = list(self.times)
@@ -124,11 +131,10 @@ def run(cfg: Config, prepared: Path, rounds: int, steps: int) -> dict:
     bench_cfg.trainer.enable_progress_bar = False  # it would interleave with the table
     torch.manual_seed(cfg.train.seed)
     net = networks.build(cfg.model.name)
-    interleave = Interleave()
+    interleave = Interleave(cfg, steps, rounds)
     trainer = fit.make_trainer(bench_cfg, callbacks=[interleave])
-    device = trainer.strategy.root_device
-    x, y = data.to_tensors(prepared, "train", device)
-    epoch_steps = iterations_per_epoch(len(y), cfg.train.batch_size, cfg.train.drop_last)
+    batches = data.MnistData(prepared, cfg.train, cfg.trainer.batch_group)
+    epoch_steps = batches.updates_per_epoch()
     if steps % cfg.trainer.batch_group:
         raise PipelineError(
             f"--steps={steps} is not allowed; use a multiple of trainer.batch_group "
@@ -136,19 +142,11 @@ def run(cfg: Config, prepared: Path, rounds: int, steps: int) -> dict:
         )
     trainer.limit_train_batches = steps // cfg.trainer.batch_group
     trainer.limit_val_batches = 0  # the plain loops validate nothing either
-    interleave.add(
-        device,
-        {
-            PLAIN_EAGER: plain_loop(cfg, x, y, steps, rounds, same_step=False),
-            PLAIN_SAME: plain_loop(cfg, x, y, steps, rounds, same_step=True),
-        },
-    )
-    batches = data.MnistData(prepared, cfg.train, cfg.trainer.batch_group)
     classifier = Classifier(
         net, cfg.optimizer, effective_lr(cfg), steps * rounds, cfg.trainer.compile
     )
     trainer.fit(classifier, datamodule=batches)
-    return summarize(interleave.times, steps, epoch_steps, cfg, device)
+    return summarize(interleave.times, steps, epoch_steps, cfg, interleave.device)
 
 
 def summarize(times: dict[str, list[float]], chunk: int, epoch_steps: int, cfg, device) -> dict:

@@ -96,8 +96,7 @@ class EpochRecorder(Checkpoint):
         acc = self.probes.val_acc(module.net)
         seconds = self.elapsed_s + started - self.t_start - self.probe_s
         self.readings.append(Reading(step, self._epoch(trainer), seconds, acc))
-        if self.run is not None:
-            self.run.metrics({"step_val_acc": acc}, step=step)
+        self.run.metrics({"step_val_acc": acc}, step=step)  # probes exist only beside a run
         self.probe_s += clock(module.device) - started
 
     def _epoch(self, trainer: pl.Trainer) -> int:
