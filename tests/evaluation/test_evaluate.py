@@ -50,3 +50,14 @@ def test_weights_that_give_a_non_finite_loss_write_no_metrics(prepared_slice, tm
             "lenet5", tmp_path / "weights.safetensors", prepared_slice[0], tmp_path, out
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["weights.safetensors"]
+
+
+@pytest.mark.parametrize("text", ["{oops", "[1, 2]", '{"test_acc": 0.9}', ""])
+def test_publishing_refuses_metrics_that_evaluate_did_not_write(tmp_path, text):
+    from lenet_mnist.errors import PipelineError
+
+    path = tmp_path / "test.json"
+    path.write_text(text)
+    refused = r"test\.json is not evaluate's metrics .*\(dvc repro -f evaluate\)$"
+    with pytest.raises(PipelineError, match=refused):
+        evaluate.read_metrics(path)

@@ -112,4 +112,14 @@ def read_metrics(path: Path) -> dict[str, Any]:
     """test.json as evaluate wrote it, for the publishing step."""
     if not path.is_file():
         raise PipelineError(f"{path} not found; run the evaluate stage first (dvc repro)")
-    return json.loads(path.read_text())
+    try:
+        metrics = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        metrics = None
+    needed = ("test_loss", "test_acc", "per_class_acc")
+    if not isinstance(metrics, dict) or not all(k in metrics for k in needed):
+        raise PipelineError(
+            f"{path} is not evaluate's metrics (JSON with {', '.join(needed)}); "
+            "rerun the evaluate stage (dvc repro -f evaluate)"
+        )
+    return metrics
