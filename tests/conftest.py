@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from lenet_mnist.config import parse
 from lenet_mnist.data import sources
 from lenet_mnist.data.download import download
+from lenet_mnist.tracking import store
 
 REPO = Path(__file__).resolve().parents[1]
 # Tests run side by side (pytest -n) and each may start multi-threaded stages: OpenMP's
@@ -205,7 +206,7 @@ def sweep_overrides(prepared: Path, sweep_dir: Path, *grid: str) -> list[str]:
 
 def mlflow_runs(db: str) -> tuple[MlflowClient, list]:
     """A sweep's store: its client and every run of the experiment, parents and children."""
-    client = MlflowClient(db)
+    client = store.open_store(db)  # under the lock a sweep takes to create a new store
     experiment = client.get_experiment_by_name("lenet-mnist")
     if experiment is None:  # nothing recorded yet
         return client, []

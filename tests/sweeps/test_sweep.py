@@ -257,6 +257,22 @@ def test_a_sweep_without_prepared_data_says_what_to_run(tmp_path):
     assert not (tmp_path / "mlflow.db").exists()  # refused before any parent run was opened
 
 
+def test_a_sweep_whose_parent_run_cannot_open_runs_no_job(prepared_slice, tmp_path):
+    """Hydra would only warn about the callback's error and run every job without a parent."""
+    prepared, _ = prepared_slice
+    (tmp_path / "mlflow.db").write_text("not a database\n")
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = hydra_train(
+        *sweep_overrides(prepared, tmp_path / "s", "train.batch_size=50"), cwd=tmp_path, db=db
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("error:")]
+    assert line.startswith("error: the sweep's MLflow parent run could not be opened (")
+    assert "file is not a database" in line
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "s").exists()  # no job ran
+
+
 def test_a_failed_job_marks_its_run_and_the_parent_failed_not_running(prepared_slice, tmp_path):
     """A real failure: Lightning refuses `accelerator=mps`, which no Linux machine has."""
     prepared, _ = prepared_slice

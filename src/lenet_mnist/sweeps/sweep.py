@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ def mark_failed(cfg: DictConfig, job: str) -> None:
     parent = os.environ.get(PARENT_ENV)
     if parent is None:  # a single run, not a sweep: its own run closed itself
         return
-    mlflow = MlflowClient(store.tracking_uri(cfg.logger))
+    mlflow = store.open_store(store.tracking_uri(cfg.logger))
     for run in store.children(mlflow, parent):  # filtered here: overrides may hold quotes
         tags = run.data.tags
         unfinished = store.COMPLETE_TAG not in tags and run.info.status != "KILLED"
@@ -193,9 +194,22 @@ class ParentRun(Callback):
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Hydra turns a callback's exception into a warning and goes on, which here would
+        run every job without a parent: a sweep that no later start could resume."""
+        try:
+            exit_on_error(lambda: self._open(config))
+        except Exception as err:
+            reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0]}"
+            print(
+                f"error: the sweep's MLflow parent run could not be opened ({reason})",
+                file=sys.stderr,
+            )
+            sys.exit(1)
+
+    def _open(self, config: DictConfig) -> None:
         # Missing data, and bad values outside the grid, are refused before a parent exists;
         # a bad grid value is found by its own job (Hydra has not expanded the grid yet).
-        cfg = exit_on_error(lambda: _checked(config))
+        cfg = _checked(config)
         mlflow = store.client(cfg.logger)
         self.sweep_dir = Path(config.hydra.sweep.dir)
         overrides = sweep_overrides(config)

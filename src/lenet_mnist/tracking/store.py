@@ -7,8 +7,10 @@ experiment carries the saved runs view that links into the UI open (lenet_mnist.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
@@ -16,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from filelock import FileLock
 from mlflow.entities import Experiment, Metric, Param
 from mlflow.tracking import MlflowClient
 
@@ -35,6 +38,7 @@ HOST_TAG, PID_TAG = "host", "pid"  # the process that writes a run, to tell when
 SQLITE = "sqlite:///"
 T = TypeVar("T")
 _answered: set[str] = set()  # tracking servers that answered in this process
+_ready: set[str] = set()  # sqlite stores this process has found initialized
 
 
 def tracking_uri(cfg: LoggerConfig) -> str:
@@ -65,7 +69,33 @@ def client(cfg: LoggerConfig) -> MlflowClient:
                 f"{cfg.tracking_uri} (logger.timeout_s sets the wait)"
             ) from None
         _answered.add(uri)
-    return MlflowClient(uri)
+    return open_store(uri)
+
+
+def open_store(uri: str) -> MlflowClient:
+    """A client whose sqlite store, if that is what it is, has its tables.
+
+    MLflow creates and migrates a new sqlite store on its first use, and two processes that
+    do so at once (a sweep and an `mlflow ui`, or two queued jobs) break each other's
+    migration: one gets an alembic CommandError. The first use here happens under a lock
+    per database file, and is retried while another process, one that takes no lock,
+    finishes its own.
+    """
+    if not uri.startswith(SQLITE) or uri in _ready:
+        return MlflowClient(uri)
+    path = os.path.abspath(uri.removeprefix(SQLITE))
+    name = hashlib.sha256(path.encode()).hexdigest()[:16]
+    with FileLock(Path(tempfile.gettempdir()) / f"lenet-mnist-store-{name}.lock"):
+        mlflow = _retry(lambda: MlflowClient(uri), _initializing)  # the client opens the store
+    _ready.add(uri)
+    return mlflow
+
+
+def _initializing(err: Exception) -> bool:
+    """Whether an error is what another process's creation of the same store looks like."""
+    text = str(err)
+    signs = ("database is locked", "already exists", "migration", "no such table")
+    return any(sign in text for sign in signs)
 
 
 def retry_locked(call: Callable[[], T], attempts: int = 8) -> T:
@@ -74,11 +104,16 @@ def retry_locked(call: Callable[[], T], attempts: int = 8) -> T:
     Parallel sweep jobs share one sqlite file; its writers queue for a lock and give up
     after sqlite's timeout, which a burst of run creations can exceed.
     """
+    return _retry(call, lambda err: "database is locked" in str(err), attempts)
+
+
+def _retry(call: Callable[[], T], passing: Callable[[Exception], bool], attempts: int = 8) -> T:
+    """`call` again, after a growing pause, for as long as it fails in a `passing` way."""
     for attempt in range(attempts):
         try:
             return call()
         except Exception as err:  # MLflow wraps sqlite's OperationalError in its own types
-            if "database is locked" not in str(err) or attempt == attempts - 1:
+            if not passing(err) or attempt == attempts - 1:
                 raise
             time.sleep(0.2 * 2**attempt)
     raise AssertionError("unreachable")
