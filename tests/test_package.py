@@ -21,12 +21,13 @@ MODULES = sorted(
     if p.name not in ("__init__.py", "__main__.py")
 )
 STAGES = ("check", "download", "prepare", "train", "evaluate", "publish")
-# Each package and the package-level parts it may import (besides errors and outputs,
+# Each package and the package-level parts it may import (besides errors, outputs and process,
 # which every layer may): the layers of docs/architecture.md, bottom to top.
-BASE = {"lenet_mnist.errors", "lenet_mnist.outputs"}
+BASE = {"lenet_mnist.errors", "lenet_mnist.outputs", "lenet_mnist.process"}
 ALLOWED = {
     "lenet_mnist.errors": set(),
     "lenet_mnist.outputs": set(),
+    "lenet_mnist.process": set(),
     "lenet_mnist.config": set(),
     "lenet_mnist.data": {"config"},
     "lenet_mnist.model": set(),

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from lenet_mnist import process
 from lenet_mnist.errors import PipelineError
 
 if TYPE_CHECKING:
@@ -34,9 +35,11 @@ PORTABLE_ENV = {
     "MKL_CBWR": "COMPATIBLE",
     "TORCHINDUCTOR_CPP_MARCH": "x86-64-v3",  # torch.compile's C++, instead of -march=native
 }
-# One thread: a reduction's order then depends on no machine's core count, and parallel
-# sweep jobs (one per core) never oversubscribe the CPU.
-PORTABLE_THREADS = 1
+# A fixed thread count, whatever the machine has: a reduction's order then depends on no
+# machine's core count (one core, two or sixty-four give the same bits). Two threads train
+# about twice as fast as one on two cores (docs/benchmarks.md); more would split LeNet-5's
+# small kernels into pieces too small to pay for their threads.
+PORTABLE_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,7 @@ def record(trainer: TrainerConfig) -> dict[str, str]:
         "numerics.torch": torch.__version__,
         "numerics.mkl": _library(r"Math Kernel Library Version (\S+)"),
         "numerics.onednn": _library(r"MKL-DNN (v[\d.]+)"),
-        **{f"numerics.env.{k}": os.environ.get(k, "") for k in PORTABLE_ENV},
+        **{f"numerics.env.{k}": os.environ.get(k, "") for k in (*PORTABLE_ENV, *process.ENV)},
     }
 
 

@@ -20,6 +20,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from lenet_mnist import process
 from lenet_mnist.config import parse
 from lenet_mnist.config.schema import register
 from lenet_mnist.errors import PipelineError, run_stage
@@ -38,6 +39,7 @@ def run_job(cfg: DictConfig) -> float | None:
 def main() -> None:
     """Hydra's command line, with a bad key or value reported as one line."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing its own text
+    process.prepare()  # before torch loads, here and in a launcher's worker processes
     OmegaConf.register_new_resolver("pid", os.getpid, replace=True)  # hydra.run.dir uses it
     register()
     # The sweep folders' resolvers register with lenet_mnist.sweeps.sweep, which Hydra imports for

@@ -17,11 +17,20 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
+from lenet_mnist import numerics
+from lenet_mnist.model.networks import WEIGHTS
 from lenet_mnist.serving import logged
 from lenet_mnist.study import report
 from lenet_mnist.sweeps import sweep
 from lenet_mnist.tracking import store, ui
-from tests.conftest import REPO, hydra_train, mlflow_runs, serve_mlflow, sweep_overrides
+from tests.conftest import (
+    REPO,
+    hydra_train,
+    mlflow_runs,
+    serve_mlflow,
+    stage_folder,
+    sweep_overrides,
+)
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright's own browser download fails here
 
@@ -43,7 +52,7 @@ def test_one_parent_run_with_one_child_per_grid_point(sweep_2x1):
         assert kid.info.status == "FINISHED"
         assert kid.data.tags[store.COMPLETE_TAG] == "true"
         assert 0.5 < kid.data.metrics["test_acc"] <= 1  # evaluate ran into the child run
-        assert kid.data.params["trainer.threads"] == "1"  # the joblib launcher's setting
+        assert kid.data.params["numerics.threads"] == "2"  # portable's own, as in dvc repro
     assert len({k.data.tags[store.CONFIG_TAG] for k in kids}) == 2
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"summary.csv", "summary.md", "report.html", "overview.png"} <= artifacts
@@ -133,10 +142,23 @@ def test_each_job_writes_the_stage_outputs_in_its_own_folder(sweep_2x1):
     assert (sweep_2x1["sweep_dir"] / "report" / "report.html").is_file()
 
 
+def test_a_sweep_job_trains_the_weights_dvc_repro_trains_for_the_same_values(
+    sweep_2x1, prepared_slice, tmp_path
+):
+    """A grid point, run in a joblib worker, and the train stage of its values: one result."""
+    prepared, _ = prepared_slice
+    folder = stage_folder(tmp_path, prepared, train__batch_size=50, train__epochs=1)
+    done = folder.run("train")
+    assert done.returncode == 0, done.stderr[-3000:]
+    job = sweep_2x1["sweep_dir"] / f"train.batch_size=50,{ONE_EPOCH_EAGER}"
+    staged = (folder.data / "model" / WEIGHTS).read_bytes()
+    assert (job / "model" / WEIGHTS).read_bytes() == staged
+
+
 def test_resume_runs_exactly_the_jobs_an_interrupted_sweep_missed(prepared_slice, tmp_path):
     prepared, _ = prepared_slice
     db = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    grid = ("train.batch_size=100,150,250", "trainer.threads=1")  # as the joblib launcher sets
+    grid = ("train.batch_size=100,150,250",)
     first = _in_default_folders(sweep_overrides(prepared, tmp_path, *grid), tmp_path / "sweeps")
     proc = hydra_train(*first, cwd=tmp_path, db=db, background=True)
     # Jobs run in turn: kill the sweep as soon as job 1 (batch 150) has opened its run.
@@ -152,7 +174,7 @@ def test_resume_runs_exactly_the_jobs_an_interrupted_sweep_missed(prepared_slice
     assert [r.data.params["train.batch_size"] for r in finished] == ["100"]
 
     # Resumed with the grid typed in another order, by the joblib launcher's processes.
-    regrid = ("train.batch_size=250,150,100", "trainer.threads=1", "launcher=joblib")
+    regrid = ("train.batch_size=250,150,100", "launcher=joblib")
     resumed = _in_default_folders(sweep_overrides(prepared, tmp_path, *regrid), tmp_path / "sweeps")
     again = hydra_train(*resumed, cwd=tmp_path, db=db)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -183,7 +205,7 @@ def _assert_one_folder_holds_the_sweep(sweeps: Path, parent, sizes: list[int]) -
     """One folder, named by the sweep key: each point's outputs, skipped or not, and the report."""
     (folder,) = sweeps.iterdir()
     assert folder.name == parent.data.tags[store.SWEEP_TAG]
-    points = [folder / f"train.batch_size={s},{ONE_EPOCH_EAGER},trainer.threads=1" for s in sizes]
+    points = [folder / f"train.batch_size={s},{ONE_EPOCH_EAGER}" for s in sizes]
     for point in points:
         assert (point / "test.json").is_file(), sorted(p.name for p in folder.iterdir())
     rows = (folder / "report" / report.SUMMARY_CSV).read_text().splitlines()
@@ -361,14 +383,15 @@ def test_launcher_slurm_composes_without_a_cluster(tmp_path):
     assert launcher["_target_"] == SUBMITIT_SLURM
     assert (launcher["partition"], launcher["gpus_per_node"]) == ("gpu", 1)
     assert (launcher["timeout_min"], launcher["tasks_per_node"], launcher["nodes"]) == (60, 1, 1)
-    assert launcher["cpus_per_task"] == cfg["trainer"]["threads"] == 1
+    assert cfg["trainer"]["threads"] is None  # the mode's own count, as in dvc repro
+    assert launcher["cpus_per_task"] == numerics.PORTABLE_THREADS
     assert launcher["submitit_folder"] == "${hydra.sweep.dir}/.submitit/%j"
 
 
 def test_submitit_local_runs_the_same_sweep_as_joblib(sweep_2x1, prepared_slice, tmp_path):
     """The 2x1 grid of sweep_2x1 again, each job a submitit process started from its pickle,
     in conf/'s own folders: named in the workers by the same resolvers, the same MLflow
-    parent and children, the same numbers (portable numerics, one thread each) and report."""
+    parent and children, the same numbers (portable numerics, the same 2 threads) and report."""
     client, runs = mlflow_runs(sweep_2x1["db"])
     (parent,) = [r for r in runs if store.SWEEP_TAG in r.data.tags]
     kids = [r for r in runs if store.PARENT_TAG in r.data.tags]
@@ -400,7 +423,7 @@ def test_submitit_local_runs_the_same_sweep_as_joblib(sweep_2x1, prepared_slice,
         for tag in (store.CONFIG_TAG, store.JOB_TAG):
             assert kid.data.tags[tag] == old[size].data.tags[tag]
         assert set(kid.data.params) == set(old[size].data.params)
-        assert kid.data.params["trainer.threads"] == "1"  # the launcher file's setting
+        assert kid.data.params["numerics.threads"] == "2"  # portable's own, as in dvc repro
         assert 0.5 < kid.data.metrics["test_acc"] <= 1
         assert kid.data.metrics["test_acc"] == old[size].data.metrics["test_acc"]
 

@@ -1,56 +1,38 @@
-"""The side-by-side benchmark, run as a user runs it on the prepared slice."""
+"""The benchmark of the numeric modes, run as a user runs it on the prepared slice."""
 
 import json
-import statistics
 
 import pytest
 
+from lenet_mnist.training import bench
 from tests.conftest import REPO, SLICE, run_module, write_params
 
 pytestmark = pytest.mark.slow
 
 
-def test_bench_prints_the_ratio_table_and_json(prepared_slice, tmp_path):
+def test_bench_prints_each_variant_against_the_hand_written_loop(prepared_slice, tmp_path):
     prepared, _ = prepared_slice
-    p = write_params(tmp_path / "params.yaml", **{**SLICE, "trainer__compile": False})
+    p = write_params(tmp_path / "params.yaml", **SLICE)
     out = tmp_path / "bench.json"
-    done = run_module(
-        "training.bench",
-        "--prepared",
-        prepared,
-        "--params",
-        p,
-        "--rounds",
-        "3",
-        "--steps",
-        "4",
-        "--json",
-        out,
-        cwd=REPO,
-    )
+    args = ["--prepared", prepared, "--params", p, "--repeats", "1", "--rounds", "2"]
+    done = run_module("training.bench", *args, "--steps", "4", "--json", out, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
-    for label in (
-        "pipeline (Lightning)",
-        "plain PyTorch, eager",
-        "× plain eager",
-        "pipeline / plain loop with the same step",
-    ):
-        assert label in done.stdout
     result = json.loads(out.read_text())
-    assert result["rounds_timed"] == 2 and result["steps_per_round"] == 4
+    assert list(result["variants"]) == [v.label for v in bench.VARIANTS]
     assert result["steps_per_epoch"] == 90  # 4500 / 50: the slice's full epoch
-    assert set(result["variants"]) == {
-        "pipeline (Lightning)",
-        "plain PyTorch, eager",
-        "plain PyTorch, same step",
-    }
-    assert all(len(t) == 3 for t in result["round_times_s"].values())
-    assert 0 < result["peak_rss_gib"] < 8
-    times = result["round_times_s"]  # round 0 warms up; the ratio pairs the timed rounds
-    pairs = zip(times["pipeline (Lightning)"][1:], times["plain PyTorch, eager"][1:], strict=True)
-    expected = statistics.median(a / b for a, b in pairs)
-    assert result["pipeline_vs_plain_eager"] == pytest.approx(expected, abs=2e-3)
-    assert "targets" not in result  # the bench measures; docs/ say what the ratios mean
+    assert result["machine"]["family_model"].count("/") == 1 and result["machine"]["isa_flags"]
+    variants = result["variants"]
+    base = variants[bench.BASELINE.label]
+    for label, v in variants.items():
+        assert label in done.stdout  # the table's rows
+        assert len(v["s_per_epoch"]) == 1 and v["s_per_epoch"][0] > 0
+        expected = v["s_per_epoch"][0] / base["s_per_epoch"][0]
+        assert v["vs_baseline_median"] == pytest.approx(expected, rel=2e-3)  # both rounded
+    assert variants["pipeline, portable"]["threads"] == 2  # whatever the machine has
+    assert variants["pipeline, portable"]["omp_wait_policy"] == "PASSIVE"  # as stages run
+    assert variants[bench.BASELINE.label]["omp_wait_policy"] == "default"  # as a user's script
+    assert "pipeline_vs_plain_same_step" in variants["pipeline, machine"]  # Lightning's cost
+    assert "pipeline_vs_plain_same_step" not in base
 
 
 def test_bench_refuses_a_single_round(prepared_slice, tmp_path):

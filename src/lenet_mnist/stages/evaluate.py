@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lenet_mnist import numerics
+from lenet_mnist import process
 from lenet_mnist.config import parse
 from lenet_mnist.errors import run_stage
-from lenet_mnist.evaluation.evaluate import Outputs, evaluate
-from lenet_mnist.model.networks import WEIGHTS
 
 
 def main() -> None:
@@ -23,6 +21,11 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
     cfg = parse.load(args.params)
+    process.prepare()  # before torch loads (lenet_mnist.process)
+    from lenet_mnist import numerics
+    from lenet_mnist.evaluation.evaluate import Outputs, evaluate
+    from lenet_mnist.model.networks import WEIGHTS
+
     numerics.pin(cfg.trainer)  # the test logits are computed with the training's kernels
     outputs = Outputs(args.metrics, args.predictions, args.figures)
     done = evaluate(cfg.model.name, args.model / WEIGHTS, args.prepared, args.history, outputs)

@@ -9,12 +9,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lenet_mnist import process
 from lenet_mnist.config import parse
 from lenet_mnist.errors import run_stage
-from lenet_mnist.evaluation.evaluate import Outputs, read_metrics
-from lenet_mnist.model.networks import WEIGHTS
 from lenet_mnist.outputs import writing
-from lenet_mnist.serving.publish import publish
 
 
 def main() -> None:
@@ -28,6 +26,11 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
     cfg = parse.load(args.params)
+    process.prepare()  # before torch loads (lenet_mnist.process)
+    from lenet_mnist.evaluation.evaluate import Outputs, read_metrics
+    from lenet_mnist.model.networks import WEIGHTS
+    from lenet_mnist.serving.publish import publish
+
     outputs = Outputs(args.metrics, args.predictions, args.figures)
     metrics = read_metrics(args.metrics)
     name = cfg.logger.registered_model

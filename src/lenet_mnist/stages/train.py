@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lenet_mnist import numerics
+from lenet_mnist import process
 from lenet_mnist.config import parse
 from lenet_mnist.errors import run_stage
-from lenet_mnist.training.fit import Outputs, quiet_lightning, train
 
 
 def main() -> None:
@@ -21,6 +20,10 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml", help="the composed config")
     args = parser.parse_args()
     cfg = parse.load(args.params)
+    process.prepare()  # before torch loads (lenet_mnist.process)
+    from lenet_mnist import numerics
+    from lenet_mnist.training.fit import Outputs, quiet_lightning, train
+
     numerics.pin(cfg.trainer)
     quiet_lightning()
     outputs = Outputs(args.out, args.history, args.timings, args.checkpoint)

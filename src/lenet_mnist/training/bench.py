@@ -1,254 +1,237 @@
-"""Benchmark: the pipeline's training path against a hand-written PyTorch loop, side by side.
+"""Benchmark: what a user should expect of each numeric mode, against a hand-written loop.
 
-Speed is a ratio measured in one process on one machine at one time: each round runs one
-epoch of the pipeline (Lightning's Trainer.fit with the configured speed options), then one
-epoch of each plain loop on the same model definition, data, batch size and step count.
-Interleaving means a noisy neighbour slows all variants alike. The first round (warm-up,
-compilation) is reported separately and left out of the medians.
+    python -m lenet_mnist.training.bench [--repeats 2] [--rounds 3] [--steps 100] [--json FILE]
 
-    python -m lenet_mnist.training.bench [--rounds 25] [--steps 100] [--json out.json]
+Every variant is a process of its own, as a stage or a sweep job is: the baseline is a
+hand-written eager PyTorch loop at PyTorch's default threads and OpenMP's default
+waiting, which is what a user writes; each numeric mode runs the pipeline's own fit
+(lenet_mnist.training.timing). The oversubscribed variants start two such processes at
+once on the same cores, as two sweep jobs or a neighbour's job do. Each repeat runs every
+variant once, in a rotating order, and a variant's ratio is paired with the baseline of
+its own repeat: a shared machine's speed moves within minutes. Seconds per epoch are
+medians of the timed rounds (the first one warms up), scaled to a full epoch.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import dataclasses
-import itertools
 import json
-import resource
+import os
 import statistics
+import subprocess
 import sys
-import warnings
-from collections.abc import Callable
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytorch_lightning as pl
-import torch
 from rich.console import Console
 from rich.table import Table
 
-from lenet_mnist import numerics
+from lenet_mnist import numerics, process
 from lenet_mnist.config import parse
-from lenet_mnist.config.schema import Config
+from lenet_mnist.data import prepare
 from lenet_mnist.errors import PipelineError, run_stage
-from lenet_mnist.model import networks
-from lenet_mnist.tracking import provenance
-from lenet_mnist.training import data, fit, recorder
-from lenet_mnist.training.module import Classifier, forward_loss
-from lenet_mnist.training.optimizer import effective_lr, make_optimizer
+from lenet_mnist.training.batches import iterations_per_epoch
 
-PIPELINE = "pipeline (Lightning)"
-PLAIN_EAGER = "plain PyTorch, eager"
-PLAIN_SAME = "plain PyTorch, same step"
+WAIT = "OMP_WAIT_POLICY"
 
 
-def plain_loop(
-    cfg: Config, x: torch.Tensor, y: torch.Tensor, steps: int, rounds: int, same_step: bool
-) -> Callable[[], float]:
-    """A hand-written loop over the pipeline's model, data and batches; returns one epoch.
-
-    same_step=True applies the pipeline's speed options (compile, fused optimizer);
-    False is the plain eager baseline with the default optimizer. Both sum loss and
-    accuracy on the device, as the pipeline does and any loop that reports them must.
-    """
-    torch.manual_seed(cfg.train.seed)
-    net = networks.build(cfg.model.name).to(x.device)
-    step = forward_loss
-    if same_step and cfg.trainer.compile:
-        step = torch.compile(forward_loss)
-    opt_cfg = dataclasses.replace(cfg.optimizer, fused=same_step and cfg.optimizer.fused)
-    opt, sched = make_optimizer(opt_cfg, effective_lr(cfg), net.parameters(), steps * rounds)
-    batches = data.train_batches(x, y, cfg.train)
-
-    def epoch() -> float:
-        start = recorder.clock(x.device)
-        sums = torch.zeros(2, device=x.device)
-        for xb, yb in itertools.islice(batches, steps):
-            opt.zero_grad(set_to_none=True)
-            loss, stats = step(net, xb, yb)
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-            sums += stats
-        sums.tolist()  # the epoch's one host sync, as in the pipeline
-        return recorder.clock(x.device) - start
-
-    return epoch
+@dataclass(frozen=True)
+class Variant:
+    label: str
+    worker: str  # "plain" or a numeric mode the pipeline runs in
+    copies: int = 1  # processes started at once on the same cores
+    env: dict[str, str | None] = field(default_factory=dict)  # None: unset
 
 
-class Interleave(pl.Callback):
-    """Runs one epoch of every plain loop around each pipeline epoch, in a rotating order.
-
-    Round r starts at a different variant, so no variant always runs right after
-    another (the position alone shifts a variant's time; docs/benchmarks.md).
-    """
-
-    def __init__(self, cfg: Config, steps: int, rounds: int) -> None:
-        self.cfg, self.steps, self.rounds = cfg, steps, rounds
-        self.plain: dict[str, Callable[[], float]] = {}
-        self.device = torch.device("cpu")
-        self.times: dict[str, list[float]] = {PIPELINE: []}
-        self.round = 0
-
-    def on_fit_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        """The plain loops train on the datamodule's own tensors: the data is in memory once,
-        as in a hand-written loop, so the peak memory reported is the pipeline's."""
-        x, y = trainer.datamodule.train_xy
-        self.device = x.device
-        self.plain = {
-            PLAIN_EAGER: plain_loop(self.cfg, x, y, self.steps, self.rounds, same_step=False),
-            PLAIN_SAME: plain_loop(self.cfg, x, y, self.steps, self.rounds, same_step=True),
-        }
-        self.times.update({name: [] for name in self.plain})
-
-    def _order(self) -> list[str]:
-        names = list(self.times)
-        shift = self.round % len(names)
-        return names[shift:] + names[:shift]
-
-    def _run_plain(self, names: list[str]) -> None:
-        for name in names:
-            self.times[name].append(self.plain[name]())
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        order = self._order()
-        self._run_plain(order[: order.index(PIPELINE)])
-        self.start = recorder.clock(self.device)
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self.times[PIPELINE].append(recorder.clock(self.device) - self.start)
-        order = self._order()
-        self._run_plain(order[order.index(PIPELINE) + 1 :])
-        self.round += 1
+PLAIN_WAIT = {WAIT: None}  # OpenMP's default waiting, as in a user's own script
+BASELINE = Variant("hand-written eager loop, PyTorch's threads", "plain", env=PLAIN_WAIT)
+VARIANTS = (
+    BASELINE,
+    Variant("pipeline, portable", "portable"),
+    Variant("pipeline, machine", "machine"),
+    Variant("2 at once: hand-written loop", "plain", 2, PLAIN_WAIT),
+    Variant("2 at once: pipeline, portable, OpenMP's default waiting", "portable", 2, PLAIN_WAIT),
+    Variant("2 at once: pipeline, portable", "portable", 2),
+)
 
 
-def run(cfg: Config, prepared: Path, rounds: int, steps: int) -> dict:
-    """`rounds` rounds of `steps` steps for every variant; returns the summary."""
-    bench_cfg = copy.deepcopy(cfg)
-    bench_cfg.train.epochs = rounds
-    bench_cfg.trainer.enable_progress_bar = False  # it would interleave with the table
-    torch.manual_seed(cfg.train.seed)
-    net = networks.build(cfg.model.name)
-    interleave = Interleave(cfg, steps, rounds)
-    trainer = fit.make_trainer(bench_cfg, callbacks=[interleave])
-    batches = data.MnistData(prepared, cfg.train, cfg.trainer.batch_group)
-    epoch_steps = batches.updates_per_epoch()
-    if steps % cfg.trainer.batch_group:
-        raise PipelineError(
-            f"--steps={steps} is not allowed; use a multiple of trainer.batch_group "
-            f"({cfg.trainer.batch_group})"
+def worker_env(variant: Variant) -> dict[str, str]:
+    """The environment a stage gets (lenet_mnist.process), changed as the variant says."""
+    env = {**os.environ, **process.ENV}
+    for name, value in variant.env.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+def run_variant(variant: Variant, args: argparse.Namespace, folder: Path) -> list[dict]:
+    """Start the variant's processes at once; each one's timings, once all have ended."""
+    common = ["--prepared", str(args.prepared), "--params", str(args.params)]
+    common += ["--rounds", str(args.rounds), "--steps", str(args.steps)]
+    outs = [folder / f"{variant.worker}-{i}.json" for i in range(variant.copies)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", __spec__.name, "--worker", variant.worker, "--out", str(out)]
+            + common,
+            env=worker_env(variant),
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
         )
-    trainer.limit_train_batches = steps // cfg.trainer.batch_group
-    trainer.limit_val_batches = 0  # the plain loops validate nothing either
-    classifier = Classifier(
-        net, cfg.optimizer, effective_lr(cfg), steps * rounds, cfg.trainer.compile
-    )
-    trainer.fit(classifier, datamodule=batches)
-    return summarize(interleave.times, steps, epoch_steps, cfg, interleave.device)
+        for out in outs
+    ]
+    for proc in procs:
+        _, err = proc.communicate()
+        if proc.returncode:
+            lines = err.strip().splitlines() or ["no output"]
+            raise PipelineError(f"bench variant '{variant.label}' failed: {lines[-1]}")
+    return [json.loads(out.read_text()) for out in outs]
 
 
-def summarize(times: dict[str, list[float]], chunk: int, epoch_steps: int, cfg, device) -> dict:
-    """Per-variant medians scaled to a full epoch, and ratios paired round by round.
+def s_per_epoch(times: list[float], steps: int, epoch_steps: int) -> float:
+    """The median of the timed rounds (round 0 warms up), scaled to a full epoch."""
+    return statistics.median(times[1:]) * epoch_steps / steps
 
-    A ratio of two times taken seconds apart survives a neighbour who slows the whole
-    machine down for a minute; a ratio of two medians does not.
-    """
-    scale = epoch_steps / chunk
-    timed = {name: per_round[1:] for name, per_round in times.items()}  # round 0: warm-up
 
-    def paired(a: str, b: str) -> float:
-        return statistics.median(x / y for x, y in zip(timed[a], timed[b], strict=True))
+def measure(args: argparse.Namespace, epoch_steps: int) -> dict[str, list[dict]]:
+    """Every variant, `args.repeats` times, in an order that rotates by one each repeat."""
+    found: dict[str, list[dict]] = {v.label: [] for v in VARIANTS}
+    with tempfile.TemporaryDirectory() as tmp:
+        for repeat in range(args.repeats):
+            order = VARIANTS[repeat % len(VARIANTS) :] + VARIANTS[: repeat % len(VARIANTS)]
+            for variant in order:
+                results = run_variant(variant, args, Path(tmp))
+                seconds = [s_per_epoch(r["main"], args.steps, epoch_steps) for r in results]
+                entry = {"s_per_epoch": statistics.mean(seconds), "processes": results}
+                if "same_step" in results[0]:
+                    same = [s_per_epoch(r["same_step"], args.steps, epoch_steps) for r in results]
+                    entry["vs_plain_same_step"] = statistics.mean(seconds) / statistics.mean(same)
+                found[variant.label].append(entry)
+                print(f"repeat {repeat + 1}/{args.repeats}: {variant.label}: "
+                      f"{entry['s_per_epoch']:.2f} s/epoch", file=sys.stderr)  # fmt: skip
+    return found
 
-    variants = {
-        name: {
-            "s_per_epoch": round(statistics.median(t) * scale, 3),
-            "samples_per_s": round(chunk * cfg.train.batch_size / statistics.median(t), 1),
-            "vs_plain_eager": round(paired(name, PLAIN_EAGER), 3),
-            "warmup_round_s": round(times[name][0], 3),
+
+def summarize(found: dict[str, list[dict]], args: argparse.Namespace, epoch_steps: int) -> dict:
+    """Per variant: seconds per epoch and the ratio to the baseline, repeat by repeat."""
+    base = [entry["s_per_epoch"] for entry in found[BASELINE.label]]
+    variants = {}
+    for variant in VARIANTS:
+        entries = found[variant.label]
+        seconds = [e["s_per_epoch"] for e in entries]
+        ratios = [s / b for s, b in zip(seconds, base, strict=True)]
+        variants[variant.label] = {
+            "processes_at_once": variant.copies,
+            "s_per_epoch": [round(s, 3) for s in seconds],
+            "vs_baseline": [round(r, 3) for r in ratios],
+            "vs_baseline_median": round(statistics.median(ratios), 3),
+            "threads": entries[0]["processes"][0]["threads"],
+            "omp_wait_policy": entries[0]["processes"][0]["omp_wait_policy"],
         }
-        for name, t in timed.items()
-    }
-    result = {
-        "device": _device_name(device),
-        "accelerator": device.type,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "batch_size": cfg.train.batch_size,
+        if "vs_plain_same_step" in entries[0]:
+            same = statistics.median(e["vs_plain_same_step"] for e in entries)
+            variants[variant.label]["pipeline_vs_plain_same_step"] = round(same, 3)
+    first = found[VARIANTS[1].label][0]["processes"][0]
+    return {
+        "machine": first["machine"],
+        "torch": first["torch"],
+        "compile": first["compile"],
+        "batch_size": first["batch_size"],
         "steps_per_epoch": epoch_steps,
-        "steps_per_round": chunk,
-        "rounds_timed": len(timed[PIPELINE]),
-        "numerics": numerics.record(cfg.trainer),
-        "speed_options": {
-            "trainer.compile": cfg.trainer.compile,
-            "trainer.threads": cfg.trainer.threads,
-            "trainer.batch_group": cfg.trainer.batch_group,
-            "optimizer.fused": cfg.optimizer.fused,
-        },
+        "steps_per_round": args.steps,
+        "rounds": args.rounds,
+        "repeats": args.repeats,
+        "baseline": BASELINE.label,
         "variants": variants,
-        "pipeline_vs_plain_same_step": round(paired(PIPELINE, PLAIN_SAME), 3),
-        "pipeline_vs_plain_eager": round(paired(PIPELINE, PLAIN_EAGER), 3),
-        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
-        "round_times_s": {name: [round(x, 4) for x in t] for name, t in times.items()},
     }
-    return result
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU: {provenance.cpu_model()}"
 
 
 def print_table(result: dict, console: Console) -> None:
-    n = result["numerics"]
+    m = result["machine"]
     table = Table(
-        title=f"{result['device']}, batch {result['batch_size']}, {result['rounds_timed']} rounds "
-        f"of {result['steps_per_round']} steps, scaled to {result['steps_per_epoch']} steps/epoch; "
-        f"{n['numerics.mode']} numerics: {n['numerics.threads']} threads, "
-        f"ATen {n['numerics.aten_capability']}"
+        title=f"{m['cpu']} ({m['family_model']}, {m['cores']} cores), torch {result['torch']}, "
+        f"batch {result['batch_size']}, compile {result['compile']}: {result['repeats']} repeats "
+        f"of {result['rounds'] - 1} timed rounds of {result['steps_per_round']} steps, "
+        f"scaled to {result['steps_per_epoch']} steps/epoch"
     )
-    for column in ("variant", "s/epoch", "samples/s", "× plain eager", "warm-up round s"):
+    for column in ("variant", "threads", "s/epoch", "× baseline", "÷ same step by hand"):
         table.add_column(column, justify="left" if column == "variant" else "right")
     for name, v in result["variants"].items():
+        same = v.get("pipeline_vs_plain_same_step")
         table.add_row(
             name,
-            f"{v['s_per_epoch']:.3f}",
-            f"{v['samples_per_s']:.0f}",
-            f"{v['vs_plain_eager']:.3f}",
-            f"{v['warmup_round_s']:.2f}",
+            str(v["threads"]),
+            " ".join(f"{s:.2f}" for s in v["s_per_epoch"]),
+            f"{v['vs_baseline_median']:.2f}",
+            f"{same:.3f}" if same is not None else "",
         )
     console.print(table)
-    console.print(
-        f"pipeline / plain loop with the same step: {result['pipeline_vs_plain_same_step']:.3f}"
-        f"   pipeline / plain eager: {result['pipeline_vs_plain_eager']:.3f}"
-        f"   peak memory: {result['peak_rss_gib']:.2f} GiB"
-    )
+    console.print(f"machine: {m['cpu']}, family/model {m['family_model']}, {m['isa_flags']}")
+
+
+def work(args: argparse.Namespace) -> None:
+    """One variant's process: time its rounds and write them to `args.out`."""
+    cfg = parse.load(args.params)
+    from lenet_mnist.training import fit, timing  # after parse: a bad file fails at once
+
+    fit.quiet_lightning()
+    if args.worker == "plain":  # PyTorch's own threads and kernels, as a user's script
+        found = {"main": timing.plain_rounds(cfg, args.prepared, args.rounds, args.steps)}
+    else:
+        cfg.trainer.reproducible = args.worker
+        numerics.pin(cfg.trainer)
+        times = timing.pipeline_rounds(cfg, args.prepared, args.rounds, args.steps)
+        found = {"main": times[timing.PIPELINE], "same_step": times[timing.PLAIN_SAME]}
+    record = numerics.record(cfg.trainer)
+    found |= {
+        "threads": int(record["numerics.threads"]),
+        "omp_wait_policy": os.environ.get(WAIT, "default"),
+        "torch": record["numerics.torch"],
+        "compile": cfg.trainer.compile,
+        "batch_size": cfg.train.batch_size,
+        "machine": {
+            "cpu": record["numerics.cpu"],
+            "family_model": record["numerics.cpu_family_model"],
+            "isa_flags": record["numerics.isa_flags"],
+            "cores": len(os.sched_getaffinity(0)),
+        },
+    }
+    args.out.write_text(json.dumps(found))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prepared", type=Path, default=Path("data/prepared"))
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--rounds", type=int, default=25, help="rounds, the first one warm-up")
-    parser.add_argument("--steps", type=int, default=100, help="steps per variant per round")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of every variant")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, the first one warm-up")
+    parser.add_argument("--steps", type=int, default=100, help="steps per round")
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # one variant's own process
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    cfg = parse.load(args.params)
-    numerics.pin(cfg.trainer)
-    fit.quiet_lightning()
-    # The benchmark trains without validation on purpose.
-    warnings.filterwarnings("ignore", message="You defined a `validation_step` but have no")
+    if args.worker:
+        return work(args)
     if args.rounds < 2:
         raise PipelineError(f"--rounds={args.rounds} is not allowed; use 2 or more")
-    result = run(cfg, args.prepared, args.rounds, args.steps)
-    print_table(result, Console(stderr=False))
+    cfg = parse.load(args.params)
+    if args.steps % cfg.trainer.batch_group:
+        raise PipelineError(
+            f"--steps={args.steps} is not allowed; use a multiple of trainer.batch_group "
+            f"({cfg.trainer.batch_group})"
+        )
+    sizes = prepare.read_stats(args.prepared)["sizes"]
+    epoch_steps = iterations_per_epoch(sizes["train"], cfg.train.batch_size, cfg.train.drop_last)
+    result = summarize(measure(args, epoch_steps), args, epoch_steps)
+    print_table(result, Console(width=None if sys.stdout.isatty() else 160))  # a log: wide
     text = json.dumps(result, indent=2)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text + "\n")
-    print(text, file=sys.stdout)
+    print(text)
 
 
 if __name__ == "__main__":

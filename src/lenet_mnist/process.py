@@ -1,0 +1,25 @@
+"""What an entry point sets for its process before torch loads: OpenMP's waiting.
+
+OpenMP's threads, which PyTorch's CPU kernels run on, spin while they wait for work, by
+default for a while before they sleep. Two multi-threaded processes on the same cores (two
+sweep jobs, or a neighbour's job) then spend their time spinning against each other, and
+each runs several times slower than its fair share. Passive waiting ends that, and
+changes no result. OpenMP reads the setting once, when torch loads it, so only an entry
+point can set it, before anything imports torch: a stage's `main`, `lenet_mnist.run` and
+the benchmark. A value the user set is kept.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def prepare() -> None:
+    """Set ENV's defaults; refuse to when torch is loaded already, where they would not count."""
+    if "torch" in sys.modules:
+        raise RuntimeError("lenet_mnist.process.prepare() must run before torch is imported")
+    for name, value in ENV.items():
+        os.environ.setdefault(name, value)
