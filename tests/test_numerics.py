@@ -82,7 +82,7 @@ def test_pin_sets_the_portable_settings_and_the_record_names_them():
     assert threads == numerics.PORTABLE_THREADS
     assert record["numerics.aten_capability"] == "AVX2"
     assert record["numerics.env.ONEDNN_MAX_CPU_ISA"] == "AVX2"
-    assert record["numerics.threads"] == "2" and record["numerics.mode"] == "portable"
+    assert record["numerics.threads"] == "1" and record["numerics.mode"] == "portable"
     assert "avx2" in record["numerics.isa_flags"].split()
 
 

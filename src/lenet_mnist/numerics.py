@@ -36,10 +36,10 @@ PORTABLE_ENV = {
     "TORCHINDUCTOR_CPP_MARCH": "x86-64-v3",  # torch.compile's C++, instead of -march=native
 }
 # A fixed thread count, whatever the machine has: a reduction's order then depends on no
-# machine's core count (one core, two or sixty-four give the same bits). Two threads train
-# about twice as fast as one on two cores (docs/benchmarks.md); more would split LeNet-5's
-# small kernels into pieces too small to pay for their threads.
-PORTABLE_THREADS = 2
+# machine's core count. One, chosen by measurement (docs/benchmarks.md): with passive
+# waiting, 2 threads trained no faster than 1 at batch 64, 1.8x slower at batch 16, and
+# two 2-thread sweep jobs side by side got half the throughput of two 1-thread ones.
+PORTABLE_THREADS = 1
 
 
 @dataclass(frozen=True)

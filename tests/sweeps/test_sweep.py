@@ -52,7 +52,7 @@ def test_one_parent_run_with_one_child_per_grid_point(sweep_2x1):
         assert kid.info.status == "FINISHED"
         assert kid.data.tags[store.COMPLETE_TAG] == "true"
         assert 0.5 < kid.data.metrics["test_acc"] <= 1  # evaluate ran into the child run
-        assert kid.data.params["numerics.threads"] == "2"  # portable's own, as in dvc repro
+        assert kid.data.params["numerics.threads"] == "1"  # portable's own, as in dvc repro
     assert len({k.data.tags[store.CONFIG_TAG] for k in kids}) == 2
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"summary.csv", "summary.md", "report.html", "overview.png"} <= artifacts
@@ -391,7 +391,7 @@ def test_launcher_slurm_composes_without_a_cluster(tmp_path):
 def test_submitit_local_runs_the_same_sweep_as_joblib(sweep_2x1, prepared_slice, tmp_path):
     """The 2x1 grid of sweep_2x1 again, each job a submitit process started from its pickle,
     in conf/'s own folders: named in the workers by the same resolvers, the same MLflow
-    parent and children, the same numbers (portable numerics, the same 2 threads) and report."""
+    parent and children, the same numbers (portable numerics, one thread each) and report."""
     client, runs = mlflow_runs(sweep_2x1["db"])
     (parent,) = [r for r in runs if store.SWEEP_TAG in r.data.tags]
     kids = [r for r in runs if store.PARENT_TAG in r.data.tags]
@@ -423,7 +423,7 @@ def test_submitit_local_runs_the_same_sweep_as_joblib(sweep_2x1, prepared_slice,
         for tag in (store.CONFIG_TAG, store.JOB_TAG):
             assert kid.data.tags[tag] == old[size].data.tags[tag]
         assert set(kid.data.params) == set(old[size].data.params)
-        assert kid.data.params["numerics.threads"] == "2"  # portable's own, as in dvc repro
+        assert kid.data.params["numerics.threads"] == "1"  # portable's own, as in dvc repro
         assert 0.5 < kid.data.metrics["test_acc"] <= 1
         assert kid.data.metrics["test_acc"] == old[size].data.metrics["test_acc"]
 

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from lenet_mnist import numerics
 from lenet_mnist.training import bench
 from tests.conftest import REPO, SLICE, run_module, write_params
 
@@ -28,7 +29,7 @@ def test_bench_prints_each_variant_against_the_hand_written_loop(prepared_slice,
         assert len(v["s_per_epoch"]) == 1 and v["s_per_epoch"][0] > 0
         expected = v["s_per_epoch"][0] / base["s_per_epoch"][0]
         assert v["vs_baseline_median"] == pytest.approx(expected, rel=2e-3)  # both rounded
-    assert variants["pipeline, portable"]["threads"] == 2  # whatever the machine has
+    assert variants["pipeline, portable"]["threads"] == numerics.PORTABLE_THREADS
     assert variants["pipeline, portable"]["omp_wait_policy"] == "PASSIVE"  # as stages run
     assert variants[bench.BASELINE.label]["omp_wait_policy"] == "default"  # as a user's script
     assert "pipeline_vs_plain_same_step" in variants["pipeline, machine"]  # Lightning's cost

@@ -57,8 +57,9 @@ VARIANTS = (
 
 
 def worker_env(variant: Variant) -> dict[str, str]:
-    """The environment a stage gets (lenet_mnist.process), changed as the variant says."""
-    env = {**os.environ, **process.ENV}
+    """The environment a stage gets (lenet_mnist.process: the user's own values kept),
+    changed as the variant says."""
+    env = {**process.ENV, **os.environ}
     for name, value in variant.env.items():
         if value is None:
             env.pop(name, None)

@@ -1,0 +1,49 @@
+"""What an entry point sets before torch loads: OpenMP's passive waiting, unless the user
+set a wait policy of their own."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import stage_argv, stage_folder
+
+WAIT = "OMP_WAIT_POLICY"
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if k != WAIT}  # as a user's shell has it
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**base, **env}
+    )
+
+
+def test_prepare_sets_passive_waiting_and_keeps_a_users_own():
+    code = "import os; from lenet_mnist import process; process.prepare(); print(os.environ[%r])"
+    assert _python(code % WAIT).stdout.strip() == "PASSIVE"
+    assert _python(code % WAIT, OMP_WAIT_POLICY="ACTIVE").stdout.strip() == "ACTIVE"
+
+
+def test_prepare_refuses_once_torch_is_loaded():
+    done = _python("import torch; from lenet_mnist import process; process.prepare()")
+    assert done.returncode == 1
+    assert "prepare() must run before torch is imported" in done.stderr
+
+
+@pytest.mark.slow
+def test_the_train_stage_started_without_a_wait_policy_trains_with_passive_waiting(
+    prepared_slice, tmp_path
+):
+    """What the run records is what OpenMP was started with: the stage set it before torch."""
+    prepared, _ = prepared_slice
+    folder = stage_folder(tmp_path, prepared, train__epochs=1)
+    base = {k: v for k, v in os.environ.items() if k != WAIT}
+    done = subprocess.run(
+        [*stage_argv("train"), "--params", str(folder.params)],
+        cwd=tmp_path, capture_output=True, text=True, env={**base, **folder.env()},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    timings = json.loads((folder.data / "timings" / "train.json").read_text())
+    assert timings["numerics"][f"numerics.env.{WAIT}"] == "PASSIVE"
