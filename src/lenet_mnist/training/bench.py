@@ -51,8 +51,9 @@ VARIANTS = (
     Variant("pipeline, portable", "portable"),
     Variant("pipeline, machine", "machine"),
     Variant("2 at once: hand-written loop", "plain", 2, PLAIN_WAIT),
-    Variant("2 at once: pipeline, portable, OpenMP's default waiting", "portable", 2, PLAIN_WAIT),
     Variant("2 at once: pipeline, portable", "portable", 2),
+    Variant("2 at once: pipeline, machine, OpenMP's default waiting", "machine", 2, PLAIN_WAIT),
+    Variant("2 at once: pipeline, machine", "machine", 2),
 )
 
 
