@@ -33,6 +33,7 @@ from omegaconf.errors import (
     ValidationError,
 )
 
+from lenet_mnist.config import bounded
 from lenet_mnist.config.schema import Config, keys, register, show
 from lenet_mnist.errors import PipelineError, run_stage
 
@@ -53,14 +54,12 @@ def validate(cfg: DictConfig | dict) -> Config:
 
 
 def load(path: str | Path = "params.yaml") -> Config:
-    """Read and validate params.yaml; a missing or unparsable file is a user error too."""
+    """Read and validate params.yaml; a missing, unparsable or oversized file is a user
+    error too (lenet_mnist.config.bounded: every stage reads its params through here)."""
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"{path} not found; run from the repository root or pass --params")
-    try:
-        cfg = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise PipelineError(f"{path} is not valid YAML: {err}".splitlines()[0]) from err
+    cfg = bounded.read_yaml(path)  # sized and counted before anything expands it
     if not isinstance(cfg, dict):
         groups = ", ".join(f.name for f in dataclasses.fields(Config))
         raise PipelineError(f"{path} holds a {type(cfg).__name__}; use a mapping of {groups}")

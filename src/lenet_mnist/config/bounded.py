@@ -1,0 +1,93 @@
+"""params.yaml read within bounds: refused in one line before anything expands it.
+
+YAML lets a small file describe a huge value: each alias (`*a`) stands for the whole node
+its anchor (`&a`) names, so nine levels of ten aliases are 10^9 strings once expanded
+("billion laughs"). PyYAML shares an aliased node instead of copying it, but OmegaConf copies
+every value it merges, and so would any reader after it. So the file is sized, and its
+parse events are counted (aliases, the values they expand to, and the nesting depth) by
+libyaml's C parser, before a single Python object is built from it.
+
+The limits are far above any real params.yaml and far below what costs time: the composed
+file is about 1.5 KiB with some 110 values, 3 levels deep and no alias at all (yaml.safe_dump
+writes one only for a shared Python object, which composition never makes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lenet_mnist.errors import PipelineError
+
+MAX_BYTES = 256 * 1024  # ~170x the composed file; a list of a thousand mirrors fits
+MAX_ALIASES = 20  # a hand edit may name a repeated value; a bomb needs dozens
+MAX_VALUES = 20_000  # after aliases are expanded; OmegaConf merges that many in about a second
+MAX_DEPTH = 32  # nesting; Python's constructor recurses once per level
+
+# libyaml's parser when PyYAML was built with it (its wheels are): the count costs little.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_STARTS = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
+_ENDS = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
+
+
+def read_yaml(path: Path) -> Any:
+    """The file's YAML value, or a PipelineError if it is too large or expands too far."""
+    data = _read(path)
+    try:
+        _count(path, yaml.parse(data, Loader=_LOADER))
+        return yaml.load(data, Loader=_LOADER)  # a safe loader, libyaml's or PyYAML's
+    except yaml.YAMLError as err:
+        raise PipelineError(f"{path} is not valid YAML: {err}".splitlines()[0]) from None
+
+
+def _read(path: Path) -> bytes:
+    """At most MAX_BYTES + 1 bytes: a file that grows while it is read is not read whole."""
+    with path.open("rb") as f:
+        data = f.read(MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        size = max(path.stat().st_size, len(data))
+        raise PipelineError(
+            f"{path} is {size:,} bytes; a params file may hold at most {MAX_BYTES // 1024} KiB"
+        )
+    return data
+
+
+def _count(path: Path, events: Any) -> None:
+    """Walk the parse events, summing the values each alias stands for, without building any."""
+    values, aliases = 0, 0
+    sizes: dict[str, int] = {}  # each finished anchor: how many values its node expands to
+    open_nodes: list[tuple[str | None, int]] = []  # (anchor, values before it) per level
+    for event in events:
+        if isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            if aliases > MAX_ALIASES:
+                raise PipelineError(
+                    f"{path} uses more than {MAX_ALIASES} YAML aliases (*name); "
+                    f"write the values out, or use at most {MAX_ALIASES}"
+                )
+            if event.anchor not in sizes:  # inside its own anchor, or undefined
+                raise PipelineError(
+                    f"{path}: the YAML alias *{event.anchor} comes before its anchor's value "
+                    "ends; alias only a value defined above it"
+                )
+            values += sizes[event.anchor]
+        elif isinstance(event, yaml.ScalarEvent):
+            values += 1
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
+        elif isinstance(event, _STARTS):
+            open_nodes.append((event.anchor, values))
+            values += 1
+            if len(open_nodes) > MAX_DEPTH:
+                raise PipelineError(f"{path} nests values deeper than {MAX_DEPTH} levels")
+        elif isinstance(event, _ENDS):
+            anchor, before = open_nodes.pop()
+            if anchor is not None:
+                sizes[anchor] = values - before
+        if values > MAX_VALUES:
+            raise PipelineError(
+                f"{path} expands to more than {MAX_VALUES:,} values; "
+                "a params file holds a few hundred"
+            )
