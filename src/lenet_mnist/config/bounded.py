@@ -8,8 +8,8 @@ parse events are counted (aliases, the values they expand to, and the nesting de
 libyaml's C parser, before a single Python object is built from it.
 
 The limits are far above any real params.yaml and far below what costs time: the composed
-file is about 1.5 KiB with some 110 values, 3 levels deep and no alias at all (yaml.safe_dump
-writes one only for a shared Python object, which composition never makes).
+file is about 1.2 KiB with some 130 values (keys counted), 3 levels deep, and holds no alias
+(yaml.safe_dump writes one only for a shared Python object, which composition never makes).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import yaml
 
 from lenet_mnist.errors import PipelineError
 
-MAX_BYTES = 256 * 1024  # ~170x the composed file; a list of a thousand mirrors fits
+MAX_BYTES = 256 * 1024  # ~200x the composed file; a list of a thousand mirrors fits
 MAX_ALIASES = 20  # a hand edit may name a repeated value; a bomb needs dozens
-MAX_VALUES = 20_000  # after aliases are expanded; OmegaConf merges that many in about a second
+MAX_VALUES = 10_000  # once aliases are expanded; OmegaConf merges some 10,000 values a second
 MAX_DEPTH = 32  # nesting; Python's constructor recurses once per level
 
 # libyaml's parser when PyYAML was built with it (its wheels are): the count costs little.
