@@ -2,27 +2,33 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 from safetensors.torch import save_file
 
 from lenet_mnist.config import parse
 from lenet_mnist.data import prepare
+from lenet_mnist.errors import PipelineError
 from lenet_mnist.evaluation import evaluate
 from lenet_mnist.model import inference, networks
 from lenet_mnist.serving import logged, publish, pyfunc
+from lenet_mnist.tracking import store
 from tests.conftest import SLICE, mlflow_runs, write_params
 from tests.trained import raw_test_images, trained_slice
 
@@ -50,23 +56,41 @@ def test_an_image_of_the_wrong_size_is_refused_with_its_shape():
         pyfunc.to_network_input(np.zeros((1, 32, 32)), 0.1, 0.3)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, -1.0, -0.5, 255.5, 1e9])
+def test_a_pixel_no_mnist_image_holds_is_refused_by_name(bad):
+    images = np.zeros((3, 28, 28))
+    images[2, 5, 7] = bad
+    said = f"image 2 has pixel {np.float32(bad):g} at row 5, column 7; pixels must be finite"
+    with pytest.raises(PipelineError, match=re.escape(said)):
+        pyfunc.to_network_input(images, 0.1, 0.3)
+
+
+def test_the_ends_of_the_pixel_range_are_accepted():
+    images = np.zeros((2, 28, 28))
+    images[1] = 255
+    assert np.isfinite(pyfunc.to_network_input(images, 0.1, 0.3)).all()
+
+
 @pytest.mark.slow
-def test_the_run_has_the_dataset_and_both_models(prepared_slice, tmp_path_factory):
+def test_the_run_has_the_dataset_and_the_served_model_with_no_pickle(
+    prepared_slice, tmp_path_factory
+):
+    """One logged model, from code: its safetensors weights alone give evaluate's digits."""
     done = trained_slice(prepared_slice, tmp_path_factory)
     client, (run,) = mlflow_runs(done["db"])
     (dataset,) = [d.dataset for d in run.inputs.dataset_inputs]
     digest = prepare.read_stats(prepared_slice[0])["digest"]
     assert (dataset.name, dataset.digest) == (logged.DATASET, digest[:12])
-    models = client.search_logged_models([run.info.experiment_id])
-    assert sorted(m.name for m in models) == ["digits", "model"]
-    assert {o.model_id for o in run.outputs.model_outputs} == {m.model_id for m in models}
-    (network,) = [m for m in models if m.name == logged.NETWORK_MODEL]
-    import mlflow.pytorch
-
-    net = mlflow.pytorch.load_model(network.artifact_location)  # its folder in the store
+    (served,) = client.search_logged_models([run.info.experiment_id])
+    assert served.name == logged.SERVED_MODEL and served.status == LoggedModelStatus.READY
+    assert [o.model_id for o in run.outputs.model_outputs] == [served.model_id]
+    folder = Path(urllib.parse.urlparse(served.artifact_location).path)
+    files = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
+    assert logged.MODEL_CODE.name in files and "artifacts/weights.safetensors" in files
+    assert not [f for f in files if f.endswith((".pkl", ".pickle", ".pt", ".pth"))], files
+    net = networks.load("lenet5", folder / "artifacts" / "weights.safetensors")
     x, _ = prepare.read_split(prepared_slice[0], "test")
-    logits = inference.logits(net, x)
-    assert logits.argmax(1).tolist() == done["predicted"]
+    assert inference.logits(net, x).argmax(1).tolist() == done["predicted"]
 
 
 def _evaluate_and_publish(
@@ -117,15 +141,34 @@ def test_the_champion_alias_moves_only_to_a_model_at_least_as_accurate(
     assert str(champion.version) == "2" and float(champion.tags[publish.ACC_TAG]) == accs[1]
 
 
+_KILLED_MID_LOG = """
+import os, signal, sys
+from pathlib import Path
+from mlflow.entities import LoggedModelStatus
+from mlflow.tracking import MlflowClient
+from lenet_mnist.serving import logged
+db, experiment, weights = sys.argv[1:]
+logged.pending(MlflowClient(db), experiment, logged.SERVED_MODEL, None, Path(weights))
+os.kill(os.getpid(), signal.SIGKILL)  # kill -9 between MLflow's create and finalize
+"""
+
+
 @pytest.mark.slow
-def test_with_registration_off_the_same_weights_are_logged_once(
+def test_with_registration_off_the_same_weights_are_logged_once_and_killed_logs_fail(
     prepared_slice, tmp_path_factory, tmp_path, monkeypatch
 ):
+    """A publish killed mid-log left a PENDING "digits" of these weights: the next publish
+    marks it FAILED and logs its own, and leaves a live process's PENDING model alone."""
     done = trained_slice(prepared_slice, tmp_path_factory)
     db = f"sqlite:///{tmp_path / 'unregistered.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", db)
     params = write_params(tmp_path / "params.yaml", **SLICE, logger__registered_model=None)
     weights = done["data"] / "model" / "weights.safetensors"
+    client = store.open_store(db)
+    experiment = store.experiment_id(client, parse.load(params).logger.experiment_name)
+    killed = subprocess.run([sys.executable, "-c", _KILLED_MID_LOG, db, experiment, str(weights)])
+    assert killed.returncode == -signal.SIGKILL
+    live = logged.pending(client, experiment, logged.SERVED_MODEL, None, weights)  # this process
     said = []
     for attempt in ("first", "again"):
         (tmp_path / attempt).mkdir()
@@ -135,7 +178,9 @@ def test_with_registration_off_the_same_weights_are_logged_once(
     assert said[1][2] == "publish: a logged model holds these weights already"
     client, (run,) = mlflow_runs(db)
     models = client.search_logged_models([run.info.experiment_id])
-    assert sorted(m.name for m in models) == ["digits", "model"]  # once, not twice
+    by_status = sorted((m.status.value, m.model_id == live.model_id) for m in models)
+    assert by_status == [("FAILED", False), ("PENDING", True), ("READY", False)]
+    assert all(m.name == logged.SERVED_MODEL for m in models)  # logged once, not twice
     assert client.search_registered_models() == []
 
 
@@ -146,36 +191,70 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_the_served_champion_answers_raw_images_as_evaluate_predicted(
+def test_the_served_champion_loads_without_pickle_and_answers_only_real_images(
     prepared_slice, tmp_path_factory, mnist_raw
 ):
-    """`mlflow models serve` on models:/lenet-mnist@champion, asked about 10 raw images."""
+    """`mlflow models serve` on models:/lenet-mnist@champion with MLflow's pickle loading
+    off: 10 raw test images get evaluate's digits; a NaN, infinite, negative or huge pixel
+    gets a 400 whose JSON names it; a request without a Content-Type gets MLflow's own 500."""
     done = trained_slice(prepared_slice, tmp_path_factory)
     port = _free_port()
     mlflow = str(Path(sys.executable).parent / "mlflow")
     argv = [mlflow, "models", "serve", "-m", "models:/lenet-mnist@champion",
             "--env-manager", "local", "-p", str(port), "-h", "127.0.0.1"]  # fmt: skip
-    env = {**os.environ, "MLFLOW_TRACKING_URI": done["db"]}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": done["db"],
+           "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}  # fmt: skip
     log = (done["root"] / "serve.log").open("w")
     server = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    images = raw_test_images(mnist_raw, 10)
+    bad_pixels = (float("nan"), float("inf"), -1.0, 1e9)
     try:
-        _wait_for(f"{url}/ping", server, done["root"] / "serve.log")
-        body = json.dumps({"inputs": raw_test_images(mnist_raw, 10).tolist()}).encode()
-        request = urllib.request.Request(
-            f"{url}/invocations", body, {"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            answers = json.load(response)["predictions"]
+        _wait_for(f"http://127.0.0.1:{port}/ping", server, done["root"] / "serve.log")
+        status, answers = _post(port, {"inputs": images.tolist()})
+        refused = [_post(port, {"inputs": _with_pixel(images[:2], bad)}) for bad in bad_pixels]
+        untyped = _post(port, {"inputs": images[:1].tolist()}, content_type=None)
     finally:
         os.killpg(server.pid, signal.SIGTERM)  # mlflow's own process and its uvicorn
         server.wait(timeout=30)
         log.close()
-    assert [a["digit"] for a in answers] == done["predicted"][:10]
-    for a in answers:
+    assert status == 200, answers
+    assert [a["digit"] for a in answers["predictions"]] == done["predicted"][:10]
+    for a in answers["predictions"]:
         assert len(a["probabilities"]) == 10 and sum(a["probabilities"]) == pytest.approx(1)
         assert max(a["probabilities"]) == a["probabilities"][a["digit"]]
+    for bad, (status, error) in zip(bad_pixels, refused, strict=True):
+        assert (status, error["error_code"]) == (400, "INVALID_PARAMETER_VALUE"), error
+        said = f"image 1 has pixel {bad:g} at row 14, column 14; pixels must be finite numbers"
+        assert said in error["message"]
+    assert untyped[0] == 500  # MLflow's scoring server; docs/serving.md says so
+
+
+def _with_pixel(images: np.ndarray, value: float) -> list:
+    changed = images.astype(np.float64)
+    changed[1, 14, 14] = value
+    return changed.tolist()
+
+
+def _post(port: int, payload: dict, content_type: str | None = "application/json"):
+    """POST /invocations: (status, the reply read as strict JSON, where NaN is no number).
+
+    http.client sends no Content-Type unless told, unlike urllib's form default."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Content-Type": content_type} if content_type else {}
+    try:
+        connection.request("POST", "/invocations", json.dumps(payload).encode(), headers)
+        reply = connection.getresponse()
+        status, body = reply.status, reply.read().decode()
+    finally:
+        connection.close()
+    if status == 500:  # MLflow's own failure: plain text, not the model's answer
+        return status, body
+    return status, json.loads(body, parse_constant=_not_json)
+
+
+def _not_json(token: str) -> None:
+    raise AssertionError(f"the reply holds {token}, which JSON has no number for")
 
 
 def _wait_for(ping: str, server: subprocess.Popen, log: Path, timeout_s: float = 240) -> None:

@@ -1,8 +1,15 @@
-"""The models a training run logs to MLflow: the network in the PyTorch flavor and the
-pyfunc that serves raw images, each with this package's code and pinned requirements.
+"""The model a training run logs to MLflow: the pyfunc that serves raw images, with this
+package's code and pinned requirements.
 
-"model": standardized 1x32x32 tensors in, 10 logits out. "digits": raw 28x28 images,
-pixels 0-255, in; digits and probabilities out (lenet_mnist.serving.pyfunc).
+"digits": raw 28x28 images, pixels 0-255, in; digits and probabilities out
+(lenet_mnist.serving.pyfunc). It is logged from code (serving/digits_code.py) with the
+weights as a safetensors artifact, so loading it unpickles nothing. No PyTorch-flavor copy
+of the network is logged: MLflow's loads through pickle (torch.load) or a torch.export
+graph, and importing mlflow.pytorch loads Lightning; the weights artifact and
+`networks.load` give the same nn.Module.
+
+A process killed while it logs leaves its logged model PENDING; the next publish marks it
+FAILED (`fail_abandoned`), as store.close_dead_runs does for runs.
 """
 
 from __future__ import annotations
@@ -10,6 +17,8 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import os
+import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,12 +29,13 @@ import numpy as np
 
 import lenet_mnist
 from lenet_mnist.data import prepare
-from lenet_mnist.model import networks
 from lenet_mnist.serving import pyfunc
 from lenet_mnist.tracking import provenance, store
 
-NETWORK_MODEL, SERVED_MODEL = "model", "digits"  # names of the run's logged models
+SERVED_MODEL = "digits"  # the name of the run's logged model
 DATASET = "mnist-prepared"
+# The file MLflow runs to build the pyfunc: a path, as importing it would build one here.
+MODEL_CODE = Path(__file__).with_name("digits_code.py")
 PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 # What the global store's switch changes in the environment, put back as it was after it:
 # a restored MLFLOW_TRACKING_URI would override logger.tracking_uri for the rest of a process.
@@ -47,25 +57,6 @@ def dataset(run: store.TrackedRun, prepared: Path, stats: dict) -> None:
     store.retry_locked(lambda: run.mlflow.log_inputs(run.run_id, datasets=inputs))
 
 
-def network(run: store.TrackedRun, network: str, weights: Path, prepared: Path):
-    """The plain nn.Module in the PyTorch flavor, with one real test image as its example."""
-    import mlflow.pytorch
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
-
-    net = networks.load(network, weights)
-    example = np.array(prepare.read_split(prepared, "test")[0][:1])
-    signature = ModelSignature(
-        Schema([TensorSpec(np.dtype(np.float32), (-1, 1, 32, 32))]),
-        Schema([TensorSpec(np.dtype(np.float32), (-1, 10))]),
-    )
-    return _log(
-        run, NETWORK_MODEL, mlflow.pytorch, weights, pytorch_model=net, signature=signature,
-        input_example=example, serialization_format="pickle",
-        pickle_module=mlflow.pytorch.pickle_module,
-    )  # fmt: skip
-
-
 def served(run: store.TrackedRun, network: str, weights: Path, prepared: Path):
     """The pyfunc for raw 28x28 images, pixels 0-255; its example is a real raw test image."""
     import mlflow.pyfunc
@@ -80,7 +71,7 @@ def served(run: store.TrackedRun, network: str, weights: Path, prepared: Path):
         Schema([ColSpec("long", "digit"), ColSpec(Array("double"), "probabilities")]),
     )
     return _log(
-        run, SERVED_MODEL, mlflow.pyfunc, weights, python_model=pyfunc.Digits(),
+        run, SERVED_MODEL, mlflow.pyfunc, weights, python_model=str(MODEL_CODE),
         artifacts={pyfunc.WEIGHTS: str(weights), pyfunc.STATS: str(stats)},
         model_config={pyfunc.NETWORK: network}, signature=signature, input_example=example,
     )  # fmt: skip
@@ -96,10 +87,7 @@ def _log(run: store.TrackedRun, name: str, flavor: ModuleType, weights: Path, **
 
     mlflow = run.mlflow
     experiment = store.retry_locked(lambda: mlflow.get_run(run.run_id)).info.experiment_id
-    tags = {store.WEIGHTS_TAG: provenance.sha256(weights)}
-    logged = store.retry_locked(
-        lambda: mlflow.create_logged_model(experiment, name, run.run_id, tags=tags)
-    )
+    logged = pending(mlflow, experiment, name, run.run_id, weights)
     with global_store(mlflow.tracking_uri):
         return store.retry_locked(
             lambda: Model.log(
@@ -113,6 +101,63 @@ def _log(run: store.TrackedRun, name: str, flavor: ModuleType, weights: Path, **
                 **kwargs,
             )  # fmt: skip
         )
+
+
+def pending(mlflow: Any, experiment: str, name: str, run_id: str | None, weights: Path) -> Any:
+    """The logged model that Model.log fills in, PENDING until it has: tagged with the
+    weights and with the process that writes it, so that a later publish can tell when
+    that process died mid-log (`fail_abandoned`)."""
+    tags = {
+        store.WEIGHTS_TAG: provenance.sha256(weights),
+        store.HOST_TAG: socket.gethostname(),
+        store.PID_TAG: str(os.getpid()),
+    }
+    return store.retry_locked(
+        lambda: mlflow.create_logged_model(experiment, name, run_id, tags=tags)
+    )
+
+
+def fail_abandoned(mlflow: Any, experiment: str, started_ms: int | None = None) -> list[str]:
+    """Mark FAILED the experiment's PENDING logged models that no process will finish.
+
+    MLflow creates a logged model PENDING and makes it READY once its artifacts are in; a
+    `kill -9` in between leaves it PENDING for good. Abandoned: its writer, on this host,
+    is gone; or it names no writer and was created before `started_ms` (this publish's
+    start). A PENDING model of a live process (a concurrent publish), or of one on another
+    host, which this process cannot see, is left alone. Returns the ids marked FAILED.
+    """
+    from mlflow.entities import LoggedModelStatus
+
+    started_ms = int(time.time() * 1000) if started_ms is None else started_ms
+    pending = [m for m in models(mlflow, experiment) if m.status == LoggedModelStatus.PENDING]
+    failed = [m.model_id for m in pending if _abandoned(m.tags, m.creation_timestamp, started_ms)]
+    for model_id in failed:
+        store.retry_locked(lambda m=model_id: mlflow.finalize_logged_model(m, "FAILED"))
+    return failed
+
+
+def models(mlflow: Any, experiment: str, query: str | None = None) -> list[Any]:
+    """Every page of the experiment's logged models that match `query`.
+
+    No status in `query`: a sqlite store compares `status = 'READY'` with the number it
+    stores and matches nothing, so callers filter on `status` themselves.
+    """
+    found, token = [], None
+    while True:
+        page = store.retry_locked(
+            lambda t=token: mlflow.search_logged_models([experiment], query, page_token=t)
+        )
+        found += page
+        if not (token := page.token):
+            return found
+
+
+def _abandoned(tags: dict[str, str], created_ms: int, started_ms: int) -> bool:
+    pid = tags.get(store.PID_TAG, "")
+    if store.HOST_TAG not in tags or not pid.isdigit():
+        return created_ms < started_ms
+    here = tags[store.HOST_TAG] == socket.gethostname()
+    return here and int(pid) > 0 and not store._alive(int(pid))
 
 
 def _raw_example(prepared: Path) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 The run that trained the weights (found by their SHA-256) gets the test metrics and
 evaluate's files, the prepared data as its dataset input (the runs table's Dataset
-column), and both logged models (lenet_mnist.serving.logged). "digits" becomes a version
+column), and the served model (lenet_mnist.serving.logged); logged models that a killed
+publish left PENDING are marked FAILED first. "digits" becomes a version
 of `logger.registered_model`, and the alias `champion` moves to it when its test accuracy
 is at least the champion's, so `models:/lenet-mnist@champion` is always the best one.
 
@@ -13,6 +14,7 @@ weights again (`dvc repro -f publish`, a run-cache restore) logs and registers n
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,11 +65,13 @@ def publish(
     files: list[Path],
     run_id: str | None = None,
 ) -> Published:
-    """Test metrics and files, dataset input, both models and the registry entry, for the
+    """Test metrics and files, dataset input, the served model and the registry entry, for the
     run that made `weights`; without `run_id` it is the newest run tagged with them."""
     mlflow = store.client(cfg.logger)
     digest = provenance.sha256(weights)
+    started_ms = int(time.time() * 1000)
     run = _run_of(mlflow, cfg, digest, run_id)
+    logged.fail_abandoned(mlflow, _experiment(mlflow, run), started_ms)
     run.metrics(test_metrics(metrics))
     run.artifacts(*files)
     name = cfg.logger.registered_model
@@ -77,7 +81,6 @@ def publish(
     else:
         logged.dataset(run, prepared, prepare.read_stats(prepared))
         with logged.global_store(mlflow.tracking_uri):
-            logged.network(run, cfg.model.name, weights, prepared)
             info = logged.served(run, cfg.model.name, weights, prepared)
             if name is None:
                 done = Published(run, info.model_uri, None, False, True, digest)
@@ -108,11 +111,18 @@ def test_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def logged_before(mlflow: Any, run: store.TrackedRun, digest: str) -> bool:
-    """Whether the served model of these weights is logged already (registration off)."""
-    experiment = store.retry_locked(lambda: mlflow.get_run(run.run_id)).info.experiment_id
+    """Whether the served model of these weights is logged already (registration off).
+
+    Only a READY one counts: a PENDING or FAILED one never got its artifacts."""
+    from mlflow.entities import LoggedModelStatus
+
     query = f"tags.{store.WEIGHTS_TAG} = '{digest}'"
-    found = store.retry_locked(lambda: mlflow.search_logged_models([experiment], query))
-    return any(m.name == logged.SERVED_MODEL for m in found)
+    found = logged.models(mlflow, _experiment(mlflow, run), query)
+    return any(m.name == logged.SERVED_MODEL and m.status == LoggedModelStatus.READY for m in found)
+
+
+def _experiment(mlflow: Any, run: store.TrackedRun) -> str:
+    return store.retry_locked(lambda: mlflow.get_run(run.run_id)).info.experiment_id
 
 
 def registered(mlflow: Any, name: str | None, digest: str) -> str | None:

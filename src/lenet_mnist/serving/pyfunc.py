@@ -5,7 +5,9 @@ split's mean and std. A served model cannot ask its callers for that, so `Digits
 MLflow pyfunc) and `predict`'s command line both apply prepare's own functions here, with
 the stats.json that travelled with the weights, and give the same bits as the test set.
 
-Pixels are raw MNIST values, 0 (background) to 255 (ink): white digit on black.
+Pixels are raw MNIST values, 0 (background) to 255 (ink): white digit on black. Anything
+else (NaN, infinity, a negative or huge number) is refused, not answered: the network would
+still name a digit for it, and a NaN probability is not even JSON.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PythonModel
 
 from lenet_mnist.data import prepare
@@ -24,6 +27,7 @@ from lenet_mnist.errors import PipelineError
 from lenet_mnist.model import inference, networks
 
 RAW_SIZE = 28
+MAX_PIXEL = 255
 WEIGHTS, STATS = "weights", "stats"  # the pyfunc's artifact keys
 NETWORK = "network"  # the pyfunc's model_config key: a name in networks.MODELS
 
@@ -38,8 +42,24 @@ def to_network_input(images: Any, mean: float, std: float) -> np.ndarray:
         pixels = pixels[None]
     if pixels.ndim != 3 or pixels.shape[1:] != (RAW_SIZE, RAW_SIZE):
         raise PipelineError(f"images of shape {pixels.shape}; expected (N, 28, 28) pixels 0-255")
+    check_pixels(pixels)
     scaled = np.pad(pixels / np.float32(255.0), ((0, 0), (prepare.PAD,) * 2, (prepare.PAD,) * 2))
     return prepare.standardize(scaled[:, None], mean, std)
+
+
+def check_pixels(pixels: np.ndarray) -> None:
+    """Refuse what no MNIST image holds, naming the first bad pixel.
+
+    The comparisons are False for NaN, so one test catches NaN, infinities and the range.
+    """
+    bad = ~((pixels >= 0) & (pixels <= MAX_PIXEL))
+    if bad.any():
+        image, row, col = (int(i) for i in np.argwhere(bad)[0])
+        value = pixels[image, row, col]
+        raise PipelineError(
+            f"image {image} has pixel {value:g} at row {row}, column {col}; "
+            f"pixels must be finite numbers from 0 to {MAX_PIXEL}"
+        )
 
 
 class Reader:
@@ -64,7 +84,11 @@ def answer(probabilities: np.ndarray) -> pd.DataFrame:
 
 
 class Digits(PythonModel):
-    """The MLflow pyfunc registered and served: weights and stats.json are its artifacts."""
+    """The MLflow pyfunc registered and served: weights and stats.json are its artifacts.
+
+    Logged as code (lenet_mnist.serving.digits_code), not as a cloudpickle, so that MLflow
+    loads it with MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false.
+    """
 
     def load_context(self, context: Any) -> None:
         self.reader = Reader(
@@ -78,4 +102,7 @@ class Digits(PythonModel):
 
         An ndarray hint is one MLflow does not turn into a second schema beside the signature.
         """
-        return answer(self.reader.probabilities(model_input))
+        try:
+            return answer(self.reader.probabilities(model_input))
+        except PipelineError as err:  # the scoring server answers this error code with a 400
+            raise MlflowException.invalid_parameter_value(str(err)) from None
