@@ -1,11 +1,13 @@
 """Read the digit in image files: each file's digit and its three likeliest classes.
 
-    python -m lenet_mnist.serving.predict IMG.png [IMG.jpg ...] [--model data/model | MODEL_URI]
+    python -m lenet_mnist.serving.predict IMG.png [IMG.jpg | FOLDER ...] [--model data/model | URI]
 
-A PNG or JPEG of any size becomes what MNIST is: 28x28 grayscale (transparency on white),
-resized with Lanczos, white digit on black. An image whose outermost ring of pixels is
-bright on average (mean > 127 of 255) is taken as dark ink on paper and inverted. The
-digit is not re-centred: like MNIST's, it should fill the middle of the picture.
+A PNG or JPEG of any size becomes what MNIST is: 28x28 grayscale, resized with Lanczos,
+white digit on black. A folder stands for the PNG and JPEG files in it, by name. A 16-bit
+PNG is scaled to 0-255. A transparent image's opaque pixels are the ink, whatever their
+colour: it is laid on the opposite shade (bright ink on black, dark ink on white). An image
+whose outermost ring of pixels is bright on average (mean > 127 of 255) is taken as dark ink
+on paper and inverted. The digit is not re-centred: like MNIST's, it should fill the middle.
 
 `--model` is a folder with weights.safetensors (the train stage's data/model: the stats
 come from its stats.json if it has one, else from the prepared data, paths.prepared), or
@@ -15,35 +17,67 @@ an MLflow model URI such as models:/lenet-mnist@champion, which carries its own 
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lenet_mnist.config import parse
 from lenet_mnist.config.schema import Config
 from lenet_mnist.errors import PipelineError, run_stage
-from lenet_mnist.serving import pyfunc
 
-FORMATS = ("PNG", "JPEG")
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+    from PIL import Image
+
+FORMATS = ["PNG", "JPEG"]  # Pillow's plugins; a phone's multi-picture JPEG (MPO) is JPEG's
+SUFFIXES = (".png", ".jpg", ".jpeg")
+SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # a PNG's or a JPEG's first bytes
+SIZE = 28  # pyfunc.RAW_SIZE, not imported from there: a refused file costs no torch import
+MAX_PIXELS = 40_000_000  # decoded pixels: a PNG cannot be decoded at a reduced size
+DRAFT = 4 * SIZE  # a JPEG is decoded at 1/2, 1/4 or 1/8 size while both sides stay above
 BRIGHT = 127  # border mean above this: a light background, so the image is inverted
 TOP = 3
+ALLOWED = "models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/digits or a weights folder"
 
 Probabilities = Callable[[np.ndarray], np.ndarray]  # (N, 28, 28) pixels -> (N, 10)
 
 
+def image_files(paths: list[Path]) -> list[Path]:
+    """Each path, a folder standing for its PNG and JPEG files (sorted by name, hidden ones
+    such as macOS's `._7.png` left out), so that a folder of drawings can be read whole."""
+    files: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            files.append(path)
+            continue
+        found = sorted(f for f in path.iterdir() if f.is_file() and _looks_like_image(f))
+        if not found:
+            raise PipelineError(f"{path} holds no PNG or JPEG files; give images or their folder")
+        files += found
+    return files
+
+
+def _looks_like_image(path: Path) -> bool:
+    """By its suffix or, for a file named otherwise (a download's `image`), its first bytes."""
+    if path.name.startswith("."):
+        return False
+    if path.suffix.lower() in SUFFIXES:
+        return True
+    with path.open("rb") as file:
+        return file.read(8).startswith(SIGNATURES)
+
+
 def read_image(path: Path) -> np.ndarray:
     """A PNG or JPEG as MNIST pixels: (28, 28) uint8, white digit on black."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            if img.format not in FORMATS:
-                raise UnidentifiedImageError(img.format)
-            gray = _on_white(img).convert("L")
-            if gray.size != (pyfunc.RAW_SIZE, pyfunc.RAW_SIZE):
-                gray = gray.resize((pyfunc.RAW_SIZE,) * 2, Image.Resampling.LANCZOS)
-            pixels = np.asarray(gray, dtype=np.uint8)
+        with _header(path) as img:
+            _decode_small(path, img)
+            pixels = _gray(img)
     except (UnidentifiedImageError, SyntaxError, ValueError) as err:
         raise PipelineError(f"{path} is not an image (PNG or JPEG)") from err
     except OSError as err:
@@ -53,14 +87,64 @@ def read_image(path: Path) -> np.ndarray:
     return 255 - pixels if border_is_bright(pixels) else pixels
 
 
-def _on_white(img: object) -> object:
-    """Transparent pixels become paper: a drawing's background is usually transparent."""
+def _header(path: Path) -> Image.Image:
+    """The image opened, its header read and nothing decoded.
+
+    Pillow's own bomb check at open warns above 89 megapixels and raises above 179 without
+    saying the image's size; ours, stricter, follows at once and names it.
+    """
     from PIL import Image
 
-    if "A" not in img.getbands():  # type: ignore[attr-defined]
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        return Image.open(path, formats=FORMATS)
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def _decode_small(path: Path, img: Image.Image) -> None:
+    """Have a JPEG decoded at a reduced size; refuse what would still be too large to decode."""
+    width, height = img.size
+    if img.format in ("JPEG", "MPO"):
+        img.draft("L", (DRAFT, DRAFT))
+    if img.width * img.height > MAX_PIXELS:
+        reduced = "" if img.size == (width, height) else f", {img.width}x{img.height} reduced"
+        raise PipelineError(
+            f"{path} is {width}x{height} pixels ({width * height:,}{reduced}); "
+            f"at most {MAX_PIXELS:,} pixels are decoded: scale it down"
+        )
+
+
+def _gray(img: Image.Image) -> np.ndarray:
+    """(28, 28) uint8 luminance, before any inversion: 16-bit scaled, transparency laid."""
+    if img.mode.startswith("I"):  # a 16-bit grayscale PNG, 0-65535: resized, then scaled
+        wide = np.asarray(_resized(img), dtype=np.float64)
+        return np.round(wide * (255 / 65535)).astype(np.uint8)
+    if not img.has_transparency_data:
+        return np.asarray(_resized(img.convert("L")), dtype=np.uint8)
+    # Pillow resizes LA premultiplied, so a transparent pixel's colour counts for nothing
+    luminance, alpha = np.moveaxis(np.asarray(_resized(img.convert("LA")), np.float64), 2, 0)
+    return _laid(luminance, alpha / 255)
+
+
+def _resized(img: Image.Image) -> Image.Image:
+    from PIL import Image
+
+    if img.size == (SIZE, SIZE):
         return img
-    rgba = img.convert("RGBA")  # type: ignore[attr-defined]
-    return Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+    return img.resize((SIZE, SIZE), Image.Resampling.LANCZOS)
+
+
+def _laid(luminance: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """The ink on the shade opposite its own: the alpha-weighted mean of the opaque pixels.
+
+    White ink on a transparent canvas laid on white would vanish, black ink laid on black
+    too; laid on the opposite shade, either stays, and the border rule then inverts.
+    """
+    weight = float(alpha.sum())
+    ink = float((luminance * alpha).sum()) / weight if weight else 0.0
+    paper = 0.0 if ink > BRIGHT else 255.0
+    return np.round(luminance * alpha + paper * (1 - alpha)).astype(np.uint8)
 
 
 def border_is_bright(pixels: np.ndarray) -> bool:
@@ -82,20 +166,72 @@ def reader(model: str, cfg: Config, stats: Path | None) -> Probabilities:
         stats = beside if beside.is_file() else Path(cfg.paths.prepared) / "stats.json"
     if not stats.is_file():
         raise PipelineError(f"{stats} not found; run `dvc repro prepare` or pass --stats")
+    from lenet_mnist.serving import pyfunc
+
     return pyfunc.Reader(cfg.model.name, weights, stats).probabilities
 
 
 def _from_mlflow(uri: str, cfg: Config) -> Probabilities:
-    """An MLflow pyfunc (such as the registered "digits"), read from the configured store."""
+    """An MLflow pyfunc (such as the registered "digits"), read from the configured store.
+
+    What a user can get wrong (the store, a name, an alias, a version, a run) is asked of a
+    client of its own first: MLflow resolves models:/ URIs only through the process-wide
+    tracking URI, which is set only once the URI is known to be there.
+    """
     import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
 
     from lenet_mnist.tracking import store
 
-    mlflow.set_tracking_uri(store.tracking_uri(cfg.logger))
-    pyfunc = mlflow.pyfunc.load_model(uri)
+    tracking = store.tracking_uri(cfg.logger)
+    try:
+        _check_uri(_client(tracking, cfg), uri)
+        mlflow.set_tracking_uri(tracking)
+        served = mlflow.pyfunc.load_model(uri)
+    except PipelineError as err:
+        raise PipelineError(f"cannot load {uri}: {err}") from None
+    except MlflowException as err:
+        reason = str(err.message).splitlines()[0]
+        raise PipelineError(f"cannot load {uri} from {tracking}: {reason}; use {ALLOWED}") from None
     return lambda images: np.array(
-        pyfunc.predict(images.astype(np.float32))["probabilities"].tolist()
+        served.predict(images.astype(np.float32))["probabilities"].tolist()
     )
+
+
+def _client(tracking: str, cfg: Config) -> MlflowClient:
+    """A client of the store, which must exist: MLflow would create an empty one."""
+    from lenet_mnist.tracking import store
+
+    if tracking.startswith(store.SQLITE):
+        db = Path(tracking.removeprefix(store.SQLITE))
+        if not db.is_file():
+            raise PipelineError(
+                f"no MLflow store {db}; run `dvc repro publish` or set MLFLOW_TRACKING_URI"
+            )
+    return store.client(cfg.logger)  # a server must answer its health check first
+
+
+def _check_uri(client: MlflowClient, uri: str) -> None:
+    """A registered model's alias or version, or a run, that the store does not hold."""
+    run = re.fullmatch(r"runs:/([^/]+)/.+", uri)
+    if run:
+        client.get_run(run[1])  # MLflow's "Run with id=... not found"
+    registered = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))(?:/.*)?", uri)
+    if registered is None:  # a logged model's id, a stage, another scheme: MLflow's message
+        return
+    name, alias, version = registered.groups()
+    names = [m.name for m in client.search_registered_models()]
+    if name not in names:
+        raise PipelineError(f"no registered model {name}; registered: {', '.join(names) or 'none'}")
+    aliases = client.get_registered_model(name).aliases
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+    if (alias and alias not in aliases) or (version and int(version) not in versions):
+        what = f"alias {alias}" if alias else f"version {version}"
+        known = ", ".join(f"@{a} (version {v})" for a, v in sorted(aliases.items()))
+        raise PipelineError(
+            f"{name} has no {what}; its aliases: {known or 'none'}, "
+            f"its versions: {', '.join(map(str, versions)) or 'none'}"
+        )
 
 
 def describe(name: str, probabilities: np.ndarray) -> str:
@@ -105,17 +241,18 @@ def describe(name: str, probabilities: np.ndarray) -> str:
     return f"{name}: {best[0]}   top {TOP}: {top}"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("images", nargs="+", type=Path, help="PNG or JPEG files")
+    parser.add_argument("images", nargs="+", type=Path, help="PNG or JPEG files, or folders")
     parser.add_argument("--model", default="data/model", help="folder or MLflow model URI")
     parser.add_argument("--stats", type=Path, help="stats.json for a folder's weights")
     parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     cfg = parse.load(args.params)
-    pixels = np.stack([read_image(path) for path in args.images])  # every file, before work
+    files = image_files(args.images)
+    pixels = np.stack([read_image(path) for path in files])  # every file, before any work
     probabilities = reader(args.model, cfg, args.stats)(pixels)
-    for path, p in zip(args.images, probabilities, strict=True):
+    for path, p in zip(files, probabilities, strict=True):
         print(describe(str(path), p))
 
 
