@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
-from PIL import Image
+from PIL import ExifTags, Image
 
 from lenet_mnist.errors import PipelineError, exit_on_error
 from lenet_mnist.serving import predict, pyfunc
@@ -76,7 +76,10 @@ def test_any_size_and_colour_becomes_28x28_grayscale(digit, tmp_path):
     big = Image.fromarray(digit).convert("RGB").resize((200, 200), Image.Resampling.BICUBIC)
     big.save(tmp_path / "big.jpg", quality=95)
     big.save(tmp_path / "phone.jpg", format="MPO", save_all=True, append_images=[big])
-    for name in ("big.jpg", "phone.jpg"):  # a phone's multi-picture JPEG is a JPEG too
+    turned = Image.Exif()
+    turned[ExifTags.Base.Orientation] = 6  # stored a quarter turn anticlockwise
+    big.rotate(90).save(tmp_path / "held-sideways.jpg", quality=95, exif=turned)
+    for name in ("big.jpg", "phone.jpg", "held-sideways.jpg"):  # a phone's MPO is a JPEG too
         pixels = predict.read_image(tmp_path / name)
         assert pixels.shape == (28, 28) and pixels.dtype == np.uint8
         assert np.abs(pixels.astype(int) - digit).mean() < 10  # the same digit, blurred a little

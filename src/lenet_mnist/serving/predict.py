@@ -3,11 +3,12 @@
     python -m lenet_mnist.serving.predict IMG.png [IMG.jpg | FOLDER ...] [--model data/model | URI]
 
 A PNG or JPEG of any size becomes what MNIST is: 28x28 grayscale, resized with Lanczos,
-white digit on black. A folder stands for the PNG and JPEG files in it, by name. A 16-bit
-PNG is scaled to 0-255. A transparent image's opaque pixels are the ink, whatever their
-colour: it is laid on the opposite shade (bright ink on black, dark ink on white). An image
-whose outermost ring of pixels is bright on average (mean > 127 of 255) is taken as dark ink
-on paper and inverted. The digit is not re-centred: like MNIST's, it should fill the middle.
+white digit on black, turned as its EXIF orientation says. A folder stands for the PNG and
+JPEG files in it, by name. A 16-bit PNG is scaled to 0-255. A transparent image's opaque
+pixels are the ink, whatever their colour: it is laid on the opposite shade (bright ink on
+black, dark ink on white). An image whose outermost ring of pixels is bright on average
+(mean > 127 of 255) is taken as dark ink on paper and inverted. The digit is not re-centred:
+like MNIST's, it should fill the middle.
 
 `--model` is a folder with weights.safetensors (the train stage's data/model: the stats
 come from its stats.json if it has one, else from the prepared data, paths.prepared), or
@@ -72,11 +73,12 @@ def _looks_like_image(path: Path) -> bool:
 
 def read_image(path: Path) -> np.ndarray:
     """A PNG or JPEG as MNIST pixels: (28, 28) uint8, white digit on black."""
-    from PIL import UnidentifiedImageError
+    from PIL import ImageOps, UnidentifiedImageError
 
     try:
         with _header(path) as img:
             _decode_small(path, img)
+            ImageOps.exif_transpose(img, in_place=True)  # a photo as it was held: EXIF's turn
             pixels = _gray(img)
     except (UnidentifiedImageError, SyntaxError, ValueError) as err:
         raise PipelineError(f"{path} is not an image (PNG or JPEG)") from err
@@ -213,6 +215,8 @@ def _client(tracking: str, cfg: Config) -> MlflowClient:
 
 def _check_uri(client: MlflowClient, uri: str) -> None:
     """A registered model's alias or version, or a run, that the store does not hold."""
+    from mlflow.exceptions import MlflowException
+
     run = re.fullmatch(r"runs:/([^/]+)/.+", uri)
     if run:
         client.get_run(run[1])  # MLflow's "Run with id=... not found"
@@ -220,10 +224,13 @@ def _check_uri(client: MlflowClient, uri: str) -> None:
     if registered is None:  # a logged model's id, a stage, another scheme: MLflow's message
         return
     name, alias, version = registered.groups()
-    names = [m.name for m in client.search_registered_models()]
-    if name not in names:
-        raise PipelineError(f"no registered model {name}; registered: {', '.join(names) or 'none'}")
-    aliases = client.get_registered_model(name).aliases
+    try:
+        aliases = client.get_registered_model(name).aliases
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        names = ", ".join(m.name for m in client.search_registered_models()) or "none"
+        raise PipelineError(f"no registered model {name}; registered: {names}") from None
     versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
     if (alias and alias not in aliases) or (version and int(version) not in versions):
         what = f"alias {alias}" if alias else f"version {version}"
