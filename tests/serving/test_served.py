@@ -158,7 +158,8 @@ def test_with_registration_off_the_same_weights_are_logged_once_and_killed_logs_
     prepared_slice, tmp_path_factory, tmp_path, monkeypatch
 ):
     """A publish killed mid-log left a PENDING "digits" of these weights: the next publish
-    marks it FAILED and logs its own, and leaves a live process's PENDING model alone."""
+    marks it FAILED and logs its own, as it does a PENDING model that names no writer, and
+    leaves a live process's PENDING model alone."""
     done = trained_slice(prepared_slice, tmp_path_factory)
     db = f"sqlite:///{tmp_path / 'unregistered.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", db)
@@ -169,6 +170,7 @@ def test_with_registration_off_the_same_weights_are_logged_once_and_killed_logs_
     killed = subprocess.run([sys.executable, "-c", _KILLED_MID_LOG, db, experiment, str(weights)])
     assert killed.returncode == -signal.SIGKILL
     live = logged.pending(client, experiment, logged.SERVED_MODEL, None, weights)  # this process
+    client.create_logged_model(experiment, logged.SERVED_MODEL)  # no writer tags, older
     said = []
     for attempt in ("first", "again"):
         (tmp_path / attempt).mkdir()
@@ -179,7 +181,7 @@ def test_with_registration_off_the_same_weights_are_logged_once_and_killed_logs_
     client, (run,) = mlflow_runs(db)
     models = client.search_logged_models([run.info.experiment_id])
     by_status = sorted((m.status.value, m.model_id == live.model_id) for m in models)
-    assert by_status == [("FAILED", False), ("PENDING", True), ("READY", False)]
+    assert by_status == [("FAILED", False), ("FAILED", False), ("PENDING", True), ("READY", False)]
     assert all(m.name == logged.SERVED_MODEL for m in models)  # logged once, not twice
     assert client.search_registered_models() == []
 
