@@ -84,14 +84,19 @@ def run_dvc_stage(stage: str, cwd: Path, p: Path, env: dict | None = None):
     )
 
 
-def start_dvc_stage(stage: str, cwd: Path, p: Path, env: dict) -> subprocess.Popen:
-    """A stage started as DVC would, left running for a test to kill."""
+def start_dvc_stage(
+    stage: str, cwd: Path, p: Path, env: dict, capture: bool = False
+) -> subprocess.Popen:
+    """A stage started as DVC would, left running for a test to stop; with `capture`, its
+    output is kept as text for `communicate()` (a stage writes a few lines per epoch)."""
+    out = subprocess.PIPE if capture else subprocess.DEVNULL
     return subprocess.Popen(
         [*stage_argv(stage), "--params", str(p)],
         cwd=cwd,
         env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=out,
+        stderr=out,
+        text=True,
     )
 
 
@@ -115,8 +120,8 @@ class StageFolder:
         """The stage as `dvc repro` runs it; `env` adds to or overrides the store's URI."""
         return run_dvc_stage(stage, self.root, self.params, self.env(**env))
 
-    def start(self, stage: str, **env: str) -> subprocess.Popen:
-        return start_dvc_stage(stage, self.root, self.params, self.env(**env))
+    def start(self, stage: str, capture: bool = False, **env: str) -> subprocess.Popen:
+        return start_dvc_stage(stage, self.root, self.params, self.env(**env), capture)
 
     def runs(self) -> list:
         """Every MLflow run of the folder's store."""

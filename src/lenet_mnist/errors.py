@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import signal
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -18,6 +19,28 @@ class PipelineError(Exception):
     """A problem with the user's input or environment, as opposed to a bug in this code."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """A signal stopped the work: SIGINT (Ctrl-C) or SIGTERM (a scheduler's preemption).
+
+    A KeyboardInterrupt, so that what closes on one (an MLflow run, KILLED) closes on both,
+    and so that no `except Exception` in a framework between here and the entry point takes
+    it for a failure to carry on from. The process ends with 128 + the signal's number, as
+    a shell reports a process the signal ended: a scheduler never reads a success.
+    """
+
+    def __init__(self, signum: int, what: str) -> None:
+        super().__init__(what)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
 # Operating-system errors that are the user's environment, not a bug: a missing file, a
 # full disk or quota, a folder the user may not write.
 USER_ERRNOS = (errno.ENOENT, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS)
@@ -25,9 +48,16 @@ USER_ERRNOS = (errno.ENOENT, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.ERO
 
 def exit_on_error(main: Callable[[], T]) -> T:
     """Run a stage entry point so that a PipelineError, or an OSError of the user's
-    environment, ends it with one readable line and exit code 2."""
+    environment, ends it with one readable line and exit code 2, and a signal that stopped
+    it (Interrupted) with one line and 128 + the signal's number."""
     try:
         return main()
+    except Interrupted as err:
+        print(f"stopped: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:  # Ctrl-C outside the work that says what it stopped
+        print("stopped: interrupted (SIGINT)", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

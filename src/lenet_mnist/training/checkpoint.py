@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,12 +44,38 @@ def save(path: Path, state: Checkpoint) -> None:
     os.replace(partial, path)
 
 
+SET_ASIDE = ".unreadable"  # suffix of a checkpoint that could not be read, kept to look at
+
+
 def read(path: Path | None, key: str) -> Checkpoint | None:
-    """The checkpoint at `path` if it was written for this config and data (`key`)."""
+    """The checkpoint at `path` if it was written for this config and data (`key`).
+
+    A file that is not one of this pipeline's checkpoints (truncated by a full disk, empty,
+    corrupted, or another program's) is set aside beside it with one line, and the fit
+    starts from the beginning: every later run would otherwise fail on it the same way.
+    """
     if path is None or not path.is_file():
         return None
-    state = torch.load(path, weights_only=True)  # tensors and plain values: no code runs
-    return Checkpoint(**state) if state.get("key") == key else None
+    try:
+        state = torch.load(path, weights_only=True)  # tensors and plain values: no code runs
+        found = Checkpoint(**state)
+    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
+        aside = path.with_name(path.name + SET_ASIDE)
+        os.replace(path, aside)
+        print(f"train: {path} is not a checkpoint of this pipeline ({_why(err)}); set aside "
+              f"as {aside.name}, training starts from epoch 1")  # fmt: skip
+        return None
+    return found if found.key == key else None
+
+
+def _why(err: Exception) -> str:
+    """What was wrong, in words that never suggest loading the file with code execution
+    (torch's own text for a refused object does: weights_only=False)."""
+    if isinstance(err, pickle.UnpicklingError) and "Unsupported global" in str(err):
+        return "it holds objects other than tensors and plain values"
+    if isinstance(err, TypeError | AttributeError):  # a dict of other fields, or no dict
+        return "it holds other fields than a training checkpoint"
+    return f"unreadable, {type(err).__name__}: truncated, empty or corrupted"
 
 
 def remove(path: Path | None) -> None:

@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
 import warnings
@@ -25,13 +26,13 @@ from typing import NoReturn
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EarlyStopping
-from pytorch_lightning.utilities.exceptions import MisconfigurationException
+from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from lenet_mnist import numerics
 from lenet_mnist.config import identity
 from lenet_mnist.config.schema import Config
 from lenet_mnist.data import prepare
-from lenet_mnist.errors import PipelineError
+from lenet_mnist.errors import Interrupted, PipelineError
 from lenet_mnist.model import networks
 from lenet_mnist.outputs import writing
 from lenet_mnist.tracking import provenance, store
@@ -233,8 +234,27 @@ def fit(
     if trainer.world_size > 1 and pinned:  # else DDP's launcher sets cores / processes
         os.environ.setdefault("OMP_NUM_THREADS", str(pinned))
     started = time.perf_counter()
-    trainer.fit(module, datamodule=data)
+    try:
+        trainer.fit(module, datamodule=data)
+    except SystemExit as stop:  # how Lightning ends a fit that a signal stopped
+        raise _interrupted(stop, recorder.save_to) from None
     return net, time.perf_counter() - started
+
+
+def _interrupted(stop: SystemExit, saved: Path | None) -> BaseException:
+    """Lightning's exit after a signal, as Interrupted: on SIGTERM it raises a SystemExit
+    with no code, which a shell or a scheduler reads as success, and on Ctrl-C exit 1."""
+    if isinstance(stop, SIGTERMException):
+        signum = signal.SIGTERM
+    elif isinstance(stop.__context__, KeyboardInterrupt):
+        signum = signal.SIGINT
+    else:
+        return stop
+    name = signal.Signals(signum).name
+    if saved is not None and saved.is_file():
+        return Interrupted(signum, f"training stopped by {name}; the same command resumes it "
+                                   f"from the checkpoint {saved}")  # fmt: skip
+    return Interrupted(signum, f"training stopped by {name}, before any checkpoint")
 
 
 def share_of_fit(
