@@ -15,7 +15,6 @@ FAILED (`fail_abandoned`), as store.close_dead_runs does for runs.
 from __future__ import annotations
 
 import importlib.metadata
-import logging
 import os
 import socket
 import time
@@ -173,17 +172,13 @@ def global_store(uri: str) -> Iterator[None]:
     """Model.log, and the registry as it looks up a logged model, use MLflow's global store:
     point it at the run's for these calls only.
 
-    Quiet too: no download bars for its own check of the input example, and no warning
-    that pickles run code (these are the package's own classes, logged by its own stage).
+    Quiet too: no download bars for its own check of the input example.
     """
     import mlflow
 
     before, saved = mlflow.get_tracking_uri(), {k: os.environ.get(k) for k in RESTORED_ENV}
     mlflow.set_tracking_uri(uri)
     os.environ[PROGRESS_BAR] = "false"
-    loggers = [logging.getLogger(f"mlflow.{flavor}") for flavor in ("pytorch", "pyfunc")]
-    for logger in loggers:
-        logger.addFilter(_no_pickle_warning)
     try:
         yield
     finally:
@@ -193,12 +188,6 @@ def global_store(uri: str) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        for logger in loggers:
-            logger.removeFilter(_no_pickle_warning)
-
-
-def _no_pickle_warning(record: logging.LogRecord) -> bool:
-    return "ickle" not in record.getMessage()
 
 
 def _package() -> str:
