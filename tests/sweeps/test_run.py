@@ -27,6 +27,10 @@ from tests.conftest import hydra_train
             ["train.epochs=${nope.x}"],
             "error: train.epochs: Interpolation key 'nope.x' not found",
         ),
+        (
+            ["hydra.run.dir=/dev/full"],
+            "error: /dev/full: cannot write here (not a folder); choose a writable folder",
+        ),
     ],
 )
 def test_a_bad_override_stops_a_run_with_one_line_and_leaves_nothing(tmp_path, overrides, line):
@@ -36,6 +40,21 @@ def test_a_bad_override_stops_a_run_with_one_line_and_leaves_nothing(tmp_path, o
     assert done.stderr.strip().splitlines() == [line]
     assert not (tmp_path / "mlflow.db").exists()
     assert list((tmp_path / "runs").glob("*")) == []  # Hydra's run folder is removed too
+
+
+def test_a_sweep_whose_folder_cannot_be_made_stops_before_any_mlflow_run(prepared_slice, tmp_path):
+    """The sweep's parent run opened before Hydra made the folder, and stayed RUNNING."""
+    prepared, _ = prepared_slice
+    (blocker := tmp_path / "results").write_text("a file where the sweeps folder should be")
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    grid = ("-m", "train.batch_size=50,100", f"paths.prepared={prepared}")
+    done = hydra_train(*grid, f"paths.sweeps={blocker / 'sweeps'}", cwd=tmp_path, db=db)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines() == [
+        f"error: {blocker}: cannot write here (not a folder); choose a writable folder"
+    ]
+    # No MLflow store was even created, so no run can be RUNNING; nor any folder made.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
 
 
 @pytest.mark.slow

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
-from hydra.experimental.callback import Callback
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -36,6 +35,7 @@ from lenet_mnist.config.parse import Config, validate
 from lenet_mnist.data import prepare
 from lenet_mnist.errors import exit_on_error
 from lenet_mnist.study import report
+from lenet_mnist.sweeps.folders import OutputFolders, writable
 from lenet_mnist.tracking import store
 
 log = logging.getLogger(__name__)
@@ -186,8 +186,11 @@ def register_resolvers() -> None:
 register_resolvers()
 
 
-class ParentRun(Callback):
+class ParentRun(OutputFolders):
     """Opens (or reopens) the sweep's parent run before any job, and reports at the end.
+
+    It is the one callback conf/config.yaml names, so it checks a single run's folder too
+    (OutputFolders.on_run_start), and a sweep's before its parent run opens.
 
     Creating the MLflow database, experiment and parent here, once, before a launcher
     starts jobs in parallel, keeps the jobs from racing to create them in one sqlite file.
@@ -210,8 +213,9 @@ class ParentRun(Callback):
         # Missing data, and bad values outside the grid, are refused before a parent exists;
         # a bad grid value is found by its own job (Hydra has not expanded the grid yet).
         cfg = _checked(config)
-        mlflow = store.client(cfg.logger)
         self.sweep_dir = Path(config.hydra.sweep.dir)
+        writable(self.sweep_dir)
+        mlflow = store.client(cfg.logger)
         overrides = sweep_overrides(config)
         key = sweep_key(overrides)
         experiment = store.experiment_id(mlflow, cfg.logger.experiment_name)
