@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from lenet_mnist.config import parse
+from lenet_mnist.config import bounded, parse
 from lenet_mnist.config.schema import (
     ACCELERATORS,
     MAX_SEED,
@@ -82,6 +82,8 @@ ALLOWED: dict[str, str] = {
     "logger.tracking_uri": "a non-empty URI",
     "logger.timeout_s": "a finite number > 0",
     "logger.registered_model": "null or a non-empty string",
+    "paths.runs": "a folder that can be made and written (checked before a run starts)",
+    "paths.sweeps": "a folder that can be made and written (checked before a sweep starts)",
     "objective.metric": one_of(OBJECTIVES),
     "objective.target": "a number > 0 and <= 1",
 }
@@ -172,6 +174,10 @@ def render(composed: dict[str, Any] | None = None) -> str:
         "Every key, as a Hydra override spells it (`python -m lenet_mnist.run train.epochs=3`,",
         "`dvc exp run -S train.epochs=3`). Defaults are conf/ composed into params.yaml; a value",
         "the schema does not allow stops the command with one line naming the key.",
+        f"params.yaml itself holds at most {bounded.MAX_BYTES // 1024} KiB, "
+        f"{bounded.MAX_ALIASES} YAML aliases,",
+        f"{bounded.MAX_VALUES:,} values once they are expanded and {bounded.MAX_DEPTH} "
+        "levels of nesting (lenet_mnist.config.bounded).",
     ]
     for group in GROUPS:
         where = f"conf/{group}/{files[group]}.yaml" if group in files else "conf/config.yaml"

@@ -214,7 +214,9 @@ class PathsConfig:
     sweeps: str = MISSING
 
     def check(self) -> None:
-        """Any path is allowed: the code that reads one says when it holds nothing."""
+        """Any path is allowed here: the code that reads one says when it holds nothing, and
+        the run's folder (under `runs` or `sweeps`) is checked where Hydra is about to make
+        it, by lenet_mnist.sweeps.folders, since hydra.run.dir may put it elsewhere."""
 
 
 @dataclass
