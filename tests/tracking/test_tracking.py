@@ -6,6 +6,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -95,7 +97,7 @@ def test_every_experiment_carries_the_saved_runs_view_once(tmp_path):
     assert Counting.writes == 0
 
 
-def test_retry_locked_outlasts_a_real_sqlite_lock(tmp_path):
+def test_retry_locked_outlasts_a_real_sqlite_lock(tmp_path, monkeypatch):
     """Another process holds the write lock; a writer with a short timeout fails, then retries."""
     db = tmp_path / "m.db"
     with sqlite3.connect(db) as c:
@@ -122,8 +124,10 @@ def test_retry_locked_outlasts_a_real_sqlite_lock(tmp_path):
             failures.append(str(err))
             raise
 
-    with pytest.raises(sqlite3.OperationalError, match="database is locked"):
-        store.retry_locked(write, attempts=1)
+    monkeypatch.setattr(store, "_patience_s", [0.0])  # no wait: the first failure is the last
+    with pytest.raises(PipelineError, match=r"busy for more than 0 s \(database is locked\)"):
+        store.retry_locked(write)
+    monkeypatch.setattr(store, "_patience_s", [10.0])
     assert store.retry_locked(write) == 1
     assert len(failures) >= 2 and set(failures) == {"database is locked"}
     holder.wait()
@@ -242,3 +246,53 @@ def test_a_run_left_running_by_kill_9_is_marked_killed_by_the_next_start(prepare
 
 def _running_runs(db: str) -> list[str]:
     return [r.info.run_id for r in mlflow_runs(db)[1] if r.info.status == "RUNNING"]
+
+
+@contextmanager
+def _locked(db: str, seconds: float = 600) -> Iterator[None]:
+    """Another process holds the store's write lock for `seconds`, as `mlflow gc` does."""
+    path = db.removeprefix(store.SQLITE)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import sqlite3, time; c = sqlite3.connect({path!r}, "
+         "isolation_level=None); c.execute('BEGIN EXCLUSIVE'); print(1, flush=True); "
+         f"time.sleep({seconds})"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "1"
+    try:
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_store_locked_for_less_than_the_timeout_is_waited_out(tmp_path, capfd):
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(db).search_experiments()  # a store that exists, its tables made
+    cfg = LoggerConfig("lenet-mnist", db, timeout_s=20)
+    held = 7.0  # longer than one of sqlite's own waits (5 s), shorter than the timeout
+    started = time.monotonic()
+    with _locked(db, held):
+        mlflow = store.client(cfg)
+        store.TrackedRun.create(mlflow, "lenet-mnist")
+    assert time.monotonic() - started >= held - 1
+    assert "Traceback" not in capfd.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_store_locked_for_longer_stops_train_with_one_line(prepared_slice, tmp_path):
+    folder = stage_folder(tmp_path, prepared_slice[0], logger__timeout_s=1)
+    MlflowClient(folder.db).search_experiments()
+    started = time.monotonic()
+    with _locked(folder.db):
+        done = folder.run("train")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "ERROR mlflow" not in done.stderr  # MLflow's log of each failed try
+    banner = ("GPU available", "TPU available")  # Lightning's, as in every training
+    lines = [x for x in done.stderr.splitlines() if x.strip() and not x.startswith(banner)]
+    assert len(lines) == 1, done.stderr
+    (line,) = lines
+    assert line.startswith("error: the MLflow store stayed busy for more than 1 s (")
+    assert line.endswith("run again once it is done, or raise logger.timeout_s")
+    assert time.monotonic() - started < 60
+    assert sorted(x.name for x in folder.data.iterdir()) == ["prepared"]

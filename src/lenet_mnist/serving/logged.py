@@ -156,7 +156,7 @@ def _abandoned(tags: dict[str, str], created_ms: int, started_ms: int) -> bool:
     if store.HOST_TAG not in tags or not pid.isdigit():
         return created_ms < started_ms
     here = tags[store.HOST_TAG] == socket.gethostname()
-    return here and int(pid) > 0 and not store._alive(int(pid))
+    return here and int(pid) > 0 and not store.alive(int(pid))
 
 
 def _raw_example(prepared: Path) -> np.ndarray:

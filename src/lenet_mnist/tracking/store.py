@@ -8,6 +8,7 @@ experiment carries the saved runs view that links into the UI open (lenet_mnist.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import socket
 import tempfile
@@ -39,6 +40,10 @@ SQLITE = "sqlite:///"
 T = TypeVar("T")
 _answered: set[str] = set()  # tracking servers that answered in this process
 _ready: set[str] = set()  # sqlite stores this process has found initialized
+# How long one MLflow call may wait out a busy store: logger.timeout_s, from the last
+# client() made in this process (one store, one config per process).
+_patience_s = [30.0]
+MLFLOW_DB_LOGGER = "mlflow.store.db.utils"  # logs each failed query, traceback and all
 
 
 def tracking_uri(cfg: LoggerConfig) -> str:
@@ -58,6 +63,7 @@ def client(cfg: LoggerConfig) -> MlflowClient:
     """A client for the configured store, once a tracking server, if that is what it is,
     has answered: MLflow itself would retry an unreachable server for minutes."""
     uri = tracking_uri(cfg)
+    _patience_s[0] = cfg.timeout_s
     if uri.startswith(("http://", "https://")) and uri not in _answered:
         try:
             urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=cfg.timeout_s).close()
@@ -98,25 +104,48 @@ def _initializing(err: Exception) -> bool:
     return any(sign in text for sign in signs)
 
 
-def retry_locked(call: Callable[[], T], attempts: int = 8) -> T:
+def retry_locked(call: Callable[[], T]) -> T:
     """Run an MLflow call again while sqlite answers "database is locked".
 
     Parallel sweep jobs share one sqlite file; its writers queue for a lock and give up
-    after sqlite's timeout, which a burst of run creations can exceed.
+    after sqlite's timeout, which a burst of run creations can exceed. Another process
+    can also hold the lock for long (`mlflow gc`, a query from the UI).
     """
-    return _retry(call, lambda err: "database is locked" in str(err), attempts)
+    return _retry(call, lambda err: "database is locked" in str(err))
 
 
-def _retry(call: Callable[[], T], passing: Callable[[Exception], bool], attempts: int = 8) -> T:
-    """`call` again, after a growing pause, for as long as it fails in a `passing` way."""
-    for attempt in range(attempts):
-        try:
-            return call()
-        except Exception as err:  # MLflow wraps sqlite's OperationalError in its own types
-            if not passing(err) or attempt == attempts - 1:
-                raise
-            time.sleep(0.2 * 2**attempt)
-    raise AssertionError("unreachable")
+def _retry(call: Callable[[], T], passing: Callable[[BaseException], bool]) -> T:
+    """`call` again, after a growing pause, while it fails in a `passing` way, for up to
+    logger.timeout_s; then one line. MLflow's own log of each failed try stays quiet."""
+    deadline = time.monotonic() + _patience_s[0]
+    pause = 0.2
+
+    def quiet(record: logging.LogRecord) -> bool:  # MLflow's log of a failure tried again
+        return not (record.exc_info and passing(record.exc_info[1]))
+
+    logging.getLogger(MLFLOW_DB_LOGGER).addFilter(quiet)
+    try:
+        while True:
+            try:
+                return call()
+            except Exception as err:  # MLflow wraps sqlite's OperationalError in its own types
+                if not passing(err):
+                    raise
+                if time.monotonic() + pause > deadline:
+                    raise _busy(err) from None
+            time.sleep(pause)
+            pause = min(2 * pause, 2.0)
+    finally:
+        logging.getLogger(MLFLOW_DB_LOGGER).removeFilter(quiet)
+
+
+def _busy(err: Exception) -> PipelineError:
+    first = next((x for x in str(err).splitlines() if x.strip()), type(err).__name__)
+    return PipelineError(
+        f"the MLflow store stayed busy for more than {_patience_s[0]:g} s ({first.strip()}): "
+        "another process is writing to it (a sweep, `mlflow ui`, `mlflow gc`); run again "
+        "once it is done, or raise logger.timeout_s"
+    )
 
 
 def experiment_id(mlflow: MlflowClient, name: str) -> str:
@@ -230,18 +259,17 @@ def close_dead_runs(mlflow: MlflowClient, experiment: str) -> None:
     query = f"attributes.status = 'RUNNING' and tags.{HOST_TAG} = '{socket.gethostname()}'"
     for run in newest(mlflow, experiment, query):
         pid = run.data.tags.get(PID_TAG, "")
-        if pid.isdigit() and int(pid) > 0 and not _alive(int(pid)):
+        if pid.isdigit() and int(pid) > 0 and not alive(int(pid)):
             TrackedRun(mlflow, run.info.run_id).close("KILLED")
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether a process of this host exists (it may run under another user)."""
     try:
         os.kill(pid, 0)  # signal 0 only asks whether the process exists
     except ProcessLookupError:
         return False
-    except PermissionError:  # it exists, under another user
-        return True
-    return True
+    return True  # PermissionError included: it exists, under another user
 
 
 def find_run(mlflow: MlflowClient, experiment_name: str, weights_sha256: str) -> str | None:
