@@ -100,6 +100,28 @@ def test_exp_run_composes_overrides_and_runs_all_stages(clone, mnist_raw, tmp_pa
     ), changed
     (clone / "params.yaml").write_text(params)  # the user's way back: the old params
     assert "up to date" in _run(*DVC, "status", cwd=clone, env=env)
+    # A value the check allows fails in training: DVC deleted train's outputs before it
+    # ran, and the failed stage checks them out again, so the last good results stay.
+    diverging = yaml.safe_load(params)
+    diverging["optimizer"].update(lr=1e6, scheduler="cosine")
+    (clone / "params.yaml").write_text(yaml.safe_dump(diverging, sort_keys=False))
+    failed = subprocess.run([*DVC, "repro"], cwd=clone, env=env, capture_output=True, text=True)
+    assert failed.returncode != 0
+    assert "error: training diverged: the val loss was " in failed.stderr, failed.stderr[-3000:]
+    lock = clone / "dvc.lock"
+    assert {p: p.read_bytes() for p in before if p.is_file() and p != lock} == {
+        p: b for p, b in before.items() if p != lock
+    }  # every output and committed file intact
+    stages = yaml.safe_load(lock.read_text())["stages"]
+    stages_before = yaml.safe_load(before[lock])["stages"]
+    assert {k: v for k, v in stages.items() if k != "check"} == {
+        k: v for k, v in stages_before.items() if k != "check"
+    }  # only the check stage, which passed, recorded its new params
+    changed = json.loads(_run(*DVC, "status", "--json", cwd=clone, env=env))
+    assert changed == {"train": [{"changed deps": {"params.yaml": {"optimizer": "modified"}}}]}
+    (clone / "params.yaml").write_text(params)  # back: only the check runs, to the same verdict
+    again = _run(*DVC, "repro", cwd=clone, env=env)
+    assert again.count("Running stage") == 1 and "Running stage 'check'" in again, again
     # Editing the module that defines LeNet-5 makes train and what follows it stale, and
     # neither download nor prepare: their code deps are the packages they import.
     module = clone / "src/lenet_mnist/model/networks.py"

@@ -69,8 +69,11 @@ def exit_on_error(main: Callable[[], T]) -> T:
         sys.exit(2)
 
 
-def run_stage(main: Callable[[], object]) -> None:
+def run_stage(main: Callable[[], object], on_failure: Callable[[], None] | None = None) -> None:
     """A stage's process entry point: exit_on_error, then skip the interpreter's final sweep.
+
+    `on_failure` runs when the stage fails, whatever the cause (a signal included), before
+    its last line: the stages with cached outputs put back their last good ones there.
 
     At exit CPython garbage-collects every object that torch, MLflow and Lightning made at
     import, which takes about as long as a short stage's own work (docs/benchmarks.md).
@@ -80,5 +83,10 @@ def run_stage(main: Callable[[], object]) -> None:
     at the very end of a process: frozen objects are never collected, so code that goes on
     working afterwards (a sweep's in-process jobs) must not call it.
     """
-    exit_on_error(main)
+    try:
+        exit_on_error(main)
+    except BaseException as err:
+        if on_failure is not None and not (isinstance(err, SystemExit) and not err.code):
+            on_failure()
+        raise
     gc.freeze()

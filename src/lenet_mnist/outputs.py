@@ -1,10 +1,13 @@
-"""Outputs written whole or not at all, so DVC never hashes a half-written one."""
+"""Outputs written whole or not at all, so DVC never hashes a half-written one, and a
+failed stage that leaves the last good ones in place."""
 
 from __future__ import annotations
 
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,3 +52,29 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+def restore_deleted() -> None:
+    """Check out again, from DVC's cache, the outputs that `dvc repro` deleted before it
+    ran this stage, which has failed: the workspace keeps its last good results, and
+    `dvc status` names only what changed.
+
+    DVC removes a stage's outputs before it runs it unless they are `persist: true`, and
+    a persistent output keeps the stage out of DVC's run cache: a repeated experiment would
+    train again. So the stages with cached outputs stay out of `persist`, and put back what
+    dvc.lock records with DVC's own checkout (DVC leaves the repository unlocked while a
+    stage runs). DVC_STAGE is set only in a stage that DVC runs; elsewhere nothing was
+    deleted. A process killed outright cannot do this: `dvc checkout` then does it by hand.
+    """
+    stage = os.environ.get("DVC_STAGE")
+    if not stage:
+        return
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", "checkout", "--quiet", stage],
+        capture_output=True,
+        text=True,
+        cwd=os.environ.get("DVC_ROOT"),
+    )
+    if done.returncode != 0:
+        print(f"note: DVC could not restore the last outputs of {stage}; `dvc checkout {stage}` "
+              "puts back what dvc.lock records", file=sys.stderr)  # fmt: skip

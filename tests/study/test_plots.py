@@ -58,10 +58,33 @@ def test_every_plot_names_its_axes_and_no_csv_is_drawn_against_its_row_number():
     for props in plots:
         assert {"title", "x", "y", "x_label", "y_label"} <= props.keys(), props
     assert len({p["title"] for p in plots}) == len(plots)
-    # The per-epoch history and per-image predictions are committed outputs of their stages.
+    # The per-epoch history is cached (a failed train checks it out again, with the weights);
+    # the per-image predictions are committed, and left in place while evaluate runs.
     train, evaluate = (entries(dvc_yaml()["stages"][s].get("plots", [])) for s in STAGES)
-    assert train["data/metrics/train_history.csv"]["cache"] is False
+    assert train["data/metrics/train_history.csv"].get("cache", True) is True
     assert evaluate["data/metrics/test_predictions.csv"]["cache"] is False
+    assert evaluate["data/metrics/test_predictions.csv"]["persist"] is True
+
+
+def test_stages_with_cached_outputs_keep_the_run_cache_and_the_rest_persist():
+    """A failed stage must leave the last good outputs: DVC deletes an output before it
+    runs its stage unless it persists, and a stage with a persistent output has no run
+    cache. So a stage whose outputs are all cached checks them out again when it fails
+    (outputs.restore_deleted), and one with a committed (uncached) output persists it."""
+    for name, stage in dvc_yaml()["stages"].items():
+        outs = {
+            **entries(stage.get("outs", [])),
+            **entries(stage.get("metrics", [])),
+            **entries(stage.get("plots", [])),
+        }
+        cached = [o.get("cache", True) for o in outs.values()]
+        persist = [o.get("persist", False) for o in outs.values()]
+        source = (REPO / "src/lenet_mnist/stages" / f"{name}.py").read_text()
+        restores = "on_failure=outputs.restore_deleted" in source
+        if all(cached) and name not in NOT_RUN_CACHED:
+            assert not any(persist) and restores, name
+        else:
+            assert all(persist) and not restores, name
 
 
 # Stages that DVC must never restore from its run cache: publishing writes to MLflow, so

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lenet_mnist import outputs
 from lenet_mnist.config import parse
 from lenet_mnist.data.prepare import prepare
 from lenet_mnist.errors import run_stage
@@ -22,4 +23,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, on_failure=outputs.restore_deleted)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lenet_mnist import process
+from lenet_mnist import outputs, process
 from lenet_mnist.config import parse
 from lenet_mnist.errors import run_stage
 
@@ -26,11 +26,11 @@ def main() -> None:
 
     numerics.pin(cfg.trainer)
     quiet_lightning()
-    outputs = Outputs(args.out, args.history, args.timings, args.checkpoint)
-    trained = train(cfg, args.prepared, outputs)
+    out = Outputs(args.out, args.history, args.timings, args.checkpoint)
+    trained = train(cfg, args.prepared, out)
     print(trained.line())
     print(trained.run.where("train"))
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, on_failure=outputs.restore_deleted)
