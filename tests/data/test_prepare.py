@@ -87,3 +87,59 @@ def test_a_raw_folder_missing_one_file_is_one_line_naming_it(copy_raw, tmp_path)
     assert done.returncode == 2
     assert done.stderr == f"error: {raw}/t10k-labels-idx1-ubyte: No such file or directory\n"
     assert sorted(x.name for x in tmp_path.iterdir()) == ["params.yaml", "raw"]
+
+
+@pytest.fixture
+def prepared_copy(prepared_slice, tmp_path):
+    """A writable copy of the prepared slice, to plant bad values in."""
+    import shutil
+
+    copy = tmp_path / "prepared"
+    shutil.copytree(prepared_slice[0], copy)
+    return copy
+
+
+def _plant(path, index, value):
+    array = np.load(path, mmap_mode="r+")
+    array[index] = value
+    array.flush()
+
+
+def test_the_prepared_arrays_load_as_prepare_wrote_them(prepared_slice):
+    for split in prepare.SPLITS:
+        x, y = prepare.read_split(prepared_slice[0], split)
+        assert x.shape[1:] == (1, 32, 32) and len(x) == len(y) > 0
+
+
+@pytest.mark.parametrize(
+    ("name", "index", "value", "found"),
+    [
+        ("val_x.npy", (3, 0, 16, 16), np.nan, "values that are not finite (NaN or infinity)"),
+        ("test_x.npy", (0, 0, 0, 0), np.inf, "values that are not finite (NaN or infinity)"),
+        ("train_x.npy", (7, 0, 5, 5), 40.0, "values from "),
+        ("train_y.npy", 2, 10, "values from 0 to 10, outside the 0 to 9 of prepared labels"),
+    ],
+)
+def test_a_planted_bad_value_is_refused_in_one_line_naming_the_file(
+    prepared_copy, name, index, value, found
+):
+    _plant(prepared_copy / name, index, value)
+    split = name.split("_")[0]
+    with pytest.raises(PipelineError) as err:
+        prepare.read_split(prepared_copy, split)
+    message = str(err.value)
+    assert message.startswith(f"{prepared_copy / name} holds {found}")
+    assert message.endswith("; run `dvc repro prepare` to write it again")
+
+
+def test_training_on_a_planted_nan_blames_the_data_not_the_learning_rate(prepared_copy, tmp_path):
+    from tests.conftest import stage_folder
+
+    _plant(prepared_copy / "train_x.npy", (11, 0, 16, 16), np.nan)
+    folder = stage_folder(tmp_path / "stage", prepared_copy, trainer__compile=False)
+    done = folder.run("train")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("error:")]
+    assert line.startswith("error: ") and "train_x.npy holds values that are not finite" in line
+    assert "optimizer.lr" not in line
+    assert not (folder.data / "model").exists()

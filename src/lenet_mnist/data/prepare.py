@@ -97,10 +97,35 @@ def prepare(raw: Path, out: Path, cfg: DataConfig) -> dict:
 
 
 def read_split(prepared: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """One prepared split as (images, labels), memory-mapped so loading costs nothing."""
-    x = np.load(prepared / f"{split}_x.npy", mmap_mode="r")
-    y = np.load(prepared / f"{split}_y.npy", mmap_mode="r")
+    """One prepared split as (images, labels), memory-mapped so loading costs nothing, once
+    its values are what prepare writes: a NaN or a stray value planted in a file would
+    otherwise surface epochs later as a diverged loss, blamed on the learning rate."""
+    x_file, y_file = prepared / f"{split}_x.npy", prepared / f"{split}_y.npy"
+    x, y = np.load(x_file, mmap_mode="r"), np.load(y_file, mmap_mode="r")
+    stats = read_stats(prepared)
+    lo, hi = standardize(np.array([0.0, 1.0], np.float32), stats["mean"], stats["std"])
+    _check_range(x_file, x, float(lo), float(hi), "images")
+    _check_range(y_file, y, 0, 9, "labels")
+    if x.shape[1:] != (1, 32, 32) or y.shape != (len(x),):
+        raise PipelineError(
+            f"{x_file}: shape {x.shape} with {y.shape} labels; prepare writes (N, 1, 32, 32) "
+            "images and N labels: run `dvc repro prepare` to write it again"
+        )
     return x, y
+
+
+def _check_range(path: Path, values: np.ndarray, lo: float, hi: float, what: str) -> None:
+    """Min and max in two passes over the map; a NaN makes them NaN, so it fails too."""
+    if not values.size:
+        return
+    low, high = float(values.min()), float(values.max())
+    if not (np.isfinite(low) and np.isfinite(high)):
+        found = "values that are not finite (NaN or infinity)"
+    elif low < lo - 1e-4 or high > hi + 1e-4:
+        found = f"values from {low:g} to {high:g}, outside the {lo:g} to {hi:g} of prepared {what}"
+    else:
+        return
+    raise PipelineError(f"{path} holds {found}; run `dvc repro prepare` to write it again")
 
 
 def read_stats(prepared: Path) -> dict:
