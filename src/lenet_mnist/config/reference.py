@@ -132,7 +132,7 @@ WHAT: dict[str, str] = {
     "trainer.batch_group": "optimizer updates per Lightning training_step (a speed option)",
     "logger.experiment_name": "the MLflow experiment",
     "logger.tracking_uri": "the MLflow store; the MLFLOW_TRACKING_URI variable wins over it",
-    "logger.timeout_s": "seconds a tracking server may take to answer before a command stops",
+    "logger.timeout_s": "seconds a tracking server may take to answer, or a busy store to be free",
     "logger.registered_model": "the registered model publish adds versions to (null: none)",
     "paths.prepared": "the prepared data that `python -m lenet_mnist.run` reads",
     "paths.runs": "one folder per single run of `python -m lenet_mnist.run`",

@@ -15,6 +15,7 @@ FAILED (`fail_abandoned`), as store.close_dead_runs does for runs.
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import os
 import socket
 import time
@@ -172,22 +173,29 @@ def global_store(uri: str) -> Iterator[None]:
     """Model.log, and the registry as it looks up a logged model, use MLflow's global store:
     point it at the run's for these calls only.
 
-    Quiet too: no download bars for its own check of the input example.
+    Quiet too: no download bars and no INFO line for its own check of the input example.
     """
     import mlflow
 
     before, saved = mlflow.get_tracking_uri(), {k: os.environ.get(k) for k in RESTORED_ENV}
     mlflow.set_tracking_uri(uri)
     os.environ[PROGRESS_BAR] = "false"
+    pyfunc_log = logging.getLogger("mlflow.pyfunc")
+    pyfunc_log.addFilter(_no_example_check)
     try:
         yield
     finally:
+        pyfunc_log.removeFilter(_no_example_check)
         mlflow.set_tracking_uri(before)
         for key, value in saved.items():  # set_tracking_uri writes MLFLOW_TRACKING_URI too
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _no_example_check(record: logging.LogRecord) -> bool:
+    return "Validating input example" not in record.getMessage()
 
 
 def _package() -> str:
