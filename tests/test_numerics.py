@@ -28,7 +28,8 @@ LOWER_ISA = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}
 def _weights(prepared, tmp_path, mode, env=None, one_core=False) -> bytes:
     root = tmp_path / f"{mode}-{len(list(tmp_path.iterdir()))}"
     overrides = {"train__epochs": 1, "trainer__compile": False, "trainer__reproducible": mode}
-    folder = stage_folder(root, prepared, **overrides)
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"  # one store for every run: made once
+    folder = stage_folder(root, prepared, db=db, **overrides)
     wrap = [shutil.which("taskset"), "-c", "0"] if one_core else []
     done = subprocess.run(
         [*wrap, *stage_argv("train"), "--params", str(folder.params)],
