@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, stage_folder
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright's own browser download fails here
 TEMPLATE = REPO / ".dvc" / "plots" / "offline.html"
@@ -128,11 +128,26 @@ def test_the_template_inlines_the_majors_dvc_render_would_load_from_its_cdn():
     assert not re.search(r"<script[^>]*\bsrc=", page)
 
 
-def render_plots(out: Path) -> Path:
+def plots_workspace(root: Path, prepared: Path) -> Path:
+    """The repository's dvc.yaml, DVC config, offline template and committed predictions,
+    with the history of a real one-epoch training of the slice: what a workspace holds
+    after `dvc repro` (the history is a cached output, absent from a fresh checkout)."""
+    for name in ("dvc.yaml", ".dvc/config", ".dvc/plots/offline.html",
+                 "data/metrics/test_predictions.csv"):  # fmt: skip
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, root / name)
+    folder = stage_folder(root / "train", prepared, train__epochs=1, trainer__compile=False)
+    done = folder.run("train")
+    assert done.returncode == 0, done.stderr[-3000:]
+    shutil.copy2(folder.data / "metrics/train_history.csv", root / "data/metrics")
+    return root
+
+
+def render_plots(workspace: Path, out: Path) -> Path:
     """The real `dvc plots show`, with no flags, into `out`: what a user runs."""
     done = subprocess.run(
         [sys.executable, "-m", "dvc", "plots", "show", "-o", str(out)],
-        cwd=REPO,
+        cwd=workspace,
         capture_output=True,
         text=True,
     )
@@ -152,11 +167,12 @@ CHARTS_JS = """() => [...document.querySelectorAll('.vega-embed svg.marks')].map
 
 
 @pytest.mark.slow
-def test_dvc_plots_show_draws_every_plot_with_the_network_blocked(tmp_path):
+def test_dvc_plots_show_draws_every_plot_with_the_network_blocked(tmp_path, prepared_slice):
     from playwright.sync_api import Route, sync_playwright
 
     assert os.path.exists(CHROMIUM), "browser tests need Chromium: apt-get install -y chromium"
-    index = render_plots(tmp_path / "dvc_plots")
+    workspace = plots_workspace(tmp_path / "workspace", prepared_slice[0])
+    index = render_plots(workspace, tmp_path / "dvc_plots")
     assert "cdn.jsdelivr" not in index.read_text(encoding="utf-8")
     plots = all_plots()
     expected = len(plots)

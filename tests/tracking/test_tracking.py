@@ -270,7 +270,7 @@ def test_a_store_locked_for_less_than_the_timeout_is_waited_out(tmp_path, capfd)
     db = f"sqlite:///{tmp_path / 'mlflow.db'}"
     MlflowClient(db).search_experiments()  # a store that exists, its tables made
     cfg = LoggerConfig("lenet-mnist", db, timeout_s=20)
-    held = 7.0  # longer than one of sqlite's own waits (5 s), shorter than the timeout
+    held = 6.0  # longer than one of sqlite's own waits (5 s), shorter than the timeout
     started = time.monotonic()
     with _locked(db, held):
         mlflow = store.client(cfg)
