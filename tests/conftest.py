@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from filelock import FileLock
 from mlflow.tracking import MlflowClient
 
 from lenet_mnist.config import parse
@@ -218,16 +220,37 @@ def mlflow_runs(db: str) -> tuple[MlflowClient, list]:
     return client, client.search_runs([experiment.experiment_id], max_results=1000)
 
 
+def made_once(tmp_path_factory: pytest.TempPathFactory, name: str, make) -> dict:
+    """`make(folder)` run once per test session, not once per xdist worker: the first worker
+    makes it under a lock (pytest-xdist's documented pattern for session fixtures), and the
+    others read its record. For results the tests only read: a trained slice, a sweep."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return make(tmp_path_factory.mktemp(name))
+    shared = tmp_path_factory.getbasetemp().parent  # one folder for every worker
+    record = shared / f"{name}.json"
+    with FileLock(shared / f"{name}.lock"):
+        if not record.is_file():
+            (shared / name).mkdir()
+            made = make(shared / name)
+            encoded = {k: {"path": str(v)} if isinstance(v, Path) else v for k, v in made.items()}
+            record.write_text(json.dumps(encoded))
+    stored = json.loads(record.read_text())
+    return {k: Path(v["path"]) if isinstance(v, dict) else v for k, v in stored.items()}
+
+
 @pytest.fixture(scope="session")
 def sweep_2x1(prepared_slice, tmp_path_factory) -> dict:
     """A 2x1 grid (batch 50 and 100, one epoch) run by the parallel joblib launcher."""
     prepared, _ = prepared_slice
-    root = tmp_path_factory.mktemp("sweep")
-    db = f"sqlite:///{root / 'mlflow.db'}"
-    grid = ("launcher=joblib", "train.batch_size=50,100")
-    done = hydra_train(*sweep_overrides(prepared, root / "sweep", *grid), cwd=root, db=db)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return {"root": root, "db": db, "sweep_dir": root / "sweep", "log": done.stderr}
+
+    def make(root: Path) -> dict:
+        db = f"sqlite:///{root / 'mlflow.db'}"
+        grid = ("launcher=joblib", "train.batch_size=50,100")
+        done = hydra_train(*sweep_overrides(prepared, root / "sweep", *grid), cwd=root, db=db)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return {"root": root, "db": db, "sweep_dir": root / "sweep", "log": done.stderr}
+
+    return made_once(tmp_path_factory, "sweep_2x1", make)
 
 
 @contextmanager

@@ -13,22 +13,27 @@ import numpy as np
 import pytest
 
 from lenet_mnist.data import idx
-from tests.conftest import train_evaluate_publish
+from tests.conftest import made_once, train_evaluate_publish
 
 _done: dict[str, dict] = {}
 
 
 def trained_slice(prepared_slice, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The stages' outputs and store: {"root", "data", "db", "params", "predicted"}."""
-    if "slice" not in _done:
-        prepared, params = prepared_slice
-        root = tmp_path_factory.mktemp("trained")
+    """The stages' outputs and store: {"root", "data", "db", "params", "predicted"}.
+
+    Made once per session for every worker (tests only read it): the prepared slice each
+    worker makes holds the same bits, so the weights fit any worker's."""
+    prepared, params = prepared_slice
+
+    def make(root: Path) -> dict:
         db = f"sqlite:///{root / 'mlflow.db'}"
         data = train_evaluate_publish(prepared, params, root, {"MLFLOW_TRACKING_URI": db})
         rows = list(csv.DictReader((data / "metrics" / "test_predictions.csv").open()))
         predicted = [int(r["predicted"]) for r in rows]
-        _done["slice"] = {"root": root, "data": data, "db": db, "params": params,
-                          "predicted": predicted}  # fmt: skip
+        return {"root": root, "data": data, "db": db, "params": params, "predicted": predicted}
+
+    if "slice" not in _done:
+        _done["slice"] = made_once(tmp_path_factory, "trained_slice", make)
     return _done["slice"]
 
 

@@ -2,7 +2,6 @@
 interrupted; a checkpoint that cannot be read is set aside, never trusted."""
 
 import hashlib
-import os
 import random
 import signal
 import subprocess
@@ -16,38 +15,62 @@ from lenet_mnist.training import checkpoint
 from tests.conftest import mlflow_runs, stage_folder
 
 pytestmark = pytest.mark.slow
-THREE_EPOCHS = {"train__epochs": 3, "trainer__compile": False}
+FOUR_EPOCHS = {"train__epochs": 4, "trainer__compile": False}
+CHECKPOINT = Path("data/checkpoints/train.pt")
 
 
 def _weights(root) -> str:
     return hashlib.sha256((root / "data/model/weights.safetensors").read_bytes()).hexdigest()
 
 
-def test_a_training_killed_after_epoch_2_of_3_resumes_to_the_same_bits(prepared_slice, tmp_path):
+def test_a_training_stopped_by_each_signal_and_killed_resumes_to_the_same_bits(
+    prepared_slice, tmp_path
+):
+    """Ctrl-C (SIGINT) and a scheduler's preemption (SIGTERM) must never read as success:
+    each ends with its own exit code and one line, the run KILLED and the checkpoint kept;
+    after them and a kill -9, the resumed training ends bit-identical to an uninterrupted
+    one, which itself started over an unreadable checkpoint, set aside, not trusted."""
     prepared, _ = prepared_slice
-    whole = stage_folder(tmp_path / "whole", prepared, **THREE_EPOCHS)
+    whole = stage_folder(tmp_path / "whole", prepared, **FOUR_EPOCHS)
+    (whole.root / CHECKPOINT).parent.mkdir()
+    (whole.root / CHECKPOINT).write_bytes(random.Random(0).randbytes(4096))
     done = whole.run("train")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert not (whole.data / "checkpoints/train.pt").exists()  # removed once finished
+    assert "Traceback" not in done.stderr and "weights_only" not in done.stdout + done.stderr
+    (line,) = [x for x in done.stdout.splitlines() if "is not a checkpoint" in x]
+    assert line.startswith(f"train: {CHECKPOINT} is not a checkpoint of this pipeline (")
+    assert line.endswith("set aside as train.pt.unreadable, training starts from epoch 1")
+    assert (whole.root / CHECKPOINT.with_name("train.pt.unreadable")).stat().st_size == 4096
+    assert not (whole.root / CHECKPOINT).exists()  # removed once finished
 
-    folder = stage_folder(tmp_path / "cut", prepared, **THREE_EPOCHS)
-    cut = folder.root
-    proc = folder.start("train")
-    _wait_for_checkpoint(proc, cut / "data/checkpoints/train.pt", epoch=2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (cut / "data/model").exists()
+    cut = stage_folder(tmp_path / "cut", prepared, **FOUR_EPOCHS)
+    for epoch, sig in enumerate((signal.SIGINT, signal.SIGTERM, signal.SIGKILL), start=1):
+        proc = cut.start("train", capture=True)
+        _wait_for_checkpoint(proc, cut.root / CHECKPOINT, epoch)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == (-sig if sig == signal.SIGKILL else 128 + sig), err[-3000:]
+        assert epoch == 1 or f"resuming after epoch {epoch - 1}" in out
+        assert not (cut.data / "model").exists()
+        (run,) = cut.runs()  # one run throughout, continued by each resume
+        if sig != signal.SIGKILL:
+            assert "Traceback" not in err
+            assert err.strip().splitlines()[-1] == (
+                f"stopped: training stopped by {signal.Signals(sig).name}; the same command "
+                f"resumes it from the checkpoint {CHECKPOINT}"
+            )
+            assert run.info.status == "KILLED"
 
-    again = folder.run("train")
+    again = cut.run("train")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "resuming after epoch 2" in again.stdout
-    assert _weights(cut) == _weights(whole.root)
-    assert (cut / "data/metrics/train_history.csv").read_bytes() == (
+    assert "resuming after epoch 3" in again.stdout
+    assert _weights(cut.root) == _weights(whole.root)
+    assert (cut.data / "metrics/train_history.csv").read_bytes() == (
         whole.data / "metrics/train_history.csv"
     ).read_bytes()
-    client, (run,) = mlflow_runs(folder.db)
-    assert run.info.status == "FINISHED"  # the same run, continued
-    assert len(client.get_metric_history(run.info.run_id, "val_acc")) == 3
+    client, (run,) = mlflow_runs(cut.db)
+    assert run.info.status == "FINISHED"
+    assert len(client.get_metric_history(run.info.run_id, "val_acc")) == 4
 
 
 def _wait_for_checkpoint(proc: subprocess.Popen, saved: Path, epoch: int) -> None:
@@ -55,47 +78,6 @@ def _wait_for_checkpoint(proc: subprocess.Popen, saved: Path, epoch: int) -> Non
     while not (saved.is_file() and torch.load(saved, weights_only=True)["epoch"] == epoch):
         assert proc.poll() is None and time.monotonic() < deadline, f"epoch {epoch} never ended"
         time.sleep(0.05)
-
-
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_stops_training_with_its_exit_code_a_killed_run_and_the_checkpoint_kept(
-    prepared_slice, tmp_path, sig
-):
-    """What a scheduler sends on preemption (SIGTERM) and Ctrl-C (SIGINT) must never read
-    as a success; the run they stop is KILLED, and the next start resumes it, unless the
-    checkpoint has since become unreadable: then it is set aside and training starts over."""
-    folder = stage_folder(tmp_path, prepared_slice[0], **THREE_EPOCHS)
-    proc = folder.start("train", capture=True)
-    saved = folder.data / "checkpoints/train.pt"
-    _wait_for_checkpoint(proc, saved, epoch=1)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + sig, err[-3000:]
-    assert "Traceback" not in err
-    name = signal.Signals(sig).name
-    assert err.strip().splitlines()[-1] == (
-        f"stopped: training stopped by {name}; the same command resumes it from the "
-        f"checkpoint {Path('data/checkpoints/train.pt')}"
-    )
-    assert saved.is_file() and not (folder.data / "model").exists()
-    (run,) = folder.runs()
-    assert run.info.status == "KILLED"
-    if sig == signal.SIGINT:
-        saved.write_bytes(os.urandom(4096))
-    again = folder.run("train")
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "Traceback" not in again.stderr and "weights_only" not in again.stdout + again.stderr
-    if sig == signal.SIGTERM:
-        assert "resuming after epoch 1" in again.stdout
-        (run,) = folder.runs()
-        assert run.info.status == "FINISHED"
-        return
-    (line,) = [x for x in again.stdout.splitlines() if "is not a checkpoint" in x]
-    assert line.startswith(f"train: {Path('data/checkpoints/train.pt')} is not a checkpoint")
-    assert line.endswith("set aside as train.pt.unreadable, training starts from epoch 1")
-    assert "resuming" not in again.stdout
-    assert (saved.parent / "train.pt.unreadable").stat().st_size == 4096
-    assert sorted(r.info.status for r in folder.runs()) == ["FINISHED", "KILLED"]  # a new run
 
 
 def _state(**changes: object) -> checkpoint.Checkpoint:
