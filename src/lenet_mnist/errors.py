@@ -36,10 +36,6 @@ class Interrupted(KeyboardInterrupt):
     def exit_code(self) -> int:
         return 128 + self.signum
 
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name
-
 
 # Operating-system errors that are the user's environment, not a bug: a missing file, a
 # full disk or quota, a folder the user may not write.
@@ -72,8 +68,8 @@ def exit_on_error(main: Callable[[], T]) -> T:
 def run_stage(main: Callable[[], object], on_failure: Callable[[], None] | None = None) -> None:
     """A stage's process entry point: exit_on_error, then skip the interpreter's final sweep.
 
-    `on_failure` runs when the stage fails, whatever the cause (a signal included), before
-    its last line: the stages with cached outputs put back their last good ones there.
+    `on_failure` runs when the stage fails, whatever the cause (a signal included), after
+    its error line: the stages with cached outputs put back their last good ones there.
 
     At exit CPython garbage-collects every object that torch, MLflow and Lightning made at
     import, which takes about as long as a short stage's own work (docs/benchmarks.md).

@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import os
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -107,11 +106,7 @@ def pending(mlflow: Any, experiment: str, name: str, run_id: str | None, weights
     """The logged model that Model.log fills in, PENDING until it has: tagged with the
     weights and with the process that writes it, so that a later publish can tell when
     that process died mid-log (`fail_abandoned`)."""
-    tags = {
-        store.WEIGHTS_TAG: provenance.sha256(weights),
-        store.HOST_TAG: socket.gethostname(),
-        store.PID_TAG: str(os.getpid()),
-    }
+    tags = {store.WEIGHTS_TAG: provenance.sha256(weights), **store.writer_tags()}
     return store.retry_locked(
         lambda: mlflow.create_logged_model(experiment, name, run_id, tags=tags)
     )
@@ -153,11 +148,9 @@ def models(mlflow: Any, experiment: str, query: str | None = None) -> list[Any]:
 
 
 def _abandoned(tags: dict[str, str], created_ms: int, started_ms: int) -> bool:
-    pid = tags.get(store.PID_TAG, "")
-    if store.HOST_TAG not in tags or not pid.isdigit():
-        return created_ms < started_ms
-    here = tags[store.HOST_TAG] == socket.gethostname()
-    return here and int(pid) > 0 and not store.alive(int(pid))
+    if store.HOST_TAG not in tags or not tags.get(store.PID_TAG, "").isdigit():
+        return created_ms < started_ms  # no writer named: older than this publish
+    return store.writer_gone(tags)
 
 
 def _raw_example(prepared: Path) -> np.ndarray:

@@ -40,9 +40,7 @@ SQLITE = "sqlite:///"
 T = TypeVar("T")
 _answered: set[str] = set()  # tracking servers that answered in this process
 _ready: set[str] = set()  # sqlite stores this process has found initialized
-# How long one MLflow call may wait out a busy store: logger.timeout_s, from the last
-# client() made in this process (one store, one config per process).
-_patience_s = [30.0]
+_patience_s = [30.0]  # a busy store's wait: logger.timeout_s of this process's client()
 MLFLOW_DB_LOGGER = "mlflow.store.db.utils"  # logs each failed query, traceback and all
 
 
@@ -105,12 +103,8 @@ def _initializing(err: Exception) -> bool:
 
 
 def retry_locked(call: Callable[[], T]) -> T:
-    """Run an MLflow call again while sqlite answers "database is locked".
-
-    Parallel sweep jobs share one sqlite file; its writers queue for a lock and give up
-    after sqlite's timeout, which a burst of run creations can exceed. Another process
-    can also hold the lock for long (`mlflow gc`, a query from the UI).
-    """
+    """Run an MLflow call again while sqlite answers "database is locked": parallel sweep
+    jobs share one sqlite file, and another process may hold its lock (`mlflow gc`, the UI)."""
     return _retry(call, lambda err: "database is locked" in str(err))
 
 
@@ -200,7 +194,7 @@ class TrackedRun:
     ) -> TrackedRun:
         experiment = experiment_id(mlflow, experiment_name)
         close_dead_runs(mlflow, experiment)
-        tags = {**(tags or {}), HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+        tags = {**(tags or {}), **writer_tags()}
         run = retry_locked(lambda: mlflow.create_run(experiment, run_name=run_name, tags=tags))
         return cls(mlflow, run.info.run_id)
 
@@ -233,8 +227,8 @@ class TrackedRun:
     def reopen(self) -> None:
         """RUNNING again, now written by this process."""
         retry_locked(lambda: self.mlflow.update_run(self.run_id, "RUNNING"))
-        self.tag(HOST_TAG, socket.gethostname())
-        self.tag(PID_TAG, str(os.getpid()))
+        for key, value in writer_tags().items():
+            self.tag(key, value)
 
     def close(self, status: str = "FINISHED") -> None:
         retry_locked(lambda: self.mlflow.set_terminated(self.run_id, status))
@@ -258,18 +252,26 @@ def close_dead_runs(mlflow: MlflowClient, experiment: str) -> None:
     """
     query = f"attributes.status = 'RUNNING' and tags.{HOST_TAG} = '{socket.gethostname()}'"
     for run in newest(mlflow, experiment, query):
-        pid = run.data.tags.get(PID_TAG, "")
-        if pid.isdigit() and int(pid) > 0 and not alive(int(pid)):
+        if writer_gone(run.data.tags):
             TrackedRun(mlflow, run.info.run_id).close("KILLED")
 
 
-def alive(pid: int) -> bool:
-    """Whether a process of this host exists (it may run under another user)."""
-    try:
-        os.kill(pid, 0)  # signal 0 only asks whether the process exists
-    except ProcessLookupError:
+def writer_tags() -> dict[str, str]:
+    """The tags naming the process that writes a run or a model: a later one tells by them
+    whether that process died before it finished."""
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
+def writer_gone(tags: dict[str, str]) -> bool:
+    """Whether the writer that `tags` name ran on this host and no longer exists."""
+    pid = tags.get(PID_TAG, "")
+    if tags.get(HOST_TAG) != socket.gethostname() or not pid.isdigit() or int(pid) <= 0:
         return False
-    return True  # PermissionError included: it exists, under another user
+    try:
+        os.kill(int(pid), 0)  # signal 0 only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    return False  # PermissionError included: it exists, under another user
 
 
 def find_run(mlflow: MlflowClient, experiment_name: str, weights_sha256: str) -> str | None:

@@ -10,6 +10,7 @@ do not give the same bits; this one does (docs/architecture.md).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import pickle
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from lenet_mnist.errors import USER_ERRNOS
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,8 @@ def read(path: Path | None, key: str) -> Checkpoint | None:
         state = torch.load(path, weights_only=True)  # tensors and plain values: no code runs
         found = Checkpoint(**state)
     except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
+        if isinstance(err, OSError) and err.errno in (*USER_ERRNOS, errno.EIO):
+            raise  # the disk or the permissions, not the file's content: keep the file
         aside = path.with_name(path.name + SET_ASIDE)
         os.replace(path, aside)
         print(f"train: {path} is not a checkpoint of this pipeline ({_why(err)}); set aside "

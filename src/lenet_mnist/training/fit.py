@@ -250,11 +250,10 @@ def _interrupted(stop: SystemExit, saved: Path | None) -> BaseException:
         signum = signal.SIGINT
     else:
         return stop
-    name = signal.Signals(signum).name
+    by = f"training stopped by {signal.Signals(signum).name}"
     if saved is not None and saved.is_file():
-        return Interrupted(signum, f"training stopped by {name}; the same command resumes it "
-                                   f"from the checkpoint {saved}")  # fmt: skip
-    return Interrupted(signum, f"training stopped by {name}, before any checkpoint")
+        return Interrupted(signum, f"{by}; the same command resumes it from the checkpoint {saved}")
+    return Interrupted(signum, f"{by}, before any checkpoint")
 
 
 def share_of_fit(
