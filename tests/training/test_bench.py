@@ -28,7 +28,8 @@ def test_bench_prints_each_variant_against_the_hand_written_loop(prepared_slice,
         assert label in done.stdout  # the table's rows
         assert len(v["s_per_epoch"]) == 1 and v["s_per_epoch"][0] > 0
         expected = v["s_per_epoch"][0] / base["s_per_epoch"][0]
-        assert v["vs_baseline_median"] == pytest.approx(expected, rel=2e-3)  # both rounded
+        # both rounded: the ratio to 3 decimals, the seconds it is checked from to 3 too
+        assert v["vs_baseline_median"] == pytest.approx(expected, rel=2e-3, abs=6e-4)
     assert variants["pipeline, portable"]["threads"] == numerics.PORTABLE_THREADS
     assert variants["pipeline, portable"]["omp_wait_policy"] == "PASSIVE"  # as stages run
     assert variants[bench.BASELINE.label]["omp_wait_policy"] == "default"  # as a user's script

@@ -25,9 +25,8 @@ from lenet_mnist.errors import PipelineError, exit_on_error
 def writable(folder: Path) -> None:
     """Refuse `folder` unless it can be made (as Hydra makes it) and a file written in it.
 
-    A refused run removes the folders it made to find out, so it leaves nothing; a run
-    that may write keeps them, as Hydra would make them next (and another run at the same
-    time may be using them).
+    The folders made to find out are removed again, so a refused run leaves nothing; one
+    that another run made meanwhile is neither an error nor removed (if still in use).
     """
     chain = [*reversed(folder.parents), folder]
     if blocker := next((p for p in chain if os.path.lexists(p) and not p.is_dir()), None):
@@ -42,10 +41,11 @@ def writable(folder: Path) -> None:
             probe.write(b"\0")
             probe.flush()
     except OSError as err:
+        _refuse(Path(err.filename) if err.filename else folder, err.strerror or str(err))
+    finally:
         for part in reversed(made):
             with contextlib.suppress(OSError):  # another run may have filled it meanwhile
                 part.rmdir()
-        _refuse(Path(err.filename) if err.filename else folder, err.strerror or str(err))
 
 
 def _refuse(where: Path, reason: str) -> None:
