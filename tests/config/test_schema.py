@@ -60,6 +60,7 @@ TABLES = {
     "model.name": (networks.MODELS, schema.MODELS),
     "optimizer.name": (optimizer.OPTIMIZERS, schema.OPTIMIZERS),
     "optimizer.scheduler": (optimizer.SCHEDULERS, schema.SCHEDULERS),
+    "optimizer.lr_scaling": (optimizer.LR_SCALING, schema.LR_SCALING),
     "trainer.reproducible": (numerics.MODES, schema.NUMERICS),
 }
 

@@ -14,7 +14,7 @@ from lenet_mnist.study.report import Reach, Row
 def row(batch_size: int, seed: int, test_acc: float, reached: dict | None = None) -> Row:
     """A run as the report reads it, with only what the replicate statistics look at."""
     return Row(
-        batch_size=batch_size, epochs=2, lr=1e-3, lr_scaled=False, iterations_per_epoch=10,
+        batch_size=batch_size, epochs=2, lr=1e-3, lr_scaling="none", iterations_per_epoch=10,
         total_updates=20, s_per_epoch=1.0 + seed, samples_per_s=100.0, best_val_acc=test_acc,
         final_val_acc=test_acc, test_acc=test_acc, wall_s=3.0, run_id=f"r{batch_size}-{seed}",
         overrides=f"train.batch_size={batch_size} train.epochs=2 train.seed={seed}",

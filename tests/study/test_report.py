@@ -180,7 +180,7 @@ def _child(client, experiment: str, parent: str, size: int, seed: int, new: bool
         "train.batch_size": size, "train.epochs": EPOCHS, "train.seed": seed,
         "derived.lr": 1e-3, "derived.iterations_per_epoch": per_epoch,
         "derived.total_updates": per_epoch * EPOCHS, "derived.train_size": TRAIN,
-        "optimizer.scale_lr_with_batch": False,
+        "optimizer.lr_scaling": "none",
     }  # fmt: skip
     if new:
         params["train.targets"] = str([*TARGETS, ONLY_SMALL])

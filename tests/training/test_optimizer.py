@@ -8,14 +8,31 @@ from lenet_mnist.training.optimizer import SCHEDULERS, effective_lr, make_optimi
 
 
 @pytest.mark.parametrize(
-    ("scale", "batch_size", "lr"),
-    [(False, 512, 0.001), (True, 64, 0.001), (True, 512, 0.008), (True, 16, 0.00025)],
+    ("rule", "batch_size", "lr"),
+    [
+        ("none", 512, 0.001),
+        ("linear", 64, 0.001),
+        ("linear", 512, 0.008),
+        ("linear", 16, 0.00025),
+        ("sqrt", 256, 0.002),
+        ("sqrt", 16, 0.0005),
+    ],
 )
-def test_linear_scaling_rule_is_off_by_default_and_linear_when_on(scale, batch_size, lr):
+def test_the_rate_follows_the_batch_size_only_when_a_scaling_rule_is_chosen(rule, batch_size, lr):
     cfg = parse.validate(parse.compose([f"train.batch_size={batch_size}"]))
-    assert cfg.optimizer.scale_lr_with_batch is False
-    cfg.optimizer.scale_lr_with_batch = scale
+    assert cfg.optimizer.lr_scaling == "none"
+    cfg.optimizer.lr_scaling = rule
     assert effective_lr(cfg) == pytest.approx(lr)
+
+
+def test_sgd_gets_its_momentum_and_adam_keeps_its_betas():
+    net = torch.nn.Linear(2, 1)
+    sgd = parse.validate(parse.compose(["optimizer=sgd"])).optimizer
+    opt, _ = make_optimizer(sgd, 0.05, net.parameters(), total_updates=10)
+    assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["momentum"] == 0.9
+    adam = parse.validate(parse.compose(["optimizer.momentum=0.5"])).optimizer
+    opt, _ = make_optimizer(adam, 0.01, net.parameters(), total_updates=10)
+    assert "momentum" not in opt.param_groups[0]
 
 
 @pytest.mark.parametrize("scheduler", list(SCHEDULERS))

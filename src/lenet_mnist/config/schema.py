@@ -32,6 +32,7 @@ OBJECTIVES = ("test_acc", "time_to_target")  # what lenet_mnist.sweeps.job.objec
 MODELS = ("lenet5",)
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "onecycle")
+LR_SCALING = ("none", "linear", "sqrt")
 NUMERICS = ("portable", "machine", "none")
 SOURCES = ("http", "local", "registry")
 
@@ -106,25 +107,37 @@ class OptimizerConfig:
     weight_decay: float = MISSING
     scheduler: str = MISSING
     fused: bool = MISSING
-    scale_lr_with_batch: bool = MISSING
+    lr_scaling: str = MISSING
     lr_batch_size: int = MISSING
+    momentum: float = MISSING
 
     def check(self) -> None:
         _one_of(self, "name", OPTIMIZERS)
         _require(self, "lr", 0 < self.lr < math.inf, "a finite number > 0")
         _require(self, "weight_decay", 0 <= self.weight_decay < math.inf, "a number >= 0")
         _one_of(self, "scheduler", SCHEDULERS)
+        _one_of(self, "lr_scaling", LR_SCALING)
         _at_least(self, 1, "lr_batch_size")
+        _require(self, "momentum", 0 <= self.momentum < 1, "a number >= 0 and < 1")
 
 
 @dataclass
 class EarlyStoppingConfig:
     GROUP: ClassVar[str] = "train.early_stopping"
     patience: int | None = MISSING  # null: train every epoch
+    stop_at: float | None = MISSING  # null: never stop for a high validation accuracy
+    give_up_below: float | None = MISSING  # null: never stop for a low one
 
     def check(self) -> None:
         ok = self.patience is None or self.patience >= 1
         _require(self, "patience", ok, "null or an integer >= 1")
+        for key in ("stop_at", "give_up_below"):
+            value = getattr(self, key)
+            _require(self, key, value is None or 0 < value <= 1, "null or an accuracy in (0, 1]")
+
+    @property
+    def on(self) -> bool:
+        return (self.patience, self.stop_at, self.give_up_below) != (None, None, None)
 
 
 @dataclass

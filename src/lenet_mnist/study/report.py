@@ -71,7 +71,7 @@ def _row(client: Any, run: Any) -> Row:
         batch_size=batch_size,
         epochs=int(p["train.epochs"]),
         lr=float(p["derived.lr"]),
-        lr_scaled=p["optimizer.scale_lr_with_batch"] == "True",
+        lr_scaling=_lr_scaling(p),
         iterations_per_epoch=int(p["derived.iterations_per_epoch"]),
         total_updates=int(p["derived.total_updates"]),
         s_per_epoch=statistics.median(train_s),
@@ -93,6 +93,13 @@ def _row(client: Any, run: Any) -> Row:
         reached={t: r for t in targets if (r := _reach(m, t, batch_size))},
         stopped_epoch=int(m["stopped_epoch"]) if "stopped_epoch" in m else None,
     )
+
+
+def _lr_scaling(params: dict[str, str]) -> str:
+    """optimizer.lr_scaling, or what runs from before it logged: a linear-rule switch."""
+    if "optimizer.lr_scaling" in params:
+        return params["optimizer.lr_scaling"]
+    return "linear" if params.get("optimizer.scale_lr_with_batch") == "True" else "none"
 
 
 TO_TARGET = "iterations_to_val_acc_"  # + f"{target:g}", logged once the target is reached

@@ -26,7 +26,7 @@ class Row:
     batch_size: int
     epochs: int
     lr: float
-    lr_scaled: bool  # optimizer.scale_lr_with_batch
+    lr_scaling: str  # optimizer.lr_scaling: none, linear or sqrt
     iterations_per_epoch: int
     total_updates: int
     s_per_epoch: float

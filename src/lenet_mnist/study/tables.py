@@ -25,7 +25,7 @@ SUMMARY_CSV = "summary.csv"  # one line per grid point, its seeds summarized
 RUNS_CSV = "summary-runs.csv"  # one line per run
 SCALING_CSV = "scaling.csv"  # one line per target and setting
 RUN_COLUMNS = [
-    "batch_size", "epochs", "seed", "lr", "lr_scaled", "iterations_per_epoch",
+    "batch_size", "epochs", "seed", "lr", "lr_scaling", "iterations_per_epoch",
     "total_updates", "s_per_epoch", "samples_per_s", "best_val_acc", "final_val_acc",
     "test_acc", "wall_s", "stopped_epoch", "run_id",
 ]  # fmt: skip
@@ -168,7 +168,7 @@ def _point_record(p: Point, targets: list[float]) -> dict[str, object]:
     r = p.first
     record: dict[str, object] = {
         "point": p.name, "batch_size": r.batch_size, "epochs": r.epochs, "lr": r.lr,
-        "lr_scaled": r.lr_scaled, "iterations_per_epoch": r.iterations_per_epoch,
+        "lr_scaling": r.lr_scaling, "iterations_per_epoch": r.iterations_per_epoch,
         "total_updates": r.total_updates, "seeds": p.seeds, "vs_best": p.verdict,
     }  # fmt: skip
     for k in QUANTITIES:

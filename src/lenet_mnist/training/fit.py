@@ -95,9 +95,17 @@ def make_trainer(
     """
     epochs = epochs or cfg.train.epochs
     callbacks = callbacks or []
-    if patience := cfg.train.early_stopping.patience:
-        # Classifier logs val_acc once per validation, reduced over every rank.
-        stop = EarlyStopping("val_acc", patience=patience, mode="max", verbose=False)
+    if (rule := cfg.train.early_stopping).on:
+        # Classifier logs val_acc once per validation, reduced over every rank. Without a
+        # patience, no run is long enough to wait out that of its whole length.
+        stop = EarlyStopping(
+            "val_acc",
+            patience=rule.patience or cfg.train.epochs,
+            mode="max",
+            stopping_threshold=rule.stop_at,
+            divergence_threshold=rule.give_up_below,
+            verbose=False,
+        )
         callbacks = [*callbacks, stop]
     bar = cfg.trainer.enable_progress_bar and on_terminal()  # logs get the epoch lines only
     if bar:

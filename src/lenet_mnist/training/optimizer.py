@@ -32,14 +32,22 @@ SCHEDULERS: dict[str, Callable[[Optimizer, float, int], LRScheduler] | None] = {
 }
 
 
-def effective_lr(cfg: Config) -> float:
-    """`optimizer.lr`, times batch_size / lr_batch_size when `scale_lr_with_batch` is on.
+# name -> the power of batch_size / lr_batch_size that multiplies `optimizer.lr`.
+LR_SCALING: dict[str, float] = {
+    "none": 0.0,
+    # Goyal et al. 2017: k times the batch gives k times fewer updates per epoch, so each
+    # update takes a k times larger step (derived for SGD).
+    "linear": 1.0,
+    # k times the batch has about 1/√k the gradient noise; the rule that Malladi et al.
+    # 2022 derive for Adam.
+    "sqrt": 0.5,
+}
 
-    The linear scaling rule (Goyal et al. 2017): k times the batch gives k times fewer
-    updates per epoch, so each update takes a k times larger step.
-    """
+
+def effective_lr(cfg: Config) -> float:
+    """`optimizer.lr`, scaled with train.batch_size by the rule `optimizer.lr_scaling` names."""
     o = cfg.optimizer
-    return o.lr * cfg.train.batch_size / o.lr_batch_size if o.scale_lr_with_batch else o.lr
+    return o.lr * (cfg.train.batch_size / o.lr_batch_size) ** LR_SCALING[o.lr_scaling]
 
 
 def make_optimizer(
@@ -48,6 +56,9 @@ def make_optimizer(
     """The optimizer and its schedule, shared by the pipeline and the benchmark's plain loop."""
     # fused: one kernel per parameter instead of ~10 small ops, which is what a step of a
     # model this small is made of (SGD takes `fused` too).
-    opt = OPTIMIZERS[cfg.name](parameters, lr=lr, weight_decay=cfg.weight_decay, fused=cfg.fused)
+    # Only SGD has a momentum argument; Adam's moments are its betas.
+    extra = {"momentum": cfg.momentum} if cfg.name == "sgd" else {}
+    kind = OPTIMIZERS[cfg.name]
+    opt = kind(parameters, lr=lr, weight_decay=cfg.weight_decay, fused=cfg.fused, **extra)
     schedule = SCHEDULERS[cfg.scheduler]
     return opt, None if schedule is None else schedule(opt, lr, total_updates)
