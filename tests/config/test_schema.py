@@ -37,6 +37,10 @@ BAD = [
     ("train.targets", [0.99, 0.98], "increasing accuracies in (0, 1], such as [0.98, 0.99]"),
     ("train.targets", [98.0], "increasing accuracies in (0, 1], such as [0.98, 0.99]"),
     ("train.early_stopping.patience", 0, "null or an integer >= 1"),
+    ("train.early_stopping.stop_at", 99.0, "null or an accuracy in (0, 1]"),
+    ("train.early_stopping.give_up_below", 0, "null or an accuracy in (0, 1]"),
+    ("optimizer.momentum", 1.0, "a number >= 0 and < 1"),
+    ("optimizer.lr_scaling", "cubic", "one of none, linear, sqrt"),
     ("train.noise_probe.batches", 1, "0 (no probe) or an integer >= 2"),
     ("train.noise_probe.batch_size", 0, "an integer >= 1"),
 ]

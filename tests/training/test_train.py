@@ -123,3 +123,26 @@ def test_early_stopping_ends_the_fit_and_records_its_epoch(prepared_slice, tmp_p
     assert [row.split(",")[0] for row in history[1:]] == ["1", "2"]
     (run,) = folder.runs()
     assert run.data.metrics["stopped_epoch"] == 2 and run.data.metrics["kept_epoch"] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("lr", "rule"),
+    [
+        (1e-3, {"train__early_stopping__stop_at": 0.5}),
+        (1e-12, {"train__early_stopping__give_up_below": 0.5}),
+    ],
+    ids=["reached", "diverged"],
+)
+def test_a_validation_accuracy_above_stop_at_or_below_give_up_below_ends_the_fit(
+    prepared_slice, tmp_path, lr, rule
+):
+    """After one epoch on the slice, Adam at 1e-3 is far above 50% and a rate of 1e-12 is at
+    chance (about 10%): either threshold ends a fit of three epochs there."""
+    overrides = {"trainer__compile": False, "optimizer__lr": lr, "train__epochs": 3, **rule}
+    folder = stage_folder(tmp_path, prepared_slice[0], **overrides)
+    done = folder.run("train")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "train: early stopping after epoch 1 of 3" in done.stdout
+    (run,) = folder.runs()
+    assert run.data.metrics["stopped_epoch"] == 1

@@ -101,16 +101,20 @@ def _kind(hint: Any) -> str:
 
 def compose(overrides: list[str] | None = None) -> dict[str, Any]:
     """Compose conf/ the way `dvc exp run` does, so the two can be compared."""
+    return OmegaConf.to_container(compose_node(overrides or []), resolve=True)
+
+
+def compose_node(overrides: list[str], with_hydra: bool = False) -> DictConfig:
+    """conf/ composed, unresolved; `with_hydra` keeps Hydra's own node (hydra.sweeper...)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     register()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = hydra_compose(config_name="config", overrides=overrides or [])
+            return hydra_compose("config", overrides=overrides, return_hydra_config=with_hydra)
     except Exception as err:  # Hydra raises several types; its message names the key
         raise PipelineError(describe(err)) from None
-    return OmegaConf.to_container(cfg, resolve=True)
 
 
 def main() -> None:

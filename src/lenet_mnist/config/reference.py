@@ -18,6 +18,7 @@ import yaml
 from lenet_mnist.config import bounded, parse
 from lenet_mnist.config.schema import (
     ACCELERATORS,
+    LR_SCALING,
     MAX_SEED,
     MNIST_TEST_SIZE,
     MNIST_TRAIN_SIZE,
@@ -27,7 +28,6 @@ from lenet_mnist.config.schema import (
     OPTIMIZERS,
     PRECISIONS,
     SCHEDULERS,
-    LR_SCALING,
     SOURCES,
     STRATEGIES,
     keys,

@@ -135,10 +135,6 @@ class EarlyStoppingConfig:
             value = getattr(self, key)
             _require(self, key, value is None or 0 < value <= 1, "null or an accuracy in (0, 1]")
 
-    @property
-    def on(self) -> bool:
-        return (self.patience, self.stop_at, self.give_up_below) != (None, None, None)
-
 
 @dataclass
 class NoiseProbeConfig:

@@ -89,10 +89,18 @@ def _row(client: Any, run: Any) -> Row:
         train_acc=series("train_acc"),
         epoch_test_acc=series("epoch_test_acc"),
         noise=[(int(h.step), h.value) for h in history("noise_scale")],
+        noise_terms=_noise_terms(history("noise_grad_sq"), history("noise_trace")),
         targets=targets,
         reached={t: r for t in targets if (r := _reach(m, t, batch_size))},
         stopped_epoch=int(m["stopped_epoch"]) if "stopped_epoch" in m else None,
+        optimizer=p.get("optimizer.name", "adam"),
     )
+
+
+def _noise_terms(grad_sq: list[Any], trace: list[Any]) -> list[tuple[int, float, float]]:
+    """(step, |G|², tr(Σ)) where both were logged at the same update."""
+    traces = {m.step: m.value for m in trace}
+    return [(int(g.step), g.value, traces[g.step]) for g in grad_sq if g.step in traces]
 
 
 def _lr_scaling(params: dict[str, str]) -> str:

@@ -44,9 +44,12 @@ class Row:
     train_acc: list[float] = field(default_factory=list, repr=False)  # per epoch
     epoch_test_acc: list[float] = field(default_factory=list, repr=False)  # per epoch, if logged
     noise: list[tuple[int, float]] = field(default_factory=list, repr=False)  # (step, B_simple)
+    # (step, |G|², tr(Σ)) at each epoch's end: the terms B_simple is the ratio of
+    noise_terms: list[tuple[int, float, float]] = field(default_factory=list, repr=False)
     targets: list[float] = field(default_factory=list, repr=False)  # train.targets
     reached: dict[float, Reach] = field(default_factory=dict, repr=False)  # target -> when
     stopped_epoch: int | None = None  # where early stopping ended the fit, if it did
+    optimizer: str = "adam"  # optimizer.name
 
     @property
     def point(self) -> str:

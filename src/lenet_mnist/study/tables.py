@@ -131,9 +131,14 @@ def tables(study: Study) -> list[Table]:
 
 
 def markdown(study: Study, caption: str) -> str:
-    lines = ["# Batch size and epochs study", "", caption, ""]
-    lines += [f"- {n}" for n in study.notes] + ([""] if study.notes else [])
-    for t in tables(study):
+    return page("Batch size and epochs study", caption, study.notes, tables(study))
+
+
+def page(title: str, caption: str, notes: list[str], found: list[Table]) -> str:
+    """A Markdown page: the title, the caption, a bullet per note and each table."""
+    lines = [f"# {title}", "", caption, ""]
+    lines += [f"- {n}" for n in notes] + ([""] if notes else [])
+    for t in found:
         lines += [f"## {t.title}", "", t.about, ""]
         lines += ["| " + " | ".join(t.headings) + " |", "|" + "---|" * len(t.headings)]
         lines += ["| " + " | ".join(row) + " |" for row in t.cells] + [""]
@@ -201,7 +206,7 @@ def _scaling_record(s: Scaling) -> dict[str, object]:
     }  # fmt: skip
 
 
-def _write_csv(path: Path, records: Iterable[dict[str, object]]) -> Path:
+def write_csv(path: Path, records: Iterable[dict[str, object]]) -> Path:
     records = list(records)
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(records[0]) if records else [])
@@ -212,8 +217,8 @@ def _write_csv(path: Path, records: Iterable[dict[str, object]]) -> Path:
 
 def write_csvs(study: Study, out: Path) -> list[Path]:
     files = [
-        _write_csv(out / SUMMARY_CSV, (_point_record(p, study.targets) for p in study.points)),
-        _write_csv(out / RUNS_CSV, (_run_record(r, study.targets) for r in study.rows)),
+        write_csv(out / SUMMARY_CSV, (_point_record(p, study.targets) for p in study.points)),
+        write_csv(out / RUNS_CSV, (_run_record(r, study.targets) for r in study.rows)),
     ]
     fits = [_scaling_record(s) for s in study.scaling if s.fit]
-    return files + ([_write_csv(out / SCALING_CSV, fits)] if fits else [])
+    return files + ([write_csv(out / SCALING_CSV, fits)] if fits else [])

@@ -16,7 +16,6 @@ order the grid was typed in, and two different sweeps never share a folder.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -28,9 +27,9 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from lenet_mnist.config.identity import decides_result
+from lenet_mnist.config.grid import as_typed, defining, search_overrides, sweep_key
 from lenet_mnist.config.parse import Config, validate
 from lenet_mnist.data import prepare
 from lenet_mnist.errors import exit_on_error
@@ -84,15 +83,6 @@ def previous_child(mlflow: MlflowClient, parent: str, key: str) -> Run | None:
     return done
 
 
-def _key(override: str) -> str:
-    return override.partition("=")[0]
-
-
-def defining(overrides: Iterable[str]) -> list[str]:
-    """The overrides that say what is computed, not where or how, in a stable order."""
-    return sorted(o for o in overrides if decides_result(_key(o)))
-
-
 def job_label(overrides: Iterable[str]) -> str:
     """A job's point of the grid, as its run's JOB_TAG holds it and the report keys it."""
     return " ".join(defining(overrides))
@@ -102,56 +92,6 @@ def sweep_overrides(cfg: DictConfig) -> list[str]:
     """What defines the sweep whose config this is (see `search_overrides`)."""
     sweeper, objective = OmegaConf.select(cfg, "hydra.sweeper"), OmegaConf.select(cfg, "objective")
     return search_overrides(cfg.hydra.overrides.task, sweeper, objective)
-
-
-def search_overrides(
-    task: ListConfig, sweeper: DictConfig | None = None, objective: DictConfig | None = None
-) -> list[str]:
-    """What defines a sweep: its grid, or its search space and what the search is for.
-
-    A grid is on the command line. A search space may be in the config instead
-    (hydra.sweeper.params, as conf/hparams_search sets it), and the command line's value of
-    a key replaces it there, as the sweepers do. An optimizing sweeper's sampler, direction
-    and objective define its search too; n_trials and n_jobs say how long and how wide, so
-    the same search started again with more trials resumes, its finished trials skipped.
-    """
-    space = OmegaConf.select(sweeper, "params") if sweeper is not None else None
-    merged = {k: f"{k}={v}" for k, v in (as_typed(space) if space else {}).items()}
-    merged |= {_key(o): o for o in as_typed(task)}
-    return defining(merged.values()) + _search(sweeper, objective)
-
-
-def _search(sweeper: DictConfig | None, objective: DictConfig | None) -> list[str]:
-    """An optimizing sweeper's sampler and direction, and the objective; nothing for a grid."""
-    if sweeper is None or "direction" not in sweeper:  # a grid sweeper ignores the objective
-        return []
-    sampler = OmegaConf.to_container(sweeper.sampler, resolve=True)
-    name = str(sampler.pop("_target_", "")).rpartition(".")[2]
-    args = ", ".join(f"{k}={v}" for k, v in sorted(sampler.items()))
-    direction = sweeper.direction  # a list for several objectives
-    direction = OmegaConf.to_container(direction) if OmegaConf.is_config(direction) else direction
-    goal = OmegaConf.to_container(objective, resolve=True) if objective is not None else {}
-    return [
-        f"hydra.sweeper.sampler={name}({args})",
-        f"hydra.sweeper.direction={direction}",
-        *(f"objective.{k}={v}" for k, v in sorted(goal.items())),
-    ]
-
-
-def as_typed(overrides: ListConfig | DictConfig) -> Any:
-    """The overrides as the user typed them: `a=${b}` stays text, never resolved."""
-    return OmegaConf.to_container(overrides, resolve=False)
-
-
-def sweep_key(overrides: list[str]) -> str:
-    """The same grid gives the same key, whatever order its values were typed in."""
-    grid = []
-    for name, _, values in (o.partition("=") for o in overrides):
-        plain_list = not any(c in values for c in "([{")  # not range(...), [a,b] or {...}
-        grid.append(
-            f"{name}={','.join(sorted(values.split(',')))}" if plain_list else f"{name}={values}"
-        )
-    return hashlib.sha256(json.dumps(sorted(grid)).encode()).hexdigest()[:16]
 
 
 def point_folder(overrides: Iterable[str]) -> str:

@@ -95,7 +95,8 @@ def make_trainer(
     """
     epochs = epochs or cfg.train.epochs
     callbacks = callbacks or []
-    if (rule := cfg.train.early_stopping).on:
+    rule = cfg.train.early_stopping
+    if (rule.patience, rule.stop_at, rule.give_up_below) != (None, None, None):
         # Classifier logs val_acc once per validation, reduced over every rank. Without a
         # patience, no run is long enough to wait out that of its whole length.
         stop = EarlyStopping(

@@ -1,0 +1,236 @@
+"""The tuned study's tables (lenet_mnist.study.tuning's numbers, as Markdown and CSV)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from lenet_mnist.study.replicates import Interval
+from lenet_mnist.study.rows import Row, plural
+from lenet_mnist.study.tables import Table, page, write_csv
+from lenet_mnist.study.tuning import (
+    RULES,
+    Option,
+    Rate,
+    TunedFit,
+    TunedStudy,
+    most_accurate,
+    options,
+    pareto,
+    points,
+    rule_checks,
+)
+
+SUMMARY_MD = "summary.md"
+RUNS_CSV = "runs.csv"
+FITS_CSV = "fits.csv"
+FIXED_LR = 0.001  # the fixed-rate study's rate, for the accuracy table's comparison column
+
+
+def _i(value: Interval, fmt: str) -> str:
+    return value.text(fmt) if not math.isnan(value.mean) else "—"
+
+
+def _pct(value: Interval) -> str:
+    scaled = Interval(value.mean * 100, value.low * 100, value.high * 100, value.n)
+    return _i(scaled, "{:.2f}")
+
+
+def _lr(lr: float) -> str:
+    return f"{lr:.3g}"
+
+
+def accuracy_table(study: TunedStudy) -> Table:
+    cells = []
+    for name in study.full:
+        rates = study.grids.get(name, [])
+        for size, rate in most_accurate(rates).items():
+            fixed = next((r for r in rates if r.batch_size == size and _is(r.lr, FIXED_LR)), None)
+            cells.append([
+                rate.optimizer, str(size), _lr(rate.lr), _pct(rate.stat("test_acc")),
+                _pct(rate.stat("best_val_acc")),
+                _pct(fixed.stat("test_acc")) if fixed else "not in the grid",
+            ])  # fmt: skip
+    return Table(
+        "Test accuracy at each batch size's tuned rate",
+        "The rate with the best mean validation accuracy of each batch size's grid (chosen on "
+        "validation, not test); mean ± 95% interval over the seeds (t-distribution).",
+        ["optimizer", "batch size", "rate", "test acc (%)", "best val acc (%)",
+         f"test acc at lr {FIXED_LR:g} (%)"],
+        cells,
+    )  # fmt: skip
+
+
+def _is(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-6)
+
+
+def targets_table(study: TunedStudy) -> Table:
+    cells = []
+    for f in study.fits:
+        for size, rate in f.chosen.items():
+            cells.append([
+                f.optimizer, f"{f.target:g}", str(size), _lr(rate.lr),
+                _i(rate.steps(f.target), "{:,.0f}"), _i(rate.examples(f.target), "{:,.0f}"),
+            ])  # fmt: skip
+    return Table(
+        "Updates and examples to each validation target at the tuned rate",
+        "Per batch size, the rate of its grid whose seeds all reached the target in the "
+        "fewest updates on average; mean ± 95% interval over the seeds.",
+        ["optimizer", "target", "batch size", "tuned rate", "updates", "examples"],
+        cells,
+    )
+
+
+def fits_table(study: TunedStudy) -> Table:
+    cells = [_fit_cells(f) for f in study.fits if f.fit is not None]
+    return Table(
+        "The critical batch size at the tuned rates",
+        "S(B) = S_min + E_min/B fitted to the tuned runs (relative least squares); B_crit = "
+        "E_min/S_min with a 95% bootstrap interval over runs. B_simple is the median over those "
+        "runs of tr(Σ) averaged over the epochs up to the target, over |G|² averaged the same "
+        "way; its ratio's interval comes from the same resamples.",
+        ["optimizer", "target", "runs (batch sizes)", "S_min", "E_min", "B_crit (95%)",
+         "B_simple", "B_simple / B_crit (95%)"],
+        cells,
+    )  # fmt: skip
+
+
+def _fit_cells(f: TunedFit) -> list[str]:
+    fit = f.fit
+    sizes = f"{fit.runs} ({fit.batch_sizes[0]}–{fit.batch_sizes[-1]})"
+    ratio, low, high = f.ratio
+    return [
+        f.optimizer, f"{f.target:g}", sizes, f"{fit.s_min:,.0f}", f"{fit.e_min:,.0f}",
+        f"{_size(fit.b_crit)} [{_size(fit.low)}, {_size(fit.high)}]", f"{f.simple:,.0f}",
+        f"{ratio:.3g} [{low:.3g}, {high:.3g}]" if not math.isnan(ratio) else "—",
+    ]  # fmt: skip
+
+
+def _size(value: float) -> str:
+    """A batch size; one beyond any measured (S_min about 0) as a power of ten, not 18 digits."""
+    return f"{value:,.0f}" if value < 1e6 else f"{value:.1e}"
+
+
+def rules_table(study: TunedStudy) -> Table:
+    cells = []
+    for name, rates in study.grids.items():
+        target = _widest_target(study.fitted(name), rates)
+        if target is None:
+            continue
+        for check in rule_checks(rates, target):
+            row = [name, f"{target:g}", str(check.batch_size), _lr(check.best)]
+            for rule in RULES:
+                verdict = "lands" if check.lands(rule) else f"misses ({_lr(check.nearest[rule])})"
+                row.append(f"{_lr(check.predicted[rule])}: {verdict}")
+            cells.append(row)
+    return Table(
+        "Scaling rules against the tuned rates",
+        "Each rule scales batch 64's tuned rate to the batch size; it lands when the grid rate "
+        "nearest to its prediction (in log) is the tuned one, else the nearest is given. The "
+        "target is the highest that every batch size reached.",
+        ["optimizer", "target", "batch size", "tuned rate", *(f"{r} rule" for r in RULES)],
+        cells,
+    )
+
+
+def _widest_target(fits: list[TunedFit], rates: list[Rate]) -> float | None:
+    sizes = {r.batch_size for r in rates}
+    full = [f.target for f in fits if set(f.chosen) == sizes]
+    return max(full, default=None)
+
+
+def recommend_table(study: TunedStudy) -> Table:
+    cells = []
+    grid = [rate for rates in study.grids.values() for rate in rates]
+    for target in study.test_targets:
+        found = options(grid, target)
+        none = ["not reached by every seed of any rate", *[""] * 5]
+        cells.append([f"{target:.1%}", *(_option_cells(found[0]) if found else none)])
+    return Table(
+        "The fastest way to each test accuracy, on this machine",
+        "Over every rate of the grids: the first epoch's end at which every seed's test "
+        "accuracy reached the target, and the training seconds to it (validation included, "
+        "the study's extra probes left out); mean ± 95% interval over the seeds. The epochs "
+        "are those of a schedule that anneals over `planned`.",
+        ["test target", "optimizer", "batch size", "rate", "epochs (of planned)", "seconds",
+         "seeds"],
+        cells,
+    )  # fmt: skip
+
+
+def _option_cells(o: Option) -> list[str]:
+    r = o.rate
+    return [
+        r.optimizer, str(r.batch_size), _lr(r.lr), f"{o.epochs} (of {o.planned})",
+        _i(o.seconds, "{:.1f}"), str(len(r.rows)),
+    ]  # fmt: skip
+
+
+def search_table(study: TunedStudy, target: float) -> Table:
+    hits = sorted((r for r in study.trials if r.test_acc >= target), key=lambda r: r.elapsed_s[-1])
+    grid = [rate for rates in study.grids.values() for rate in rates]
+    best_grid = options(grid, target)
+    cells = [[
+        "Optuna's best trial", str(r.batch_size), _lr(r.lr), str(r.epochs), f"{r.test_acc:.2%}",
+        f"{r.elapsed_s[-1]:.1f}",
+    ] for r in hits[:1]] or [["Optuna's best trial", "none reached it", *[""] * 4]]  # fmt: skip
+    cells += [[
+        "the grid's fastest", str(o.rate.batch_size), _lr(o.rate.lr),
+        f"{o.epochs} (of {o.planned})", _pct(o.rate.stat("test_acc")), _i(o.seconds, "{:.1f}"),
+    ] for o in best_grid[:1]]  # fmt: skip
+    return Table(
+        f"The Optuna search beside the grid, to {target:.1%} test accuracy",
+        f"{plural(len(study.trials), 'trial')}, {len(hits)} reaching the target, the fastest "
+        "of them shown; the grid's test accuracy is that of its full runs.",
+        ["", "batch size", "rate", "epochs", "test acc", "seconds"],
+        cells,
+    )
+
+
+def pareto_table(study: TunedStudy) -> Table:
+    front = pareto(points(study.rows))
+    cells = [[
+        f"{p.seconds:.1f}", f"{p.acc:.2%}", p.row.optimizer, str(p.row.batch_size),
+        _lr(p.row.lr), f"{p.epoch} of {p.row.epochs}",
+    ] for p in front]  # fmt: skip
+    return Table(
+        "The accuracy–time Pareto front over every run",
+        "Each epoch's end of every run is a point (test accuracy, training seconds); these "
+        "are the points no other is both faster and more accurate than.",
+        ["seconds", "test acc", "optimizer", "batch size", "rate", "epoch"],
+        cells,
+    )
+
+
+def write(study: TunedStudy, out: Path, caption: str, notes: list[str]) -> list[Path]:
+    found = [
+        accuracy_table(study), fits_table(study), targets_table(study), rules_table(study),
+        recommend_table(study), search_table(study, 0.99), pareto_table(study),
+    ]  # fmt: skip
+    found = [t for t in found if t.cells]  # a table the runs hold nothing for is left out
+    (out / SUMMARY_MD).write_text(page("The tuned study", caption, notes, found))
+    runs = write_csv(out / RUNS_CSV, map(_run_record, study.rows))
+    fits = write_csv(out / FITS_CSV, (_fit_record(f) for f in study.fits if f.fit))
+    return [out / SUMMARY_MD, runs, fits]
+
+
+def _run_record(r: Row) -> dict[str, object]:
+    reach = {f"iterations_to_{t:g}": r.reached[t].iterations if t in r.reached else "" for t in
+             (0.97, 0.98, 0.985, 0.99)}  # fmt: skip
+    return {
+        "optimizer": r.optimizer, "batch_size": r.batch_size, "lr": r.lr, "epochs": r.epochs,
+        "seed": r.seed, "test_acc": r.test_acc, "best_val_acc": r.best_val_acc,
+        "seconds": r.elapsed_s[-1] if r.elapsed_s else "", "stopped_epoch": r.stopped_epoch or "",
+        **reach, "run_id": r.run_id,
+    }  # fmt: skip
+
+
+def _fit_record(f: TunedFit) -> dict[str, object]:
+    fit = f.fit
+    return {
+        "optimizer": f.optimizer, "target": f.target, "runs": fit.runs, "s_min": fit.s_min,
+        "e_min": fit.e_min, "b_crit": fit.b_crit, "b_crit_low": fit.low, "b_crit_high": fit.high,
+        "b_simple": f.simple, "ratio": f.ratio[0], "ratio_low": f.ratio[1],
+        "ratio_high": f.ratio[2],
+    }  # fmt: skip
