@@ -42,9 +42,9 @@ def test_one_command_runs_the_three_sweeps_and_the_report_rebuilds_from_mlflow(
     parents = {r.data.tags.get(store.SWEEP_TAG) for r in runs} - {None}
     sweeps = tuned.with_settings(tuned.SWEEPS, small)
     assert parents == {tuned.sweep_key(o) for o in sweeps.values()}
-    assert len(runs) == 3 + 4 + 4 + 2  # the parents, both 2x2 grids, the search's trials
+    assert len(runs) == 4 + 4 + 4 + 2 + 2  # parents, 2x2 grids, the search, the fixed rate
     summary = (tmp_path / "report" / "summary.md").read_text()
-    assert "| adam | 0.5 | 2 (50–100) |" in summary  # a fit at the tuned rates
+    assert "| Adam tuned | 0.5 | 2 (50–100) |" in summary  # a fit at the tuned rates
     assert "## The Optuna search beside the grid" in summary
 
     before = (tmp_path / "report" / "runs.csv").read_text()
@@ -54,6 +54,6 @@ def test_one_command_runs_the_three_sweeps_and_the_report_rebuilds_from_mlflow(
     assert (tmp_path / "report" / "runs.csv").read_text() == before
     assert len(mlflow_runs(db)[1]) == len(runs)  # nothing trained
     rows = list(csv.DictReader((tmp_path / "report" / "runs.csv").open()))
-    assert {r["optimizer"] for r in rows} == {"adam", "sgd"}
+    assert {r["grid"] for r in rows} == set(tuned.LABELS.values())
     assert all((tmp_path / "report" / name).stat().st_size > 0 for name in
                ("pareto.png", "tuned_steps.png", "rates.png"))  # fmt: skip

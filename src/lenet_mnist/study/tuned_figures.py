@@ -14,7 +14,7 @@ from lenet_mnist.study.tuning import TunedStudy, pareto, points
 PARETO = "pareto.png"
 TUNED_STEPS = "tuned_steps.png"
 RATES = "rates.png"
-MARKERS = {"adam": "o", "sgd": "s"}
+MARKERS = ("o", "s", "^", "D")  # one per grid
 
 
 def _colors(sizes: list[int]) -> dict[int, Any]:
@@ -49,10 +49,10 @@ def tuned_steps(ax: Any, study: TunedStudy) -> None:
             continue
         sizes = np.array(sorted(f.chosen), dtype=float)
         means = [f.chosen[int(b)].steps(f.target).mean for b in sizes]
-        marker = MARKERS.get(f.optimizer, "^")
-        targets = sorted({g.target for g in study.fitted(f.optimizer)})
+        marker = MARKERS[list(study.grids).index(f.grid) % len(MARKERS)]
+        targets = sorted({g.target for g in study.fitted(f.grid)})
         line = lines[targets.index(f.target) % len(lines)]
-        label = f"{f.optimizer}, val {f.target:g}: B_crit ≈ {f.fit.b_crit:,.0f}"
+        label = f"{study.labels[f.grid]}, val {f.target:g}: B_crit ≈ {f.fit.b_crit:,.0f}"
         (drawn,) = ax.plot(sizes, means, marker, linestyle="none", label=label)
         grid = np.geomspace(sizes[0], sizes[-1], 100)
         ax.plot(grid, scaling.curve(f.fit, grid)[1], line, color=drawn.get_color(), linewidth=1)
@@ -61,9 +61,9 @@ def tuned_steps(ax: Any, study: TunedStudy) -> None:
     ax.legend(fontsize="x-small")
 
 
-def rate_landscape(ax: Any, study: TunedStudy, optimizer: str) -> None:
-    rates = study.grids.get(optimizer, [])
-    target = max((f.target for f in study.fitted(optimizer) if f.chosen), default=None)
+def rate_landscape(ax: Any, study: TunedStudy, grid: str) -> None:
+    rates = study.grids.get(grid, [])
+    target = max((f.target for f in study.fitted(grid) if f.chosen), default=None)
     if target is None:
         return
     colors = _colors(sorted({r.batch_size for r in rates}))
@@ -71,9 +71,14 @@ def rate_landscape(ax: Any, study: TunedStudy, optimizer: str) -> None:
         mine = [r for r in rates if r.batch_size == size and r.reached(target)]
         ax.plot([r.lr for r in mine], [r.steps(target).mean for r in mine], "o-", color=color,
                 markersize=4, label=f"batch {size}")  # fmt: skip
-    title = f"{optimizer}: updates to val {target:g} against the rate (missing: not reached)"
+    title = f"{study.labels[grid]}: updates to val {target:g} by rate (absent: not reached)"
     ax.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="updates", title=title)
     ax.legend(fontsize="x-small")
+
+
+def _tuned(study: TunedStudy) -> list[str]:
+    """The grids with more than one rate per batch size."""
+    return [n for n, rs in study.grids.items() if len(rs) > len({r.batch_size for r in rs})]
 
 
 def draw(study: TunedStudy, out: Path, caption: str) -> list[Path]:
@@ -86,7 +91,7 @@ def draw(study: TunedStudy, out: Path, caption: str) -> list[Path]:
     for name, panels in {
         PARETO: [lambda ax: accuracy_vs_time(ax, study)],
         TUNED_STEPS: [lambda ax: tuned_steps(ax, study)],
-        RATES: [lambda ax, o=o: rate_landscape(ax, study, o) for o in study.grids],
+        RATES: [lambda ax, g=g: rate_landscape(ax, study, g) for g in _tuned(study)],
     }.items():
         fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.8), squeeze=False)
         for ax, panel in zip(axes.flat, panels, strict=True):

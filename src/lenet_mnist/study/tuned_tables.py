@@ -24,7 +24,6 @@ from lenet_mnist.study.tuning import (
 SUMMARY_MD = "summary.md"
 RUNS_CSV = "runs.csv"
 FITS_CSV = "fits.csv"
-FIXED_LR = 0.001  # the fixed-rate study's rate, for the accuracy table's comparison column
 
 
 def _i(value: Interval, fmt: str) -> str:
@@ -41,24 +40,27 @@ def _lr(lr: float) -> str:
 
 
 def accuracy_table(study: TunedStudy) -> Table:
+    """Per batch size, each full grid side by side: its rate and test accuracy."""
+    chosen = {name: most_accurate(study.grids.get(name, [])) for name in study.full}
+    sizes = sorted({size for found in chosen.values() for size in found})
     cells = []
+    for size in sizes:
+        row = [str(size)]
+        for found in chosen.values():
+            rate = found.get(size)
+            row += [_lr(rate.lr), _pct(rate.stat("test_acc"))] if rate else ["—", "—"]
+        cells.append(row)
+    headings = ["batch size"]
     for name in study.full:
-        rates = study.grids.get(name, [])
-        for size, rate in most_accurate(rates).items():
-            fixed = next((r for r in rates if r.batch_size == size and _is(r.lr, FIXED_LR)), None)
-            cells.append([
-                rate.optimizer, str(size), _lr(rate.lr), _pct(rate.stat("test_acc")),
-                _pct(rate.stat("best_val_acc")),
-                _pct(fixed.stat("test_acc")) if fixed else "not in the grid",
-            ])  # fmt: skip
+        headings += [f"{study.labels[name]}: rate", f"{study.labels[name]}: test acc (%)"]
     return Table(
-        "Test accuracy at each batch size's tuned rate",
-        "The rate with the best mean validation accuracy of each batch size's grid (chosen on "
-        "validation, not test); mean ± 95% interval over the seeds (t-distribution).",
-        ["optimizer", "batch size", "rate", "test acc (%)", "best val acc (%)",
-         f"test acc at lr {FIXED_LR:g} (%)"],
+        "Test accuracy per batch size, the fixed rate beside the tuned",
+        "Where a grid has several rates per batch size, the one with the best mean validation "
+        "accuracy (chosen on validation, not test); mean ± 95% interval over the seeds "
+        "(t-distribution).",
+        headings,
         cells,
-    )  # fmt: skip
+    )
 
 
 def _is(a: float, b: float) -> bool:
@@ -70,27 +72,27 @@ def targets_table(study: TunedStudy) -> Table:
     for f in study.fits:
         for size, rate in f.chosen.items():
             cells.append([
-                f.optimizer, f"{f.target:g}", str(size), _lr(rate.lr),
+                study.labels[f.grid], f"{f.target:g}", str(size), _lr(rate.lr),
                 _i(rate.steps(f.target), "{:,.0f}"), _i(rate.examples(f.target), "{:,.0f}"),
             ])  # fmt: skip
     return Table(
         "Updates and examples to each validation target at the tuned rate",
         "Per batch size, the rate of its grid whose seeds all reached the target in the "
         "fewest updates on average; mean ± 95% interval over the seeds.",
-        ["optimizer", "target", "batch size", "tuned rate", "updates", "examples"],
+        ["grid", "target", "batch size", "tuned rate", "updates", "examples"],
         cells,
     )
 
 
 def fits_table(study: TunedStudy) -> Table:
-    cells = [_fit_cells(f) for f in study.fits if f.fit is not None]
+    cells = [[study.labels[f.grid], *_fit_cells(f)] for f in study.fits if f.fit is not None]
     return Table(
         "The critical batch size at the tuned rates",
         "S(B) = S_min + E_min/B fitted to the tuned runs (relative least squares); B_crit = "
         "E_min/S_min with a 95% bootstrap interval over runs. B_simple is the median over those "
         "runs of tr(Σ) averaged over the epochs up to the target, over |G|² averaged the same "
         "way; its ratio's interval comes from the same resamples.",
-        ["optimizer", "target", "runs (batch sizes)", "S_min", "E_min", "B_crit (95%)",
+        ["grid", "target", "runs (batch sizes)", "S_min", "E_min", "B_crit (95%)",
          "B_simple", "B_simple / B_crit (95%)"],
         cells,
     )  # fmt: skip
@@ -101,7 +103,7 @@ def _fit_cells(f: TunedFit) -> list[str]:
     sizes = f"{fit.runs} ({fit.batch_sizes[0]}–{fit.batch_sizes[-1]})"
     ratio, low, high = f.ratio
     return [
-        f.optimizer, f"{f.target:g}", sizes, f"{fit.s_min:,.0f}", f"{fit.e_min:,.0f}",
+        f"{f.target:g}", sizes, f"{fit.s_min:,.0f}", f"{fit.e_min:,.0f}",
         f"{_size(fit.b_crit)} [{_size(fit.low)}, {_size(fit.high)}]", f"{f.simple:,.0f}",
         f"{ratio:.3g} [{low:.3g}, {high:.3g}]" if not math.isnan(ratio) else "—",
     ]  # fmt: skip
@@ -116,10 +118,10 @@ def rules_table(study: TunedStudy) -> Table:
     cells = []
     for name, rates in study.grids.items():
         target = _widest_target(study.fitted(name), rates)
-        if target is None:
-            continue
+        if target is None or len(rates) == len({r.batch_size for r in rates}):
+            continue  # no target for every size, or one rate per size: nothing was tuned
         for check in rule_checks(rates, target):
-            row = [name, f"{target:g}", str(check.batch_size), _lr(check.best)]
+            row = [study.labels[name], f"{target:g}", str(check.batch_size), _lr(check.best)]
             for rule in RULES:
                 verdict = "lands" if check.lands(rule) else f"misses ({_lr(check.nearest[rule])})"
                 row.append(f"{_lr(check.predicted[rule])}: {verdict}")
@@ -129,7 +131,7 @@ def rules_table(study: TunedStudy) -> Table:
         "Each rule scales batch 64's tuned rate to the batch size; it lands when the grid rate "
         "nearest to its prediction (in log) is the tuned one, else the nearest is given. The "
         "target is the highest that every batch size reached.",
-        ["optimizer", "target", "batch size", "tuned rate", *(f"{r} rule" for r in RULES)],
+        ["grid", "target", "batch size", "tuned rate", *(f"{r} rule" for r in RULES)],
         cells,
     )
 
@@ -145,16 +147,17 @@ def recommend_table(study: TunedStudy) -> Table:
     grid = [rate for rates in study.grids.values() for rate in rates]
     for target in study.test_targets:
         found = options(grid, target)
-        none = ["not reached by every seed of any rate", *[""] * 5]
-        cells.append([f"{target:.1%}", *(_option_cells(found[0]) if found else none)])
+        none = ["not reached by every seed of any rate", *[""] * 6]
+        best = [study.grid_of(found[0].rate.rows[0]), *_option_cells(found[0])] if found else none
+        cells.append([f"{target:.1%}", *best])
     return Table(
         "The fastest way to each test accuracy, on this machine",
         "Over every rate of the grids: the first epoch's end at which every seed's test "
         "accuracy reached the target, and the training seconds to it (validation included, "
         "the study's extra probes left out); mean ± 95% interval over the seeds. The epochs "
         "are those of a schedule that anneals over `planned`.",
-        ["test target", "optimizer", "batch size", "rate", "epochs (of planned)", "seconds",
-         "seeds"],
+        ["test target", "grid", "optimizer", "batch size", "rate", "epochs (of planned)",
+         "seconds", "seeds"],
         cells,
     )  # fmt: skip
 
@@ -191,14 +194,14 @@ def search_table(study: TunedStudy, target: float) -> Table:
 def pareto_table(study: TunedStudy) -> Table:
     front = pareto(points(study.rows))
     cells = [[
-        f"{p.seconds:.1f}", f"{p.acc:.2%}", p.row.optimizer, str(p.row.batch_size),
+        f"{p.seconds:.1f}", f"{p.acc:.2%}", study.grid_of(p.row), str(p.row.batch_size),
         _lr(p.row.lr), f"{p.epoch} of {p.row.epochs}",
     ] for p in front]  # fmt: skip
     return Table(
         "The accuracy–time Pareto front over every run",
         "Each epoch's end of every run is a point (test accuracy, training seconds); these "
         "are the points no other is both faster and more accurate than.",
-        ["seconds", "test acc", "optimizer", "batch size", "rate", "epoch"],
+        ["seconds", "test acc", "grid", "batch size", "rate", "epoch"],
         cells,
     )
 
@@ -210,16 +213,17 @@ def write(study: TunedStudy, out: Path, caption: str, notes: list[str]) -> list[
     ]  # fmt: skip
     found = [t for t in found if t.cells]  # a table the runs hold nothing for is left out
     (out / SUMMARY_MD).write_text(page("The tuned study", caption, notes, found))
-    runs = write_csv(out / RUNS_CSV, map(_run_record, study.rows))
+    runs = write_csv(out / RUNS_CSV, (_run_record(study, r) for r in study.rows))
     fits = write_csv(out / FITS_CSV, (_fit_record(f) for f in study.fits if f.fit))
     return [out / SUMMARY_MD, runs, fits]
 
 
-def _run_record(r: Row) -> dict[str, object]:
+def _run_record(study: TunedStudy, r: Row) -> dict[str, object]:
     reach = {f"iterations_to_{t:g}": r.reached[t].iterations if t in r.reached else "" for t in
              (0.97, 0.98, 0.985, 0.99)}  # fmt: skip
     return {
-        "optimizer": r.optimizer, "batch_size": r.batch_size, "lr": r.lr, "epochs": r.epochs,
+        "grid": study.grid_of(r), "optimizer": r.optimizer, "batch_size": r.batch_size,
+        "lr": r.lr, "epochs": r.epochs,
         "seed": r.seed, "test_acc": r.test_acc, "best_val_acc": r.best_val_acc,
         "seconds": r.elapsed_s[-1] if r.elapsed_s else "", "stopped_epoch": r.stopped_epoch or "",
         **reach, "run_id": r.run_id,
@@ -229,7 +233,7 @@ def _run_record(r: Row) -> dict[str, object]:
 def _fit_record(f: TunedFit) -> dict[str, object]:
     fit = f.fit
     return {
-        "optimizer": f.optimizer, "target": f.target, "runs": fit.runs, "s_min": fit.s_min,
+        "grid": f.grid, "target": f.target, "runs": fit.runs, "s_min": fit.s_min,
         "e_min": fit.e_min, "b_crit": fit.b_crit, "b_crit_low": fit.low, "b_crit_high": fit.high,
         "b_simple": f.simple, "ratio": f.ratio[0], "ratio_low": f.ratio[1],
         "ratio_high": f.ratio[2],

@@ -97,10 +97,10 @@ def averaged_simple(row: Row, iteration: int) -> float | None:
 
 @dataclass(frozen=True)
 class TunedFit:
-    """S(B) = S_min + E_min/B at the tuned rates for one optimizer and target, and the
+    """S(B) = S_min + E_min/B at the tuned rates for one grid and target, and the
     averaged noise scale's ratio to its B_crit, each with a bootstrap interval over runs."""
 
-    optimizer: str
+    grid: str  # the name of the grid it is fitted to
     target: float
     chosen: dict[int, Rate]
     fit: Fit | None
@@ -109,7 +109,11 @@ class TunedFit:
 
 
 def tuned_fit(
-    found: Sequence[Rate], target: float, draws: int = scaling.DRAWS, seed: int = scaling.SEED
+    found: Sequence[Rate],
+    target: float,
+    grid: str = "",
+    draws: int = scaling.DRAWS,
+    seed: int = scaling.SEED,
 ) -> TunedFit:
     chosen = tuned(found, target)
     runs = [r for rate in chosen.values() for r in rate.rows]
@@ -117,13 +121,12 @@ def tuned_fit(
     steps = [r.reached[target].iterations for r in runs]
     fit = scaling.fit(sizes, steps)
     simples = [averaged_simple(r, r.reached[target].iterations) for r in runs]
-    optimizer = found[0].optimizer if found else ""
     if fit is None or any(s is None for s in simples):
-        return TunedFit(optimizer, target, chosen, fit, math.nan, (math.nan,) * 3)
+        return TunedFit(grid, target, chosen, fit, math.nan, (math.nan,) * 3)
     simple = statistics.median(simples)
     ratio = simple / fit.b_crit if 0 < fit.b_crit < math.inf else math.nan
     low, high = ratio_interval(sizes, steps, simples, draws, seed)
-    return TunedFit(optimizer, target, chosen, fit, simple, (ratio, low, high))
+    return TunedFit(grid, target, chosen, fit, simple, (ratio, low, high))
 
 
 def ratio_interval(
@@ -254,12 +257,13 @@ def pareto(found: Sequence[Point]) -> list[Point]:
 
 @dataclass
 class TunedStudy:
-    """The analysed tuned study: each optimizer's grid, the search's trials, the fits."""
+    """The analysed tuned study: each grid's rates, the search's trials, the fits."""
 
-    grids: dict[str, list[Rate]]  # optimizer -> its grid's rates
+    grids: dict[str, list[Rate]]  # grid name -> its rates
+    labels: dict[str, str]  # grid name (and "search") -> what the report calls it
     full: tuple[str, ...]  # the grids whose runs train every epoch (their test accuracy counts)
     trials: list[Row]  # the hyperparameter search's runs
-    fits: list[TunedFit]  # per optimizer and validation target
+    fits: list[TunedFit]  # per grid and validation target
     test_targets: tuple[float, ...]
 
     @property
@@ -267,20 +271,28 @@ class TunedStudy:
         grid = [r for rates in self.grids.values() for rate in rates for r in rate.rows]
         return grid + self.trials
 
-    def fitted(self, optimizer: str) -> list[TunedFit]:
-        return [f for f in self.fits if f.optimizer == optimizer]
+    def grid_of(self, row: Row) -> str:
+        """The label of the grid (or the search) a run belongs to."""
+        for name, rates in self.grids.items():
+            if any(row in rate.rows for rate in rates):
+                return self.labels.get(name, name)
+        return self.labels.get("search", "search")
+
+    def fitted(self, grid: str) -> list[TunedFit]:
+        return [f for f in self.fits if f.grid == grid]
 
 
 def analyze(
     grids: dict[str, list[Row]],
+    labels: dict[str, str],
     full: Sequence[str],
     trials: list[Row],
     test_targets: Sequence[float],
 ) -> TunedStudy:
     found = {name: rates(rows) for name, rows in grids.items()}
     fits = [
-        tuned_fit(rs, target)
-        for rs in found.values()
+        tuned_fit(rs, target, name)
+        for name, rs in found.items()
         for target in sorted({t for rate in rs for r in rate.rows for t in r.targets})
     ]
-    return TunedStudy(found, tuple(full), trials, fits, tuple(test_targets))
+    return TunedStudy(found, labels, tuple(full), trials, fits, tuple(test_targets))
