@@ -9,12 +9,11 @@ from typing import Any
 import numpy as np
 
 from lenet_mnist.study import scaling
-from lenet_mnist.study.tuning import TunedStudy, pareto, points
+from lenet_mnist.study.tuning import TunedStudy, pareto, points, widest_target
 
 PARETO = "pareto.png"
 TUNED_STEPS = "tuned_steps.png"
 RATES = "rates.png"
-MARKERS = ("o", "s", "^", "D")  # one per grid
 
 
 def _colors(sizes: list[int]) -> dict[int, Any]:
@@ -42,28 +41,27 @@ def accuracy_vs_time(ax: Any, study: TunedStudy) -> None:
     ax.legend(fontsize="small", loc="lower right")
 
 
-def tuned_steps(ax: Any, study: TunedStudy) -> None:
-    lines = ["-", "--", "-.", ":"]
-    for f in study.fits:
-        if f.fit is None:
-            continue
+def tuned_steps(ax: Any, study: TunedStudy, grid: str) -> None:
+    """One grid's updates to each target at its tuned rates, and the S(B) fitted to them."""
+    fits = [f for f in study.fitted(grid) if f.fit is not None]
+    for i, f in enumerate(fits):
         sizes = np.array(sorted(f.chosen), dtype=float)
         means = [f.chosen[int(b)].steps(f.target).mean for b in sizes]
-        marker = MARKERS[list(study.grids).index(f.grid) % len(MARKERS)]
-        targets = sorted({g.target for g in study.fitted(f.grid)})
-        line = lines[targets.index(f.target) % len(lines)]
-        label = f"{study.labels[f.grid]}, val {f.target:g}: B_crit ≈ {f.fit.b_crit:,.0f}"
-        (drawn,) = ax.plot(sizes, means, marker, linestyle="none", label=label)
-        grid = np.geomspace(sizes[0], sizes[-1], 100)
-        ax.plot(grid, scaling.curve(f.fit, grid)[1], line, color=drawn.get_color(), linewidth=1)
-    title = "Updates to each validation target at the tuned rate, with S(B) fitted"
-    ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="updates to target", title=title)
-    ax.legend(fontsize="x-small")
+        label = f"val {f.target:g}: B_crit ≈ {f.fit.b_crit:,.0f}"
+        ax.plot(sizes, means, "o", color=f"C{i}", label=label)
+        curve = np.geomspace(sizes[0], sizes[-1], 100)
+        ax.plot(curve, scaling.curve(f.fit, curve)[1], "-", color=f"C{i}", linewidth=1)
+    title = f"{study.labels[grid]}: updates to each validation target, S(B) fitted"
+    ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="updates", title=title)
+    sizes = sorted({b for f in fits for b in f.chosen})
+    ax.set_xticks(sizes, [str(b) for b in sizes])
+    ax.minorticks_off()
+    ax.legend(fontsize="small")
 
 
 def rate_landscape(ax: Any, study: TunedStudy, grid: str) -> None:
     rates = study.grids.get(grid, [])
-    target = max((f.target for f in study.fitted(grid) if f.chosen), default=None)
+    target = widest_target(study.fitted(grid), rates)
     if target is None:
         return
     colors = _colors(sorted({r.batch_size for r in rates}))
@@ -90,7 +88,7 @@ def draw(study: TunedStudy, out: Path, caption: str) -> list[Path]:
     files = []
     for name, panels in {
         PARETO: [lambda ax: accuracy_vs_time(ax, study)],
-        TUNED_STEPS: [lambda ax: tuned_steps(ax, study)],
+        TUNED_STEPS: [lambda ax, g=g: tuned_steps(ax, study, g) for g in study.grids],
         RATES: [lambda ax, g=g: rate_landscape(ax, study, g) for g in _tuned(study)],
     }.items():
         fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.8), squeeze=False)

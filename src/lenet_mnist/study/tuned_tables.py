@@ -11,7 +11,6 @@ from lenet_mnist.study.tables import Table, page, write_csv
 from lenet_mnist.study.tuning import (
     RULES,
     Option,
-    Rate,
     TunedFit,
     TunedStudy,
     most_accurate,
@@ -19,6 +18,7 @@ from lenet_mnist.study.tuning import (
     pareto,
     points,
     rule_checks,
+    widest_target,
 )
 
 SUMMARY_MD = "summary.md"
@@ -117,7 +117,7 @@ def _size(value: float) -> str:
 def rules_table(study: TunedStudy) -> Table:
     cells = []
     for name, rates in study.grids.items():
-        target = _widest_target(study.fitted(name), rates)
+        target = widest_target(study.fitted(name), rates)
         if target is None or len(rates) == len({r.batch_size for r in rates}):
             continue  # no target for every size, or one rate per size: nothing was tuned
         for check in rule_checks(rates, target):
@@ -136,12 +136,6 @@ def rules_table(study: TunedStudy) -> Table:
     )
 
 
-def _widest_target(fits: list[TunedFit], rates: list[Rate]) -> float | None:
-    sizes = {r.batch_size for r in rates}
-    full = [f.target for f in fits if set(f.chosen) == sizes]
-    return max(full, default=None)
-
-
 def recommend_table(study: TunedStudy) -> Table:
     cells = []
     grid = [rate for rates in study.grids.values() for rate in rates]
@@ -157,7 +151,7 @@ def recommend_table(study: TunedStudy) -> Table:
         "the study's extra probes left out); mean ± 95% interval over the seeds. The epochs "
         "are those of a schedule that anneals over `planned`.",
         ["test target", "grid", "optimizer", "batch size", "rate", "epochs (of planned)",
-         "seconds", "seeds"],
+         "seconds", "range over the seeds"],
         cells,
     )  # fmt: skip
 
@@ -166,7 +160,7 @@ def _option_cells(o: Option) -> list[str]:
     r = o.rate
     return [
         r.optimizer, str(r.batch_size), _lr(r.lr), f"{o.epochs} (of {o.planned})",
-        _i(o.seconds, "{:.1f}"), str(len(r.rows)),
+        _i(o.seconds, "{:.1f}"), f"{min(o.each):.1f}–{max(o.each):.1f}",
     ]  # fmt: skip
 
 

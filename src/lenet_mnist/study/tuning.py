@@ -152,6 +152,12 @@ def ratio_interval(
     return float(low), float(high)
 
 
+def widest_target(fits: Sequence[TunedFit], found: Sequence[Rate]) -> float | None:
+    """The highest target that every batch size of the grid reached at some rate."""
+    sizes = {r.batch_size for r in found}
+    return max((f.target for f in fits if set(f.chosen) == sizes), default=None)
+
+
 @dataclass(frozen=True)
 class RuleCheck:
     """Where a scaling rule puts a batch size's rate, against the grid's best."""
@@ -203,6 +209,7 @@ class Option:
     epochs: int  # the latest seed's first epoch at or above the target
     planned: int  # train.epochs, which the schedule anneals over
     seconds: Interval  # training seconds (validation included) to that epoch's end
+    each: tuple[float, ...]  # the seconds of each seed
 
 
 def options(found: Sequence[Rate], target: float) -> list[Option]:
@@ -212,8 +219,8 @@ def options(found: Sequence[Rate], target: float) -> list[Option]:
         firsts = [_first_epoch(r, target) for r in rate.rows]
         if any(e is None for e in firsts):
             continue
-        seconds = interval([r.elapsed_s[e - 1] for r, e in zip(rate.rows, firsts, strict=True)])
-        out.append(Option(rate, max(firsts), rate.rows[0].epochs, seconds))
+        each = tuple(r.elapsed_s[e - 1] for r, e in zip(rate.rows, firsts, strict=True))
+        out.append(Option(rate, max(firsts), rate.rows[0].epochs, interval(each), each))
     return sorted(out, key=lambda o: o.seconds.mean)
 
 
