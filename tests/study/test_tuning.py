@@ -85,11 +85,16 @@ def test_the_ratio_to_b_crit_has_an_interval_around_it():
 
 def test_a_rule_lands_when_its_nearest_grid_rate_is_the_tuned_one():
     checks = {c.batch_size: c for c in tuning.rule_checks(tuning.rates(grid()), 0.98)}
-    # batch 64's tuned rate is 2e-3; at 256 linear predicts 8e-3 (nearest 4e-3), sqrt 4e-3
+    # batch 64's tuned rate is 2e-3; at 256 linear predicts 8e-3 (nearest 4e-3), sqrt 4e-3,
+    # both a factor 2 or more from the tuned 2e-3
     assert checks[256].predicted == {"linear": pytest.approx(8e-3), "sqrt": pytest.approx(4e-3)}
     assert not checks[256].lands("linear") and not checks[256].lands("sqrt")
+    assert checks[256].nearest["linear"] == 4e-3
     assert checks[64].lands("linear") and checks[64].lands("sqrt")
-    assert checks[16].nearest["linear"] == 1e-3 and not checks[16].lands("linear")
+    # at 16: linear predicts 5e-4 (a factor 4 low), sqrt 1e-3 (a factor 2 low)
+    assert not checks[16].lands("linear") and not checks[16].lands("sqrt")
+    midway = tuning.RuleCheck(128, 2e-3, {"linear": 2e-3 * 2**0.5}, {"linear": 2e-3})
+    assert midway.lands("linear")  # half a step either side counts
 
 
 def test_the_most_accurate_rate_is_chosen_on_validation_not_test():

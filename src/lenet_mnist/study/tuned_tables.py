@@ -11,6 +11,7 @@ from lenet_mnist.study.tables import Table, page, write_csv
 from lenet_mnist.study.tuning import (
     RULES,
     Option,
+    Rate,
     TunedFit,
     TunedStudy,
     most_accurate,
@@ -72,16 +73,27 @@ def targets_table(study: TunedStudy) -> Table:
     for f in study.fits:
         for size, rate in f.chosen.items():
             cells.append([
-                study.labels[f.grid], f"{f.target:g}", str(size), _lr(rate.lr),
+                study.labels[f.grid], f"{f.target:g}", str(size),
+                _lr(rate.lr) + _edge(study.grids[f.grid], rate),
                 _i(rate.steps(f.target), "{:,.0f}"), _i(rate.examples(f.target), "{:,.0f}"),
             ])  # fmt: skip
     return Table(
         "Updates and examples to each validation target at the tuned rate",
         "Per batch size, the rate of its grid whose seeds all reached the target in the "
-        "fewest updates on average; mean ± 95% interval over the seeds.",
+        "fewest updates on average (top or bottom: the end of the grid, beyond which a rate "
+        "might be faster still); mean ± 95% interval over the seeds.",
         ["grid", "target", "batch size", "tuned rate", "updates", "examples"],
         cells,
     )
+
+
+def _edge(rates: list[Rate], rate: Rate) -> str:
+    """` (top)` or ` (bottom)` where the tuned rate is at the end of its batch size's grid,
+    so a rate beyond it might be faster still; nothing where the grid has one rate."""
+    grid = sorted(r.lr for r in rates if r.batch_size == rate.batch_size)
+    if len(grid) < 2:
+        return ""
+    return " (top)" if rate.lr == grid[-1] else " (bottom)" if rate.lr == grid[0] else ""
 
 
 def fits_table(study: TunedStudy) -> Table:
@@ -128,9 +140,9 @@ def rules_table(study: TunedStudy) -> Table:
             cells.append(row)
     return Table(
         "Scaling rules against the tuned rates",
-        "Each rule scales batch 64's tuned rate to the batch size; it lands when the grid rate "
-        "nearest to its prediction (in log) is the tuned one, else the nearest is given. The "
-        "target is the highest that every batch size reached.",
+        "Each rule scales batch 64's tuned rate to the batch size; it lands when its "
+        "prediction is within half a grid step (a factor √2) of the tuned rate, else the grid "
+        "rate nearest to it is given. The target is the highest that every batch size reached.",
         ["grid", "target", "batch size", "tuned rate", *(f"{r} rule" for r in RULES)],
         cells,
     )

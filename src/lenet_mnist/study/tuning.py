@@ -160,7 +160,8 @@ def widest_target(fits: Sequence[TunedFit], found: Sequence[Rate]) -> float | No
 
 @dataclass(frozen=True)
 class RuleCheck:
-    """Where a scaling rule puts a batch size's rate, against the grid's best."""
+    """Where a scaling rule puts a batch size's rate, against the grid's best (the grid's
+    rates are a factor 2 apart)."""
 
     batch_size: int
     best: float
@@ -168,12 +169,14 @@ class RuleCheck:
     nearest: dict[str, float]  # rule -> the grid rate nearest to it (in log)
 
     def lands(self, rule: str) -> bool:
-        return math.isclose(self.nearest[rule], self.best)
+        """Within half a grid step (a factor √2) of the tuned rate, both neighbours of a
+        prediction that falls midway between two grid rates counting."""
+        return abs(math.log(self.best / self.predicted[rule])) <= math.log(2) / 2 + 1e-9
 
 
 def rule_checks(found: Sequence[Rate], target: float) -> list[RuleCheck]:
     """For each tuned batch size, what the linear and square-root rules predict from the
-    reference batch's tuned rate, and whether the grid rate nearest that is the best."""
+    reference batch's tuned rate, and whether that lands on the tuned rate."""
     chosen = tuned(found, target)
     if REFERENCE_BATCH not in chosen:
         return []
