@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from lenet_mnist.study import tuning
+from lenet_mnist.study import fastest, tuning
 from lenet_mnist.study.rows import Reach, Row
 
 S_MIN, E_MIN = 200.0, 12_800.0  # B_crit = 64
@@ -119,14 +119,14 @@ def test_the_fastest_option_needs_every_seed_and_counts_to_the_latest_seeds_epoc
         curve(256, 4e-3, 1, [0.97, 0.991, 0.991], 5.0),
         curve(256, 4e-3, 2, [0.97, 0.98, 0.991], 5.0),
     ]
-    found = tuning.options(tuning.rates(rows), 0.99)
+    found = fastest.options(tuning.rates(rows), 0.99)
     assert [(o.rate.batch_size, o.epochs) for o in found] == [(256, 3), (64, 2)]
     assert found[0].seconds.mean == pytest.approx(12.5)  # epochs 2 and 3: 10 s and 15 s
 
 
 def test_the_pareto_front_keeps_only_points_that_nothing_beats_on_both():
     rows = [curve(64, 1e-3, 1, [0.95, 0.99], 10.0), curve(512, 8e-3, 1, [0.96, 0.97], 3.0)]
-    front = tuning.pareto(tuning.points(rows))
+    front = fastest.pareto(fastest.points(rows))
     assert [(p.seconds, p.acc) for p in front] == [(3.0, 0.96), (6.0, 0.97), (20.0, 0.99)]
     final_only = run(32, 1e-3, 1, None, test_acc=0.993, elapsed_s=[4.0, 8.0])
-    assert [(p.seconds, p.acc, p.epoch) for p in tuning.points([final_only])] == [(8.0, 0.993, 2)]
+    assert [(p.seconds, p.acc, p.epoch) for p in fastest.points([final_only])] == [(8.0, 0.993, 2)]

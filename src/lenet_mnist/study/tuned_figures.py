@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from lenet_mnist.study import scaling
-from lenet_mnist.study.tuning import TunedStudy, pareto, points, widest_target
+from lenet_mnist.study.fastest import pareto, points
+from lenet_mnist.study.tuning import TunedStudy, widest_target
 
 PARETO = "pareto.png"
 TUNED_STEPS = "tuned_steps.png"

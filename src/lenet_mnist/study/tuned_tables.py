@@ -5,19 +5,16 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from lenet_mnist.study.fastest import Option, options, pareto, points
 from lenet_mnist.study.replicates import Interval
 from lenet_mnist.study.rows import Row, plural
 from lenet_mnist.study.tables import Table, page, write_csv
 from lenet_mnist.study.tuning import (
     RULES,
-    Option,
     Rate,
     TunedFit,
     TunedStudy,
     most_accurate,
-    options,
-    pareto,
-    points,
     rule_checks,
     widest_target,
 )
