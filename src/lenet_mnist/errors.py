@@ -19,6 +19,11 @@ class PipelineError(Exception):
     """A problem with the user's input or environment, as opposed to a bug in this code."""
 
 
+class DivergedError(PipelineError):
+    """The loss became NaN or infinite: the rate is too large for the batch. One run fails
+    on it; a sweep job records it as a result and the sweep goes on (sweeps.job)."""
+
+
 class Interrupted(KeyboardInterrupt):
     """A signal stopped the work: SIGINT (Ctrl-C) or SIGTERM (a scheduler's preemption).
 

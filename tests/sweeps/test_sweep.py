@@ -452,3 +452,21 @@ def _point_folders(sweeps: Path, parent, sizes: list[int]) -> Path:
         for name in ("model/weights.safetensors", "train_history.csv", "test.json"):
             assert (point / name).is_file(), sorted(p.name for p in folder.iterdir())
     return folder
+
+
+def test_a_diverged_grid_point_fails_its_run_and_the_sweep_goes_on(prepared_slice, tmp_path):
+    """A rate too large for its batch is a result of a rate grid, not the end of the sweep."""
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    grid = ("optimizer.lr=0.001,1e6",)
+    done = hydra_train(
+        *sweep_overrides(prepared_slice[0], tmp_path / "sweep", *grid), cwd=tmp_path, db=db
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    said = done.stdout + done.stderr  # Hydra logs to stdout
+    assert "training diverged: the " in said and "the sweep goes on without this point" in said
+    _, runs = mlflow_runs(db)
+    kids = {r.data.params.get("optimizer.lr"): r for r in runs if store.PARENT_TAG in r.data.tags}
+    assert kids["0.001"].data.tags[store.COMPLETE_TAG] == "true"
+    assert kids["1000000.0"].info.status == "FAILED"
+    assert store.COMPLETE_TAG not in kids["1000000.0"].data.tags
+    assert (tmp_path / "sweep" / "report" / "summary.md").is_file()  # the sweep ended well

@@ -22,7 +22,7 @@ from lenet_mnist import numerics
 from lenet_mnist.config import identity, parse
 from lenet_mnist.config.schema import Config, ObjectiveConfig
 from lenet_mnist.data import prepare
-from lenet_mnist.errors import PipelineError, exit_on_error
+from lenet_mnist.errors import DivergedError, PipelineError, exit_on_error
 from lenet_mnist.evaluation import evaluate
 from lenet_mnist.serving.publish import publish
 from lenet_mnist.sweeps import sweep
@@ -86,7 +86,15 @@ def _job(raw: DictConfig) -> float | None:
         if done is not None and not cfg.force:
             log.info("skipped: done before, MLflow run %s (force=true reruns it)", done.info.run_id)
             return objective(cfg.objective, done.data.metrics)
-    return fit_and_test(cfg, out, tags)
+    try:
+        return fit_and_test(cfg, out, tags)
+    except DivergedError as err:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise
+        # In a grid or a search, a rate too large for its batch size is an outcome: the run
+        # stays FAILED, a resumed sweep tries it again, and the sweep goes on.
+        log.warning("%s; the sweep goes on without this point", err)
+        return objective(cfg.objective, {"train_wall_s": 0.0, "test_acc": 0.0})
 
 
 def _one_process_per_sweep_job(cfg: Config) -> None:

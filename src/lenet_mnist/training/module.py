@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from lenet_mnist.config.schema import OptimizerConfig
-from lenet_mnist.errors import PipelineError
+from lenet_mnist.errors import DivergedError
 from lenet_mnist.training import checkpoint
 from lenet_mnist.training.batches import Batch
 from lenet_mnist.training.optimizer import make_optimizer
@@ -120,7 +120,7 @@ class Classifier(pl.LightningModule):
         total = self.trainer.strategy.reduce(mine, reduce_op="sum")
         loss, acc = total[0] / total[2], total[1] / total[2]
         if not torch.isfinite(loss):  # one host sync per epoch, as the logging makes anyway
-            raise PipelineError(
+            raise DivergedError(
                 f"training diverged: the {split} loss was {loss.item()} in epoch "
                 f"{self.current_epoch + 1} (after {self.global_step} optimizer updates); "
                 f"no weights or metrics were written. Lower optimizer.lr (now {self.lr:g})"
