@@ -23,10 +23,13 @@ class Option:
     each: tuple[float, ...]  # the seconds of each seed
 
 
-def options(found: Sequence[Rate], target: float) -> list[Option]:
-    """Every rate whose seeds all reached the test target at some epoch's end, fastest first."""
+def options(found: Sequence[Rate], target: float, seeds: int = 2) -> list[Option]:
+    """Every rate with at least `seeds` seeds that all reached the test target at some
+    epoch's end, fastest first: a time from one seed has no interval to be judged by."""
     out = []
     for rate in found:
+        if len(rate.rows) < seeds:
+            continue
         firsts = [_first_epoch(r, target) for r in rate.rows]
         if any(e is None for e in firsts):
             continue

@@ -155,7 +155,8 @@ def recommend_table(study: TunedStudy) -> Table:
         cells.append([f"{target:.1%}", *best])
     return Table(
         "The fastest way to each test accuracy, on this machine",
-        "Over every rate of the grids: the first epoch's end at which every seed's test "
+        "Over every rate of the grids with 2 seeds or more: the first epoch's end at which "
+        "every seed's test "
         "accuracy reached the target, and the training seconds to it (validation included, "
         "the study's extra probes left out); mean ± 95% interval over the seeds. The epochs "
         "are those of a schedule that anneals over `planned`.",
