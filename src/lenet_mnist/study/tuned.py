@@ -143,7 +143,7 @@ def notes(study: tuning.TunedStudy) -> list[str]:
     counts = {name: sum(len(rate.rows) for rate in rates) for name, rates in study.grids.items()}
     counts["search"] = len(study.trials)
     stopped = [r for r in study.rows if r.stopped_epoch is not None]
-    diverged = [r for r in stopped if r.best_val_acc < 0.5]
+    diverged = [r for r in stopped if r.best_val_acc < tuning.CHANCE]
     return [
         ", ".join(f"{name}: {plural(n, 'run')}" for name, n in counts.items()) + ".",
         f"{plural(len(stopped), 'run')} stopped early, {len(diverged)} of them diverged "

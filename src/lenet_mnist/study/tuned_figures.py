@@ -25,7 +25,7 @@ def _colors(sizes: list[int]) -> dict[int, Any]:
 
 
 def accuracy_vs_time(ax: Any, study: TunedStudy) -> None:
-    found = points(study.rows)
+    found = points(study.learned)
     colors = _colors(sorted({p.row.batch_size for p in found}))
     for size, color in colors.items():
         mine = [p for p in found if p.row.batch_size == size and p.acc > 0.95]

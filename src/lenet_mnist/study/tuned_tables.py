@@ -196,15 +196,16 @@ def search_table(study: TunedStudy, target: float) -> Table:
 
 
 def pareto_table(study: TunedStudy) -> Table:
-    front = pareto(points(study.rows))
+    front = pareto(points(study.learned))
     cells = [[
         f"{p.seconds:.1f}", f"{p.acc:.2%}", study.grid_of(p.row), str(p.row.batch_size),
         _lr(p.row.lr), f"{p.epoch} of {p.row.epochs}",
     ] for p in front]  # fmt: skip
     return Table(
         "The accuracy–time Pareto front over every run",
-        "Each epoch's end of every run is a point (test accuracy, training seconds); these "
-        "are the points no other is both faster and more accurate than.",
+        "Each epoch's end of every run that did not diverge is a point (test accuracy, "
+        "training seconds); these are the points no other is both faster and more accurate "
+        "than.",
         ["seconds", "test acc", "grid", "batch size", "rate", "epoch"],
         cells,
     )

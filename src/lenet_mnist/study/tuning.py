@@ -31,6 +31,7 @@ from lenet_mnist.study.scaling import Fit
 # to the reference batch that multiplies the reference's tuned rate.
 RULES = {"linear": 1.0, "sqrt": 0.5}
 REFERENCE_BATCH = 64  # the default batch size, whose tuned rate the rules scale from
+CHANCE = 0.5  # a best validation accuracy below this: the run diverged (10 classes: 10%)
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,11 @@ class TunedStudy:
     def rows(self) -> list[Row]:
         grid = [r for rates in self.grids.values() for rate in rates for r in rate.rows]
         return grid + self.trials
+
+    @property
+    def learned(self) -> list[Row]:
+        """The runs that did not diverge to chance (best validation accuracy of 50% or more)."""
+        return [r for r in self.rows if r.best_val_acc >= CHANCE]
 
     def grid_of(self, row: Row) -> str:
         """The label of the grid (or the search) a run belongs to."""
