@@ -6,6 +6,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -99,6 +100,10 @@ def start_dvc_stage(
         stdout=out,
         stderr=out,
         text=True,
+        # A shell's background job (`cmd &`) ignores SIGINT, and an ignored signal stays
+        # ignored across exec: Python would then never raise KeyboardInterrupt. A stage a
+        # test stops with SIGINT gets SIGINT's default back, as a terminal gives it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 

@@ -15,8 +15,7 @@ from lenet_mnist.training import checkpoint
 from tests.conftest import mlflow_runs, stage_folder
 
 pytestmark = pytest.mark.slow
-# Eight epochs leave every signal several epochs of the fit to land in, under CI's load too.
-EPOCHS = {"train__epochs": 8, "trainer__compile": False}
+FOUR_EPOCHS = {"train__epochs": 4, "trainer__compile": False}
 CHECKPOINT = Path("data/checkpoints/train.pt")
 
 
@@ -32,7 +31,7 @@ def test_a_training_stopped_by_each_signal_and_killed_resumes_to_the_same_bits(
     after them and a kill -9, the resumed training ends bit-identical to an uninterrupted
     one, which itself started over an unreadable checkpoint, set aside, not trusted."""
     prepared, _ = prepared_slice
-    whole = stage_folder(tmp_path / "whole", prepared, **EPOCHS)
+    whole = stage_folder(tmp_path / "whole", prepared, **FOUR_EPOCHS)
     (whole.root / CHECKPOINT).parent.mkdir()
     (whole.root / CHECKPOINT).write_bytes(random.Random(0).randbytes(4096))
     done = whole.run("train")
@@ -44,7 +43,7 @@ def test_a_training_stopped_by_each_signal_and_killed_resumes_to_the_same_bits(
     assert (whole.root / CHECKPOINT.with_name("train.pt.unreadable")).stat().st_size == 4096
     assert not (whole.root / CHECKPOINT).exists()  # removed once finished
 
-    cut = stage_folder(tmp_path / "cut", prepared, **EPOCHS)
+    cut = stage_folder(tmp_path / "cut", prepared, **FOUR_EPOCHS)
     for epoch, sig in enumerate((signal.SIGINT, signal.SIGTERM, signal.SIGKILL), start=1):
         proc = cut.start("train", capture=True)
         _wait_for_checkpoint(proc, cut.root / CHECKPOINT, epoch)
@@ -71,7 +70,7 @@ def test_a_training_stopped_by_each_signal_and_killed_resumes_to_the_same_bits(
     ).read_bytes()
     client, (run,) = mlflow_runs(cut.db)
     assert run.info.status == "FINISHED"
-    assert len(client.get_metric_history(run.info.run_id, "val_acc")) == 8
+    assert len(client.get_metric_history(run.info.run_id, "val_acc")) == 4
 
 
 def _wait_for_checkpoint(proc: subprocess.Popen, saved: Path, epoch: int) -> None:
