@@ -18,6 +18,9 @@ def test_set_replaces_a_key_where_sweeps_set_it_and_adds_it_to_all_otherwise():
     assert "train.seed=7" in found["sgd"] and "train.seed=7" not in found["search"]
     assert all("paths.prepared=/p" in overrides for overrides in found.values())
     assert found["search"][:2] == tuned.SWEEPS["search"]  # what it does not name stays
+    launched = tuned.with_settings(tuned.SWEEPS, [tuned.LAUNCHER, "launcher=slurm"])
+    assert all(o.count("launcher=slurm") == 1 and tuned.LAUNCHER not in o
+               for o in launched.values())  # fmt: skip
     with pytest.raises(PipelineError, match="not KEY=VALUE"):
         tuned.with_settings(tuned.SWEEPS, ["train.seed"])
 
@@ -33,6 +36,7 @@ def test_one_command_runs_the_three_sweeps_and_the_report_rebuilds_from_mlflow(
         "train.epochs=1", "train.targets=[0.5,0.7]", "hydra.sweeper.n_trials=2",
         "train.early_stopping.stop_at=0.7", f"paths.prepared={prepared}",
         f"paths.sweeps={tmp_path / 'sweeps'}", "trainer.enable_progress_bar=false",
+        "launcher=basic",  # each sweep's jobs in its own process: no worker starts
     ]  # fmt: skip
     args = ["--params", params, "--out", tmp_path / "report", *(f"--set={s}" for s in small)]
     env = {"MLFLOW_TRACKING_URI": db}
@@ -44,6 +48,7 @@ def test_one_command_runs_the_three_sweeps_and_the_report_rebuilds_from_mlflow(
     assert parents == {tuned.sweep_key(o) for o in sweeps.values()}
     assert len(runs) == 4 + 4 + 4 + 2 + 2  # parents, 2x2 grids, the search, the fixed rate
     summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "Seconds are measured with the jobs run by launcher=basic." in summary
     assert "| Adam tuned | 0.5 | 2 (50–100) |" in summary  # a fit at the tuned rates
     assert "## The Optuna search beside the grid" in summary
 

@@ -61,19 +61,29 @@ def test_one_parent_run_with_one_child_per_grid_point(sweep_2x1):
 GENAI_SCREENS = ("Detect Issues", "Token Usage", "No traces")  # MLflow 3's GenAI overview
 
 
-def test_mlflow_ui_folds_the_children_under_the_parent(sweep_2x1, tmp_path):
-    """The real `mlflow ui` in a real browser, opened at ui.experiment_url: the runs
-    table, not the GenAI overview, with one parent row that expands to its children and
-    the saved view's param, metric, data set and model columns."""
+@pytest.fixture(scope="module")
+def ui_of_sweep(sweep_2x1):
+    """One real `mlflow ui` on sweep_2x1's store and one Chromium, for the browser tests; each
+    test opens its own browser context, so nothing a page stores carries over."""
     from playwright.sync_api import sync_playwright
 
     assert os.path.exists(CHROMIUM), "browser tests need Chromium: apt-get install -y chromium"
+    with serve_mlflow("ui", "--backend-store-uri", sweep_2x1["db"]) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield url, browser
+        browser.close()
+
+
+def test_mlflow_ui_folds_the_children_under_the_parent(sweep_2x1, ui_of_sweep, tmp_path):
+    """The real `mlflow ui` in a real browser, opened at ui.experiment_url: the runs
+    table, not the GenAI overview, with one parent row that expands to its children and
+    the saved view's param, metric, data set and model columns."""
     client, runs = mlflow_runs(sweep_2x1["db"])
     (parent,) = [r for r in runs if store.SWEEP_TAG in r.data.tags]
     experiment = parent.info.experiment_id
-    with serve_mlflow("ui", "--backend-store-uri", sweep_2x1["db"]) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 2400, "height": 1000})
+    url, browser = ui_of_sweep
+    with browser.new_context(viewport={"width": 2400, "height": 1000}) as context:
+        page = context.new_page()
         link = ui.experiment_url(url, experiment)
         assert link.startswith(f"{url}/#/experiments/{experiment}/runs?")
         page.goto(link)
@@ -97,19 +107,15 @@ def test_mlflow_ui_folds_the_children_under_the_parent(sweep_2x1, tmp_path):
         assert not [text for text in GENAI_SCREENS if text in body], body[:2000]
         assert "/runs" in page.url and "/overview" not in page.url
         _screenshot(page, tmp_path, "mlflow-runs-table.png")
-        browser.close()
 
 
-def test_the_model_training_switch_leads_from_the_home_page_to_the_runs(sweep_2x1, tmp_path):
+def test_the_model_training_switch_leads_from_the_home_page_to_the_runs(ui_of_sweep, tmp_path):
     """The path a user takes without a link: the UI's home page opens on its GenAI screens
     until "Model training" is picked in the sidebar (the browser keeps that choice); then
     the experiment's name leads to its runs table, and "Views" offers the saved columns."""
-    from playwright.sync_api import sync_playwright
-
-    assert os.path.exists(CHROMIUM), "browser tests need Chromium: apt-get install -y chromium"
-    with serve_mlflow("ui", "--backend-store-uri", sweep_2x1["db"]) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1920, "height": 1000})
+    url, browser = ui_of_sweep
+    with browser.new_context(viewport={"width": 1920, "height": 1000}) as context:
+        page = context.new_page()
         page.goto(f"{url}/")
         page.get_by_text("Model training", exact=True).click()
         page.get_by_role("link", name="lenet-mnist").first.click()
@@ -122,7 +128,6 @@ def test_the_model_training_switch_leads_from_the_home_page_to_the_runs(sweep_2x
         page.get_by_role("button", name="Views").click()  # the saved view, by its name
         page.get_by_text(ui.VIEW_NAME).first.click()
         page.get_by_role("columnheader", name="test_acc").first.wait_for(timeout=30_000)
-        browser.close()
 
 
 def _screenshot(page, tmp_path: Path, name: str) -> None:

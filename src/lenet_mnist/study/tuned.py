@@ -18,9 +18,10 @@ runs six Hydra sweeps, one after the other, then writes the report from MLflow a
   baseline that the tuned grids are set beside.
 
 Each is the same `python -m lenet_mnist.run -m ...` a user would type, so each resumes:
-the same command started again skips every finished run. `--report-only` rebuilds the
-report from the MLflow store without training (lenet_mnist.study.tuning, tuned_tables and
-tuned_figures).
+the same command started again skips every finished run. Its jobs run two at a time on
+this machine (`launcher=joblib`); `--set launcher=slurm` sends them to a cluster instead.
+`--report-only` rebuilds the report from the MLflow store without training
+(lenet_mnist.study.tuning, tuned_tables and tuned_figures).
 """
 
 from __future__ import annotations
@@ -79,7 +80,9 @@ LABELS = {
 FULL = ("fixed", "adam")  # the grids whose runs train every epoch: their test accuracy counts
 GRIDS = {"fixed": ("fixed",), "adam": ("adam", "adam-wide"), "sgd": ("sgd", "sgd-low")}
 TEST_TARGETS = (0.985, 0.99, 0.992)
-LAUNCHER = "launcher=joblib"  # 2 jobs at a time, one thread each: both cores busy
+# 2 jobs at a time, one thread each: both cores busy. `--set launcher=slurm` (or basic,
+# submitit_local) runs the same sweeps elsewhere; the launcher is not part of a sweep's key.
+LAUNCHER = "launcher=joblib"
 
 
 def with_settings(sweeps: dict[str, list[str]], settings: list[str]) -> dict[str, list[str]]:
@@ -99,7 +102,7 @@ def with_settings(sweeps: dict[str, list[str]], settings: list[str]) -> dict[str
 
 def run_sweeps(sweeps: dict[str, list[str]]) -> None:
     for name, overrides in sweeps.items():
-        command = [sys.executable, "-m", "lenet_mnist.run", "-m", *overrides, LAUNCHER]
+        command = [sys.executable, "-m", "lenet_mnist.run", "-m", *overrides]
         print(f"tuned study: the {name} sweep: {' '.join(command[1:])}", flush=True)
         code = subprocess.run(command, check=False).returncode
         if code != 0:
@@ -139,7 +142,7 @@ def _rows(client: Any, experiment: str, sweeps: dict[str, list[str]]) -> list[Ro
     return list(found.values())
 
 
-def notes(study: tuning.TunedStudy) -> list[str]:
+def notes(study: tuning.TunedStudy, launcher: str) -> list[str]:
     counts = {name: sum(len(rate.rows) for rate in rates) for name, rates in study.grids.items()}
     counts["search"] = len(study.trials)
     stopped = [r for r in study.rows if r.stopped_epoch is not None]
@@ -148,7 +151,9 @@ def notes(study: tuning.TunedStudy) -> list[str]:
         ", ".join(f"{name}: {plural(n, 'run')}" for name, n in counts.items()) + ".",
         f"{plural(len(stopped), 'run')} stopped early, {len(diverged)} of them diverged "
         "(validation accuracy below 50% after an epoch).",
-        "Seconds are measured with two runs side by side on the two cores (launcher=joblib).",
+        "Seconds are measured with two runs side by side on the two cores (launcher=joblib)."
+        if launcher == LAUNCHER
+        else f"Seconds are measured with the jobs run by {launcher}.",
     ]
 
 
@@ -162,7 +167,8 @@ def build(client: Any, experiment: str, sweeps: dict[str, list[str]], out: Path)
     machines = " + ".join(sorted({r.machine for r in study.rows}))
     caption = f"tuned study (python -m lenet_mnist.study.tuned) · {machines}"
     with replacing(out) as staging:
-        files = tuned_tables.write(study, staging, caption, notes(study))
+        launcher = next(o for o in sweeps["adam"] if o.startswith("launcher="))
+        files = tuned_tables.write(study, staging, caption, notes(study, launcher))
         files += tuned_figures.draw(study, staging, caption)
     return [out / p.name for p in files]
 
@@ -178,7 +184,7 @@ def main() -> None:
         "is added to all (repeatable; the report then reads those sweeps)",
     )  # fmt: skip
     args = parser.parse_args()
-    sweeps = with_settings(SWEEPS, args.set)
+    sweeps = with_settings(SWEEPS, [LAUNCHER, *args.set])
     if not args.report_only:
         run_sweeps(sweeps)
     cfg = parse.load(args.params)
