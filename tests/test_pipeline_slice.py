@@ -1,11 +1,13 @@
 """train, evaluate and publish, run from dvc.yaml's own commands, on a slice of the real data.
 
-One module-scoped run feeds the assertions; MLflow writes to a temporary sqlite store,
-exactly as the default does at the repository root.
+The session's trained slice (tests/trained.py) feeds the assertions; MLflow writes to its
+own sqlite store, exactly as the default does at the repository root. A test that runs a
+stage again runs it in a copy of the slice's folder, which other tests read meanwhile.
 """
 
 import csv
 import json
+import shutil
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -13,6 +15,7 @@ from safetensors.torch import load_file
 
 from lenet_mnist.tracking import provenance, store
 from tests.conftest import SLICE, mlflow_runs, run_dvc_stage, train_evaluate_publish
+from tests.trained import trained_slice
 
 pytestmark = pytest.mark.slow
 EPOCHS = SLICE["train__epochs"]
@@ -28,17 +31,21 @@ DVC_HASHED = (
 
 @pytest.fixture(scope="module")
 def pipeline(prepared_slice, tmp_path_factory):
-    prepared, p = prepared_slice
-    root = tmp_path_factory.mktemp("pipeline")
-    db = f"sqlite:///{root / 'mlflow.db'}"
-    data = train_evaluate_publish(prepared, p, root / "first", {"MLFLOW_TRACKING_URI": db})
+    shared = trained_slice(prepared_slice, tmp_path_factory)
     return {
-        "root": root,
-        "data": data,
-        "prepared": prepared,
-        "params": p,
-        "client": MlflowClient(db),
+        "root": shared["root"],  # the stages' console output: <stage>.out
+        "data": shared["data"],
+        "prepared": prepared_slice[0],
+        "params": shared["params"],
+        "client": MlflowClient(shared["db"]),
     }
+
+
+@pytest.fixture
+def stage_copy(pipeline, tmp_path):
+    """A copy of the slice's stage folder (its data, prepared still linked) to run in."""
+    shutil.copytree(pipeline["data"], tmp_path / "copy" / "data", symlinks=True)
+    return tmp_path / "copy"
 
 
 def _only_run(client):
@@ -80,7 +87,7 @@ def test_the_console_keeps_one_line_per_epoch_counting_iterations(pipeline):
     run = _only_run(pipeline["client"])
     p = run.data.params
     per_epoch, total = int(p["derived.iterations_per_epoch"]), int(p["derived.total_updates"])
-    lines = (pipeline["root"] / "first" / "train.out").read_text().splitlines()
+    lines = (pipeline["root"] / "train.out").read_text().splitlines()
     epoch_lines = [line for line in lines if line.startswith("epoch ")]
     assert len(epoch_lines) == EPOCHS
     for k, line in enumerate(epoch_lines, start=1):
@@ -89,7 +96,7 @@ def test_the_console_keeps_one_line_per_epoch_counting_iterations(pipeline):
     assert not any("\x1b[" in line or "\r" in line for line in lines)  # plain, no redraws
     page = f"/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}?workflowType="
     for stage in ("train", "publish"):
-        out = (pipeline["root"] / "first" / f"{stage}.out").read_text()
+        out = (pipeline["root"] / f"{stage}.out").read_text()
         assert f"{stage}: MLflow run {run.info.run_id}: http://127.0.0.1:5000{page}" in out
 
 
@@ -126,34 +133,31 @@ def test_publish_adds_test_metrics_and_artifacts_to_the_training_run(pipeline):
     assert len(rows) == 500 and set(rows[0]) == {"actual", "predicted"}
 
 
-def test_running_again_gives_identical_bits_in_every_hashed_output(pipeline):
-    root = pipeline["root"]
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'second.db'}"}
-    again = train_evaluate_publish(pipeline["prepared"], pipeline["params"], root / "second", env)
+def test_running_again_gives_identical_bits_in_every_hashed_output(pipeline, tmp_path):
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'second.db'}"}
+    again = train_evaluate_publish(pipeline["prepared"], pipeline["params"], tmp_path, env)
     for name in DVC_HASHED:
         assert (again / name).read_bytes() == (pipeline["data"] / name).read_bytes(), name
 
 
-def test_evaluate_writes_nothing_to_mlflow(pipeline, tmp_path):
+def test_evaluate_writes_nothing_to_mlflow(pipeline, stage_copy, tmp_path):
     """Its outputs are its files; what reaches MLflow is the publish stage's."""
     db = tmp_path / "untouched.db"
-    root = pipeline["data"].parent
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{db}"}
-    done = run_dvc_stage("evaluate", root, pipeline["params"], env)
+    done = run_dvc_stage("evaluate", stage_copy, pipeline["params"], env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.startswith("evaluate: test accuracy ") and "MLflow" not in done.stdout
     assert not db.exists()
 
 
-def test_publishing_the_same_weights_again_registers_no_new_version(pipeline):
+def test_publishing_the_same_weights_again_registers_no_new_version(pipeline, stage_copy):
     client = pipeline["client"]
     before = client.search_model_versions("name = 'lenet-mnist'")
-    root = pipeline["data"].parent
-    db = client.tracking_uri
-    done = run_dvc_stage("publish", root, pipeline["params"], {"MLFLOW_TRACKING_URI": db})
+    db = client.tracking_uri  # the store the weights were published to
+    done = run_dvc_stage("publish", stage_copy, pipeline["params"], {"MLFLOW_TRACKING_URI": db})
     assert done.returncode == 0, done.stderr[-3000:]
     assert "holds these weights already" in done.stdout
-    receipt = json.loads((pipeline["data"] / "published.json").read_text())
+    receipt = json.loads((stage_copy / "data" / "published.json").read_text())
     weights = pipeline["data"] / "model/weights.safetensors"
     assert receipt == {
         "registered_model": "lenet-mnist",
@@ -166,11 +170,10 @@ def test_publishing_the_same_weights_again_registers_no_new_version(pipeline):
     assert len(client.search_logged_models([run.info.experiment_id])) == 1  # digits
 
 
-def test_publish_opens_a_run_when_no_training_run_has_these_weights(pipeline, tmp_path):
+def test_publish_opens_a_run_when_no_training_run_has_these_weights(pipeline, stage_copy, tmp_path):
     """As after DVC restored the weights from its cache: the numbers still reach MLflow."""
     db = f"sqlite:///{tmp_path / 'empty.db'}"
-    root = pipeline["data"].parent
-    done = run_dvc_stage("publish", root, pipeline["params"], {"MLFLOW_TRACKING_URI": db})
+    done = run_dvc_stage("publish", stage_copy, pipeline["params"], {"MLFLOW_TRACKING_URI": db})
     assert done.returncode == 0, done.stderr[-3000:]
     run = _only_run(MlflowClient(db))
     assert run.data.tags["note"] == "weights restored, not trained"

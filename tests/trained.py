@@ -1,7 +1,8 @@
 """One slice pipeline, trained and evaluated by the real stages, shared by the model tests.
 
-Serving, the predict command line and the MLflow model all answer for the same weights,
-so they share one run of train and evaluate (its own sqlite store) per test session.
+The stage tests of tests/test_pipeline_slice.py, serving, the predict command line and the
+MLflow model all answer for the same weights, so they share one run of train, evaluate and
+publish (its own sqlite store) per test session.
 """
 
 from __future__ import annotations
