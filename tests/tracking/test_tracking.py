@@ -159,21 +159,23 @@ print(store.open_store(sys.argv[1]).create_experiment(sys.argv[3]))
 
 
 def test_processes_that_create_one_new_store_at_once_all_get_it(tmp_path):
-    """MLflow migrates a new sqlite store on first use; two migrations at once break."""
-    for attempt in range(2):
-        uri = f"sqlite:///{tmp_path / f'new{attempt}.db'}"
-        start = str(time.time() + 8)  # past the imports of every process
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-c", OPEN_AT, uri, start, f"e{i}"],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )  # fmt: skip
-            for i in range(3)
-        ]
-        outs = [p.communicate(timeout=120) for p in procs]
-        assert [p.returncode for p in procs] == [0, 0, 0], [err[-2000:] for _, err in outs]
+    """MLflow migrates a new sqlite store on first use; two migrations at once break.
+    Two new stores, three processes racing for each, all six starting at one moment."""
+    uris = [f"sqlite:///{tmp_path / f'new{attempt}.db'}" for attempt in range(2)]
+    start = str(time.time() + 10)  # past the imports of every process
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_AT, uri, start, f"e{i}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for uri in uris
+        for i in range(3)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, [err[-2000:] for _, err in outs]
+    for uri in uris:
         names = {e.name for e in MlflowClient(uri).search_experiments()}
         assert {"e0", "e1", "e2"} <= names
 
