@@ -14,6 +14,7 @@ cluster without changing a job.
 from __future__ import annotations
 
 import os
+import sys
 
 import hydra
 from hydra.errors import HydraException
@@ -36,8 +37,22 @@ def run_job(cfg: DictConfig) -> float | None:
     return job.run(cfg)
 
 
+def refuse_null_groups(overrides: list[str]) -> None:
+    """`group=null` as one line: Hydra itself answers it with a ValueError traceback."""
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        group = key.lstrip("+")
+        if sep and value == "null" and group and (parse.CONF_DIR / group).is_dir():
+            options = ", ".join(sorted(f.stem for f in (parse.CONF_DIR / group).glob("*.yaml")))
+            raise PipelineError(
+                f"{override}: a config group takes one of its options ({options}); "
+                f"~{group} leaves it out"
+            )
+
+
 def main() -> None:
     """Hydra's command line, with a bad key or value reported as one line."""
+    refuse_null_groups(sys.argv[1:])
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing its own text
     process.prepare()  # before torch loads, here and in a launcher's worker processes
     OmegaConf.register_new_resolver("pid", os.getpid, replace=True)  # hydra.run.dir uses it

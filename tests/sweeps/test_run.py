@@ -24,6 +24,11 @@ from tests.conftest import hydra_train
         (["train.batch_size=abc"], "error: train.batch_size=abc is not allowed; use an integer"),
         (["launcher=nowhere"], "error: In 'config': Could not find 'launcher/nowhere'"),
         (
+            ["launcher=null"],
+            "error: launcher=null: a config group takes one of its options "
+            "(basic, joblib, slurm, submitit_local); ~launcher leaves it out",
+        ),
+        (
             ["train.epochs=${nope.x}"],
             "error: train.epochs: Interpolation key 'nope.x' not found",
         ),
