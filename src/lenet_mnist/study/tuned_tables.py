@@ -147,9 +147,8 @@ def rules_table(study: TunedStudy) -> Table:
 
 def recommend_table(study: TunedStudy) -> Table:
     cells = []
-    grid = [rate for rates in study.grids.values() for rate in rates]
     for target in study.test_targets:
-        found = options(grid, target)
+        found = options(study.rates, target)
         none = ["not reached by every seed of any rate", *[""] * 6]
         best = [study.grid_of(found[0].rate.rows[0]), *_option_cells(found[0])] if found else none
         cells.append([f"{target:.1%}", *best])
@@ -176,8 +175,7 @@ def _option_cells(o: Option) -> list[str]:
 
 def search_table(study: TunedStudy, target: float) -> Table:
     hits = sorted((r for r in study.trials if r.test_acc >= target), key=lambda r: r.elapsed_s[-1])
-    grid = [rate for rates in study.grids.values() for rate in rates]
-    best_grid = options(grid, target)
+    best_grid = options(study.rates, target)
     cells = [[
         "Optuna's best trial", str(r.batch_size), _lr(r.lr), str(r.epochs), f"{r.test_acc:.2%}",
         f"{r.elapsed_s[-1]:.1f}",

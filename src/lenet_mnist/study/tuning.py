@@ -15,6 +15,7 @@ figures are lenet_mnist.study.tuned's.
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections.abc import Sequence
@@ -216,9 +217,13 @@ class TunedStudy:
     test_targets: tuple[float, ...]
 
     @property
+    def rates(self) -> list[Rate]:
+        """Every grid's rates, in one list."""
+        return [rate for rates in self.grids.values() for rate in rates]
+
+    @property
     def rows(self) -> list[Row]:
-        grid = [r for rates in self.grids.values() for rate in rates for r in rate.rows]
-        return grid + self.trials
+        return [r for rate in self.rates for r in rate.rows] + self.trials
 
     @property
     def learned(self) -> list[Row]:
@@ -227,10 +232,17 @@ class TunedStudy:
 
     def grid_of(self, row: Row) -> str:
         """The label of the grid (or the search) a run belongs to."""
+        return self._grid_labels.get(row.run_id, self.labels.get("search", "search"))
+
+    @functools.cached_property
+    def _grid_labels(self) -> dict[str, str]:
+        """Run id -> its grid's label, made once for the tables' many lookups; a run two
+        grids share (one sweep under --set) keeps the first grid's."""
+        found: dict[str, str] = {}
         for name, rates in self.grids.items():
-            if any(row in rate.rows for rate in rates):
-                return self.labels.get(name, name)
-        return self.labels.get("search", "search")
+            for row in (r for rate in rates for r in rate.rows):
+                found.setdefault(row.run_id, self.labels.get(name, name))
+        return found
 
     def fitted(self, grid: str) -> list[TunedFit]:
         return [f for f in self.fits if f.grid == grid]
