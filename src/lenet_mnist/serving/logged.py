@@ -85,8 +85,7 @@ def _log(run: store.TrackedRun, name: str, flavor: ModuleType, weights: Path, **
     from mlflow.models import Model
 
     mlflow = run.mlflow
-    experiment = store.retry_locked(lambda: mlflow.get_run(run.run_id)).info.experiment_id
-    logged = pending(mlflow, experiment, name, run.run_id, weights)
+    logged = pending(mlflow, run.experiment, name, run.run_id, weights)
     with global_store(mlflow.tracking_uri):
         return store.retry_locked(
             lambda: Model.log(

@@ -71,7 +71,7 @@ def publish(
     digest = provenance.sha256(weights)
     started_ms = int(time.time() * 1000)
     run = _run_of(mlflow, cfg, digest, run_id)
-    logged.fail_abandoned(mlflow, _experiment(mlflow, run), started_ms)
+    logged.fail_abandoned(mlflow, run.experiment, started_ms)
     run.metrics(test_metrics(metrics))
     run.artifacts(*files)
     name = cfg.logger.registered_model
@@ -117,12 +117,8 @@ def logged_before(mlflow: Any, run: store.TrackedRun, digest: str) -> bool:
     from mlflow.entities import LoggedModelStatus
 
     query = f"tags.{store.WEIGHTS_TAG} = '{digest}'"
-    found = logged.models(mlflow, _experiment(mlflow, run), query)
+    found = logged.models(mlflow, run.experiment, query)
     return any(m.name == logged.SERVED_MODEL and m.status == LoggedModelStatus.READY for m in found)
-
-
-def _experiment(mlflow: Any, run: store.TrackedRun) -> str:
-    return store.retry_locked(lambda: mlflow.get_run(run.run_id)).info.experiment_id
 
 
 def registered(mlflow: Any, name: str | None, digest: str) -> str | None:

@@ -7,6 +7,7 @@ experiment carries the saved runs view that links into the UI open (lenet_mnist.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -186,12 +187,9 @@ class TrackedRun:
 
     @classmethod
     def create(
-        cls,
-        mlflow: MlflowClient,
-        experiment_name: str,
-        run_name: str | None = None,
+        cls, mlflow: MlflowClient, experiment_name: str, run_name: str | None = None,
         tags: dict[str, str] | None = None,
-    ) -> TrackedRun:
+    ) -> TrackedRun:  # fmt: skip
         experiment = experiment_id(mlflow, experiment_name)
         close_dead_runs(mlflow, experiment)
         tags = {**(tags or {}), **writer_tags()}
@@ -219,10 +217,13 @@ class TrackedRun:
     def status(self) -> str:
         return retry_locked(lambda: self.mlflow.get_run(self.run_id)).info.status
 
+    @functools.cached_property  # asked once: a run never moves to another experiment
+    def experiment(self) -> str:
+        return retry_locked(lambda: self.mlflow.get_run(self.run_id)).info.experiment_id
+
     def where(self, stage: str) -> str:
         """Where the user finds this run in the MLflow UI (lenet_mnist.tracking.ui.where)."""
-        experiment = retry_locked(lambda: self.mlflow.get_run(self.run_id)).info.experiment_id
-        return ui.where(stage, self.mlflow.tracking_uri, experiment, self.run_id)
+        return ui.where(stage, self.mlflow.tracking_uri, self.experiment, self.run_id)
 
     def reopen(self) -> None:
         """RUNNING again, now written by this process."""
