@@ -98,7 +98,7 @@ def make_trainer(
     rule = cfg.train.early_stopping
     if (rule.patience, rule.stop_at, rule.give_up_below) != (None, None, None):
         # Classifier logs val_acc once per validation, reduced over every rank. Without a
-        # patience, no run is long enough to wait out that of its whole length.
+        # patience, a patience of the run's own length leaves the thresholds to stop it.
         stop = EarlyStopping(
             "val_acc",
             patience=rule.patience or cfg.train.epochs,
