@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from lenet_mnist import numerics
 from lenet_mnist.study import plots, report, tables
 from tests.conftest import run_module, write_params
 
@@ -118,6 +119,9 @@ def test_counts_read_as_english(one_epoch_rows, ax):
     plots.accuracy_vs_batch_size(ax, one_epoch_rows)
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["1 epoch"]
     assert all("numerics (1 thread, " in r.machine for r in one_epoch_rows)  # joblib's one
+    cpu = numerics.cpu_info()
+    family_model = f"CPU family/model {cpu['cpu family']}/{cpu['model']}, "
+    assert all(family_model in r.machine for r in one_epoch_rows)
 
 
 def _markers(ax) -> list[tuple[str, float, str]]:

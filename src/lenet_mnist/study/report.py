@@ -141,11 +141,13 @@ def _reach(metrics: dict[str, float], target: float, batch_size: int) -> Reach |
 
 
 def _machine(tags: dict[str, str], params: dict[str, str]) -> str:
-    """Where a run ran, for the caption; runs logged before a tag existed say `?`."""
+    """Where a run ran, for the caption: the CPU's family/model beside its name, as one name
+    covers models that compute other bits; runs logged before a tag existed say `?`."""
     threads = params.get("numerics.threads", "?")
     threads = plural(int(threads), "thread") if threads.isdigit() else f"{threads} threads"
     return (
         f"{tags.get(store.MACHINE_TAG, 'unknown machine')}, "
+        f"CPU family/model {params.get('numerics.cpu_family_model', '?')}, "
         f"{params.get('numerics.mode', '?')} numerics ({threads}, "
         f"ATen {params.get('numerics.aten_capability', '?')})"
     )
