@@ -36,7 +36,7 @@ def test_one_command_runs_the_three_sweeps_and_the_report_rebuilds_from_mlflow(
         "train.epochs=1", "train.targets=[0.5,0.7]", "hydra.sweeper.n_trials=2",
         "train.early_stopping.stop_at=0.7", f"paths.prepared={prepared}",
         f"paths.sweeps={tmp_path / 'sweeps'}", "trainer.enable_progress_bar=false",
-        "launcher=basic",  # each sweep's jobs in its own process: no worker starts
+        "launcher=basic",  # a sweep's jobs run in the sweep's process: no workers
     ]  # fmt: skip
     args = ["--params", params, "--out", tmp_path / "report", *(f"--set={s}" for s in small)]
     env = {"MLFLOW_TRACKING_URI": db}

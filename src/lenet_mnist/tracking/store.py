@@ -296,5 +296,5 @@ def newest(mlflow: MlflowClient, experiment: str, query: str, limit: int = 10_00
 
 def children(mlflow: MlflowClient, parent: str, extra: str = "") -> list[Any]:
     """The parent's children, newest first; `extra` adds conditions to the filter."""
-    experiment = retry_locked(lambda: mlflow.get_run(parent)).info.experiment_id
+    experiment = TrackedRun(mlflow, parent).experiment
     return newest(mlflow, experiment, f"tags.`{PARENT_TAG}` = '{parent}'{extra}")
