@@ -1,4 +1,5 @@
-"""What an entry point sets for its process before torch loads: OpenMP's waiting.
+"""What an entry point sets for its process before torch loads: OpenMP's waiting, and
+the frameworks' log lines about themselves rather than the run.
 
 OpenMP's threads, which PyTorch's CPU kernels run on, spin while they wait for work, by
 default for a while before they sleep. Two multi-threaded processes on the same cores (two
@@ -11,10 +12,14 @@ the benchmark. A value the user set is kept.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
 ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+# INFO lines a first use of a new store prints ("Creating initial MLflow database tables"):
+# about MLflow's own set-up; its warnings and errors still show.
+QUIET_LOGGERS = ("mlflow.store.db.utils",)
 
 
 def prepare() -> None:
@@ -23,3 +28,5 @@ def prepare() -> None:
         raise RuntimeError("lenet_mnist.process.prepare() must run before torch is imported")
     for name, value in ENV.items():
         os.environ.setdefault(name, value)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)

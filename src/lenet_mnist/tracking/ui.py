@@ -13,6 +13,8 @@ that tell runs apart (the UI's own saved-view tag, listed under "Views" in the r
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import urllib.parse
 
 LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` listens unless told otherwise
@@ -56,12 +58,18 @@ def ui_base(tracking_uri: str) -> str:
 def ui_command(tracking_uri: str) -> str | None:
     """The command that serves the UI for a store without a server, or None for a server.
 
-    A relative sqlite path is relative to the folder the command is run in: the
-    repository root for the pipeline's default sqlite:///mlflow.db.
+    Shell-quoted, so that it works pasted as printed, a path with spaces included. A sqlite
+    store inside the working folder (the repository root, where DVC runs the stages) is
+    named relative to it, so the pipeline's default store prints the README's command.
     """
     if tracking_uri.startswith(("http://", "https://")):
         return None
-    return f"mlflow ui --backend-store-uri {tracking_uri}"
+    if tracking_uri.startswith("sqlite:///"):
+        path = tracking_uri.removeprefix("sqlite:///")
+        relative = os.path.relpath(path) if os.path.isabs(path) else path
+        if not relative.startswith(".."):
+            tracking_uri = "sqlite:///" + relative
+    return shlex.join(["mlflow", "ui", "--backend-store-uri", tracking_uri, "--host", "127.0.0.1"])
 
 
 def experiment_url(tracking_uri: str, experiment_id: str, columns: bool = True) -> str:
@@ -72,8 +80,7 @@ def experiment_url(tracking_uri: str, experiment_id: str, columns: bool = True) 
     bare experiment page drops the view key. `columns` opens the saved view that shows
     VIEW_PARAMS and VIEW_METRICS; a banner then says it is a shared view, whose column
     changes are not kept until "Exit shared view" is clicked.
-    For sqlite the UI must be started first: `mlflow ui --backend-store-uri sqlite:///mlflow.db`
-    (see `ui_command`), which serves it at http://127.0.0.1:5000.
+    For sqlite the UI must be started first (`ui_command`), which serves it at LOCAL_UI.
     """
     query = {"workflowType": "machine_learning"}
     if columns:
@@ -85,8 +92,7 @@ def experiment_url(tracking_uri: str, experiment_id: str, columns: bool = True) 
 def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     """One run's page (params, metrics, artifacts), with the model-training sidebar.
 
-    For sqlite the UI must be started first: `mlflow ui --backend-store-uri sqlite:///mlflow.db`
-    (see `ui_command`), which serves it at http://127.0.0.1:5000.
+    For sqlite the UI must be started first (`ui_command`), which serves it at LOCAL_UI.
     """
     path = f"/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
     return ui_base(tracking_uri) + path
@@ -99,5 +105,5 @@ def where(stage: str, tracking_uri: str, experiment_id: str, run_id: str) -> str
         f"{stage}: all runs: {experiment_url(tracking_uri, experiment_id)}",
     ]
     if command := ui_command(tracking_uri):
-        lines.append(f"{stage}: (start the UI first: {command})")
+        lines.append(f"{stage}: start the UI first: {command}")
     return "\n".join(lines)

@@ -70,7 +70,8 @@ class Trained:
 
 def quiet_lightning() -> None:
     """Hide messages every run would print that concern Lightning itself, not this run:
-    its own upgrades, an ad, the step-metrics interval set high on purpose, and the end.
+    its own upgrades, an ad, which accelerators exist, the step-metrics interval set high
+    on purpose, and the end.
 
     Process-wide, so only entry points call it: the stage, a Hydra job, the benchmark."""
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
@@ -82,7 +83,12 @@ def quiet_lightning() -> None:
 
 def _no_ads(record: logging.LogRecord) -> bool:
     message = record.getMessage()  # the epoch lines already say that the last epoch ended
-    return "litlogger" not in message and "`Trainer.fit` stopped: `max_epochs" not in message
+    accelerators = ("GPU available:", "TPU available:", "HPU available:")
+    return not (
+        "litlogger" in message
+        or "`Trainer.fit` stopped: `max_epochs" in message
+        or message.startswith(accelerators)
+    )
 
 
 def make_trainer(
