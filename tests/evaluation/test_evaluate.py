@@ -56,8 +56,9 @@ def test_weights_that_give_a_non_finite_loss_write_no_metrics(prepared_slice, tm
 def test_publishing_refuses_metrics_that_evaluate_did_not_write(tmp_path, text):
     from lenet_mnist.errors import PipelineError
 
-    path = tmp_path / "test.json"
-    path.write_text(text)
+    out = evaluate.Outputs(tmp_path / "test.json", tmp_path / "p.csv", tmp_path / "figures")
+    out.metrics.write_text(text)
+    out.per_class.write_text('{"per_class_acc": {}}')
     refused = r"test\.json is not evaluate's metrics .*\(dvc repro -f evaluate\)$"
     with pytest.raises(PipelineError, match=refused):
-        evaluate.read_metrics(path)
+        evaluate.read_metrics(out)

@@ -95,7 +95,7 @@ def test_the_run_has_the_dataset_and_the_served_model_with_no_pickle(
 
 
 def _evaluate_and_publish(
-    weights: Path, prepared: Path, params: Path, out: Path
+    weights: Path, prepared: Path, params: Path, out: Path, promote: bool = True
 ) -> tuple[float, publish.Published]:
     """The evaluate and publish stages' code on these weights (MLFLOW_TRACKING_URI names
     the store)."""
@@ -104,7 +104,10 @@ def _evaluate_and_publish(
     history = out / "history.csv"
     history.write_text("epoch,train_loss,train_acc,val_loss,val_acc\n1,1,0.1,1,0.1\n")
     done = evaluate.evaluate(cfg.model.name, weights, prepared, history, outputs)
-    return done.test_acc, publish.publish(cfg, weights, prepared, done.metrics, outputs.files())
+    files = outputs.files()
+    return done.test_acc, publish.publish(
+        cfg, weights, prepared, done.metrics, files, None, promote
+    )
 
 
 @pytest.mark.slow
@@ -140,6 +143,27 @@ def test_the_champion_alias_moves_only_to_a_model_at_least_as_accurate(
     assert len(client.search_model_versions("name = 'lenet-mnist'")) == 3
     champion = client.get_model_version_by_alias("lenet-mnist", publish.CHAMPION)
     assert str(champion.version) == "2" and float(champion.tags[publish.ACC_TAG]) == accs[1]
+
+
+@pytest.mark.slow
+def test_an_experiments_version_takes_the_champion_alias_only_from_the_workspace(
+    prepared_slice, tmp_path_factory, tmp_path, monkeypatch
+):
+    """Untrained weights are the champion; the trained ones published as a DVC experiment
+    register a version and leave the alias; published again from the workspace, they take it."""
+    done = trained_slice(prepared_slice, tmp_path_factory)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'registry.db'}")
+    untrained = tmp_path / "untrained.safetensors"
+    save_file(networks.build("lenet5").state_dict(), untrained)
+    trained = done["data"] / "model" / "weights.safetensors"
+    said = []
+    for i, (weights, promote) in enumerate([(untrained, True), (trained, False), (trained, True)]):
+        (tmp_path / str(i)).mkdir()
+        _, published = _evaluate_and_publish(
+            weights, prepared_slice[0], done["params"], tmp_path / str(i), promote
+        )
+        said.append((published.version, published.new, published.champion))
+    assert said == [("1", True, True), ("2", True, False), ("2", False, True)]
 
 
 _KILLED_MID_LOG = """

@@ -25,6 +25,7 @@ from lenet_mnist.model import inference, networks
 from lenet_mnist.outputs import writing
 
 NUM_CLASSES = 10
+PER_CLASS = "per_class_acc"
 
 
 def score(logits: torch.Tensor, labels: torch.Tensor) -> dict:
@@ -65,9 +66,15 @@ class Outputs:
     predictions: Path  # CSV for DVC's confusion plot, committed
     figures: Path  # folder of PNGs, a cached DVC output: a fresh clone lacks it, so it reruns
 
+    @property
+    def per_class(self) -> Path:
+        """Per-class accuracy, beside the metrics and committed with them, but its own file:
+        ten more columns would make `dvc metrics show` too wide for a terminal."""
+        return self.metrics.with_name(f"{self.metrics.stem}_per_class.json")
+
     def files(self) -> list[Path]:
         """Every file written, figures included, as publishing logs them."""
-        return [self.metrics, self.predictions, *sorted(self.figures.glob("*.png"))]
+        return [self.metrics, self.per_class, self.predictions, *sorted(self.figures.glob("*.png"))]
 
 
 @dataclass(frozen=True)
@@ -97,29 +104,33 @@ def evaluate(
     labels = torch.from_numpy(np.array(y))
     logits = inference.logits(net, x)
     metrics = score(logits, labels)
-    shown = {k: v for k, v in metrics.items() if k != "confusion"}
+    shown = {k: v for k, v in metrics.items() if k not in ("confusion", PER_CLASS)}
     if not math.isfinite(metrics["test_loss"]):
         raise PipelineError(f"{weights} gives a test loss of {metrics['test_loss']}; retrain it")
-    with writing(out.metrics, out.predictions, out.figures) as (metrics_file, rows, figures_dir):
+    files = (out.metrics, out.per_class, out.predictions, out.figures)
+    with writing(*files) as (metrics_file, per_class_file, rows, figures_dir):
         metrics_file.write_text(json.dumps(shown, indent=2, allow_nan=False) + "\n")
+        per_class_file.write_text(json.dumps({PER_CLASS: metrics[PER_CLASS]}, indent=2) + "\n")
         write_predictions(labels, logits, rows)
         figures_dir.mkdir()
         plot(metrics, history, figures_dir)
     return Evaluation(metrics)
 
 
-def read_metrics(path: Path) -> dict[str, Any]:
-    """test.json as evaluate wrote it, for the publishing step."""
-    if not path.is_file():
-        raise PipelineError(f"{path} not found; run the evaluate stage first (dvc repro)")
-    try:
-        metrics = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError):
-        metrics = None
-    needed = ("test_loss", "test_acc", "per_class_acc")
-    if not isinstance(metrics, dict) or not all(k in metrics for k in needed):
-        raise PipelineError(
-            f"{path} is not evaluate's metrics (JSON with {', '.join(needed)}); "
-            "rerun the evaluate stage (dvc repro -f evaluate)"
-        )
+def read_metrics(out: Outputs) -> dict[str, Any]:
+    """test.json and its per-class file as evaluate wrote them, for the publishing step."""
+    metrics: dict[str, Any] = {}
+    for path, needed in ((out.metrics, ("test_loss", "test_acc")), (out.per_class, (PER_CLASS,))):
+        if not path.is_file():
+            raise PipelineError(f"{path} not found; run the evaluate stage first (dvc repro)")
+        try:
+            read = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError):
+            read = None
+        if not isinstance(read, dict) or not all(k in read for k in needed):
+            raise PipelineError(
+                f"{path} is not evaluate's metrics (JSON with {', '.join(needed)}); "
+                "rerun the evaluate stage (dvc repro -f evaluate)"
+            )
+        metrics |= read
     return metrics

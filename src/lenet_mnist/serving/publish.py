@@ -5,7 +5,10 @@ evaluate's files, the prepared data as its dataset input (the runs table's Datas
 column), and the served model (lenet_mnist.serving.logged); logged models that a killed
 publish left PENDING are marked FAILED first. "digits" becomes a version
 of `logger.registered_model`, and the alias `champion` moves to it when its test accuracy
-is at least the champion's, so `models:/lenet-mnist@champion` is always the best one.
+is at least the champion's, so `models:/lenet-mnist@champion` is the best one published
+from a workspace. A DVC experiment's publish registers its version but leaves the alias:
+trying a config never changes what is served; applying the experiment to the workspace
+(`dvc exp apply`, then `dvc repro`) lets its version compete for it.
 
 Idempotent: the registry holds one version per weights hash, so publishing the same
 weights again (`dvc repro -f publish`, a run-cache restore) logs and registers nothing new.
@@ -64,9 +67,11 @@ def publish(
     metrics: dict[str, Any],
     files: list[Path],
     run_id: str | None = None,
+    promote: bool = True,
 ) -> Published:
     """Test metrics and files, dataset input, the served model and the registry entry, for the
-    run that made `weights`; without `run_id` it is the newest run tagged with them."""
+    run that made `weights`; without `run_id` it is the newest run tagged with them.
+    `promote` False (a DVC experiment) registers without moving the champion alias."""
     mlflow = store.client(cfg.logger)
     digest = provenance.sha256(weights)
     started_ms = int(time.time() * 1000)
@@ -77,7 +82,8 @@ def publish(
     name = cfg.logger.registered_model
     version = registered(mlflow, name, digest)
     if version is not None or (name is None and logged_before(mlflow, run, digest)):
-        done = Published(run, None, version, False, False, digest)
+        crowned = version is not None and promote and crown(mlflow, name, version, metrics)
+        done = Published(run, None, version, crowned, False, digest)
     else:
         logged.dataset(run, prepared, prepare.read_stats(prepared))
         with logged.global_store(mlflow.tracking_uri):
@@ -85,7 +91,7 @@ def publish(
             if name is None:
                 done = Published(run, info.model_uri, None, False, True, digest)
             else:
-                done = register(run, name, info, metrics["test_acc"], digest)
+                done = register(run, name, info, metrics, digest, promote)
     if run.status() != "FINISHED":
         run.close()
     return done
@@ -129,11 +135,11 @@ def registered(mlflow: Any, name: str | None, digest: str) -> str | None:
     return next((str(v.version) for v in versions if v.tags.get(store.WEIGHTS_TAG) == digest), None)
 
 
-def register(run: store.TrackedRun, name: str, info: Any, acc: float, digest: str) -> Published:
-    """A new version of `name`; the champion alias moves to it unless the champion is better.
-
-    Parallel sweep jobs may register at once; the last to compare sets the alias.
-    """
+def register(
+    run: store.TrackedRun, name: str, info: Any, metrics: dict, digest: str, promote: bool
+) -> Published:
+    """A new version of `name`; the champion alias moves to it unless the champion is better
+    (or `promote` is False)."""
     from mlflow.exceptions import MlflowException
 
     mlflow = run.mlflow
@@ -147,26 +153,35 @@ def register(run: store.TrackedRun, name: str, info: Any, acc: float, digest: st
             name,
             info.model_uri,
             run.run_id,
-            tags={ACC_TAG: str(acc), store.WEIGHTS_TAG: digest},
+            tags={ACC_TAG: str(metrics["test_acc"]), store.WEIGHTS_TAG: digest},
             model_id=info.model_id,
         )
     )
     version = str(made.version)  # MLflow gives a number or a string, by store
-    best = champion_acc(mlflow, name)
-    takes = best is None or acc >= best
-    if takes:
-        store.retry_locked(lambda: mlflow.set_registered_model_alias(name, CHAMPION, version))
+    takes = promote and crown(mlflow, name, version, metrics)
     return Published(run, info.model_uri, version, takes, True, digest)
 
 
-def champion_acc(mlflow, name: str) -> float | None:
-    """The test accuracy of the version that holds the alias, or None if none holds it."""
+def crown(mlflow: Any, name: str, version: str, metrics: dict) -> bool:
+    """Move the champion alias to `version` unless the champion is better; whether it holds it.
+
+    Parallel sweep jobs may register at once; the last to compare sets the alias."""
+    holder, best = champion(mlflow, name)
+    if holder == version or (best is not None and metrics["test_acc"] < best):
+        return holder == version
+    store.retry_locked(lambda: mlflow.set_registered_model_alias(name, CHAMPION, version))
+    return True
+
+
+def champion(mlflow: Any, name: str) -> tuple[str | None, float | None]:
+    """The version that holds the alias and its test accuracy, or None for each."""
     from mlflow.exceptions import MlflowException
 
     try:
-        champion = store.retry_locked(lambda: mlflow.get_model_version_by_alias(name, CHAMPION))
+        holder = store.retry_locked(lambda: mlflow.get_model_version_by_alias(name, CHAMPION))
     except MlflowException as err:
         if err.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise
-        return None
-    return float(champion.tags[ACC_TAG]) if ACC_TAG in champion.tags else None
+        return None, None
+    acc = float(holder.tags[ACC_TAG]) if ACC_TAG in holder.tags else None
+    return str(holder.version), acc

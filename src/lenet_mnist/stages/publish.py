@@ -7,6 +7,7 @@ nothing to a store that has these weights already); DVC never restores it instea
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from lenet_mnist import process
@@ -32,10 +33,14 @@ def main() -> None:
     from lenet_mnist.serving.publish import publish
 
     outputs = Outputs(args.metrics, args.predictions, args.figures)
-    metrics = read_metrics(args.metrics)
+    metrics = read_metrics(outputs)
     name = cfg.logger.registered_model
     with writing(args.receipt) as (receipt,):
-        done = publish(cfg, args.model / WEIGHTS, args.prepared, metrics, outputs.files())
+        in_experiment = "DVC_EXP_NAME" in os.environ  # set by `dvc exp run` for its stages
+        files = outputs.files()
+        done = publish(
+            cfg, args.model / WEIGHTS, args.prepared, metrics, files, None, not in_experiment
+        )
         receipt.write_text(done.receipt(name, metrics["test_acc"]))
     print("\n".join(done.lines(name)))
 
