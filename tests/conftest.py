@@ -158,6 +158,41 @@ def train_evaluate_publish(prepared: Path, p: Path, root: Path, env: dict) -> Pa
     return folder.data
 
 
+def run_ok(*cmd, cwd, env=None) -> str:
+    """A command's stdout; a failure fails the test with the command's last output."""
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, f"{cmd}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
+    return done.stdout
+
+
+def clone_repo(repo: Path) -> Path:
+    """The working tree's tracked and new files, committed in a new git repo: what a clone
+    of this commit holds, without the committed metrics (a clone's run writes its own)."""
+    files = run_ok("git", "ls-files", "-co", "--exclude-standard", cwd=REPO).split()
+    for name in files:
+        if (REPO / name).is_file() and not name.startswith("data/metrics/"):
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            (repo / name).write_bytes((REPO / name).read_bytes())
+            (repo / name).chmod((REPO / name).stat().st_mode)
+    run_ok("git", "init", "-q", cwd=repo)
+    run_ok("git", "add", "-A", cwd=repo)
+    run_ok("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init", cwd=repo)
+    return repo
+
+
+def slice_overrides(mnist_raw: Path) -> list[str]:
+    """`-S` values for a one-epoch run on a slice of the real data, read from its local copy."""
+    return [
+        "data.sources=[local]",
+        f"data.source_dir={mnist_raw}",
+        "data.train_limit=3000",
+        "data.val_size=500",
+        "data.test_limit=500",
+        "train.epochs=1",
+        "trainer.enable_progress_bar=false",
+    ]
+
+
 def write_params(path: Path, **overrides: object) -> Path:
     """params.yaml composed from conf/ with dotted-key overrides applied on top."""
     cfg = parse.compose()

@@ -15,7 +15,8 @@ import time
 import pytest
 import yaml
 
-from tests.conftest import REPO, mlflow_runs, write_params
+from tests.conftest import run_ok as _run
+from tests.conftest import REPO, clone_repo, mlflow_runs, slice_overrides, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -23,37 +24,9 @@ pytestmark = pytest.mark.slow
 DVC = (sys.executable, "-m", "dvc")
 
 
-def _run(*cmd, cwd, env=None):
-    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
-    assert done.returncode == 0, f"{cmd}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
-    return done.stdout
-
-
 @pytest.fixture
 def clone(tmp_path):
-    files = _run("git", "ls-files", "-co", "--exclude-standard", cwd=REPO).split()
-    repo = tmp_path / "repo"
-    for name in files:
-        if (REPO / name).is_file() and not name.startswith("data/metrics/"):
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            (repo / name).write_bytes((REPO / name).read_bytes())
-    _run("git", "init", "-q", cwd=repo)
-    _run("git", "add", "-A", cwd=repo)
-    _run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init", cwd=repo)
-    return repo
-
-
-def slice_overrides(mnist_raw) -> list[str]:
-    """`-S` values for a one-epoch run on a slice of the real data, read from its local copy."""
-    return [
-        "data.sources=[local]",
-        f"data.source_dir={mnist_raw}",
-        "data.train_limit=3000",
-        "data.val_size=500",
-        "data.test_limit=500",
-        "train.epochs=1",
-        "trainer.enable_progress_bar=false",
-    ]
+    return clone_repo(tmp_path / "repo")
 
 
 def test_exp_run_composes_overrides_and_runs_all_stages(clone, mnist_raw, tmp_path):

@@ -1,0 +1,92 @@
+"""What a user's forge runs: the workflow, the report it posts, the way back from an
+experiment that the README gives, and the GPU check on a machine without a GPU."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, clone_repo, run_ok, slice_overrides
+
+WORKFLOW = REPO / ".github/workflows/reproduce.yml"
+CHECKS = ("historical", "determinism", "restart", "determinism-restart")
+DVC = (sys.executable, "-m", "dvc")
+
+
+def test_the_workflow_passes_actionlint():
+    done = subprocess.run(
+        [Path(sys.executable).with_name("actionlint"), WORKFLOW], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_workflow_runs_each_check_as_its_own_step_through_the_ci_script():
+    steps = yaml.safe_load(WORKFLOW.read_text())["jobs"]["reproduce"]["steps"]
+    named = {s["name"].split(" ")[0]: s for s in steps if "name" in s}
+    for check in CHECKS:
+        assert named[check]["run"] == f".ci/run {check}", check
+        assert named[check]["if"] == "${{ !cancelled() }}", check  # runs when one before failed
+    assert named["tests"]["run"] == ".ci/run tests"
+
+
+def test_the_gpu_check_without_cuda_says_so_in_one_line_and_exits_0():
+    done = subprocess.run(
+        [sys.executable, REPO / ".ci/gpu_check.py"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "gpu check: no CUDA GPU on this machine (torch.cuda.is_available() is False)"
+    ]
+
+
+@pytest.fixture(scope="module")
+def experimented(mnist_raw, tmp_path_factory):
+    """A clone whose last commit is a slice run of the pipeline, and whose workspace holds
+    a `dvc exp run` of it at another batch size."""
+    root = tmp_path_factory.mktemp("experimented")
+    repo = clone_repo(root / "repo")
+    bin_dir = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+    }
+    sets = [a for o in slice_overrides(mnist_raw) for a in ("-S", o)]
+    run_ok(*DVC, "exp", "run", *sets, "-S", "train.batch_size=50", cwd=repo, env=env)
+    run_ok("git", "add", "-A", cwd=repo)
+    run_ok("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run", cwd=repo)
+    run_ok(*DVC, "exp", "run", *sets, "-S", "train.batch_size=100", cwd=repo, env=env)
+    return repo, env
+
+
+@pytest.mark.slow
+def test_the_report_holds_the_params_and_metrics_diff_of_a_changed_batch_size(experimented):
+    repo, env = experimented
+    report = repo.parent / "report.md"
+    run_ok(repo / ".ci/run", "report", "HEAD", report, cwd=repo, env=env)
+    text = report.read_text()
+    params = text.split("### Params", 1)[1].split("### Metrics", 1)[0]
+    assert "| params.yaml | train.batch_size | 50 | 100 |" in params, params
+    metrics = text.split("### Metrics", 1)[1]
+    assert "| data/metrics/test.json | test_acc |" in metrics, metrics
+    assert (repo / "dvc_plots/index.html").is_file()
+
+
+@pytest.mark.slow
+def test_the_readmes_way_back_from_an_experiment_leaves_the_committed_run(experimented):
+    """The commands the README gives after `dvc exp run`, run as it spells them."""
+    repo, env = experimented
+    readme = (REPO / "README.md").read_text()
+    way_back = readme.split("<!-- back from an experiment -->", 1)[1].split("```")[1]
+    commands = [ln.split("#")[0].strip() for ln in way_back.splitlines()[1:] if ln.strip()]
+    assert commands, way_back
+    for command in commands:
+        run_ok("bash", "-c", command, cwd=repo, env=env)
+    assert run_ok("git", "status", "--porcelain", cwd=repo) == ""
+    assert "up to date" in run_ok(*DVC, "status", cwd=repo, env=env)
