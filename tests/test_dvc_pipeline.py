@@ -15,8 +15,8 @@ import time
 import pytest
 import yaml
 
-from tests.conftest import run_ok as _run
 from tests.conftest import REPO, clone_repo, mlflow_runs, slice_overrides, write_params
+from tests.conftest import run_ok as _run
 
 pytestmark = pytest.mark.slow
 

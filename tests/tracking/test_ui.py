@@ -1,8 +1,20 @@
 """Links into the MLflow UI: the server's own, or the local `mlflow ui` for a store."""
 
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
 import pytest
 
 from lenet_mnist.tracking import ui
+from tests.conftest import REPO, run_ok
 
 
 @pytest.mark.parametrize(
@@ -59,3 +71,48 @@ def test_a_stage_ends_with_its_run_page_the_runs_table_and_how_to_open_them():
         " --host 127.0.0.1",
     ]
     assert len(ui.where("evaluate", "http://10.0.0.5:8080", "1", "abc").splitlines()) == 2
+
+
+_PRINT_WHERE = """
+from lenet_mnist.config import parse
+from lenet_mnist.tracking import store
+cfg = parse.load("params.yaml")
+print(store.TrackedRun.create(store.client(cfg.logger), cfg.logger.experiment_name).where("train"))
+"""
+
+
+@pytest.mark.slow
+def test_the_printed_ui_command_pasted_in_a_clone_whose_path_has_a_space_serves_the_run(
+    tmp_path,
+):
+    """What a stage prints, pasted into a shell in the clone (with a free port added, so
+    that tests running side by side do not meet on the default one)."""
+    clone = tmp_path / "my runs" / "repo"
+    clone.mkdir(parents=True)
+    (clone / "params.yaml").write_bytes((REPO / "params.yaml").read_bytes())
+    bin_dir = str(Path(sys.executable).parent)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    printed = run_ok(sys.executable, "-c", _PRINT_WHERE, cwd=clone, env=env)
+    run_id = re.search(r"MLflow run (\w+): ", printed)[1]
+    (command,) = [ln.split("start the UI first: ", 1)[1] for ln in printed.splitlines()[2:]]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pasted = f"{command} --port {port} --workers 1"
+    ui = subprocess.Popen(["bash", "-c", pasted], cwd=clone, env=env, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/get?run_id={run_id}"
+        for _ in range(240):
+            assert ui.poll() is None, f"{pasted!r} ended with {ui.returncode}"
+            try:
+                with urllib.request.urlopen(url, timeout=1) as answer:
+                    assert json.load(answer)["run"]["info"]["run_id"] == run_id
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"{pasted!r} never answered")
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)
