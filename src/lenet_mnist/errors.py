@@ -42,13 +42,6 @@ class Interrupted(KeyboardInterrupt):
         return 128 + self.signum
 
 
-def cut(text: str, limit: int = 200) -> str:
-    """`text` on one line and at most about `limit` characters, saying its full length when
-    cut: an error line may quote what a user gave (a path, a value), which can be any size."""
-    line = text.replace("\n", "\\n").replace("\r", "\\r")
-    return line if len(line) <= limit else f"{line[:limit]}... ({len(line):,} characters)"
-
-
 # Operating-system errors that are the user's environment, not a bug: a missing file, a
 # full disk or quota, a folder the user may not write.
 USER_ERRNOS = (errno.ENOENT, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS)

@@ -28,7 +28,8 @@ import numpy as np
 
 from lenet_mnist.config import parse
 from lenet_mnist.config.schema import Config
-from lenet_mnist.errors import PipelineError, cut, run_stage
+from lenet_mnist.errors import PipelineError, run_stage
+from lenet_mnist.serving import cut
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -75,9 +76,8 @@ def image_files(paths: list[Path]) -> list[Path]:
 
 def _looks_like_image(path: Path) -> bool:
     """By its suffix or, for a file named otherwise (a download's `image`), its first bytes."""
-    if path.name.startswith("."):
-        return False
-    return path.suffix.lower() in SUFFIXES or _format(path) is not None
+    hidden = path.name.startswith(".")
+    return not hidden and (path.suffix.lower() in SUFFIXES or _format(path) is not None)
 
 
 def _format(path: Path) -> str | None:
@@ -88,10 +88,8 @@ def _format(path: Path) -> str | None:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """A PNG or JPEG as MNIST pixels: (28, 28) uint8, white digit on black.
-
-    Decoded with Pillow's LOAD_TRUNCATED_IMAGES left False, so a file that ends early is
-    refused, not filled in."""
+    """A PNG or JPEG as MNIST pixels: (28, 28) uint8, white digit on black. Pillow's
+    LOAD_TRUNCATED_IMAGES stays False: a file that ends early is refused, not filled in."""
     from PIL import ImageOps, UnidentifiedImageError
 
     try:

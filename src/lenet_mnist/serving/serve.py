@@ -23,7 +23,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from lenet_mnist.errors import PipelineError, cut, run_stage
+from lenet_mnist.errors import PipelineError, run_stage
+from lenet_mnist.serving import cut
 
 MAX_BODY = 4 * 1024 * 1024  # bytes: about 1,300 images as JSON, 3 KB each
 AT_ONCE = 8  # connections; more get uvicorn's 503: each request may hold a parsed body
