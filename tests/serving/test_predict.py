@@ -303,6 +303,22 @@ def test_a_truncated_jpeg_is_refused_as_one(digit, tmp_path, params, capsys):
     assert err.startswith(said), err
 
 
+def test_a_jpeg_too_short_for_its_size_is_refused_even_with_its_end_marker(
+    digit, tmp_path, params, capsys
+):
+    """810 bytes whose header says 40000x40000, closed by an end marker: libjpeg would fill
+    the missing blocks with grey, and Pillow decode that without a word."""
+    Image.fromarray(digit).resize((200, 200)).save(tmp_path / "huge.jpg", quality=95)
+    jpeg = bytearray((tmp_path / "huge.jpg").read_bytes())
+    struct.pack_into(">HH", jpeg, jpeg.index(b"\xff\xc0") + 5, 40000, 40000)  # SOF0's size
+    (tmp_path / "huge.jpg").write_bytes(jpeg[:808] + b"\xff\xd9")
+    err = one_line_exit([tmp_path / "huge.jpg", "--params", params], capsys)
+    assert err == (
+        f"error: {tmp_path / 'huge.jpg'} is a JPEG that cannot be read: "
+        "truncated: 810 bytes for 40000x40000\n"
+    )
+
+
 def test_a_truncated_png_is_refused_as_one(digit, tmp_path, params, capsys):
     Image.fromarray(digit).resize((200, 200)).save(tmp_path / "cut.png")
     whole = (tmp_path / "cut.png").read_bytes()

@@ -121,11 +121,8 @@ def _unreadable(path: Path, err: Exception) -> PipelineError:
 
 
 def _header(path: Path) -> Image.Image:
-    """The image opened, its header read and nothing decoded.
-
-    Pillow's own bomb check at open warns above 89 megapixels and raises above 179 without
-    saying the image's size; ours, stricter, follows at once and names it.
-    """
+    """The image opened, its header read and nothing decoded. Pillow's own bomb check at open
+    warns above 89 megapixels, raises above 179, never names the size; ours, stricter, does."""
     from PIL import Image
 
     limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
@@ -136,9 +133,14 @@ def _header(path: Path) -> Image.Image:
 
 
 def _decode_small(path: Path, img: Image.Image) -> None:
-    """Have a JPEG decoded at a reduced size; refuse what would still be too large to decode."""
-    width, height = img.size
+    """Have a JPEG decoded at a reduced size; refuse what would still be too large to decode,
+    and a JPEG too short for its size: a Huffman-coded scan spends a bit at least on each 8x8
+    block's DC. libjpeg greys out what is missing before an end marker and Pillow drops its
+    warning: only this catches a JPEG cut short but closed, if cut far enough."""
+    width, height, size = *img.size, path.stat().st_size
     if img.format in ("JPEG", "MPO"):
+        if size < (width // 8) * (height // 8) // 8:
+            raise _unreadable(path, ValueError(f"truncated: {size:,} bytes for {width}x{height}"))
         img.draft("L", (DRAFT, DRAFT))
     if img.width * img.height > MAX_PIXELS:
         reduced = "" if img.size == (width, height) else f", {img.width}x{img.height} reduced"
