@@ -33,13 +33,15 @@ def digit(mnist_raw) -> np.ndarray:
     return raw_test_images(mnist_raw, 1)[0]
 
 
+def chunk(kind: bytes, data: bytes) -> bytes:
+    """A PNG chunk: its length, kind, data and CRC."""
+    crc = zlib.crc32(kind + data)
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
 def write_png(path: Path, width: int, height: int, colour: int, pixels: bool = True) -> Path:
     """A black 8-bit PNG written row by row (a huge one costs kilobytes, not its pixels),
     or with `pixels=False` only its header: what a decoder would find truncated."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data)
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
     header = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
     channels = {0: 1, 2: 3, 4: 2, 6: 4}[colour]
@@ -273,3 +275,78 @@ def test_png_and_inverted_jpeg_digits_get_evaluates_predictions(
             assert line.startswith(f"{path}: ")
             top = [float(p) for p in re.findall(r"\d \((\d\.\d{4})\)", line)]
             assert len(top) == 3 and top == sorted(top, reverse=True)
+
+
+@pytest.mark.parametrize("kind", ["named pipe", "socket", "device"])
+def test_what_is_not_a_regular_file_is_refused_without_opening_it(kind, tmp_path, params):
+    """Opening a FIFO waits for a writer forever: a fresh process must end, in one line."""
+    path, what = tmp_path / "seven.png", f"a {kind}"
+    if kind == "named pipe":
+        os.mkfifo(path)
+    elif kind == "socket":
+        listening = socket.socket(socket.AF_UNIX)
+        listening.bind(str(path))
+    else:
+        path = Path(os.devnull)
+    argv = [sys.executable, "-m", "lenet_mnist.serving.predict", path, "--params", params]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"error: {path} is {what}; give PNG or JPEG files or folders\n"
+
+
+def test_a_truncated_jpeg_is_refused_as_one(digit, tmp_path, params, capsys):
+    Image.fromarray(digit).resize((200, 200)).save(tmp_path / "cut.jpg", quality=95)
+    whole = (tmp_path / "cut.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    err = one_line_exit([tmp_path / "cut.jpg", "--params", params], capsys)
+    said = f"error: {tmp_path / 'cut.jpg'} is a JPEG that cannot be read: image file is truncated"
+    assert err.startswith(said), err
+
+
+def test_a_jpeg_too_short_for_its_size_is_refused_even_with_its_end_marker(
+    digit, tmp_path, params, capsys
+):
+    """810 bytes whose header says 40000x40000, closed by an end marker: libjpeg would fill
+    the missing blocks with grey, and Pillow decode that without a word."""
+    Image.fromarray(digit).resize((200, 200)).save(tmp_path / "huge.jpg", quality=95)
+    jpeg = bytearray((tmp_path / "huge.jpg").read_bytes())
+    struct.pack_into(">HH", jpeg, jpeg.index(b"\xff\xc0") + 5, 40000, 40000)  # SOF0's size
+    (tmp_path / "huge.jpg").write_bytes(jpeg[:808] + b"\xff\xd9")
+    err = one_line_exit([tmp_path / "huge.jpg", "--params", params], capsys)
+    assert err == (
+        f"error: {tmp_path / 'huge.jpg'} is a JPEG that cannot be read: "
+        "truncated: 810 bytes for 40000x40000\n"
+    )
+
+
+def test_a_truncated_png_is_refused_as_one(digit, tmp_path, params, capsys):
+    Image.fromarray(digit).resize((200, 200)).save(tmp_path / "cut.png")
+    whole = (tmp_path / "cut.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(whole[: len(whole) // 2])
+    err = one_line_exit([tmp_path / "cut.png", "--params", params], capsys)
+    said = f"error: {tmp_path / 'cut.png'} is a PNG that cannot be read: image file is truncated"
+    assert err == said + "\n"
+
+
+def test_a_png_decompression_bomb_is_named_one(digit, tmp_path, params, capsys):
+    """64 MB of text compressed into 64 KB, before the pixels: Pillow stops at 1 MB."""
+    Image.fromarray(digit).save(tmp_path / "bomb.png")
+    png = (tmp_path / "bomb.png").read_bytes()
+    bomb = chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(bytes(64 * 1024 * 1024), 9))
+    at = png.index(b"IDAT") - 4
+    (tmp_path / "bomb.png").write_bytes(png[:at] + bomb + png[at:])
+    err = one_line_exit([tmp_path / "bomb.png", "--params", params], capsys)
+    said = f"error: {tmp_path / 'bomb.png'} is a PNG that cannot be read: a decompression bomb ("
+    assert err.startswith(said), err
+
+
+def test_an_error_line_cuts_a_long_path_and_says_its_length(tmp_path, params, capsys):
+    folder = tmp_path / ("d" * 200)
+    folder.mkdir()
+    os.mkfifo(folder / "7.png")
+    err = one_line_exit([folder / "7.png", "--params", params], capsys)
+    full = len(str(folder / "7.png"))
+    assert (
+        err == f"error: {str(folder / '7.png')[:200]}... ({full} characters) is a named pipe; "
+        "give PNG or JPEG files or folders\n"
+    )

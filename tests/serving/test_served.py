@@ -289,12 +289,10 @@ def _wait_for(ping: str, server: subprocess.Popen, log: Path, timeout_s: float =
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            pytest.fail(
-                f"mlflow models serve exited {server.returncode}: {log.read_text()[-3000:]}"
-            )
+            pytest.fail(f"{server.args[:4]} exited {server.returncode}: {log.read_text()[-3000:]}")
         try:
             urllib.request.urlopen(ping, timeout=2).close()
             return
         except OSError:
             time.sleep(0.5)
-    pytest.fail(f"mlflow models serve did not answer {ping} in {timeout_s} s")
+    pytest.fail(f"{server.args[:4]} did not answer {ping} in {timeout_s} s")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +29,7 @@ import numpy as np
 from lenet_mnist.config import parse
 from lenet_mnist.config.schema import Config
 from lenet_mnist.errors import PipelineError, run_stage
+from lenet_mnist.serving import cut
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -35,7 +37,9 @@ if TYPE_CHECKING:
 
 FORMATS = ["PNG", "JPEG"]  # Pillow's plugins; a phone's multi-picture JPEG (MPO) is JPEG's
 SUFFIXES = (".png", ".jpg", ".jpeg")
-SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # a PNG's or a JPEG's first bytes
+SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # FORMATS' first bytes, in order
+# What a path may be besides a file or a folder: opening a FIFO or a device waits forever.
+SPECIAL = {stat.S_ISFIFO: "a named pipe", stat.S_ISSOCK: "a socket", stat.S_ISCHR: "a device"}
 SIZE = 28  # pyfunc.RAW_SIZE, not imported from there: a refused file costs no torch import
 MAX_PIXELS = 40_000_000  # decoded pixels: a PNG cannot be decoded at a reduced size
 DRAFT = 4 * SIZE  # a JPEG is decoded at 1/2, 1/4 or 1/8 size while both sides stay above
@@ -48,31 +52,44 @@ Probabilities = Callable[[np.ndarray], np.ndarray]  # (N, 28, 28) pixels -> (N, 
 
 def image_files(paths: list[Path]) -> list[Path]:
     """Each path, a folder standing for its PNG and JPEG files (sorted by name, hidden ones
-    such as macOS's `._7.png` left out), so that a folder of drawings can be read whole."""
+    such as macOS's `._7.png` left out), so that a folder of drawings can be read whole.
+
+    Only regular files are ever opened, told from their stat: a named pipe, socket or device
+    given by name is refused, and one in a folder is not an image file."""
     files: list[Path] = []
     for path in paths:
-        if not path.is_dir():
+        mode = path.stat().st_mode  # a missing path: exit_on_error's one line
+        if stat.S_ISREG(mode):
             files.append(path)
             continue
+        if not stat.S_ISDIR(mode):
+            what = next((name for test, name in SPECIAL.items() if test(mode)), "a device")
+            raise PipelineError(f"{cut(str(path))} is {what}; give PNG or JPEG files or folders")
         found = sorted(f for f in path.iterdir() if f.is_file() and _looks_like_image(f))
         if not found:
-            raise PipelineError(f"{path} holds no PNG or JPEG files; give images or their folder")
+            raise PipelineError(
+                f"{cut(str(path))} holds no PNG or JPEG files; give images or their folder"
+            )
         files += found
     return files
 
 
 def _looks_like_image(path: Path) -> bool:
     """By its suffix or, for a file named otherwise (a download's `image`), its first bytes."""
-    if path.name.startswith("."):
-        return False
-    if path.suffix.lower() in SUFFIXES:
-        return True
+    hidden = path.name.startswith(".")
+    return not hidden and (path.suffix.lower() in SUFFIXES or _format(path) is not None)
+
+
+def _format(path: Path) -> str | None:
+    """PNG or JPEG by the file's first bytes, whatever Pillow makes of the rest."""
     with path.open("rb") as file:
-        return file.read(8).startswith(SIGNATURES)
+        head = file.read(8)
+    return next((f for f, s in zip(FORMATS, SIGNATURES, strict=True) if head.startswith(s)), None)
 
 
 def read_image(path: Path) -> np.ndarray:
-    """A PNG or JPEG as MNIST pixels: (28, 28) uint8, white digit on black."""
+    """A PNG or JPEG as MNIST pixels: (28, 28) uint8, white digit on black. Pillow's
+    LOAD_TRUNCATED_IMAGES stays False: a file that ends early is refused, not filled in."""
     from PIL import ImageOps, UnidentifiedImageError
 
     try:
@@ -80,21 +97,32 @@ def read_image(path: Path) -> np.ndarray:
             _decode_small(path, img)
             ImageOps.exif_transpose(img, in_place=True)  # a photo as it was held: EXIF's turn
             pixels = _gray(img)
-    except (UnidentifiedImageError, SyntaxError, ValueError) as err:
-        raise PipelineError(f"{path} is not an image (PNG or JPEG)") from err
-    except OSError as err:
-        if err.errno is not None:  # a missing or unreadable file: exit_on_error says so
+    except (UnidentifiedImageError, SyntaxError, ValueError, OSError) as err:
+        if isinstance(err, OSError) and err.errno is not None:  # exit_on_error says so
             raise
-        raise PipelineError(f"{path} is not an image (PNG or JPEG)") from err  # truncated
+        raise _unreadable(path, err) from err
     return 255 - pixels if border_is_bright(pixels) else pixels
 
 
-def _header(path: Path) -> Image.Image:
-    """The image opened, its header read and nothing decoded.
+def _unreadable(path: Path, err: Exception) -> PipelineError:
+    """What is wrong with a file Pillow could not read, in Pillow's words, for its format.
 
-    Pillow's own bomb check at open warns above 89 megapixels and raises above 179 without
-    saying the image's size; ours, stricter, follows at once and names it.
-    """
+    A PNG's compressed text or colour profile over Pillow's limit raises a ValueError
+    "Decompressed data too large": a decompression bomb, called so here."""
+    from PIL import UnidentifiedImageError
+
+    name, kind = cut(str(path)), _format(path)
+    if kind is None:
+        return PipelineError(f"{name} is not an image (PNG or JPEG)")
+    reason = "no header Pillow can read" if isinstance(err, UnidentifiedImageError) else str(err)
+    if "Decompressed data too large" in reason:
+        reason = f"a decompression bomb ({reason})"
+    return PipelineError(f"{name} is a {kind} that cannot be read: {cut(reason)}")
+
+
+def _header(path: Path) -> Image.Image:
+    """The image opened, its header read and nothing decoded. Pillow's own bomb check at open
+    warns above 89 megapixels, raises above 179, never names the size; ours, stricter, does."""
     from PIL import Image
 
     limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
@@ -105,9 +133,14 @@ def _header(path: Path) -> Image.Image:
 
 
 def _decode_small(path: Path, img: Image.Image) -> None:
-    """Have a JPEG decoded at a reduced size; refuse what would still be too large to decode."""
-    width, height = img.size
+    """Have a JPEG decoded at a reduced size; refuse what would still be too large to decode,
+    and a JPEG too short for its size: a Huffman-coded scan spends a bit at least on each 8x8
+    block's DC. libjpeg greys out what is missing before an end marker and Pillow drops its
+    warning: only this catches a JPEG cut short but closed, if cut far enough."""
+    width, height, size = *img.size, path.stat().st_size
     if img.format in ("JPEG", "MPO"):
+        if size < (width // 8) * (height // 8) // 8:
+            raise _unreadable(path, ValueError(f"truncated: {size:,} bytes for {width}x{height}"))
         img.draft("L", (DRAFT, DRAFT))
     if img.width * img.height > MAX_PIXELS:
         reduced = "" if img.size == (width, height) else f", {img.width}x{img.height} reduced"
