@@ -166,6 +166,41 @@ def test_an_experiments_version_takes_the_champion_alias_only_from_the_workspace
     assert said == [("1", True, True), ("2", True, False), ("2", False, True)]
 
 
+@pytest.mark.slow
+def test_a_publish_that_fails_leaves_no_test_metrics_and_the_same_command_completes_it(
+    prepared_slice, tmp_path_factory, tmp_path, monkeypatch
+):
+    """The experiment's artifacts go where a file stands in the way of a folder: publish
+    fails writing, and the run holds no test metrics and the registry no version; with the
+    way cleared, the same publish completes."""
+    done = trained_slice(prepared_slice, tmp_path_factory)
+    db = f"sqlite:///{tmp_path / 'registry.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", db)
+    blocker = tmp_path / "artifacts"
+    blocker.write_text("a file, not a folder")
+    client = MlflowClient(db)
+    name = parse.load(done["params"]).logger.experiment_name
+    client.create_experiment(name, artifact_location=blocker.joinpath("runs").as_uri())
+    trained = done["data"] / "model" / "weights.safetensors"
+    (tmp_path / "out").mkdir()
+    with pytest.raises(OSError):
+        _evaluate_and_publish(trained, prepared_slice[0], done["params"], tmp_path / "out")
+    (run,) = mlflow_runs(db)[1]
+    assert not [k for k in run.data.metrics if k.startswith("test_")], run.data.metrics
+    assert client.search_model_versions("name = 'lenet-mnist'") == []
+    blocker.unlink()
+    blocker.mkdir()
+    _, published = _evaluate_and_publish(
+        trained, prepared_slice[0], done["params"], tmp_path / "out"
+    )
+    assert (published.version, published.champion) == ("1", True)
+    (run,) = mlflow_runs(db)[1]
+    assert (
+        run.data.metrics["test_acc"]
+        == json.loads((tmp_path / "out/test.json").read_text())["test_acc"]
+    )
+
+
 _KILLED_MID_LOG = """
 import os, signal, sys
 from pathlib import Path

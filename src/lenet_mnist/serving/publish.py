@@ -77,24 +77,25 @@ def publish(
     started_ms = int(time.time() * 1000)
     run = _run_of(mlflow, cfg, digest, run_id)
     logged.fail_abandoned(mlflow, run.experiment, started_ms)
-    run.metrics(test_metrics(metrics))
     run.artifacts(*files)
     name = cfg.logger.registered_model
     version = registered(mlflow, name, digest)
-    if version is not None or (name is None and logged_before(mlflow, run, digest)):
-        crowned = version is not None and promote and crown(mlflow, name, version, metrics)
-        done = Published(run, None, version, crowned, False, digest)
-    else:
+    new = version is None and not (name is None and logged_before(mlflow, run, digest))
+    model_uri = None
+    if new:
         logged.dataset(run, prepared, prepare.read_stats(prepared))
-        with logged.global_store(mlflow.tracking_uri):
+        with logged.global_store(mlflow.tracking_uri):  # a version's source is read through it
             info = logged.served(run, cfg.model.name, weights, prepared)
-            if name is None:
-                done = Published(run, info.model_uri, None, False, True, digest)
-            else:
-                done = register(run, name, info, metrics, digest, promote)
+            if name is not None:
+                version = register(run, name, info, metrics, digest)
+        model_uri = info.model_uri
+    # The test metrics go last: a publish that failed before them left none in the run,
+    # and the same command completes it (finding the version it registered, if it did).
+    run.metrics(test_metrics(metrics))
+    crowned = version is not None and promote and crown(mlflow, name, version, metrics)
     if run.status() != "FINISHED":
         run.close()
-    return done
+    return Published(run, model_uri, version, crowned, new, digest)
 
 
 def _run_of(mlflow: Any, cfg: Config, digest: str, run_id: str | None) -> store.TrackedRun:
@@ -135,11 +136,9 @@ def registered(mlflow: Any, name: str | None, digest: str) -> str | None:
     return next((str(v.version) for v in versions if v.tags.get(store.WEIGHTS_TAG) == digest), None)
 
 
-def register(
-    run: store.TrackedRun, name: str, info: Any, metrics: dict, digest: str, promote: bool
-) -> Published:
-    """A new version of `name`; the champion alias moves to it unless the champion is better
-    (or `promote` is False)."""
+def register(run: store.TrackedRun, name: str, info: Any, metrics: dict, digest: str) -> str:
+    """A new version of `name` for the served model `info`, tagged with what the champion is
+    compared by and the weights it holds."""
     from mlflow.exceptions import MlflowException
 
     mlflow = run.mlflow
@@ -157,9 +156,7 @@ def register(
             model_id=info.model_id,
         )
     )
-    version = str(made.version)  # MLflow gives a number or a string, by store
-    takes = promote and crown(mlflow, name, version, metrics)
-    return Published(run, info.model_uri, version, takes, True, digest)
+    return str(made.version)  # MLflow gives a number or a string, by store
 
 
 def crown(mlflow: Any, name: str, version: str, metrics: dict) -> bool:
