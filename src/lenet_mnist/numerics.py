@@ -29,16 +29,14 @@ if TYPE_CHECKING:
 PORTABLE_ENV = {
     "ATEN_CPU_CAPABILITY": "avx2",  # ATen's kernel dispatch, and torch.compile's vector ISA
     "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN's convolution kernels
-    # MKL's conditional numerical reproducibility, on its SSE2 branch: on an AMD EPYC
-    # (family 25, model 17) the AVX2, SSE4_2 and AVX512 branches all gave the bits of
-    # MKL's own AMD path, COMPATIBLE other ones (docs/determinism.md).
+    # MKL's conditional numerical reproducibility, on its SSE2 branch: MKL's AVX2, SSE4_2
+    # and AVX512 branches follow the CPU's vendor, COMPATIBLE does not (docs/determinism.md).
     "MKL_CBWR": "COMPATIBLE",
     "TORCHINDUCTOR_CPP_MARCH": "x86-64-v3",  # torch.compile's C++, instead of -march=native
 }
 # A fixed thread count, whatever the machine has: a reduction's order then depends on no
-# machine's core count. One, chosen by measurement (docs/benchmarks.md): with passive
-# waiting, 2 threads trained no faster than 1 at batch 64, 1.8x slower at batch 16, and
-# two 2-thread sweep jobs side by side got half the throughput of two 1-thread ones.
+# machine's core count. One, as measured in docs/benchmarks.md: more threads did not train
+# LeNet-5 faster, and slowed sweep jobs that share the cores.
 PORTABLE_THREADS = 1
 
 
