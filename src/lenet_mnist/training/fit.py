@@ -70,7 +70,8 @@ class Trained:
 
 def quiet_lightning() -> None:
     """Hide messages every run would print that concern Lightning itself, not this run:
-    its own upgrades, an ad, the step-metrics interval set high on purpose, and the end.
+    its own upgrades, an ad, the step-metrics interval set high on purpose, the end, and
+    its note on Ctrl-C (the stage's own line says what stopped it).
 
     Process-wide, so only entry points call it: the stage, a Hydra job, the benchmark."""
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
@@ -82,7 +83,8 @@ def quiet_lightning() -> None:
 
 def _no_ads(record: logging.LogRecord) -> bool:
     message = record.getMessage()  # the epoch lines already say that the last epoch ended
-    return "litlogger" not in message and "`Trainer.fit` stopped: `max_epochs" not in message
+    quiet = ("litlogger", "`Trainer.fit` stopped: `max_epochs", "Detected KeyboardInterrupt")
+    return not any(text in message for text in quiet)
 
 
 def make_trainer(
@@ -255,8 +257,8 @@ def _interrupted(stop: SystemExit, saved: Path | None) -> BaseException:
     with no code, which a shell or a scheduler reads as success, and on Ctrl-C exit 1."""
     if isinstance(stop, SIGTERMException):
         signum = signal.SIGTERM
-    elif isinstance(stop.__context__, KeyboardInterrupt):
-        signum = signal.SIGINT
+    elif isinstance(stop.__context__, KeyboardInterrupt):  # SIGTERM too, by the stage's handler
+        signum = getattr(stop.__context__, "signum", signal.SIGINT)
     else:
         return stop
     by = f"training stopped by {signal.Signals(signum).name}"
