@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import socket
+import sqlite3
 import tempfile
 import time
 import urllib.request
@@ -24,8 +25,8 @@ from filelock import FileLock
 from mlflow.entities import Experiment, Metric, Param
 from mlflow.tracking import MlflowClient
 
+from lenet_mnist import errors
 from lenet_mnist.config.schema import LoggerConfig
-from lenet_mnist.errors import PipelineError
 from lenet_mnist.tracking import ui
 
 WEIGHTS_TAG = "weights_sha256"
@@ -67,11 +68,10 @@ def client(cfg: LoggerConfig) -> MlflowClient:
         try:
             urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=cfg.timeout_s).close()
         except (OSError, ValueError) as err:
-            reason = getattr(err, "reason", err)
-            raise PipelineError(
-                f"MLflow tracking server {uri} did not answer within {cfg.timeout_s:g} s "
-                f"({reason}); start it, or unset MLFLOW_TRACKING_URI to record in "
-                f"{cfg.tracking_uri} (logger.timeout_s sets the wait)"
+            raise errors.UnavailableError(
+                f"MLflow tracking server {uri} did not answer within {cfg.timeout_s:g} s ("
+                f"{getattr(err, 'reason', err)}); start it, or unset MLFLOW_TRACKING_URI to "
+                f"record in {cfg.tracking_uri} (logger.timeout_s sets the wait)"
             ) from None
         _answered.add(uri)
     return open_store(uri)
@@ -86,9 +86,12 @@ def open_store(uri: str) -> MlflowClient:
     per database file, and is retried while another process, one that takes no lock,
     finishes its own.
     """
+    errors.opened_store(uri)
     if not uri.startswith(SQLITE) or uri in _ready:
         return MlflowClient(uri)
     path = os.path.abspath(uri.removeprefix(SQLITE))
+    if _not_sqlite(path):
+        raise sqlite3.DatabaseError("file is not a database")
     name = hashlib.sha256(path.encode()).hexdigest()[:16]
     with FileLock(Path(tempfile.gettempdir()) / f"lenet-mnist-store-{name}.lock"):
         mlflow = _retry(lambda: MlflowClient(uri), _initializing)  # the client opens the store
@@ -96,11 +99,19 @@ def open_store(uri: str) -> MlflowClient:
     return mlflow
 
 
+def _not_sqlite(path: str) -> bool:
+    """A folder, or a file that is not empty (new) nor sqlite's: fails at once, as sqlite
+    would, where MLflow would retry opening it for minutes."""
+    if not os.path.isfile(path):
+        return os.path.isdir(path)
+    with open(path, "rb") as db:
+        return db.read(16) not in (b"", b"SQLite format 3\0")
+
+
 def _initializing(err: Exception) -> bool:
     """Whether an error is what another process's creation of the same store looks like."""
-    text = str(err)
     signs = ("database is locked", "already exists", "migration", "no such table")
-    return any(sign in text for sign in signs)
+    return any(sign in str(err) for sign in signs)
 
 
 def retry_locked(call: Callable[[], T]) -> T:
@@ -111,7 +122,7 @@ def retry_locked(call: Callable[[], T]) -> T:
 
 def _retry(call: Callable[[], T], passing: Callable[[BaseException], bool]) -> T:
     """`call` again, after a growing pause, while it fails in a `passing` way, for up to
-    logger.timeout_s; then one line. MLflow's own log of each failed try stays quiet."""
+    logger.timeout_s; then the error. MLflow's own log of each failed try stays quiet."""
     deadline = time.monotonic() + _patience_s[0]
     pause = 0.2
 
@@ -127,20 +138,11 @@ def _retry(call: Callable[[], T], passing: Callable[[BaseException], bool]) -> T
                 if not passing(err):
                     raise
                 if time.monotonic() + pause > deadline:
-                    raise _busy(err) from None
+                    raise  # the boundary names the store and says it is busy (lenet_mnist.errors)
             time.sleep(pause)
             pause = min(2 * pause, 2.0)
     finally:
         logging.getLogger(MLFLOW_DB_LOGGER).removeFilter(quiet)
-
-
-def _busy(err: Exception) -> PipelineError:
-    first = next((x for x in str(err).splitlines() if x.strip()), type(err).__name__)
-    return PipelineError(
-        f"the MLflow store stayed busy for more than {_patience_s[0]:g} s ({first.strip()}): "
-        "another process is writing to it (a sweep, `mlflow ui`, `mlflow gc`); run again "
-        "once it is done, or raise logger.timeout_s"
-    )
 
 
 def experiment_id(mlflow: MlflowClient, name: str) -> str:
@@ -161,11 +163,9 @@ def experiment_id(mlflow: MlflowClient, name: str) -> str:
 
 
 def _create_experiment(mlflow: MlflowClient, name: str) -> Experiment:
-    uri = mlflow.tracking_uri
-    location = None
+    uri, location = mlflow.tracking_uri, None
     if uri.startswith(SQLITE):
-        db = Path(uri.removeprefix(SQLITE)).resolve()
-        location = (db.parent / "mlruns" / name).as_uri()
+        location = (Path(uri.removeprefix(SQLITE)).resolve().parent / "mlruns" / name).as_uri()
     try:
         made = retry_locked(lambda: mlflow.create_experiment(name, artifact_location=location))
         return retry_locked(lambda: mlflow.get_experiment(made))

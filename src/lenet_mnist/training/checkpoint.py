@@ -19,8 +19,6 @@ from typing import Any
 
 import torch
 
-from lenet_mnist.errors import USER_ERRNOS
-
 
 @dataclass(frozen=True)
 class Checkpoint:
@@ -43,7 +41,8 @@ def save(path: Path, state: Checkpoint) -> None:
     """Write `state` beside `path` and rename it into place: a kill leaves the old one whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}-partial-{os.getpid()}")
-    torch.save({f.name: getattr(state, f.name) for f in dataclasses.fields(state)}, partial)
+    with open(partial, "wb") as file:  # torch's own writer hides the system's error
+        torch.save({f.name: getattr(state, f.name) for f in dataclasses.fields(state)}, file)
     os.replace(partial, path)
 
 
@@ -63,8 +62,8 @@ def read(path: Path | None, key: str) -> Checkpoint | None:
         state = torch.load(path, weights_only=True)  # tensors and plain values: no code runs
         found = Checkpoint(**state)
     except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
-        if isinstance(err, OSError) and err.errno in (*USER_ERRNOS, errno.EIO):
-            raise  # the disk or the permissions, not the file's content: keep the file
+        if isinstance(err, OSError) and err.errno not in (None, errno.EINVAL):
+            raise  # the disk or the permissions, not the file's content (EINVAL: truncated)
         aside = path.with_name(path.name + SET_ASIDE)
         os.replace(path, aside)
         print(f"train: {path} is not a checkpoint of this pipeline ({_why(err)}); set aside "

@@ -70,25 +70,38 @@ class Trained:
 
 def quiet_lightning() -> None:
     """Hide messages every run would print that concern Lightning itself, not this run:
-    its own upgrades, an ad, which accelerators exist, the step-metrics interval set high
-    on purpose, and the end.
+    its own upgrades, an ad, which accelerators exist and how to use a GPU's tensor cores,
+    the step-metrics interval set high on purpose, the end, and its note on Ctrl-C (the
+    stage's own line says what stopped it).
 
     Process-wide, so only entry points call it: the stage, a Hydra job, the benchmark."""
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     warnings.filterwarnings("ignore", message=r"The number of training batches .* logging")
     # Classifier reduces its epoch metrics over the ranks itself, before it logs them.
     warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\(.*sync_dist")
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_no_ads)
+    for logger in (
+        "pytorch_lightning.utilities.rank_zero",
+        "lightning_fabric.utilities.rank_zero",
+        "pytorch_lightning.accelerators.cuda",
+    ):
+        logging.getLogger(logger).addFilter(_no_ads)
+
+
+_QUIET = (
+    "litlogger",
+    "`Trainer.fit` stopped: `max_epochs",
+    "Detected KeyboardInterrupt",
+    "GPU available:",
+    "TPU available:",
+    "HPU available:",
+    "LOCAL_RANK:",
+    "that has Tensor Cores",
+)
 
 
 def _no_ads(record: logging.LogRecord) -> bool:
     message = record.getMessage()  # the epoch lines already say that the last epoch ended
-    accelerators = ("GPU available:", "TPU available:", "HPU available:")
-    return not (
-        "litlogger" in message
-        or "`Trainer.fit` stopped: `max_epochs" in message
-        or message.startswith(accelerators)
-    )
+    return not any(text in message for text in _QUIET)
 
 
 def make_trainer(
@@ -261,8 +274,8 @@ def _interrupted(stop: SystemExit, saved: Path | None) -> BaseException:
     with no code, which a shell or a scheduler reads as success, and on Ctrl-C exit 1."""
     if isinstance(stop, SIGTERMException):
         signum = signal.SIGTERM
-    elif isinstance(stop.__context__, KeyboardInterrupt):
-        signum = signal.SIGINT
+    elif isinstance(stop.__context__, KeyboardInterrupt):  # SIGTERM too, by the stage's handler
+        signum = getattr(stop.__context__, "signum", signal.SIGINT)
     else:
         return stop
     by = f"training stopped by {signal.Signals(signum).name}"
