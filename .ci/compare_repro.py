@@ -9,6 +9,7 @@ loudly that it used that tolerance. Test accuracy must reach 99.0% either way.
 
 import json
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
@@ -49,9 +50,14 @@ def main(committed_lock: str, new_lock: str, committed_metrics: str, new_metrics
     ok = now["test_acc"] >= MIN_ACC
     if not ok:
         print(f"FAIL: test accuracy {now['test_acc']:.4f} is below {MIN_ACC}")
-    if differing and portable_host():
-        print("FAIL: on x86-64 with AVX2 the portable pipeline must reproduce every bit")
-        ok = False
+    if portable_host():
+        changed = subprocess.run(
+            ["git", "status", "--porcelain"], capture_output=True, text=True, check=True
+        ).stdout
+        if differing or changed:
+            print("FAIL: on x86-64 with AVX2 the portable pipeline must reproduce every bit")
+            print(changed, end="")
+            ok = False
     elif differing:
         print(
             f"!! TOLERANCE PATH: {platform.machine()} without AVX2, or with a GPU; "

@@ -39,6 +39,7 @@ class Published:
     champion: bool  # whether that version now holds the alias
     new: bool  # False when these weights were published before: nothing was added
     weights_sha256: str
+    promote: bool = True  # False in a DVC experiment, whose versions never take the alias
 
     def receipt(self, name: str | None, test_acc: float) -> str:
         """The publish stage's output: which weights went to which registered model.
@@ -53,11 +54,18 @@ class Published:
         out = [self.run.where("publish")]
         if not self.new:
             holder = "a logged model" if self.version is None else f"{name} version {self.version}"
-            return [*out, f"publish: {holder} holds these weights already"]
+            return [*out, f"publish: {holder} holds these weights already{self._alias('the')}"]
         if self.version is None:
             return out
-        holder = "now the champion" if self.champion else "the champion stays"
-        return [*out, f"publish: registered {name} version {self.version} ({holder})"]
+        return [*out, f"publish: registered {name} version {self.version}{self._alias('now the')}"]
+
+    def _alias(self, champion: str) -> str:
+        """What became of the champion alias, for the version's line."""
+        if self.champion:
+            return f" ({champion} champion)"
+        if not self.promote:
+            return " (a DVC experiment: the champion alias stays where it is)"
+        return " (the champion stays)" if self.version else ""
 
 
 def publish(
@@ -95,7 +103,7 @@ def publish(
     crowned = version is not None and promote and crown(mlflow, name, version, metrics)
     if run.status() != "FINISHED":
         run.close()
-    return Published(run, model_uri, version, crowned, new, digest)
+    return Published(run, model_uri, version, crowned, new, digest, promote)
 
 
 def _run_of(mlflow: Any, cfg: Config, digest: str, run_id: str | None) -> store.TrackedRun:
