@@ -109,7 +109,7 @@ def test_an_applied_experiment_published_as_the_readme_says_competes_for_the_cha
     said = run_ok("bash", "-c", f"{command} 2>&1", cwd=repo, env=env)
     assert "Running stage 'publish'" in said, said
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    versions = {v.version: v for v in client.search_model_versions("name = 'lenet-mnist'")}
+    versions = {str(v.version): v for v in client.search_model_versions("name = 'lenet-mnist'")}
     accs = {k: float(v.tags["test_acc"]) for k, v in versions.items()}
     assert sorted(accs) == ["1", "2"], accs  # the committed run's, then the experiment's
     takes = accs["2"] >= accs["1"]
