@@ -1,7 +1,7 @@
 """A sweep ends as one thing: a signal to its process stops its jobs and marks every run.
 
 Real sweeps on the prepared slice, each with its own sqlite store, stopped as a user or a
-scheduler stops them: a signal to the sweep's own process.
+scheduler stops them: a signal to the sweep's own process, or a disk that cannot be written.
 """
 
 import os
@@ -103,3 +103,22 @@ def test_the_same_command_resumes_a_signalled_sweep(stopped):
     assert sorted(r.data.params["train.batch_size"] for r in complete) == sorted(SIZES)
     status = sorted(r.info.status for r in runs if store.PARENT_TAG in r.data.tags)
     assert status == ["FINISHED", "FINISHED", "KILLED", "KILLED"]
+
+
+def test_a_full_disk_under_the_sweep_fails_its_parent_and_names_the_folder(
+    prepared_slice, tmp_path
+):
+    """A job's folder whose config file Hydra writes onto /dev/full: every write there fails
+    as on a full disk (ENOSPC), and Python's error names no file."""
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep_dir = tmp_path / "sweep"
+    hydra_dir = sweep_dir / "train.batch_size=50,train.epochs=1,trainer.compile=False" / ".hydra"
+    hydra_dir.mkdir(parents=True)
+    (hydra_dir / "config.yaml").symlink_to("/dev/full")
+    overrides = sweep_overrides(prepared_slice[0], sweep_dir, "train.batch_size=50")
+    done = hydra_train(*overrides, cwd=tmp_path, db=db)
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == f"error: {sweep_dir}: No space left on device"
+    assert "Traceback" not in done.stderr
+    _, runs = mlflow_runs(db)
+    assert [r.info.status for r in runs] == ["FAILED"]  # the parent; no job got to start

@@ -60,8 +60,9 @@ def run(cfg: DictConfig) -> float | None:
     # Hydra reports a job's exception with a traceback; a bad value deserves one line.
     if os.environ.get(sweep.PARENT_ENV):
         stop.in_job()
+    out = Path(HydraConfig.get().runtime.output_dir)
     try:
-        return exit_on_error(lambda: _job(cfg))
+        return exit_on_error(lambda: stop.named(out, lambda: _job(cfg)))
     except SystemExit:  # Hydra catches Exceptions only: on_job_end never sees this one
         sweep.mark_failed(cfg, _job_label())
         raise

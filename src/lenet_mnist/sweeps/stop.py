@@ -3,7 +3,7 @@
 A signal to a sweep's process (SIGTERM from a scheduler or `kill`, SIGINT from Ctrl-C) ended
 that process alone: the launcher's job processes (joblib's workers, submitit's) ran on and
 registered their models, and the parent run stayed RUNNING until the next start; so did a
-sweep that failed in its own process. Hydra calls no callback
+sweep that failed in its own process (a full disk under its folder). Hydra calls no callback
 on the way out. So from the moment the parent run opens (sweeps.sweep.ParentRun) until it
 closes, either signal raises Stopped in the sweep's process, and `ending`, around Hydra's
 whole run (lenet_mnist.run), ends the sweep on any way out but success: it kills every
@@ -17,19 +17,20 @@ from __future__ import annotations
 import contextlib
 import re
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import psutil
 
-from lenet_mnist.errors import Interrupted
+from lenet_mnist.errors import USER_ERRNOS, Interrupted
 
 if TYPE_CHECKING:  # MLflow loads when a sweep runs: `python -m lenet_mnist.run --help` waits not
     from lenet_mnist.tracking.store import TrackedRun
 
+T = TypeVar("T")
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -48,13 +49,14 @@ class Stopped(BaseException):
 class _Open:
     parent: TrackedRun
     name: str
+    folder: Path
     handlers: dict[int, object]  # what SIGNALS did before
 
 
 _open: list[_Open] = []  # the sweep this process runs, while its parent run is open
 
 
-def watch(parent: TrackedRun, name: str) -> None:
+def watch(parent: TrackedRun, name: str, folder: Path) -> None:
     """Stop the sweep on SIGTERM or SIGINT from now on, until `closed`.
 
     The jobs die first, so none finishes after the runs are read. Only reads happen here:
@@ -66,7 +68,7 @@ def watch(parent: TrackedRun, name: str) -> None:
         _kill_children()
         raise Stopped(signum, _running(parent))
 
-    _open[:] = [_Open(parent, name, {s: signal.getsignal(s) for s in SIGNALS})]
+    _open[:] = [_Open(parent, name, folder, {s: signal.getsignal(s) for s in SIGNALS})]
     for each in SIGNALS:
         signal.signal(each, stop)
 
@@ -109,6 +111,7 @@ def ending() -> Iterator[None]:
                     err.signum,
                     f"sweep {sweep.name} ({by}): {what}; run the same command to resume",
                 ) from None
+            _name(sweep.folder, err)
         raise
 
 
@@ -117,6 +120,21 @@ def _hold() -> None:
     its ending short."""
     for each in SIGNALS:
         signal.signal(each, signal.SIG_IGN)
+
+
+def named(folder: Path, work: Callable[[], T]) -> T:
+    """`work()`; an OSError of the user's that names no file (a full disk met by a write or
+    a flush) names `folder`, so that its one line (lenet_mnist.errors) says which disk."""
+    try:
+        return work()
+    except OSError as err:
+        _name(folder, err)
+        raise
+
+
+def _name(folder: Path, err: BaseException) -> None:
+    if isinstance(err, OSError) and err.errno in USER_ERRNOS and err.filename is None:
+        err.filename = str(folder)
 
 
 def _kill_children() -> None:

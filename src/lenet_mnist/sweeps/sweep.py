@@ -169,7 +169,7 @@ class ParentRun(OutputFolders):
             name = ("sweep " + " ".join(overrides))[:250]  # a search's sampler is long
             self.parent = store.TrackedRun.create(mlflow, cfg.logger.experiment_name, name, tags)
         os.environ[PARENT_ENV] = self.parent.run_id
-        stop.watch(self.parent, " ".join(overrides))
+        stop.watch(self.parent, " ".join(overrides), self.sweep_dir)
         state = "resumed" if found else "new"
         log.info(
             "sweep %s: MLflow parent run %s (%s), folder %s",
