@@ -25,6 +25,7 @@ from lenet_mnist import process
 from lenet_mnist.config import parse
 from lenet_mnist.config.schema import register
 from lenet_mnist.errors import PipelineError, run_stage
+from lenet_mnist.sweeps import stop
 
 
 def run_job(cfg: DictConfig) -> float | None:
@@ -61,7 +62,8 @@ def main() -> None:
     # the sweep callback before it names a folder, here and in a launcher's workers.
     entry = hydra.main(config_path=str(parse.CONF_DIR), config_name="config", version_base="1.3")
     try:
-        entry(run_job)()
+        with stop.ending():  # a sweep stopped or failed takes its jobs and runs with it
+            entry(run_job)()
     except (HydraException, OmegaConfBaseException) as err:
         raise PipelineError(parse.describe(err)) from None
 

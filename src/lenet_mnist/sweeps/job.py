@@ -25,7 +25,7 @@ from lenet_mnist.data import prepare
 from lenet_mnist.errors import DivergedError, PipelineError, exit_on_error
 from lenet_mnist.evaluation import evaluate
 from lenet_mnist.serving.publish import publish
-from lenet_mnist.sweeps import sweep
+from lenet_mnist.sweeps import stop, sweep
 from lenet_mnist.tracking import store
 from lenet_mnist.training import fit
 
@@ -58,8 +58,11 @@ def run(cfg: DictConfig) -> float | None:
     """One Hydra job; returns `objective`, the value an optimizing sweeper reads."""
     fit.quiet_lightning()  # a launcher may run the job in a process of its own
     # Hydra reports a job's exception with a traceback; a bad value deserves one line.
+    if os.environ.get(sweep.PARENT_ENV):
+        stop.in_job()
+    out = Path(HydraConfig.get().runtime.output_dir)
     try:
-        return exit_on_error(lambda: _job(cfg))
+        return exit_on_error(lambda: stop.named(out, lambda: _job(cfg)))
     except SystemExit:  # Hydra catches Exceptions only: on_job_end never sees this one
         sweep.mark_failed(cfg, _job_label())
         raise

@@ -34,6 +34,7 @@ from lenet_mnist.config.parse import Config, validate
 from lenet_mnist.data import prepare
 from lenet_mnist.errors import exit_on_error
 from lenet_mnist.study import report
+from lenet_mnist.sweeps import stop
 from lenet_mnist.sweeps.folders import OutputFolders, writable
 from lenet_mnist.tracking import store
 
@@ -168,6 +169,7 @@ class ParentRun(OutputFolders):
             name = ("sweep " + " ".join(overrides))[:250]  # a search's sampler is long
             self.parent = store.TrackedRun.create(mlflow, cfg.logger.experiment_name, name, tags)
         os.environ[PARENT_ENV] = self.parent.run_id
+        stop.watch(self.parent, " ".join(overrides), self.sweep_dir)
         state = "resumed" if found else "new"
         log.info(
             "sweep %s: MLflow parent run %s (%s), folder %s",
@@ -188,6 +190,7 @@ class ParentRun(OutputFolders):
         files = exit_on_error(lambda: report.build(self.parent.mlflow, self.parent.run_id, out))
         self.parent.artifacts(*files)
         self.parent.close()
+        stop.closed()
         log.info("sweep report: %s", files[-1])
 
 
