@@ -131,11 +131,11 @@ def test_the_template_inlines_the_majors_dvc_render_would_load_from_its_cdn():
 
 
 def plots_workspace(root: Path, prepared: Path) -> Path:
-    """The repository's dvc.yaml, DVC config, offline template and committed predictions,
+    """The repository's dvc.yaml, DVC config, templates and committed predictions,
     with the history of a real one-epoch training of the slice: what a workspace holds
     after `dvc repro` (the history is a cached output, absent from a fresh checkout)."""
-    for name in ("dvc.yaml", ".dvc/config", ".dvc/plots/offline.html",
-                 "data/metrics/test_predictions.csv"):  # fmt: skip
+    files = ["dvc.yaml", ".dvc/config", *(p.relative_to(REPO) for p in REPO.glob(".dvc/plots/*"))]
+    for name in [*files, "data/metrics/test_predictions.csv"]:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, root / name)
     folder = stage_folder(root / "train", prepared, train__epochs=1, trainer__compile=False)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import psutil
 
-from lenet_mnist.errors import USER_ERRNOS, Interrupted
+from lenet_mnist.errors import Interrupted
 
 if TYPE_CHECKING:  # MLflow loads when a sweep runs: `python -m lenet_mnist.run --help` waits not
     from lenet_mnist.tracking.store import TrackedRun
@@ -123,8 +123,8 @@ def _hold() -> None:
 
 
 def named(folder: Path, work: Callable[[], T]) -> T:
-    """`work()`; an OSError of the user's that names no file (a full disk met by a write or
-    a flush) names `folder`, so that its one line (lenet_mnist.errors) says which disk."""
+    """`work()`; an OSError that names no file (a full disk met by a write or a flush)
+    names `folder`, so that its one line (lenet_mnist.errors) says which disk."""
     try:
         return work()
     except OSError as err:
@@ -133,7 +133,7 @@ def named(folder: Path, work: Callable[[], T]) -> T:
 
 
 def _name(folder: Path, err: BaseException) -> None:
-    if isinstance(err, OSError) and err.errno in USER_ERRNOS and err.filename is None:
+    if isinstance(err, OSError) and err.filename is None:
         err.filename = str(folder)
 
 

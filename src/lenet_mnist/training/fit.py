@@ -87,16 +87,8 @@ def quiet_lightning() -> None:
         logging.getLogger(logger).addFilter(_no_ads)
 
 
-_QUIET = (
-    "litlogger",
-    "`Trainer.fit` stopped: `max_epochs",
-    "Detected KeyboardInterrupt",
-    "GPU available:",
-    "TPU available:",
-    "HPU available:",
-    "LOCAL_RANK:",
-    "that has Tensor Cores",
-)
+_QUIET = ("litlogger", "`Trainer.fit` stopped: `max_epochs", "Detected KeyboardInterrupt")
+_QUIET += ("GPU available:", "TPU available:", "HPU available:", "LOCAL_RANK:", "Tensor Cores")
 
 
 def _no_ads(record: logging.LogRecord) -> bool:
