@@ -55,15 +55,18 @@ def test_exp_run_composes_overrides_and_runs_all_stages(clone, mnist_raw, tmp_pa
     kept = [clone / "dvc.lock", clone / "data/params-valid.txt", *(clone / "data").rglob("*.*")]
     before = {p: p.read_bytes() for p in kept if p.is_file()}
     params = (clone / "params.yaml").read_text()
-    bad = subprocess.run(
-        [*DVC, "exp", "run", "-S", "train.batch_size=0"],
-        cwd=clone,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert bad.returncode != 0
-    assert "error: train.batch_size=0 is not allowed; use an integer >= 1" in bad.stderr
+    # A value out of range or of the wrong type: the schema's one line, from the check stage.
+    for value, allowed in (("0", "an integer >= 1"), ("1.5", "an integer"), ("abc", "an integer")):
+        bad = subprocess.run(
+            [*DVC, "exp", "run", "-S", f"train.batch_size={value}"],
+            cwd=clone,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert bad.returncode != 0
+        said = f"error: train.batch_size={value} is not allowed; use {allowed}\n"
+        assert said in bad.stderr, bad.stderr
     assert {p: p.read_bytes() for p in before if p.is_file()} == before  # every file intact
     changed = json.loads(_run(*DVC, "status", "--json", cwd=clone, env=env))
     assert changed and all(

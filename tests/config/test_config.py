@@ -55,7 +55,12 @@ def test_a_wrong_type_in_a_hydra_override_is_one_line():
     with pytest.raises(
         PipelineError, match=r"^train.batch_size=abc is not allowed; use an integer$"
     ):
-        parse.compose(["train.batch_size=abc"])
+        parse.validate(parse.compose(["train.batch_size=abc"]))
+
+
+def test_composing_keeps_a_value_of_the_wrong_type_for_the_schema_to_refuse():
+    """Hydra's merge (DVC's too) would refuse it in lines of its own, before any check."""
+    assert parse.compose(["train.batch_size=1.5"])["train"]["batch_size"] == 1.5
 
 
 def test_a_missing_key_is_named():
