@@ -17,8 +17,9 @@ import os
 import sys
 
 ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
-# INFO lines a first use of a new store prints ("Creating initial MLflow database tables"):
-# about MLflow's own set-up; its warnings and errors still show.
+# MLflow's store module logs its own set-up ("Creating initial MLflow database tables") and
+# each failed query with its traceback, then raises: the raised error is what ends the
+# command, in one line at the error boundary (or, for a bug, with its traceback).
 QUIET_LOGGERS = ("mlflow.store.db.utils",)
 
 
@@ -29,4 +30,4 @@ def prepare() -> None:
     for name, value in ENV.items():
         os.environ.setdefault(name, value)
     for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(logging.CRITICAL)

@@ -3,8 +3,10 @@ system that refuses, a full disk, an unreadable MLflow store, a value too long t
 second signal while the last good outputs go back) is one line and its exit code, seen
 through several entry points, with real processes and real files."""
 
+import contextlib
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import hydra_train, run_module, stage_folder, write_params
+from tests.conftest import (
+    hydra_train,
+    run_dvc_stage,
+    run_module,
+    run_ok,
+    stage_folder,
+    write_params,
+)
+from tests.trained import trained_slice
 
 pytestmark = pytest.mark.slow
 EAGER = {"trainer__compile": False}  # two epochs: the first one's end writes a checkpoint
@@ -46,10 +56,10 @@ def _immutable(folder: Path) -> Iterator[None]:
 
 
 @contextmanager
-def _full_disk(folder: Path) -> Iterator[None]:
-    """A 64 KiB tmpfs at `folder`: the first large write finds the disk full."""
+def _full_disk(folder: Path, size: str = "64k") -> Iterator[None]:
+    """A small tmpfs at `folder` (64 KiB: the first large write finds the disk full)."""
     folder.mkdir(parents=True, exist_ok=True)
-    mounted = ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)]
+    mounted = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)]
     if subprocess.run(mounted, capture_output=True).returncode:
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
@@ -100,6 +110,48 @@ def test_a_full_disk_is_one_line_and_exit_1(entry, prepared_slice, tmp_path):
     assert "No space left on device" in line and "the disk is full" in line, line
     if entry == "train":
         assert not (folder.data / "model").exists()  # nothing half-written
+
+
+def test_a_full_mlflow_store_is_one_line_naming_it_and_publish_writes_nothing(
+    prepared_slice, tmp_path_factory, tmp_path
+):
+    """The store's disk fills up after MLflow made its tables: the publish stage fails in
+    one line that names the store, and nothing it would publish reaches the store."""
+    done = trained_slice(prepared_slice, tmp_path_factory)
+    shutil.copytree(done["data"], tmp_path / "copy" / "data", symlinks=True)
+    with _full_disk(tmp_path / "store", size="8m"):
+        uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+        made = run_ok(
+            sys.executable,
+            "-c",
+            f"import mlflow; mlflow.MlflowClient({uri!r}).search_experiments()",
+            cwd=tmp_path,
+        )
+        filler = tmp_path / "store" / "filler"
+        with open(filler, "wb") as f, contextlib.suppress(OSError):
+            while True:  # until the disk is full
+                f.write(bytes(1 << 16))
+                f.flush()
+        published = run_dvc_stage(
+            "publish", tmp_path / "copy", done["params"], {"MLFLOW_TRACKING_URI": uri}
+        )
+        assert published.returncode == 1, published.stderr[-3000:]
+        line = _the_line(published)
+        assert line.startswith(f"error: the MLflow store {uri} is full"), line
+        filler.unlink()
+        # Read in a process of its own, so that no connection keeps the disk busy.
+        held = run_ok(sys.executable, "-c", _WHAT_THE_STORE_HOLDS, uri, cwd=tmp_path)
+    assert made == "" and held == "metrics: [] models: []\n"
+
+
+_WHAT_THE_STORE_HOLDS = """
+import sys, mlflow
+client = mlflow.MlflowClient(sys.argv[1])
+experiments = [e.experiment_id for e in client.search_experiments()]
+runs = client.search_runs(experiments) if experiments else []
+print("metrics:", sorted(k for r in runs for k in r.data.metrics if k.startswith("test_")),
+      "models:", client.search_registered_models())
+"""
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import logging
 import os
 import socket
 import sqlite3
@@ -43,7 +42,6 @@ T = TypeVar("T")
 _answered: set[str] = set()  # tracking servers that answered in this process
 _ready: set[str] = set()  # sqlite stores this process has found initialized
 _patience_s = [30.0]  # a busy store's wait: logger.timeout_s of this process's client()
-MLFLOW_DB_LOGGER = "mlflow.store.db.utils"  # logs each failed query, traceback and all
 
 
 def tracking_uri(cfg: LoggerConfig) -> str:
@@ -122,27 +120,20 @@ def retry_locked(call: Callable[[], T]) -> T:
 
 def _retry(call: Callable[[], T], passing: Callable[[BaseException], bool]) -> T:
     """`call` again, after a growing pause, while it fails in a `passing` way, for up to
-    logger.timeout_s; then the error. MLflow's own log of each failed try stays quiet."""
+    logger.timeout_s; then the error. (MLflow logs each failed try; entry points quiet
+    that log: lenet_mnist.process.)"""
     deadline = time.monotonic() + _patience_s[0]
     pause = 0.2
-
-    def quiet(record: logging.LogRecord) -> bool:  # MLflow's log of a failure tried again
-        return not (record.exc_info and passing(record.exc_info[1]))
-
-    logging.getLogger(MLFLOW_DB_LOGGER).addFilter(quiet)
-    try:
-        while True:
-            try:
-                return call()
-            except Exception as err:  # MLflow wraps sqlite's OperationalError in its own types
-                if not passing(err):
-                    raise
-                if time.monotonic() + pause > deadline:
-                    raise  # the boundary names the store and says it is busy (lenet_mnist.errors)
-            time.sleep(pause)
-            pause = min(2 * pause, 2.0)
-    finally:
-        logging.getLogger(MLFLOW_DB_LOGGER).removeFilter(quiet)
+    while True:
+        try:
+            return call()
+        except Exception as err:  # MLflow wraps sqlite's OperationalError in its own types
+            if not passing(err):
+                raise
+            if time.monotonic() + pause > deadline:
+                raise  # the boundary names the store and says it is busy (lenet_mnist.errors)
+        time.sleep(pause)
+        pause = min(2 * pause, 2.0)
 
 
 def experiment_id(mlflow: MlflowClient, name: str) -> str:
