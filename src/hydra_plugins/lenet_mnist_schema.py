@@ -4,6 +4,6 @@ Every process that composes conf/ then finds the schema that conf/config.yaml na
 first in its defaults list, `dvc exp run` included, which imports nothing of ours.
 """
 
-from lenet_mnist.config.schema import register
+from lenet_mnist.config.hydra_schema import register
 
 register()

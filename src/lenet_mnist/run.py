@@ -23,7 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lenet_mnist import process
 from lenet_mnist.config import parse
-from lenet_mnist.config.schema import register
+from lenet_mnist.config.hydra_schema import register
 from lenet_mnist.errors import PipelineError, run_stage
 from lenet_mnist.sweeps import stop
 

@@ -7,7 +7,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from lenet_mnist.config import parse
-from lenet_mnist.config.schema import ObjectiveConfig, register
+from lenet_mnist.config.hydra_schema import register
+from lenet_mnist.config.schema import ObjectiveConfig
 from lenet_mnist.sweeps import sweep
 from lenet_mnist.sweeps.job import MISSED_S, objective
 from lenet_mnist.tracking import store

@@ -34,7 +34,8 @@ from omegaconf.errors import (
 )
 
 from lenet_mnist.config import bounded
-from lenet_mnist.config.schema import Config, keys, register, show
+from lenet_mnist.config.hydra_schema import register
+from lenet_mnist.config.schema import Config, keys, show
 from lenet_mnist.errors import PipelineError, run_stage
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"

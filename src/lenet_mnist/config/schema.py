@@ -1,15 +1,15 @@
 """The config schema: one dataclass per group of conf/, with the rules for its values.
 
-Types and keys are checked by OmegaConf when values merge onto these dataclasses (Hydra
-at composition, lenet_mnist.config.parse for params.yaml); `check` adds ranges and choices.
+Types and keys are checked by OmegaConf when values merge onto these dataclasses
+(lenet_mnist.config.parse; Hydra composes onto their keys alone, config.hydra_schema);
+`check` adds ranges and choices.
 The choices are the keys of the tables that use them.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import MISSING as MISSING_FIELD
-from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar, get_type_hints
 
 import yaml
@@ -259,37 +259,6 @@ class Config:
         for group in fields(self):
             if is_dataclass(node := getattr(self, group.name)):
                 node.check()
-
-
-def register() -> None:
-    """Put the schema's keys in Hydra's ConfigStore, where conf/config.yaml's defaults find
-    them, so that composing refuses an unknown key.
-
-    Its types stay out: a value of the wrong type would fail Hydra's merge with a message
-    of Hydra's, which `dvc exp run` prints as six lines of its own. Composed as given, the
-    value meets `parse.validate` (the check stage, every job), whose one line names the key
-    and what it allows. Hydra's plugin scan calls this through
-    hydra_plugins/lenet_mnist_schema.py, so any process that composes conf/ (DVC's
-    included) finds it; storing it again is harmless.
-    """
-    from hydra.core.config_store import ConfigStore
-
-    ConfigStore.instance().store(name=SCHEMA, node=untyped(Config))
-
-
-def untyped(schema: type) -> type:
-    """A dataclass with `schema`'s keys, groups and defaults, every value of any type."""
-    hints = get_type_hints(schema)
-    keys: list[tuple[str, Any, Any]] = []
-    for f in fields(schema):
-        if is_dataclass(hints[f.name]):
-            group = untyped(hints[f.name])
-            keys.append((f.name, group, field(default_factory=group)))
-        elif f.default_factory is not MISSING_FIELD:
-            keys.append((f.name, Any, field(default_factory=f.default_factory)))
-        else:
-            keys.append((f.name, Any, field(default=f.default)))
-    return make_dataclass(schema.__name__, keys)
 
 
 def keys(schema: type = Config, prefix: str = "") -> dict[str, Any]:

@@ -7,8 +7,8 @@ publish left PENDING are marked FAILED first. "digits" becomes a version
 of `logger.registered_model`, and the alias `champion` moves to it when its test accuracy
 is at least the champion's, so `models:/lenet-mnist@champion` is the best one published
 from a workspace. A DVC experiment's publish registers its version but leaves the alias:
-trying a config never changes what is served; applying the experiment to the workspace
-(`dvc exp apply`, then `dvc repro`) lets its version compete for it.
+trying a config never changes what is served; committed or applied (`dvc exp apply`) and
+published from the workspace (`dvc repro -f -s publish`), its version competes for it.
 
 Idempotent: the registry holds one version per weights hash, so publishing the same
 weights again (`dvc repro -f publish`, a run-cache restore) logs and registers nothing new.
