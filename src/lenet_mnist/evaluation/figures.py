@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 
-def plot(metrics: dict, history: Path, out: Path) -> list[Path]:
+def plot(metrics: dict, history: Path, out: Path) -> None:
     """PNG figures for MLflow and `dvc plots`: training curves and the confusion matrix."""
     import matplotlib
 
@@ -25,9 +25,8 @@ def plot(metrics: dict, history: Path, out: Path) -> list[Path]:
     for ax, name in ((ax_loss, "loss"), (ax_acc, "accuracy")):
         ax.set(xlabel="epoch", ylabel=name, title=f"{name} per epoch")
         ax.legend()
-    curves = out / "training_curves.png"
     fig.tight_layout()
-    fig.savefig(curves, dpi=100)
+    fig.savefig(out / "training_curves.png", dpi=100)
 
     fig, ax = plt.subplots(figsize=(6, 5))
     matrix = np.array(metrics["confusion"])
@@ -42,8 +41,6 @@ def plot(metrics: dict, history: Path, out: Path) -> list[Path]:
         yticks=range(10),
         title=f"test confusion matrix ({metrics['errors']} errors)",
     )
-    confusion = out / "confusion_matrix.png"
     fig.tight_layout()
-    fig.savefig(confusion, dpi=100)
+    fig.savefig(out / "confusion_matrix.png", dpi=100)
     plt.close("all")
-    return [curves, confusion]

@@ -1,26 +1,20 @@
-"""The one batched forward pass: the validation probes, evaluate, serving and predict all
-compute their logits here."""
+"""The one batched forward pass of the validation probes, evaluate, serving and predict."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-BATCH = 256  # small enough to stay in the CPU's caches; evaluate's logits are computed at it
+BATCH = 256  # evaluate's logits are computed at it
 
 
 @torch.inference_mode()
 def logits(
     net: torch.nn.Module, x: np.ndarray | torch.Tensor, batch_size: int = BATCH
 ) -> torch.Tensor:
-    """The network's logits for every image of `x`, (N, 10), on the network's device.
-
-    `x` may be a numpy array (memory-mapped prepared data, say) or a tensor already on the
-    device. The batch size is part of what computes the logits: 256 and 2048 give the same
-    bits here, but a batch of 7 did not, so each caller keeps the batch size its hashed
-    outputs were made with. The network is put in eval mode for the pass and back in the
-    mode it was in, so a probe during training leaves it training.
-    """
+    """The network's logits for `x` (numpy, memory-mapped too, or a tensor), on its device,
+    in eval mode and back in the mode it was in. The batch size can change the last bits of
+    a logit, so each caller keeps the one its hashed outputs were made with."""
     device = next(net.parameters()).device
     was_training = net.training
     net.eval()

@@ -1,4 +1,4 @@
-"""The networks, as plain nn.Modules so that evaluation and export never import Lightning."""
+"""The networks, plain nn.Modules so that evaluation and serving never import Lightning."""
 
 from __future__ import annotations
 

@@ -1,11 +1,6 @@
 """Stage 0, check: refuse a bad params.yaml before DVC removes any stage's outputs.
 
-DVC deletes a stage's outputs just before it runs that stage, so a bad value found only
-by the train stage would already have cost the last model. Every stage depends on this
-one's output, so DVC runs it first; the output is the same for every valid params.yaml,
-so passing the check reruns nothing by itself. dvc.yaml gives it the whole of params.yaml
-as params (`- params.yaml:` with no keys), so a key added anywhere, even one no stage
-reads, reruns it and is refused, while each later stage reruns only for its own keys.
+Every stage depends on its output, the same for every valid params.yaml (docs/pipeline.md).
 """
 
 from __future__ import annotations

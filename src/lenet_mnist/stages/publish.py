@@ -1,8 +1,7 @@
 """Stage 5, publish: the trained run's test metrics, dataset, models and registry entry.
 
-Its one file, the receipt, is git-ignored and uncached: a fresh or pulled clone lacks it,
-so publishing runs there into that clone's own MLflow store (and, being idempotent, adds
-nothing to a store that has these weights already); DVC never restores it instead."""
+Its receipt is git-ignored and uncached, so a fresh clone publishes into its own MLflow
+store; publishing is idempotent, so a store that has these weights gets nothing new."""
 
 from __future__ import annotations
 
@@ -35,12 +34,10 @@ def main() -> None:
     outputs = Outputs(args.metrics, args.predictions, args.figures)
     metrics = read_metrics(outputs)
     name = cfg.logger.registered_model
+    in_experiment = "DVC_EXP_NAME" in os.environ  # set by `dvc exp run` for its stages
     with writing(args.receipt) as (receipt,):
-        in_experiment = "DVC_EXP_NAME" in os.environ  # set by `dvc exp run` for its stages
-        files = outputs.files()
-        done = publish(
-            cfg, args.model / WEIGHTS, args.prepared, metrics, files, None, not in_experiment
-        )
+        weights, files = args.model / WEIGHTS, outputs.files()
+        done = publish(cfg, weights, args.prepared, metrics, files, None, not in_experiment)
         receipt.write_text(done.receipt(name, metrics["test_acc"]))
     print("\n".join(done.lines(name)))
 

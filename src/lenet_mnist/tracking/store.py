@@ -1,8 +1,7 @@
 """Every MLflow write goes through here: where runs live, and the TrackedRun that writes one.
 
-Train opens the run and publish finds it again through the SHA-256 of the weights it
-publishes, so no run id ever has to be written into a file that DVC hashes. Every
-experiment carries the saved runs view that links into the UI open (lenet_mnist.tracking.ui).
+Publish finds train's run again by the SHA-256 of the weights, so no run id is written into
+a file that DVC hashes.
 """
 
 from __future__ import annotations
@@ -45,11 +44,8 @@ _patience_s = [30.0]  # a busy store's wait: logger.timeout_s of this process's 
 
 
 def tracking_uri(cfg: LoggerConfig) -> str:
-    """MLFLOW_TRACKING_URI (a server, say) wins over the embedded sqlite default.
-
-    A relative sqlite path is taken from the repository root that DVC names in DVC_ROOT:
-    `dvc queue` runs stages in a temporary copy, whose own mlflow.db would be thrown away.
-    """
+    """MLFLOW_TRACKING_URI wins over the config; a relative sqlite path is taken from DVC_ROOT,
+    as `dvc queue` runs stages in a temporary copy whose own mlflow.db would be thrown away."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking_uri
     root = os.environ.get("DVC_ROOT")
     if root and uri.startswith(SQLITE) and not uri.startswith(SQLITE + "/"):
@@ -78,11 +74,9 @@ def client(cfg: LoggerConfig) -> MlflowClient:
 def open_store(uri: str) -> MlflowClient:
     """A client whose sqlite store, if that is what it is, has its tables.
 
-    MLflow creates and migrates a new sqlite store on its first use, and two processes that
-    do so at once (a sweep and an `mlflow ui`, or two queued jobs) break each other's
-    migration: one gets an alembic CommandError. The first use here happens under a lock
-    per database file, and is retried while another process, one that takes no lock,
-    finishes its own.
+    Two processes that create a new store at once break each other's migration (an alembic
+    CommandError), so the first use takes a lock per database file, and is retried while a
+    process that takes no lock (`mlflow ui`) finishes its own.
     """
     errors.opened_store(uri)
     if not uri.startswith(SQLITE) or uri in _ready:
@@ -98,8 +92,8 @@ def open_store(uri: str) -> MlflowClient:
 
 
 def _not_sqlite(path: str) -> bool:
-    """A folder, or a file that is not empty (new) nor sqlite's: fails at once, as sqlite
-    would, where MLflow would retry opening it for minutes."""
+    """A folder, or a file neither empty (new) nor sqlite's: MLflow would retry it for
+    minutes."""
     if not os.path.isfile(path):
         return os.path.isdir(path)
     with open(path, "rb") as db:
@@ -107,21 +101,20 @@ def _not_sqlite(path: str) -> bool:
 
 
 def _initializing(err: Exception) -> bool:
-    """Whether an error is what another process's creation of the same store looks like."""
+    """Whether an error is what another process's creation of the store looks like."""
     signs = ("database is locked", "already exists", "migration", "no such table")
     return any(sign in str(err) for sign in signs)
 
 
 def retry_locked(call: Callable[[], T]) -> T:
-    """Run an MLflow call again while sqlite answers "database is locked": parallel sweep
-    jobs share one sqlite file, and another process may hold its lock (`mlflow gc`, the UI)."""
+    """`call` again while sqlite answers "database is locked": sweep jobs, `mlflow gc` and
+    the UI share one sqlite file, and sqlite itself waits only 5 s."""
     return _retry(call, lambda err: "database is locked" in str(err))
 
 
 def _retry(call: Callable[[], T], passing: Callable[[BaseException], bool]) -> T:
     """`call` again, after a growing pause, while it fails in a `passing` way, for up to
-    logger.timeout_s; then the error. (MLflow logs each failed try; entry points quiet
-    that log: lenet_mnist.process.)"""
+    logger.timeout_s; then the error, which the boundary names (lenet_mnist.errors)."""
     deadline = time.monotonic() + _patience_s[0]
     pause = 0.2
     while True:
@@ -131,19 +124,14 @@ def _retry(call: Callable[[], T], passing: Callable[[BaseException], bool]) -> T
             if not passing(err):
                 raise
             if time.monotonic() + pause > deadline:
-                raise  # the boundary names the store and says it is busy (lenet_mnist.errors)
+                raise
         time.sleep(pause)
         pause = min(2 * pause, 2.0)
 
 
 def experiment_id(mlflow: MlflowClient, name: str) -> str:
-    """The experiment's id, created on first use, with the saved runs view in its tags.
-
-    With a sqlite store, artifacts go to mlruns/ beside the database file. MLflow's own
-    default is mlruns/ in the current folder, which for a `dvc queue` job is a temporary
-    copy of the repository that is deleted afterwards. The view is added to experiments
-    found as well as made, so links to it work for a store that predates it.
-    """
+    """The experiment's id, created on first use, with the saved runs view (lenet_mnist.
+    tracking.ui) in its tags, added to one found too, so links work for an older store."""
     experiment = retry_locked(lambda: mlflow.get_experiment_by_name(name))
     if experiment is None:
         experiment = _create_experiment(mlflow, name)
@@ -154,6 +142,8 @@ def experiment_id(mlflow: MlflowClient, name: str) -> str:
 
 
 def _create_experiment(mlflow: MlflowClient, name: str) -> Experiment:
+    """With a sqlite store, artifacts go to mlruns/ beside the database file, not MLflow's
+    default mlruns/ in the current folder (for `dvc queue`, a copy deleted afterwards)."""
     uri, location = mlflow.tracking_uri, None
     if uri.startswith(SQLITE):
         location = (Path(uri.removeprefix(SQLITE)).resolve().parent / "mlruns" / name).as_uri()
@@ -167,11 +157,8 @@ def _create_experiment(mlflow: MlflowClient, name: str) -> Experiment:
 
 
 class TrackedRun:
-    """One MLflow run: opened, tagged, logged and closed here, each write retried.
-
-    As a context manager it closes the run FINISHED when the block succeeds, and FAILED
-    (KILLED on Ctrl-C) when it raises, so no run is left RUNNING by a failure.
-    """
+    """One MLflow run, each write retried; as a context manager it closes the run FINISHED,
+    or FAILED (KILLED on Ctrl-C or a signal) when the block raises."""
 
     def __init__(self, mlflow: MlflowClient, run_id: str) -> None:
         self.mlflow, self.run_id = mlflow, run_id
@@ -189,9 +176,7 @@ class TrackedRun:
 
     def params(self, values: dict[str, Any]) -> None:
         params = [Param(k, str(v)) for k, v in values.items()]
-        for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
-            chunk = params[i : i + 100]
-            retry_locked(lambda c=chunk: self.mlflow.log_batch(self.run_id, params=c))
+        retry_locked(lambda: self.mlflow.log_batch(self.run_id, params=params))
 
     def metrics(self, values: dict[str, float], step: int = 0) -> None:
         now = int(time.time() * 1000)
@@ -213,7 +198,6 @@ class TrackedRun:
         return retry_locked(lambda: self.mlflow.get_run(self.run_id)).info.experiment_id
 
     def where(self, stage: str) -> str:
-        """Where the user finds this run in the MLflow UI (lenet_mnist.tracking.ui.where)."""
         return ui.where(stage, self.mlflow.tracking_uri, self.experiment, self.run_id)
 
     def reopen(self) -> None:
@@ -238,10 +222,8 @@ class TrackedRun:
 
 
 def close_dead_runs(mlflow: MlflowClient, experiment: str) -> None:
-    """Mark KILLED the RUNNING runs whose process on this host is gone (`kill -9`, a crash).
-
-    A killed process cannot close its own run; the next one to open a run does it.
-    """
+    """Mark KILLED the RUNNING runs whose process on this host is gone (`kill -9`, a crash),
+    which could not close its own run."""
     query = f"attributes.status = 'RUNNING' and tags.{HOST_TAG} = '{socket.gethostname()}'"
     for run in newest(mlflow, experiment, query):
         if writer_gone(run.data.tags):
@@ -249,8 +231,7 @@ def close_dead_runs(mlflow: MlflowClient, experiment: str) -> None:
 
 
 def writer_tags() -> dict[str, str]:
-    """The tags naming the process that writes a run or a model: a later one tells by them
-    whether that process died before it finished."""
+    """The process that writes a run or a model, for `writer_gone`."""
     return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
 
 

@@ -1,13 +1,8 @@
-"""Where a user looks at runs: links into the MLflow UI that open the runs table.
+"""Links into the MLflow UI that open the runs table, and the saved view of its columns.
 
 MLflow 3's UI opens an experiment on its GenAI screens (traces, an empty overview) unless
-the link says `workflowType=machine_learning` or this browser has once clicked "Model
-training" in the UI's sidebar. No experiment tag, server option or environment variable
-changes that: the UI reads the choice from the link, then from the browser's localStorage
-(`mlflow.workflowType_v1`), and the `mlflow.experimentKind` tag only decides the landing
-page in builds whose workflow navigation is off, which 3.17's is not. So the links made
-here carry the choice, and every experiment carries a saved view that shows the columns
-that tell runs apart (the UI's own saved-view tag, listed under "Views" in the runs table).
+the link says `workflowType=machine_learning`, or the browser's localStorage remembers a
+click on "Model training"; no tag, server option or environment variable changes that.
 """
 
 from __future__ import annotations
@@ -26,13 +21,9 @@ VIEW_METRICS = ("test_acc", "test_loss", "val_acc")
 
 
 def runs_view(created_ms: int) -> str:
-    """The saved view's tag value, in the envelope the UI's "Views" menu reads.
-
-    The state selects the param and metric columns; without it the runs table shows
-    only names, dates and durations, and every visitor would have to pick the columns
-    by hand. `created_ms` (the experiment's creation time) keeps the value the same on
-    every call, so an unchanged view is never written again.
-    """
+    """The saved view's tag value, as the UI's "Views" menu reads it: the param and metric
+    columns, which the runs table otherwise hides. `created_ms` (the experiment's creation
+    time) keeps the value the same, so an unchanged view is never written again."""
     columns = [f"params.`{k}`" for k in VIEW_PARAMS] + [f"metrics.`{k}`" for k in VIEW_METRICS]
     columns += ["attributes.`Dataset`", "attributes.`Models`"]  # the data and logged models
     state = json.dumps({"selectedColumns": columns}, separators=(",", ":"))
@@ -40,12 +31,8 @@ def runs_view(created_ms: int) -> str:
 
 
 def ui_base(tracking_uri: str) -> str:
-    """The MLflow UI that shows this store.
-
-    A tracking server serves its own UI at its own address (without any user:password
-    from the URI, which would otherwise be printed). Any other store (sqlite, a folder)
-    has no server: the user starts one with `ui_command`, which listens on LOCAL_UI.
-    """
+    """A tracking server's own address, without any user:password from the URI (it is
+    printed); for any other store, LOCAL_UI, where `ui_command` serves it."""
     if not tracking_uri.startswith(("http://", "https://")):
         return LOCAL_UI
     parts = urllib.parse.urlsplit(tracking_uri)
@@ -56,11 +43,10 @@ def ui_base(tracking_uri: str) -> str:
 
 
 def ui_command(tracking_uri: str) -> str | None:
-    """The command that serves the UI for a store without a server, or None for a server.
+    """The shell-quoted command that serves the UI for a store without a server, or None.
 
-    Shell-quoted, so that it works pasted as printed, a path with spaces included. A sqlite
-    store inside the working folder (the repository root, where DVC runs the stages) is
-    named relative to it, so the pipeline's default store prints the README's command.
+    A sqlite store inside the working folder is named relative to it, so the pipeline's
+    default store prints the README's command.
     """
     if tracking_uri.startswith(("http://", "https://")):
         return None
@@ -73,15 +59,8 @@ def ui_command(tracking_uri: str) -> str | None:
 
 
 def experiment_url(tracking_uri: str, experiment_id: str, columns: bool = True) -> str:
-    """The experiment's runs table, in the UI that `ui_base` names.
-
-    `workflowType=machine_learning` is what opens the runs table instead of MLflow 3's
-    GenAI overview; the runs tab is named in the path because the UI's redirect from the
-    bare experiment page drops the view key. `columns` opens the saved view that shows
-    VIEW_PARAMS and VIEW_METRICS; a banner then says it is a shared view, whose column
-    changes are not kept until "Exit shared view" is clicked.
-    For sqlite the UI must be started first (`ui_command`), which serves it at LOCAL_UI.
-    """
+    """The experiment's runs table; `columns` opens the saved view. The runs tab is named in
+    the path because the UI's redirect from the bare experiment page drops the view key."""
     query = {"workflowType": "machine_learning"}
     if columns:
         query["viewStateShareKey"] = VIEW_ID
@@ -90,10 +69,7 @@ def experiment_url(tracking_uri: str, experiment_id: str, columns: bool = True) 
 
 
 def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
-    """One run's page (params, metrics, artifacts), with the model-training sidebar.
-
-    For sqlite the UI must be started first (`ui_command`), which serves it at LOCAL_UI.
-    """
+    """One run's page (params, metrics, artifacts), with the model-training sidebar."""
     path = f"/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
     return ui_base(tracking_uri) + path
 
