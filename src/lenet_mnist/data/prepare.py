@@ -72,17 +72,14 @@ def prepare(raw: Path, out: Path, cfg: DataConfig) -> dict:
     x_train = pad_and_scale(train_images[train_idx])
     mean, std = float(x_train.mean(dtype=np.float64)), float(x_train.std(dtype=np.float64))
     arrays = {
-        "train": (standardize(x_train, mean, std), train_labels[train_idx]),
-        "val": (
-            standardize(pad_and_scale(train_images[val_idx]), mean, std),
-            train_labels[val_idx],
-        ),
-        "test": (standardize(pad_and_scale(test_images), mean, std), test_labels),
+        "train": (x_train, train_labels[train_idx]),
+        "val": (pad_and_scale(train_images[val_idx]), train_labels[val_idx]),
+        "test": (pad_and_scale(test_images), test_labels),
     }
     digest = hashlib.sha256()
     with replacing(out) as staging:
         for split, (x, y) in arrays.items():
-            for suffix, array in (("x", x), ("y", y.astype(np.int64))):
+            for suffix, array in (("x", standardize(x, mean, std)), ("y", y.astype(np.int64))):
                 np.save(staging / f"{split}_{suffix}.npy", array)
                 digest.update((staging / f"{split}_{suffix}.npy").read_bytes())
         stats = {

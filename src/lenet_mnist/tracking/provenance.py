@@ -52,14 +52,10 @@ def run_tags(prepared: Path, dataset_digest: str) -> dict[str, str]:
 
 
 def machine() -> str:
-    """The CPU model (or GPU) and core count, which the speed figures depend on."""
+    """The GPU, or the CPU model and core count, which the speed figures depend on."""
     import torch
 
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    return f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}"
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, or what `platform` knows where there is none."""
-    return numerics.cpu_info().get("model name") or platform.processor() or platform.machine()
+    cpu = numerics.cpu_info().get("model name") or platform.processor() or platform.machine()
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
