@@ -111,7 +111,7 @@ def read_metrics(out: Outputs) -> dict[str, Any]:
     for path, needed in ((out.metrics, ("test_loss", "test_acc")), (out.per_class, (PER_CLASS,))):
         try:
             read = json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError):
+        except ValueError:  # UnicodeDecodeError too
             read = None
         if not isinstance(read, dict) or not all(k in read for k in needed):
             raise PipelineError(

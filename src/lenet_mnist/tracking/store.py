@@ -19,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+import psutil
 from filelock import FileLock
 from mlflow.entities import Experiment, Metric, Param
 from mlflow.tracking import MlflowClient
@@ -238,13 +239,8 @@ def writer_tags() -> dict[str, str]:
 def writer_gone(tags: dict[str, str]) -> bool:
     """Whether the writer that `tags` name ran on this host and no longer exists."""
     pid = tags.get(PID_TAG, "")
-    if tags.get(HOST_TAG) != socket.gethostname() or not pid.isdigit() or int(pid) <= 0:
-        return False
-    try:
-        os.kill(int(pid), 0)  # signal 0 only asks whether the process exists
-    except ProcessLookupError:
-        return True
-    return False  # PermissionError included: it exists, under another user
+    here = tags.get(HOST_TAG) == socket.gethostname()
+    return here and pid.isdigit() and int(pid) > 0 and not psutil.pid_exists(int(pid))
 
 
 def find_run(mlflow: MlflowClient, experiment_name: str, weights_sha256: str) -> str | None:
