@@ -1,9 +1,6 @@
-"""The prepare stage's work: the IDX files as arrays that training loads with no per-sample work.
-
-Images are scaled to [0, 1], zero-padded from 28x28 to LeNet-5's 32x32 (so that strokes
-reach the centre of the last conv's receptive fields), and standardized with the training
-split's mean and std only, so validation and test stay unseen.
-"""
+"""The prepare stage's work: images scaled to [0, 1], zero-padded from 28x28 to LeNet-5's
+32x32 (so strokes reach the centre of the last conv's receptive fields), and standardized
+with the training split's mean and std only, so validation and test stay unseen."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""Where the four MNIST IDX files come from (FETCHERS, which `data.sources` chooses from).
-
-Whatever the source, a file is kept only when the SHA-256 of its uncompressed bytes is the
-published file's, so every source yields the same bytes.
+"""Where the four MNIST IDX files come from (FETCHERS, which `data.sources` chooses from);
+a file is kept only when its SHA-256 is the published one, so every source gives the same bytes.
 """
 
 from __future__ import annotations
@@ -87,12 +85,8 @@ def unpack(data: bytes) -> bytes:
 
 
 def fetch_http(cfg: DataConfig, dest: Path) -> None:
-    """Each file from the first mirror that serves it intact.
-
-    A mirror that could not be reached at all is not asked again, so the next file does not
-    wait out the same timeout. The progress line sums the mirrors' reasons; the final error
-    names each URL with its own.
-    """
+    """Each file from the first mirror that serves it intact; a mirror that could not be
+    reached is not asked again, so the next file does not wait out the same timeout."""
     if not cfg.mirrors:
         raise SourceError("no mirrors configured (data.mirrors is empty)")
     dead: dict[str, str] = {}

@@ -1,8 +1,5 @@
 """Every MLflow write goes through here: where runs live, and the TrackedRun that writes one.
-
-Publish finds train's run again by the SHA-256 of the weights, so no run id is written into
-a file that DVC hashes.
-"""
+Publish finds train's run by the weights' SHA-256, so no run id goes into a file DVC hashes."""
 
 from __future__ import annotations
 
@@ -73,12 +70,9 @@ def client(cfg: LoggerConfig) -> MlflowClient:
 
 
 def open_store(uri: str) -> MlflowClient:
-    """A client whose sqlite store, if that is what it is, has its tables.
-
-    Two processes that create a new store at once break each other's migration (an alembic
-    CommandError), so the first use takes a lock per database file, and is retried while a
-    process that takes no lock (`mlflow ui`) finishes its own.
-    """
+    """A client whose sqlite store has its tables: two processes that create one at once break
+    each other's migration, so the first use takes a lock per database file, and is retried
+    while a process that takes no lock (`mlflow ui`) finishes its own."""
     errors.opened_store(uri)
     if not uri.startswith(SQLITE) or uri in _ready:
         return MlflowClient(uri)

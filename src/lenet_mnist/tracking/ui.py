@@ -1,8 +1,6 @@
 """Links into the MLflow UI that open the runs table, and the saved view of its columns.
-
-MLflow 3's UI opens an experiment on its GenAI screens (traces, an empty overview) unless
-the link says `workflowType=machine_learning`, or the browser's localStorage remembers a
-click on "Model training"; no tag, server option or environment variable changes that.
+MLflow 3's UI opens an experiment on its GenAI screens unless the link says
+`workflowType=machine_learning`; no tag, server option or environment variable changes that.
 """
 
 from __future__ import annotations
@@ -43,11 +41,8 @@ def ui_base(tracking_uri: str) -> str:
 
 
 def ui_command(tracking_uri: str) -> str | None:
-    """The shell-quoted command that serves the UI for a store without a server, or None.
-
-    A sqlite store inside the working folder is named relative to it, so the pipeline's
-    default store prints the README's command.
-    """
+    """The shell-quoted command that serves the UI for a store without a server, or None; a
+    sqlite store inside the working folder is named relative to it, as the README shows."""
     if tracking_uri.startswith(("http://", "https://")):
         return None
     if tracking_uri.startswith("sqlite:///"):
