@@ -2,37 +2,28 @@
 
     python -m lenet_mnist.serving.serve models:/lenet-mnist@champion [--port 5001]
 
-MLflow's own scoring app answers, as `mlflow models serve` runs it, behind one ASGI
-middleware that `mlflow models serve` has no place for. Before MLflow reads a byte:
-
-- a body over `--max-body` bytes gets a 413, by its Content-Length or, streamed, once
-  it grows past the limit; MLflow reads any body whole and echoes an unparsable one;
-- /invocations must be `application/json` of the shape the docs give, `{"inputs": [N
-  images of 28 rows of 28 pixels]}`, each pixel a JSON number from 0 to 255 (no
-  boolean, no string, no deeper array): anything else gets a 400 naming the first bad
-  place. MLflow would cast `true` and `"7"` to pixels, and recurse into any nesting.
-
-Every refusal is a JSON body of at most a few hundred bytes; it never holds the request.
+MLflow's own scoring app (what `mlflow models serve` runs) behind one ASGI middleware, which
+`mlflow models serve` has no place for: MLflow reads any body whole, echoes an unparsable
+one, casts `true` and `"7"` to pixels and recurses into any nesting. Before MLflow reads a
+byte, a body over `--max-body` gets a 413, and /invocations anything but `{"inputs": [images
+of 28 rows of 28 numbers from 0 to 255]}` a 400 naming the first bad place (docs/serving.md).
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from typing import Annotated, Any
+from collections.abc import Mapping
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lenet_mnist.errors import PipelineError, run_stage
-from lenet_mnist.serving import cut
+from lenet_mnist.errors import PipelineError, one_line, run_stage
 
 MAX_BODY = 4 * 1024 * 1024  # bytes: about 1,300 images as JSON, 3 KB each
 AT_ONCE = 8  # connections; more get uvicorn's 503: each request may hold a parsed body
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # strict: JSON numbers only, never a boolean or a string converted to one
 Pixel = Annotated[float, Field(strict=True, ge=0, le=255, allow_inf_nan=False)]
@@ -47,17 +38,16 @@ class Images(BaseModel):
     inputs: Annotated[list[Image], Field(min_length=1)]
 
 
-def refusal(status: int, code: str, message: str) -> App:
-    """MLflow's error shape, `{"error_code", "message"}`, with a bounded message."""
-    from starlette.responses import JSONResponse
-
-    return JSONResponse({"error_code": code, "message": cut(message)}, status_code=status)
+def refusal(status: int, code: str, message: str) -> ASGIApp:
+    """MLflow's error shape, `{"error_code", "message"}`, on one bounded line: it never
+    holds the request."""
+    return JSONResponse({"error_code": code, "message": one_line(message)}, status_code=status)
 
 
 def first_error(err: ValidationError) -> str:
     """`inputs[0][3][4]: Input should be a valid number`: where, and what, never the value."""
     error = err.errors(include_input=False, include_url=False)[0]
-    where = "".join(f"[{i}]" if isinstance(i, int) else f".{cut(str(i), 40)}" for i in error["loc"])
+    where = "".join(f"[{i}]" if isinstance(i, int) else f".{i}" for i in error["loc"])
     shape = 'the body must be {"inputs": [images of 28 rows of 28 numbers from 0 to 255]}'
     return f"{where.lstrip('.') or 'body'}: {error['msg']}; {shape}"
 
@@ -65,14 +55,12 @@ def first_error(err: ValidationError) -> str:
 class Bounded:
     """The scoring app behind a body limit and a check of /invocations' JSON."""
 
-    def __init__(self, app: App, max_body: int) -> None:
+    def __init__(self, app: ASGIApp, max_body: int) -> None:
         self.app, self.max_body = app, max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
             return await self.app(scope, receive, send)
-        from starlette.datastructures import Headers
-
         headers = Headers(scope=scope)
         body = await self.read(headers, receive)
         refused = self.refused(scope["path"], headers, body)
@@ -93,7 +81,9 @@ class Bounded:
                 return None
         return body
 
-    def refused(self, path: str, headers: Mapping[str, str], body: bytearray | None) -> App | None:
+    def refused(
+        self, path: str, headers: Mapping[str, str], body: bytearray | None
+    ) -> ASGIApp | None:
         if body is None:
             return refusal(413, "REQUEST_LIMIT_EXCEEDED", f"at most {self.max_body} bytes a body")
         if path != "/invocations":
@@ -111,7 +101,7 @@ def replay(body: bytes, receive: Receive) -> Receive:
     """The body read already, then the connection's own messages (a disconnect)."""
     sent = False
 
-    async def again() -> MutableMapping[str, Any]:
+    async def again() -> Message:
         nonlocal sent
         if sent:
             return await receive()
@@ -136,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         model = mlflow.pyfunc.load_model(args.model)
     except MlflowException as err:
-        raise PipelineError(f"cannot load {args.model}: {cut(str(err.message))}") from None
+        raise PipelineError(f"cannot load {args.model}: {err.message}") from None
     app = Bounded(scoring_server.init(model), args.max_body)
     uvicorn.run(app, host=args.host, port=args.port, limit_concurrency=AT_ONCE)
 
