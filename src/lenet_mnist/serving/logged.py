@@ -117,23 +117,20 @@ def _raw_example(prepared: Path) -> np.ndarray:
 def global_store(uri: str) -> Iterator[None]:
     """MLflow's global store pointed at the run's for these calls only: Model.log, the
     registry's lookup of a logged model and the paged search use it. Quiet too: no download
-    bars and no INFO line for its own check of the input example."""
+    bars and no INFO line for MLflow's check of the input example."""
     before, saved = mlflow.get_tracking_uri(), {k: os.environ.get(k) for k in RESTORED_ENV}
+    pyfunc_log = logging.getLogger("mlflow.pyfunc")
+    level = pyfunc_log.level
     mlflow.set_tracking_uri(uri)
     os.environ[PROGRESS_BAR] = "false"
-    pyfunc_log = logging.getLogger("mlflow.pyfunc")
-    pyfunc_log.addFilter(_no_example_check)
+    pyfunc_log.setLevel(logging.WARNING)
     try:
         yield
     finally:
-        pyfunc_log.removeFilter(_no_example_check)
+        pyfunc_log.setLevel(level)
         mlflow.set_tracking_uri(before)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def _no_example_check(record: logging.LogRecord) -> bool:
-    return "Validating input example" not in record.getMessage()
