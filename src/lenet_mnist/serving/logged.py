@@ -43,10 +43,10 @@ RESTORED_ENV = (PROGRESS_BAR, "MLFLOW_TRACKING_URI")
 REQUIREMENTS = ("mlflow", "torch", "numpy", "pandas", "safetensors", "hydra-core", "pyyaml")
 
 
-def dataset(run: store.TrackedRun, prepared: Path, stats: dict) -> None:
+def dataset(run: store.TrackedRun, prepared: Path) -> None:
     """The prepared arrays as the run's input; MLflow keeps at most 36 digest characters."""
-    source = LocalArtifactDatasetSource(str(prepared))
-    dataset = MetaDataset(source, name=DATASET, digest=stats["digest"][:12])
+    digest = prepare.read_stats(prepared)["digest"][:12]
+    dataset = MetaDataset(LocalArtifactDatasetSource(str(prepared)), name=DATASET, digest=digest)
     context = InputTag("mlflow.data.context", "training")
     inputs = [DatasetInput(dataset._to_mlflow_entity(), tags=[context])]
     store.retry_locked(lambda: run.mlflow.log_inputs(run.run_id, datasets=inputs))

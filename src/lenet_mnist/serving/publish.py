@@ -19,7 +19,6 @@ from mlflow.entities import LoggedModelStatus
 from mlflow.exceptions import MlflowException
 
 from lenet_mnist.config.schema import Config
-from lenet_mnist.data import prepare
 from lenet_mnist.serving import logged
 from lenet_mnist.tracking import provenance, store
 
@@ -82,7 +81,7 @@ def publish(
         version = registered(mlflow, name, digest)
         new = version is None and not (name is None and logged_before(run, digest))
         if new:
-            logged.dataset(run, prepared, prepare.read_stats(prepared))
+            logged.dataset(run, prepared)
             info = logged.served(run, cfg.model.name, weights, prepared)
             if name is not None:
                 tags = {ACC_TAG: str(metrics["test_acc"]), store.WEIGHTS_TAG: digest}
