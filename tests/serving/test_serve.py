@@ -78,7 +78,7 @@ def test_a_body_over_the_limit_is_refused_at_once_with_a_short_reply(served):
     status, reply = post(served["port"], os.urandom(TEN_MB))
     assert time.monotonic() - started < 1
     assert status == 413 and len(reply) < SMALL_REPLY, reply[:1000]
-    assert json.loads(reply)["message"] == f"at most {serve.MAX_BODY} bytes a body"
+    assert reply == b"Content Too Large"  # Starlette's limit answers, before MLflow reads
 
 
 @pytest.mark.slow

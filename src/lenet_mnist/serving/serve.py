@@ -2,21 +2,22 @@
 
     python -m lenet_mnist.serving.serve models:/lenet-mnist@champion [--port 5001]
 
-MLflow's own scoring app (what `mlflow models serve` runs) behind one ASGI middleware, which
+MLflow's own scoring app (what `mlflow models serve` runs) behind two ASGI middlewares that
 `mlflow models serve` has no place for: MLflow reads any body whole, echoes an unparsable
 one, casts `true` and `"7"` to pixels and recurses into any nesting. Before MLflow reads a
-byte, a body over `--max-body` gets a 413, and /invocations anything but `{"inputs": [images
-of 28 rows of 28 numbers from 0 to 255]}` a 400 naming the first bad place (docs/serving.md).
+byte, a body over `--max-body` gets Starlette's 413, and /invocations anything but
+`{"inputs": [images of 28 rows of 28 numbers from 0 to 255]}` a 400 naming the first bad
+place (docs/serving.md).
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import Headers
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -52,49 +53,36 @@ def first_error(err: ValidationError) -> str:
     return f"{where.lstrip('.') or 'body'}: {error['msg']}; {shape}"
 
 
-class Bounded:
-    """The scoring app behind a body limit and a check of /invocations' JSON."""
+def refused(headers: Headers, body: bytes) -> ASGIApp | None:
+    """A 415 or 400 for anything but the one body /invocations takes."""
+    if headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        return refusal(415, "BAD_REQUEST", "Content-Type must be application/json")
+    try:
+        Images.model_validate_json(body)
+    except ValidationError as err:
+        return refusal(400, "BAD_REQUEST", first_error(err))
+    return None
 
-    def __init__(self, app: ASGIApp, max_body: int) -> None:
-        self.app, self.max_body = app, max_body
+
+class Checked:
+    """The scoring app behind a check of /invocations' whole body, read here first; the
+    body limit, outside, stops the reading once it is over."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if scope["type"] != "http" or (scope["method"], scope["path"]) != ("POST", "/invocations"):
             return await self.app(scope, receive, send)
-        headers = Headers(scope=scope)
-        body = await self.read(headers, receive)
-        refused = self.refused(scope["path"], headers, body)
-        if refused is not None:
-            return await refused(scope, receive, send)
-        await self.app(scope, replay(bytes(body or b""), receive), send)
-
-    async def read(self, headers: Mapping[str, str], receive: Receive) -> bytearray | None:
-        """The whole body, or None as soon as it is known to be over the limit."""
-        if int(headers.get("content-length") or 0) > self.max_body:
-            return None
         body, more = bytearray(), True
         while more:
             message = await receive()
             body += message.get("body", b"")
             more = message.get("more_body", False)
-            if len(body) > self.max_body:
-                return None
-        return body
-
-    def refused(
-        self, path: str, headers: Mapping[str, str], body: bytearray | None
-    ) -> ASGIApp | None:
-        if body is None:
-            return refusal(413, "REQUEST_LIMIT_EXCEEDED", f"at most {self.max_body} bytes a body")
-        if path != "/invocations":
-            return None
-        if headers.get("content-type", "").split(";")[0].strip() != "application/json":
-            return refusal(415, "BAD_REQUEST", "Content-Type must be application/json")
-        try:
-            Images.model_validate_json(body)
-        except ValidationError as err:
-            return refusal(400, "BAD_REQUEST", first_error(err))
-        return None
+        refusing = refused(Headers(scope=scope), bytes(body))
+        if refusing is not None:
+            return await refusing(scope, receive, send)
+        await self.app(scope, replay(bytes(body), receive), send)
 
 
 def replay(body: bytes, receive: Receive) -> Receive:
@@ -127,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         model = mlflow.pyfunc.load_model(args.model)
     except MlflowException as err:
         raise PipelineError(f"cannot load {args.model}: {err.message}") from None
-    app = Bounded(scoring_server.init(model), args.max_body)
+    app = RequestBodyLimitMiddleware(Checked(scoring_server.init(model)), args.max_body)
     uvicorn.run(app, host=args.host, port=args.port, limit_concurrency=AT_ONCE)
 
 
