@@ -1,10 +1,5 @@
-"""The served model as MLflow's "models from code": the file MLflow runs to get the pyfunc.
-
-Logging the file instead of a cloudpickle of `Digits` means loading runs this package's
-code, never unpickles: `MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false` serves it. The file is
-copied into the logged model and executed there, so it holds nothing but the one call
-that names the model; importing it elsewhere only sets MLflow's slot for that model.
-"""
+"""The file MLflow copies into the logged model and runs to build the pyfunc ("models from
+code"): loading it runs this code and unpickles nothing (docs/architecture.md)."""
 
 from mlflow.models import set_model
 

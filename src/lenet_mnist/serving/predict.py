@@ -2,23 +2,13 @@
 
     python -m lenet_mnist.serving.predict IMG.png [IMG.jpg | FOLDER ...] [--model data/model | URI]
 
-A PNG or JPEG of any size becomes what MNIST is: 28x28 grayscale, resized with Lanczos,
-white digit on black, turned as its EXIF orientation says. A folder stands for the PNG and
-JPEG files in it, by name. A 16-bit PNG is scaled to 0-255. A transparent image's opaque
-pixels are the ink, whatever their colour: it is laid on the opposite shade (bright ink on
-black, dark ink on white). An image whose outermost ring of pixels is bright on average
-(mean > 127 of 255) is taken as dark ink on paper and inverted. The digit is not re-centred:
-like MNIST's, it should fill the middle.
-
-`--model` is a folder with weights.safetensors (the train stage's data/model: the stats
-come from its stats.json if it has one, else from the prepared data, paths.prepared), or
-an MLflow model URI such as models:/lenet-mnist@champion, which carries its own stats.
+How a PNG or JPEG of any size becomes MNIST's 28x28 white digit on black, and which files
+are refused before any model loads: docs/serving.md, "Predicting from image files".
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +19,6 @@ import numpy as np
 from lenet_mnist.config import parse
 from lenet_mnist.config.schema import Config
 from lenet_mnist.errors import PipelineError, run_stage
-from lenet_mnist.serving import cut
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -45,32 +34,25 @@ MAX_PIXELS = 40_000_000  # decoded pixels: a PNG cannot be decoded at a reduced 
 DRAFT = 4 * SIZE  # a JPEG is decoded at 1/2, 1/4 or 1/8 size while both sides stay above
 BRIGHT = 127  # border mean above this: a light background, so the image is inverted
 TOP = 3
-ALLOWED = "models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/digits or a weights folder"
 
 Probabilities = Callable[[np.ndarray], np.ndarray]  # (N, 28, 28) pixels -> (N, 10)
 
 
 def image_files(paths: list[Path]) -> list[Path]:
-    """Each path, a folder standing for its PNG and JPEG files (sorted by name, hidden ones
-    such as macOS's `._7.png` left out), so that a folder of drawings can be read whole.
-
-    Only regular files are ever opened, told from their stat: a named pipe, socket or device
-    given by name is refused, and one in a folder is not an image file."""
+    """Each path, a folder standing for its PNG and JPEG files by name, hidden ones (macOS's
+    `._7.png`) left out. Told apart by their stat, so only regular files are ever opened."""
     files: list[Path] = []
     for path in paths:
-        mode = path.stat().st_mode  # a missing path: exit_on_error's one line
+        mode = path.stat().st_mode  # a missing path: the boundary's one line
         if stat.S_ISREG(mode):
             files.append(path)
-            continue
-        if not stat.S_ISDIR(mode):
+        elif not stat.S_ISDIR(mode):
             what = next((name for test, name in SPECIAL.items() if test(mode)), "a device")
-            raise PipelineError(f"{cut(str(path))} is {what}; give PNG or JPEG files or folders")
-        found = sorted(f for f in path.iterdir() if f.is_file() and _looks_like_image(f))
-        if not found:
-            raise PipelineError(
-                f"{cut(str(path))} holds no PNG or JPEG files; give images or their folder"
-            )
-        files += found
+            raise PipelineError(f"{path} is {what}; give PNG or JPEG files or folders")
+        elif found := sorted(f for f in path.iterdir() if f.is_file() and _looks_like_image(f)):
+            files += found
+        else:
+            raise PipelineError(f"{path} holds no PNG or JPEG files; give images or their folder")
     return files
 
 
@@ -92,32 +74,22 @@ def read_image(path: Path) -> np.ndarray:
     LOAD_TRUNCATED_IMAGES stays False: a file that ends early is refused, not filled in."""
     from PIL import ImageOps, UnidentifiedImageError
 
+    kind = _format(path)  # the file opens and reads here, or the system's error is the line
+    if kind is None:
+        raise PipelineError(f"{path} is not an image (PNG or JPEG)")
     try:
         with _header(path) as img:
             _decode_small(path, img)
             ImageOps.exif_transpose(img, in_place=True)  # a photo as it was held: EXIF's turn
             pixels = _gray(img)
-    except (UnidentifiedImageError, SyntaxError, ValueError, OSError) as err:
-        if isinstance(err, OSError) and err.errno is not None:  # exit_on_error says so
-            raise
-        raise _unreadable(path, err) from err
+    except (SyntaxError, ValueError, OSError) as err:  # Pillow's words for what is wrong
+        reason = (
+            "no header Pillow can read" if isinstance(err, UnidentifiedImageError) else str(err)
+        )
+        if "Decompressed data too large" in reason:  # a PNG's text or colour profile
+            reason = f"a decompression bomb ({reason})"
+        raise PipelineError(f"{path} is a {kind} that cannot be read: {reason}") from err
     return 255 - pixels if border_is_bright(pixels) else pixels
-
-
-def _unreadable(path: Path, err: Exception) -> PipelineError:
-    """What is wrong with a file Pillow could not read, in Pillow's words, for its format.
-
-    A PNG's compressed text or colour profile over Pillow's limit raises a ValueError
-    "Decompressed data too large": a decompression bomb, called so here."""
-    from PIL import UnidentifiedImageError
-
-    name, kind = cut(str(path)), _format(path)
-    if kind is None:
-        return PipelineError(f"{name} is not an image (PNG or JPEG)")
-    reason = "no header Pillow can read" if isinstance(err, UnidentifiedImageError) else str(err)
-    if "Decompressed data too large" in reason:
-        reason = f"a decompression bomb ({reason})"
-    return PipelineError(f"{name} is a {kind} that cannot be read: {cut(reason)}")
 
 
 def _header(path: Path) -> Image.Image:
@@ -140,7 +112,7 @@ def _decode_small(path: Path, img: Image.Image) -> None:
     width, height, size = *img.size, path.stat().st_size
     if img.format in ("JPEG", "MPO"):
         if size < (width // 8) * (height // 8) // 8:
-            raise _unreadable(path, ValueError(f"truncated: {size:,} bytes for {width}x{height}"))
+            raise ValueError(f"truncated: {size:,} bytes for {width}x{height}")
         img.draft("L", (DRAFT, DRAFT))
     if img.width * img.height > MAX_PIXELS:
         reduced = "" if img.size == (width, height) else f", {img.width}x{img.height} reduced"
@@ -151,31 +123,24 @@ def _decode_small(path: Path, img: Image.Image) -> None:
 
 
 def _gray(img: Image.Image) -> np.ndarray:
-    """(28, 28) uint8 luminance, before any inversion: 16-bit scaled, transparency laid."""
-    if img.mode.startswith("I"):  # a 16-bit grayscale PNG, 0-65535: resized, then scaled
-        wide = np.asarray(_resized(img), dtype=np.float64)
-        return np.round(wide * (255 / 65535)).astype(np.uint8)
-    if not img.has_transparency_data:
-        return np.asarray(_resized(img.convert("L")), dtype=np.uint8)
-    # Pillow resizes LA premultiplied, so a transparent pixel's colour counts for nothing
-    luminance, alpha = np.moveaxis(np.asarray(_resized(img.convert("LA")), np.float64), 2, 0)
-    return _laid(luminance, alpha / 255)
-
-
-def _resized(img: Image.Image) -> Image.Image:
+    """(28, 28) uint8 luminance, before any inversion: 16-bit scaled, transparency laid.
+    Lanczos, as MNIST's own; Pillow returns a 28x28 image unchanged."""
     from PIL import Image
 
-    if img.size == (SIZE, SIZE):
-        return img
-    return img.resize((SIZE, SIZE), Image.Resampling.LANCZOS)
+    size, lanczos = (SIZE, SIZE), Image.Resampling.LANCZOS
+    if img.mode.startswith("I"):  # a 16-bit grayscale PNG, 0-65535: resized, then scaled
+        wide = np.asarray(img.resize(size, lanczos), dtype=np.float64)
+        return np.round(wide * (255 / 65535)).astype(np.uint8)
+    if not img.has_transparency_data:
+        return np.asarray(img.convert("L").resize(size, lanczos), dtype=np.uint8)
+    # Pillow resizes LA premultiplied, so a transparent pixel's colour counts for nothing
+    la = np.asarray(img.convert("LA").resize(size, lanczos), np.float64)
+    return _laid(la[..., 0], la[..., 1] / 255)
 
 
 def _laid(luminance: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """The ink on the shade opposite its own: the alpha-weighted mean of the opaque pixels.
-
-    White ink on a transparent canvas laid on white would vanish, black ink laid on black
-    too; laid on the opposite shade, either stays, and the border rule then inverts.
-    """
+    """The ink on the shade opposite its own (the alpha-weighted mean of the opaque pixels):
+    white ink laid on white, or black on black, would vanish; the border rule then inverts."""
     weight = float(alpha.sum())
     ink = float((luminance * alpha).sum()) / weight if weight else 0.0
     paper = 0.0 if ink > BRIGHT else 255.0
@@ -191,7 +156,7 @@ def border_is_bright(pixels: np.ndarray) -> bool:
 def reader(model: str, cfg: Config, stats: Path | None) -> Probabilities:
     """The model at a path or URI, as a function from raw pixels to probabilities."""
     path = Path(model)
-    if "://" in model or ":/" in model or (path / "MLmodel").is_file():
+    if ":/" in model or (path / "MLmodel").is_file():
         return _from_mlflow(model, cfg)
     weights = path if path.is_file() else path / "weights.safetensors"
     if not weights.is_file():
@@ -207,71 +172,42 @@ def reader(model: str, cfg: Config, stats: Path | None) -> Probabilities:
 
 
 def _from_mlflow(uri: str, cfg: Config) -> Probabilities:
-    """An MLflow pyfunc (such as the registered "digits"), read from the configured store.
-
-    What a user can get wrong (the store, a name, an alias, a version, a run) is asked of a
-    client of its own first: MLflow resolves models:/ URIs only through the process-wide
-    tracking URI, which is set only once the URI is known to be there.
-    """
+    """An MLflow pyfunc (such as the registered "digits") from the configured store, which
+    must exist (MLflow would create an empty one) and answer; what it cannot load is said in
+    MLflow's words, with the models:/ URIs the store does hold."""
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
 
     from lenet_mnist.tracking import store
 
     tracking = store.tracking_uri(cfg.logger)
+    db = Path(tracking.removeprefix(store.SQLITE))
     try:
-        _check_uri(_client(tracking, cfg), uri)
-        mlflow.set_tracking_uri(tracking)
+        if tracking.startswith(store.SQLITE) and not db.is_file():
+            raise PipelineError(
+                f"no MLflow store {db}; run `dvc repro publish` or set MLFLOW_TRACKING_URI"
+            )
+        client = store.client(cfg.logger)  # a server must answer its health check first
+        mlflow.set_tracking_uri(tracking)  # models:/ URIs resolve through the global store
         served = mlflow.pyfunc.load_model(uri)
     except PipelineError as err:
         raise PipelineError(f"cannot load {uri}: {err}") from None
     except MlflowException as err:
-        reason = str(err.message).splitlines()[0]
-        raise PipelineError(f"cannot load {uri} from {tracking}: {reason}; use {ALLOWED}") from None
-    return lambda images: np.array(
-        served.predict(images.astype(np.float32))["probabilities"].tolist()
-    )
-
-
-def _client(tracking: str, cfg: Config) -> MlflowClient:
-    """A client of the store, which must exist: MLflow would create an empty one."""
-    from lenet_mnist.tracking import store
-
-    if tracking.startswith(store.SQLITE):
-        db = Path(tracking.removeprefix(store.SQLITE))
-        if not db.is_file():
-            raise PipelineError(
-                f"no MLflow store {db}; run `dvc repro publish` or set MLFLOW_TRACKING_URI"
-            )
-    return store.client(cfg.logger)  # a server must answer its health check first
-
-
-def _check_uri(client: MlflowClient, uri: str) -> None:
-    """A registered model's alias or version, or a run, that the store does not hold."""
-    from mlflow.exceptions import MlflowException
-
-    run = re.fullmatch(r"runs:/([^/]+)/.+", uri)
-    if run:
-        client.get_run(run[1])  # MLflow's "Run with id=... not found"
-    registered = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))(?:/.*)?", uri)
-    if registered is None:  # a logged model's id, a stage, another scheme: MLflow's message
-        return
-    name, alias, version = registered.groups()
-    try:
-        aliases = client.get_registered_model(name).aliases
-    except MlflowException as err:
-        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
-        names = ", ".join(m.name for m in client.search_registered_models()) or "none"
-        raise PipelineError(f"no registered model {name}; registered: {names}") from None
-    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
-    if (alias and alias not in aliases) or (version and int(version) not in versions):
-        what = f"alias {alias}" if alias else f"version {version}"
-        known = ", ".join(f"@{a} (version {v})" for a, v in sorted(aliases.items()))
+        reason = str(err.message).splitlines()[0].rstrip(".")
         raise PipelineError(
-            f"{name} has no {what}; its aliases: {known or 'none'}, "
-            f"its versions: {', '.join(map(str, versions)) or 'none'}"
-        )
+            f"cannot load {uri} from {tracking}: {reason}; {_held(client)}"
+        ) from None
+    return lambda images: np.stack(served.predict(images.astype(np.float32))["probabilities"])
+
+
+def _held(client: MlflowClient) -> str:
+    """The models:/ URIs the store can load: each registered model's aliases and versions."""
+    uris = []
+    for model in client.search_registered_models():
+        uris += [f"models:/{model.name}@{alias}" for alias in sorted(model.aliases)]
+        versions = client.search_model_versions(f"name = '{model.name}'")
+        uris += [f"models:/{model.name}/{n}" for n in sorted(int(v.version) for v in versions)]
+    return f"it holds {', '.join(uris) or 'no registered model'}"
 
 
 def describe(name: str, probabilities: np.ndarray) -> str:

@@ -2,37 +2,29 @@
 
     python -m lenet_mnist.serving.serve models:/lenet-mnist@champion [--port 5001]
 
-MLflow's own scoring app answers, as `mlflow models serve` runs it, behind one ASGI
-middleware that `mlflow models serve` has no place for. Before MLflow reads a byte:
-
-- a body over `--max-body` bytes gets a 413, by its Content-Length or, streamed, once
-  it grows past the limit; MLflow reads any body whole and echoes an unparsable one;
-- /invocations must be `application/json` of the shape the docs give, `{"inputs": [N
-  images of 28 rows of 28 pixels]}`, each pixel a JSON number from 0 to 255 (no
-  boolean, no string, no deeper array): anything else gets a 400 naming the first bad
-  place. MLflow would cast `true` and `"7"` to pixels, and recurse into any nesting.
-
-Every refusal is a JSON body of at most a few hundred bytes; it never holds the request.
+MLflow's own scoring app (what `mlflow models serve` runs) behind two ASGI middlewares that
+`mlflow models serve` has no place for: MLflow reads any body whole, echoes an unparsable
+one, casts `true` and `"7"` to pixels and recurses into any nesting. Before MLflow reads a
+byte, a body over `--max-body` gets Starlette's 413, and /invocations anything but
+`{"inputs": [images of 28 rows of 28 numbers from 0 to 255]}` a 400 naming the first bad
+place (docs/serving.md).
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import Headers
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lenet_mnist.errors import PipelineError, run_stage
-from lenet_mnist.serving import cut
+from lenet_mnist.errors import PipelineError, one_line, run_stage
 
 MAX_BODY = 4 * 1024 * 1024  # bytes: about 1,300 images as JSON, 3 KB each
 AT_ONCE = 8  # connections; more get uvicorn's 503: each request may hold a parsed body
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # strict: JSON numbers only, never a boolean or a string converted to one
 Pixel = Annotated[float, Field(strict=True, ge=0, le=255, allow_inf_nan=False)]
@@ -47,71 +39,57 @@ class Images(BaseModel):
     inputs: Annotated[list[Image], Field(min_length=1)]
 
 
-def refusal(status: int, code: str, message: str) -> App:
-    """MLflow's error shape, `{"error_code", "message"}`, with a bounded message."""
-    from starlette.responses import JSONResponse
-
-    return JSONResponse({"error_code": code, "message": cut(message)}, status_code=status)
+def refusal(status: int, code: str, message: str) -> ASGIApp:
+    """MLflow's error shape, `{"error_code", "message"}`, on one bounded line: it never
+    holds the request."""
+    return JSONResponse({"error_code": code, "message": one_line(message)}, status_code=status)
 
 
 def first_error(err: ValidationError) -> str:
     """`inputs[0][3][4]: Input should be a valid number`: where, and what, never the value."""
     error = err.errors(include_input=False, include_url=False)[0]
-    where = "".join(f"[{i}]" if isinstance(i, int) else f".{cut(str(i), 40)}" for i in error["loc"])
+    where = "".join(f"[{i}]" if isinstance(i, int) else f".{i}" for i in error["loc"])
     shape = 'the body must be {"inputs": [images of 28 rows of 28 numbers from 0 to 255]}'
     return f"{where.lstrip('.') or 'body'}: {error['msg']}; {shape}"
 
 
-class Bounded:
-    """The scoring app behind a body limit and a check of /invocations' JSON."""
+def refused(headers: Headers, body: bytes) -> ASGIApp | None:
+    """A 415 or 400 for anything but the one body /invocations takes."""
+    if headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        return refusal(415, "BAD_REQUEST", "Content-Type must be application/json")
+    try:
+        Images.model_validate_json(body)
+    except ValidationError as err:
+        return refusal(400, "BAD_REQUEST", first_error(err))
+    return None
 
-    def __init__(self, app: App, max_body: int) -> None:
-        self.app, self.max_body = app, max_body
+
+class Checked:
+    """The scoring app behind a check of /invocations' whole body, read here first; the
+    body limit, outside, stops the reading once it is over."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if scope["type"] != "http" or (scope["method"], scope["path"]) != ("POST", "/invocations"):
             return await self.app(scope, receive, send)
-        from starlette.datastructures import Headers
-
-        headers = Headers(scope=scope)
-        body = await self.read(headers, receive)
-        refused = self.refused(scope["path"], headers, body)
-        if refused is not None:
-            return await refused(scope, receive, send)
-        await self.app(scope, replay(bytes(body or b""), receive), send)
-
-    async def read(self, headers: Mapping[str, str], receive: Receive) -> bytearray | None:
-        """The whole body, or None as soon as it is known to be over the limit."""
-        if int(headers.get("content-length") or 0) > self.max_body:
-            return None
         body, more = bytearray(), True
         while more:
             message = await receive()
             body += message.get("body", b"")
             more = message.get("more_body", False)
-            if len(body) > self.max_body:
-                return None
-        return body
-
-    def refused(self, path: str, headers: Mapping[str, str], body: bytearray | None) -> App | None:
-        if body is None:
-            return refusal(413, "REQUEST_LIMIT_EXCEEDED", f"at most {self.max_body} bytes a body")
-        if path != "/invocations":
-            return None
-        if headers.get("content-type", "").split(";")[0].strip() != "application/json":
-            return refusal(415, "BAD_REQUEST", "Content-Type must be application/json")
-        try:
-            Images.model_validate_json(body)
-        except ValidationError as err:
-            return refusal(400, "BAD_REQUEST", first_error(err))
-        return None
+        refusing = refused(Headers(scope=scope), bytes(body))
+        if refusing is not None:
+            return await refusing(scope, receive, send)
+        await self.app(scope, replay(bytes(body), receive), send)
 
 
 def replay(body: bytes, receive: Receive) -> Receive:
     """The body read already, then the connection's own messages (a disconnect)."""
     sent = False
 
-    async def again() -> MutableMapping[str, Any]:
+    async def again() -> Message:
         nonlocal sent
         if sent:
             return await receive()
@@ -136,8 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         model = mlflow.pyfunc.load_model(args.model)
     except MlflowException as err:
-        raise PipelineError(f"cannot load {args.model}: {cut(str(err.message))}") from None
-    app = Bounded(scoring_server.init(model), args.max_body)
+        raise PipelineError(f"cannot load {args.model}: {err.message}") from None
+    app = RequestBodyLimitMiddleware(Checked(scoring_server.init(model)), args.max_body)
     uvicorn.run(app, host=args.host, port=args.port, limit_concurrency=AT_ONCE)
 
 
