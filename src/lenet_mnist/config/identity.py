@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Any
 
-from lenet_mnist.config.schema import Config, keys
+from lenet_mnist.config.schema import Config, keys, lookup
 
 # The groups whose values decide what a run learns. Everything else says where data and
 # results go or how progress is shown. The config hash (which finds a finished run again)
@@ -58,10 +58,4 @@ def config_hash(cfg: Config, dataset_digest: str) -> str:
 def flat(cfg: Config) -> dict[str, Any]:
     """Every config value as `group.key`, the same spelling as a Hydra override."""
     plain = dataclasses.asdict(cfg)
-    return {key: _get(plain, key) for key in keys()}
-
-
-def _get(plain: dict[str, Any], key: str) -> Any:
-    for part in key.split("."):
-        plain = plain[part]
-    return plain
+    return {key: lookup(plain, key) for key in keys()}

@@ -18,16 +18,12 @@ from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import (
-    ConfigAttributeError,
-    ConfigKeyError,
-    OmegaConfBaseException,
-)
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
 from lenet_mnist.config import bounded
-from lenet_mnist.config.schema import MNIST_TRAIN_SIZE, Config, allowed, entries, kind, show
+from lenet_mnist.config.schema import MNIST_TRAIN_SIZE, Config, allowed, entries, kind, lookup, show
 from lenet_mnist.errors import PipelineError, run_stage
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
@@ -74,11 +70,9 @@ def _refused(error: ErrorDetails, plain: dict[str, Any]) -> str:
     key = next(k for n in range(len(parts), 0, -1) if (k := ".".join(parts[:n])) in ENTRIES)
     if error["type"] == "missing":
         return f"{key} is missing; set it to {kind(ENTRIES[key].annotation)}"
-    value: Any = plain
-    for part in key.split("."):
-        value = value[part]
     wrong_type = error["type"].endswith(("_type", "_parsing"))
-    return _not_allowed(key, value, (lambda f: kind(f.annotation)) if wrong_type else allowed)
+    words = (lambda f: kind(f.annotation)) if wrong_type else allowed
+    return _not_allowed(key, lookup(plain, key), words)
 
 
 def _not_allowed(key: str, value: Any, words: Any) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from lenet_mnist.config import bounded, parse
-from lenet_mnist.config.schema import Config, allowed, entries, keys, show
+from lenet_mnist.config.schema import Config, allowed, entries, keys, lookup, show
 from lenet_mnist.errors import run_stage
 
 OUT = parse.CONF_DIR.parent / "docs" / "configuration.md"
@@ -42,11 +42,8 @@ def render(composed: dict[str, Any] | None = None) -> str:
         lines += ["", f"## {group}", "", f"{about}Defaults in `{where}`.", ""]
         lines += ["| key | default | allowed | what it does |", "|---|---|---|---|"]
         for key in (k for k in leaves if k == group or k.startswith(group + ".")):
-            value = composed
-            for part in key.split("."):
-                value = value[part]
-            info = leaves[key]
-            lines.append(f"| `{key}` | `{show(value)}` | {allowed(info)} | {info.description} |")
+            info, value = leaves[key], show(lookup(composed, key))
+            lines.append(f"| `{key}` | `{value}` | {allowed(info)} | {info.description} |")
     return "\n".join(lines) + "\n"
 
 

