@@ -45,7 +45,8 @@ def validate(cfg: DictConfig | dict) -> Config:
     except OmegaConfBaseException as err:
         raise PipelineError(describe(err)) from None
     if typed.data.val_size >= (typed.data.train_limit or MNIST_TRAIN_SIZE):  # two keys' rule
-        raise PipelineError(_not_allowed("data.val_size", typed.data.val_size, allowed))
+        words = allowed(ENTRIES["data.val_size"])
+        raise PipelineError(_not_allowed("data.val_size", typed.data.val_size, words))
     return typed
 
 
@@ -70,13 +71,14 @@ def _refused(error: ErrorDetails, plain: dict[str, Any]) -> str:
     key = next(k for n in range(len(parts), 0, -1) if (k := ".".join(parts[:n])) in ENTRIES)
     if error["type"] == "missing":
         return f"{key} is missing; set it to {kind(ENTRIES[key].annotation)}"
-    wrong_type = error["type"].endswith(("_type", "_parsing"))
-    words = (lambda f: kind(f.annotation)) if wrong_type else allowed
+    info = ENTRIES[key]
+    wrong_type = error["type"].endswith(("_type", "_parsing"))  # a type's words, not its bounds
+    words = kind(info.annotation) if wrong_type else allowed(info)
     return _not_allowed(key, lookup(plain, key), words)
 
 
-def _not_allowed(key: str, value: Any, words: Any) -> str:
-    return f"{key}={show(value)} is not allowed; use {words(ENTRIES[key])}"
+def _not_allowed(key: str, value: Any, words: str) -> str:
+    return f"{key}={show(value)} is not allowed; use {words}"
 
 
 def _unknown(key: str) -> str:
