@@ -110,12 +110,12 @@ DEFAULTS = parse.compose()
 
 @settings(max_examples=400, deadline=None)
 @given(
-    st.sampled_from([*schema.keys(), "train.batch_sizee", "trian", "data.mirrors.0"]),
+    st.sampled_from([*schema.entries(), "train.batch_sizee", "trian", "data.mirrors.0"]),
     VALUES,
 )
 def test_any_value_at_any_key_validates_or_raises_the_projects_own_error(key, value):
-    """Anything written anywhere, a list's item included, is refused in one line or
-    accepted as a config that validates again to itself; a key the schema lacks never is."""
+    """Anything written anywhere, a group or a list's item included, is refused in one line
+    or accepted as a config that validates again to itself; a key the schema lacks never is."""
     cfg = copy.deepcopy(DEFAULTS)
     *parents, leaf = key.split(".")
     node = cfg
