@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from lenet_mnist.config import bounded, parse
+from lenet_mnist.config import bounded, identity, parse
 from lenet_mnist.config.schema import Config, allowed, entries, keys, lookup, show
 from lenet_mnist.errors import run_stage
 
@@ -26,7 +26,8 @@ Every key, as a Hydra override spells it (`python -m lenet_mnist.run train.epoch
 the schema does not allow stops the command with one line naming the key and what it allows.
 params.yaml itself holds at most {bounded.MAX_BYTES // 1024} KiB, {bounded.MAX_ALIASES} YAML \
 aliases, {bounded.MAX_VALUES:,} values once they are expanded
-and {bounded.MAX_DEPTH} levels of nesting (lenet_mnist.config.bounded)."""
+and {bounded.MAX_DEPTH} levels of nesting (lenet_mnist.config.bounded). "Decides" marks the keys
+of the config hash, which finds a finished run again (the data count by their digest)."""
 
 
 def render(composed: dict[str, Any] | None = None) -> str:
@@ -40,10 +41,12 @@ def render(composed: dict[str, Any] | None = None) -> str:
         about = groups[group].description or ""
         about = f"{about[:1].upper()}{about[1:]}. " if group not in leaves else ""
         lines += ["", f"## {group}", "", f"{about}Defaults in `{where}`.", ""]
-        lines += ["| key | default | allowed | what it does |", "|---|---|---|---|"]
+        lines += ["| key | default | allowed | decides | what it does |", "|---|---|---|---|---|"]
         for key in (k for k in leaves if k == group or k.startswith(group + ".")):
             info, value = leaves[key], show(lookup(composed, key))
-            lines.append(f"| `{key}` | `{value}` | {allowed(info)} | {info.description} |")
+            decides = "yes" if identity.decides_result(key) else "no"
+            row = f"| `{key}` | `{value}` | {allowed(info)} | {decides} | {info.description} |"
+            lines.append(row)
     return "\n".join(lines) + "\n"
 
 

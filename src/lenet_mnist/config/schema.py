@@ -48,13 +48,18 @@ def _rising(values: list[float]) -> list[float]:
     return values
 
 
-def key(what: str, allowed: str | None = None, **rules: Any) -> Any:
-    """A key's rules and description; `allowed` words a rule that its bounds cannot say."""
-    extra = {"allowed": allowed} if allowed else None
-    return Field(description=what, json_schema_extra=extra, **rules)
+def key(what: str, allowed: str | None = None, *, decides: bool = True, **rules: Any) -> Any:
+    """A key's rules and description; `allowed` words a rule that its bounds cannot say.
+    `decides=False`: the key (or group) does not change what a run learns (config.identity)."""
+    return Field(
+        description=what, json_schema_extra={"allowed": allowed, "decides": decides}, **rules
+    )
 
 
 ACC = {"gt": 0, "le": 1}  # an accuracy
+# Where data and results go, how progress is shown, and what is measured beside training
+# (lenet_mnist.training.probes, with samples of their own): never what is learned.
+BESIDE = {"decides": False}
 
 
 class Group:
@@ -123,15 +128,18 @@ class TrainConfig(Group):
     seed: Int = key("the network's initialization and the batch order", ge=0, le=MAX_SEED)
     drop_last: bool = key("true drops the last partial batch of each epoch")
     keep_best: bool = key("keep the weights of the epoch with the best validation accuracy")
-    checkpoint_every: Int = key("epochs between resumable checkpoints (0: none)", ge=0)
+    checkpoint_every: Int = key("epochs between resumable checkpoints (0: none)", ge=0, **BESIDE)
     early_stopping: EarlyStoppingConfig = key("stopping on validation accuracy")
-    val_every_n_steps: Int | None = key("val accuracy every N updates too, to time targets", ge=1)
+    val_every_n_steps: Int | None = key(
+        "val accuracy every N updates too, to time targets", ge=1, **BESIDE
+    )
     targets: Annotated[list[Annotated[Float, Field(**ACC)]], AfterValidator(_rising)] = key(
         "val accuracies whose first epoch, update and second go to MLflow",
         "increasing accuracies in (0, 1], such as [0.98, 0.99]",
+        **BESIDE,
     )
-    test_every_epoch: bool = key("test accuracy at each epoch's end, for plots (selects nothing)")
-    noise_probe: NoiseProbeConfig = key("the gradient noise scale at each epoch's end")
+    test_every_epoch: bool = key("test accuracy at each epoch's end, for plots", **BESIDE)
+    noise_probe: NoiseProbeConfig = key("the gradient noise scale at each epoch's end", **BESIDE)
 
 
 @dataclass
@@ -144,7 +152,7 @@ class TrainerConfig(Group):
     reproducible: Literal[NUMERICS] = key(
         "portable: the same bits on any x86-64 CPU with AVX2; machine: on this one (determinism.md)"
     )
-    enable_progress_bar: bool = key("the live bar on a terminal (logs get the epoch lines only)")
+    enable_progress_bar: bool = key("the live bar on a terminal (logs: epoch lines)", **BESIDE)
     compile: bool = key("torch.compile the network (a speed option, docs/benchmarks.md)")
     threads: Int | None = key("intra-op threads; null: the mode's (portable: 1)", ge=1)
     batch_group: Int = key("optimizer updates per Lightning training_step (speed)", ge=1)
@@ -178,15 +186,16 @@ class ObjectiveConfig(Group):
 
 @dataclass
 class Config(Group):
-    data: DataConfig = key("where MNIST comes from and how it is split")
+    # The data decide a result through the prepared data's digest, not their keys.
+    data: DataConfig = key("where MNIST comes from and how it is split", **BESIDE)
     model: ModelConfig = key("the network")
     optimizer: OptimizerConfig = key("the update rule and its schedule")
     train: TrainConfig = key("what is learned, and what is measured beside it")
     trainer: TrainerConfig = key("where and how it runs: device, precision, numerics")
-    logger: LoggerConfig = key("the MLflow tracking store and experiment")
-    paths: PathsConfig = key("where `python -m lenet_mnist.run` reads and writes")
-    objective: ObjectiveConfig = key("what a sweep job returns; it is in no config hash")
-    force: bool = key("sweeps rerun configurations that already finished")
+    logger: LoggerConfig = key("the MLflow tracking store and experiment", **BESIDE)
+    paths: PathsConfig = key("where `python -m lenet_mnist.run` reads and writes", **BESIDE)
+    objective: ObjectiveConfig = key("what a sweep job returns to a sweeper", **BESIDE)
+    force: bool = key("sweeps rerun configurations that already finished", **BESIDE)
 
 
 def entries(schema: type = Config, prefix: str = "") -> dict[str, FieldInfo]:
@@ -229,8 +238,8 @@ def kind(hint: Any) -> str:
 
 def allowed(info: FieldInfo) -> str:
     """What a key allows, in words: its `allowed`, or its type with its bounds."""
-    if info.json_schema_extra:
-        return str(info.json_schema_extra["allowed"])
+    if said := info.json_schema_extra["allowed"]:
+        return str(said)
     text, rules = kind(info.annotation), info.metadata
     bounds = [
         f"{sign} {getattr(r, name)}" for r in rules for name, sign in BOUNDS if hasattr(r, name)
