@@ -1,10 +1,11 @@
 """The config schema: a dataclass per group of conf/, each key declared once, as a Field.
 
-A key's type, its bounds or choices and its one-line description are its pydantic Field;
-validation (lenet_mnist.config.parse), the error line's "use ..." and docs/configuration.md
-(lenet_mnist.config.reference) all read them there. The classes stay plain dataclasses, so
-the code below builds or replaces a group without validating it; a key left out of such a
-constructor holds its Field, never a loaded value: every key of params.yaml is required.
+A key's type, its bounds or choices, its one-line description and whether it decides a
+run's result are its pydantic Field; validation (lenet_mnist.config.parse), the error line's
+"use ...", the config hash (config.identity) and docs/configuration.md (config.reference) all
+read them there. The classes stay plain dataclasses, so code and tests build or replace a
+group without validating it; a key left out of such a constructor holds its Field, never a
+loaded value: every key of params.yaml is required.
 
 The choices are the keys of tables that live beside the code that uses them, below torch;
 tests/config/test_schema.py checks that each table has exactly these keys.
