@@ -23,7 +23,6 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lenet_mnist import process
 from lenet_mnist.config import parse
-from lenet_mnist.config.hydra_schema import register
 from lenet_mnist.errors import PipelineError, run_stage
 from lenet_mnist.sweeps import stop
 
@@ -57,7 +56,6 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing its own text
     process.prepare()  # before torch loads, here and in a launcher's worker processes
     OmegaConf.register_new_resolver("pid", os.getpid, replace=True)  # hydra.run.dir uses it
-    register()
     # The sweep folders' resolvers register with lenet_mnist.sweeps.sweep, which Hydra imports for
     # the sweep callback before it names a folder, here and in a launcher's workers.
     entry = hydra.main(config_path=str(parse.CONF_DIR), config_name="config", version_base="1.3")

@@ -7,7 +7,6 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from lenet_mnist.config import parse
-from lenet_mnist.config.hydra_schema import register
 from lenet_mnist.config.schema import ObjectiveConfig
 from lenet_mnist.sweeps import sweep
 from lenet_mnist.sweeps.job import MISSED_S, objective
@@ -36,7 +35,6 @@ def test_test_acc_objective_is_the_test_accuracy():
 
 def _search_key(*overrides: str, epochs: str | None = None) -> str:
     """The sweep key of `-m hparams_search=optuna overrides...`, its epochs range replaced."""
-    register()
     with initialize_config_dir(config_dir=str(parse.CONF_DIR), version_base="1.3"):
         cfg = compose("config", ["hparams_search=optuna", *overrides], return_hydra_config=True)
     if epochs is not None:  # a key with a dot: as a conf/hparams_search file would set it

@@ -1,15 +1,10 @@
 """params.yaml read within bounds: refused in one line before anything expands it.
 
-YAML lets a small file describe a huge value: each alias (`*a`) stands for the whole node
-its anchor (`&a`) names, so nine levels of ten aliases are 10^9 strings once expanded
-("billion laughs"). PyYAML shares an aliased node instead of copying it, but OmegaConf copies
-every value it merges, and so would any reader after it. So the file is sized, and its
-parse events are counted (aliases, the values they expand to, and the nesting depth) by
-libyaml's C parser, before a single Python object is built from it.
-
-The limits are far above any real params.yaml and far below what costs time: the composed
-file is about 1.2 KiB with some 130 values (keys counted), 3 levels deep, and holds no alias
-(yaml.safe_dump writes one only for a shared Python object, which composition never makes).
+Each YAML alias (`*a`) stands for the whole node its anchor (`&a`) names, so nine levels
+of ten aliases are 10^9 strings once expanded ("billion laughs"); OmegaConf copies every
+value it merges. So the file is sized, and libyaml's parse events are counted (aliases,
+the values they expand to, the nesting depth) before a Python object is built from it.
+The composed file is about 1.2 KiB, some 130 values, 3 levels deep, and holds no alias.
 """
 
 from __future__ import annotations

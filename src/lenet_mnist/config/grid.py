@@ -1,11 +1,8 @@
 """What defines a sweep, from its overrides alone: the key its MLflow parent run and its
-folder are found by again.
-
-A grid is defined by the overrides that decide a result (lenet_mnist.config.identity), in
-any order; a search by its space, sampler, direction and objective. Hydra's resolvers
-(lenet_mnist.sweeps.sweep) and the tuned study's report both compute the key here, so a
-report finds the sweep a command ran.
-"""
+folder are found by again, by Hydra's resolvers (lenet_mnist.sweeps.sweep) and by the tuned
+study's report alike. A grid is defined by the overrides that decide a result
+(lenet_mnist.config.identity), in any order; a search by its space, sampler, direction and
+objective."""
 
 from __future__ import annotations
 
@@ -33,11 +30,9 @@ def search_overrides(
 ) -> list[str]:
     """What defines a sweep: its grid, or its search space and what the search is for.
 
-    A grid is on the command line. A search space may be in the config instead
-    (hydra.sweeper.params, as conf/hparams_search sets it), and the command line's value of
-    a key replaces it there, as the sweepers do. An optimizing sweeper's sampler, direction
-    and objective define its search too; n_trials and n_jobs say how long and how wide, so
-    the same search started again with more trials resumes, its finished trials skipped.
+    A search space may be in the config (hydra.sweeper.params), where the command line's
+    value of a key replaces it, as the sweepers do. n_trials and n_jobs are left out: the
+    same search started again with more trials resumes, its finished trials skipped.
     """
     space = OmegaConf.select(sweeper, "params") if sweeper is not None else None
     merged = {k: f"{k}={v}" for k, v in (as_typed(space) if space else {}).items()}

@@ -1,16 +1,9 @@
 """The config every stage and run reads, checked against one schema (lenet_mnist.config.schema).
 
 conf/ (Hydra) holds the values and params.yaml is their composition, which DVC tracks.
-The same schema checks both:
-
-- Hydra merges conf/ onto it (it is the first entry of conf/config.yaml's defaults), so a
-  key that does not exist or a value of the wrong type fails at composition, in
-  `python -m lenet_mnist.run` and in `dvc exp run` alike;
-- a stage reads params.yaml through `load`, which merges it onto the same schema.
-
-Either way, `validate` turns the values into the schema's dataclasses, checks ranges and
-choices, and reports the first problem as one line. Stages read params.yaml, never
-conf/, so `dvc repro` runs exactly what params.yaml says.
+Stages read params.yaml through `load`, never conf/, so `dvc repro` runs exactly what
+params.yaml says; `validate` turns either into the schema's dataclasses with pydantic and
+reports the first problem as one line: the key, its value, and what the key allows.
 
     python -m lenet_mnist.config [--write] [overrides...]   # compose conf/ into params.yaml
 """
@@ -25,32 +18,35 @@ from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import (
-    ConfigAttributeError,
-    ConfigKeyError,
-    MissingMandatoryValue,
-    OmegaConfBaseException,
-    ValidationError,
-)
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
 
 from lenet_mnist.config import bounded
-from lenet_mnist.config.hydra_schema import register
-from lenet_mnist.config.schema import Config, keys, show
+from lenet_mnist.config.schema import MNIST_TRAIN_SIZE, Config, allowed, entries, kind, lookup, show
 from lenet_mnist.errors import PipelineError, run_stage
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
+SCHEMA = TypeAdapter(Config)
+ENTRIES = entries()
+GROUPS = [f.name for f in dataclasses.fields(Config)]
 
 
 def validate(cfg: DictConfig | dict) -> Config:
     """The typed config, or a PipelineError naming the first bad key and what it allows."""
-    if OmegaConf.is_config(cfg):  # plain values: a typed node would let added keys through
-        cfg = OmegaConf.to_container(cfg)
-    plain = {k: v for k, v in cfg.items() if k != "hydra"}  # Hydra's own node is not ours
     try:
-        typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), plain))
+        raw = OmegaConf.to_container(cfg) if OmegaConf.is_config(cfg) else cfg
+        mine = OmegaConf.create({k: v for k, v in raw.items() if k != "hydra"})  # not Hydra's
+        plain = OmegaConf.to_container(mine, resolve=True)  # a ${...} names its key if it fails
+        typed = SCHEMA.validate_python(plain)
+    except ValidationError as err:  # an unknown key first: a typo also leaves its key missing
+        errors = sorted(err.errors(), key=lambda e: e["type"] != "unexpected_keyword_argument")
+        raise PipelineError(_refused(errors[0], plain)) from None
     except OmegaConfBaseException as err:
         raise PipelineError(describe(err)) from None
-    typed.check()
+    if typed.data.val_size >= (typed.data.train_limit or MNIST_TRAIN_SIZE):  # two keys' rule
+        words = allowed(ENTRIES["data.val_size"])
+        raise PipelineError(_not_allowed("data.val_size", typed.data.val_size, words))
     return typed
 
 
@@ -62,42 +58,47 @@ def load(path: str | Path = "params.yaml") -> Config:
         raise PipelineError(f"{path} not found; run from the repository root or pass --params")
     cfg = bounded.read_yaml(path)  # sized and counted before anything expands it
     if not isinstance(cfg, dict):
-        groups = ", ".join(f.name for f in dataclasses.fields(Config))
+        groups = ", ".join(GROUPS)
         raise PipelineError(f"{path} holds a {type(cfg).__name__}; use a mapping of {groups}")
     return validate(cfg)
 
 
+def _refused(error: ErrorDetails, plain: dict[str, Any]) -> str:
+    """pydantic's error as one line, about the schema's key (a list's item: its list)."""
+    parts = [str(p) for p in error["loc"]]
+    if error["type"] == "unexpected_keyword_argument":
+        return _unknown(".".join(parts))
+    key = next(k for n in range(len(parts), 0, -1) if (k := ".".join(parts[:n])) in ENTRIES)
+    if error["type"] == "missing":
+        return f"{key} is missing; set it to {kind(ENTRIES[key].annotation)}"
+    info = ENTRIES[key]
+    wrong_type = error["type"].endswith(("_type", "_parsing"))  # a type's words, not its bounds
+    words = kind(info.annotation) if wrong_type else allowed(info)
+    return _not_allowed(key, lookup(plain, key), words)
+
+
+def _not_allowed(key: str, value: Any, words: str) -> str:
+    return f"{key}={show(value)} is not allowed; use {words}"
+
+
+def _unknown(key: str) -> str:
+    keys = [k for k in ENTRIES if "." in k] if "." in key else list(ENTRIES)
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}?" if close else f"the groups are {', '.join(GROUPS)}"
+    return f"{key} is not a config key; {hint}"
+
+
 def describe(err: BaseException) -> str:
-    """One line for an OmegaConf or Hydra error: the key, what was wrong, what is allowed."""
+    """One line for an OmegaConf or Hydra error: the key, and what was wrong."""
     cause = err
     while not isinstance(cause, OmegaConfBaseException) and cause.__cause__ is not None:
         cause = cause.__cause__
     key = getattr(cause, "full_key", None)
     if not isinstance(cause, OmegaConfBaseException) or not key:
         return str(err).strip().splitlines()[0]
-    known = keys()
-    if isinstance(cause, MissingMandatoryValue):
-        return f"{key} is missing; set it to {_kind(known.get(key))}"
-    if isinstance(cause, ConfigKeyError | ConfigAttributeError) and key not in known:
-        groups = [f.name for f in dataclasses.fields(Config)]
-        candidates = [*known, *groups] if "." not in key else list(known)
-        close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]}?" if close else f"the groups are {', '.join(groups)}"
-        return f"{key} is not a config key; {hint}"
-    if isinstance(cause, ValidationError) and key in known:
-        return f"{key}={show(cause.value)} is not allowed; use {_kind(known[key])}"
+    if isinstance(cause, ConfigKeyError | ConfigAttributeError) and key not in ENTRIES:
+        return _unknown(key)
     return f"{key}: {str(cause.msg).strip().splitlines()[0]}"
-
-
-def _kind(hint: Any) -> str:
-    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-    text = str(hint)
-    base = next((n for t, n in names.items() if hint is t or f"{t.__name__} |" in text), None)
-    if text.startswith("list"):
-        return "a list of strings"
-    if "None" in text:
-        return f"null or {base}"
-    return base or text
 
 
 def compose(overrides: list[str] | None = None) -> dict[str, Any]:
@@ -110,7 +111,6 @@ def compose_node(overrides: list[str], with_hydra: bool = False) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    register()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return hydra_compose("config", overrides=overrides, return_hydra_config=with_hydra)

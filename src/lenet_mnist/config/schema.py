@@ -1,23 +1,26 @@
-"""The config schema: one dataclass per group of conf/, with the rules for its values.
+"""The config schema: a dataclass per group of conf/, each key declared once, as a Field.
 
-Types and keys are checked by OmegaConf when values merge onto these dataclasses
-(lenet_mnist.config.parse; Hydra composes onto their keys alone, config.hydra_schema);
-`check` adds ranges and choices.
-The choices are the keys of the tables that use them.
+A key's type, its bounds or choices, its one-line description and whether it decides a
+run's result are its pydantic Field; validation (lenet_mnist.config.parse), the error line's
+"use ...", the config hash (config.identity) and docs/configuration.md (config.reference) all
+read them there. The classes stay plain dataclasses, so code and tests build or replace a
+group without validating it; a key left out of such a constructor holds its Field, never a
+loaded value: every key of params.yaml is required.
+
+The choices are the keys of tables that live beside the code that uses them, below torch;
+tests/config/test_schema.py checks that each table has exactly these keys.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, ClassVar, get_type_hints
+from dataclasses import dataclass, is_dataclass
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
-from omegaconf import MISSING, Node, OmegaConf
+from pydantic import AfterValidator, AllowInfNan, ConfigDict, Field, Strict
+from pydantic.fields import FieldInfo
 
-from lenet_mnist.errors import PipelineError
-
-SCHEMA = "schema"  # the name conf/config.yaml's defaults list gives the root dataclass
 MNIST_TRAIN_SIZE = 60_000
 MNIST_TEST_SIZE = 10_000
 MAX_SEED = 2**32 - 1  # what Lightning's seed_everything takes
@@ -27,9 +30,6 @@ PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed")
 # or forked worker's epoch history would not come back to the one that writes.
 STRATEGIES = ("auto", "ddp")
 OBJECTIVES = ("test_acc", "time_to_target")  # what lenet_mnist.sweeps.job.objective computes
-# The choices of the keys that name a table entry. Each table (the networks, optimizers,
-# schedules, numeric modes and download sources) lives beside the code that uses it, below
-# torch; tests/config/test_schema.py checks that every table has exactly these keys.
 MODELS = ("lenet5",)
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "onecycle")
@@ -37,252 +37,230 @@ LR_SCALING = ("none", "linear", "sqrt")
 NUMERICS = ("portable", "machine", "none")
 SOURCES = ("http", "local", "registry")
 
-
-def _require(node: object, key: str, ok: bool, allowed: str) -> None:
-    """Refuse a value outside what its key allows, naming both."""
-    if not ok:
-        value = show(getattr(node, key))
-        raise PipelineError(f"{node.GROUP}.{key}={value} is not allowed; use {allowed}")  # type: ignore[attr-defined]
+# Values keep the type YAML gave them: true is no count, 2.0 no seed and "0.1" no rate; an
+# integer is a number, and a number where a string goes is that string.
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict(), AllowInfNan(False)]
 
 
-def _at_least(node: object, low: int, *keys: str) -> None:
-    for key in keys:
-        _require(node, key, getattr(node, key) >= low, f"an integer >= {low}")
+def _rising(values: list[float]) -> list[float]:
+    if values != sorted(set(values)):
+        raise ValueError("not increasing")
+    return values
 
 
-def _one_of(node: object, key: str, table: tuple[str, ...]) -> None:
-    _require(node, key, getattr(node, key) in table, "one of " + ", ".join(table))
+def key(what: str, allowed: str | None = None, *, decides: bool = True, **rules: Any) -> Any:
+    """A key's rules and description; `allowed` words a rule that its bounds cannot say.
+    `decides=False`: the key (or group) does not change what a run learns (config.identity)."""
+    return Field(
+        description=what, json_schema_extra={"allowed": allowed, "decides": decides}, **rules
+    )
 
 
-def _between(node: object, key: str, low: int, high: int, optional: bool = False) -> None:
-    value = getattr(node, key)
-    ok = (optional and value is None) or (value is not None and low <= value <= high)
-    allowed = f"an integer >= {low} and <= {high}"
-    _require(node, key, ok, f"null or {allowed}" if optional else allowed)
+ACC = {"gt": 0, "le": 1}  # an accuracy
+# Where data and results go, how progress is shown, and what is measured beside training
+# (lenet_mnist.training.probes, with samples of their own): never what is learned.
+BESIDE = {"decides": False}
 
 
-@dataclass
-class DataConfig:
-    GROUP: ClassVar[str] = "data"
-    sources: list[str] = MISSING
-    mirrors: list[str] = MISSING
-    source_dir: str | None = MISSING
-    timeout_s: float = MISSING
-    val_size: int = MISSING
-    split_seed: int = MISSING
-    train_limit: int | None = MISSING
-    test_limit: int | None = MISSING
+class Group:
+    """Unknown keys are refused."""
 
-    def check(self) -> None:
-        names = ", ".join(SOURCES)
-        ok = len(self.sources) > 0 and all(s in SOURCES for s in self.sources)
-        _require(self, "sources", ok, f"a non-empty list of {names}")
-        urls = all(
-            isinstance(m, str) and m.startswith(("http://", "https://")) and m.endswith("/")
-            for m in self.mirrors
-        )  # OmegaConf lets a nested list through as an item of list[str]
-        _require(self, "mirrors", urls, "a list of http(s) URLs ending in /")
-        _require(self, "timeout_s", 0 < self.timeout_s < math.inf, "a finite number > 0")
-        _between(self, "split_seed", 0, MAX_SEED)
-        _between(self, "train_limit", 2, MNIST_TRAIN_SIZE, optional=True)
-        _between(self, "test_limit", 1, MNIST_TEST_SIZE, optional=True)
-        train_size = self.train_limit or MNIST_TRAIN_SIZE
-        allowed = f"an integer >= 1 and smaller than the training set ({train_size} images)"
-        _require(self, "val_size", 1 <= self.val_size < train_size, allowed)
+    __pydantic_config__ = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
 
 @dataclass
-class ModelConfig:
-    GROUP: ClassVar[str] = "model"
-    name: str = MISSING
-
-    def check(self) -> None:
-        _one_of(self, "name", MODELS)
-
-
-@dataclass
-class OptimizerConfig:
-    GROUP: ClassVar[str] = "optimizer"
-    name: str = MISSING
-    lr: float = MISSING
-    weight_decay: float = MISSING
-    scheduler: str = MISSING
-    fused: bool = MISSING
-    lr_scaling: str = MISSING
-    lr_batch_size: int = MISSING
-    momentum: float = MISSING
-
-    def check(self) -> None:
-        _one_of(self, "name", OPTIMIZERS)
-        _require(self, "lr", 0 < self.lr < math.inf, "a finite number > 0")
-        _require(self, "weight_decay", 0 <= self.weight_decay < math.inf, "a number >= 0")
-        _one_of(self, "scheduler", SCHEDULERS)
-        _one_of(self, "lr_scaling", LR_SCALING)
-        _at_least(self, 1, "lr_batch_size")
-        _require(self, "momentum", 0 <= self.momentum < 1, "a number >= 0 and < 1")
+class DataConfig(Group):
+    sources: list[Literal[SOURCES]] = key("the IDX files' sources, tried in order", min_length=1)
+    mirrors: list[Annotated[str, Field(pattern=r"^https?://.*/$")]] = key(
+        "the mirrors that `http` tries, in order", "a list of http(s) URLs ending in /"
+    )
+    source_dir: str | None = key("a folder of the IDX files, plain or .gz (for `local`)")
+    timeout_s: Float = key("seconds per HTTP request", gt=0)
+    val_size: Int = key(
+        "training images held out for validation, chosen by `split_seed`",
+        f"an integer >= 1, fewer than train_limit (or {MNIST_TRAIN_SIZE})",
+        ge=1,
+    )
+    split_seed: Int = key("the seed of the validation split", ge=0, le=MAX_SEED)
+    train_limit: Int | None = key("use the first N training images only", ge=2, le=MNIST_TRAIN_SIZE)
+    test_limit: Int | None = key("use the first N test images only", ge=1, le=MNIST_TEST_SIZE)
 
 
 @dataclass
-class EarlyStoppingConfig:
-    GROUP: ClassVar[str] = "train.early_stopping"
-    patience: int | None = MISSING  # null: train every epoch
-    stop_at: float | None = MISSING  # null: never stop for a high validation accuracy
-    give_up_below: float | None = MISSING  # null: never stop for a low one
-
-    def check(self) -> None:
-        ok = self.patience is None or self.patience >= 1
-        _require(self, "patience", ok, "null or an integer >= 1")
-        for key in ("stop_at", "give_up_below"):
-            value = getattr(self, key)
-            _require(self, key, value is None or 0 < value <= 1, "null or an accuracy in (0, 1]")
+class ModelConfig(Group):
+    name: Literal[MODELS] = key("the network (`MODELS` in lenet_mnist.model.networks)")
 
 
 @dataclass
-class NoiseProbeConfig:
-    GROUP: ClassVar[str] = "train.noise_probe"
-    batches: int = MISSING  # 0: no probe
-    batch_size: int = MISSING
-
-    def check(self) -> None:
-        ok = self.batches == 0 or self.batches >= 2
-        _require(self, "batches", ok, "0 (no probe) or an integer >= 2")
-        _at_least(self, 1, "batch_size")
-
-
-@dataclass
-class TrainConfig:
-    GROUP: ClassVar[str] = "train"
-    batch_size: int = MISSING
-    epochs: int = MISSING
-    seed: int = MISSING
-    drop_last: bool = MISSING
-    keep_best: bool = MISSING
-    checkpoint_every: int = MISSING
-    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
-    val_every_n_steps: int | None = MISSING
-    targets: list[float] = MISSING
-    test_every_epoch: bool = MISSING
-    noise_probe: NoiseProbeConfig = field(default_factory=NoiseProbeConfig)
-
-    def check(self) -> None:
-        _at_least(self, 1, "batch_size", "epochs")
-        _at_least(self, 0, "checkpoint_every")
-        _between(self, "seed", 0, MAX_SEED)
-        ok = self.val_every_n_steps is None or self.val_every_n_steps >= 1
-        _require(self, "val_every_n_steps", ok, "null or an integer >= 1")
-        ok = all(0 < t <= 1 for t in self.targets) and self.targets == sorted(set(self.targets))
-        _require(self, "targets", ok, "increasing accuracies in (0, 1], such as [0.98, 0.99]")
-        self.early_stopping.check()
-        self.noise_probe.check()
+class OptimizerConfig(Group):
+    name: Literal[OPTIMIZERS] = key("the optimizer (`OPTIMIZERS` in training.optimizer)")
+    lr: Float = key("the learning rate (the peak rate under `onecycle`)", gt=0)
+    weight_decay: Float = key("the optimizer's weight decay", ge=0)
+    scheduler: Literal[SCHEDULERS] = key("cosine anneals lr to 0; onecycle warms up, then anneals")
+    fused: bool = key("one fused kernel per parameter update (a speed option)")
+    lr_scaling: Literal[LR_SCALING] = key(
+        "the rate is lr × (train.batch_size / lr_batch_size)^p: none p=0, linear 1, sqrt ½"
+    )
+    lr_batch_size: Int = key("the batch size that `lr` is the rate for", ge=1)
+    momentum: Float = key("SGD's momentum (Adam's moments are its betas)", ge=0, lt=1)
 
 
 @dataclass
-class TrainerConfig:
-    GROUP: ClassVar[str] = "trainer"
-    accelerator: str = MISSING
-    devices: int = MISSING
-    strategy: str = MISSING
-    num_nodes: int = MISSING
-    precision: str = MISSING
-    reproducible: str = MISSING
-    enable_progress_bar: bool = MISSING
-    compile: bool = MISSING
-    threads: int | None = MISSING
-    batch_group: int = MISSING
-
-    def check(self) -> None:
-        _one_of(self, "accelerator", ACCELERATORS)
-        _one_of(self, "strategy", STRATEGIES)
-        _one_of(self, "precision", PRECISIONS)
-        _one_of(self, "reproducible", NUMERICS)
-        _at_least(self, 1, "devices", "num_nodes", "batch_group")
-        ok = self.threads is None or self.threads >= 1
-        _require(self, "threads", ok, "null or an integer >= 1")
+class EarlyStoppingConfig(Group):
+    patience: Int | None = key("stop after this many epochs without a better val accuracy", ge=1)
+    stop_at: Float | None = key("stop once val accuracy is above this at an epoch's end", **ACC)
+    give_up_below: Float | None = key("stop once val accuracy is below this (diverged)", **ACC)
 
 
 @dataclass
-class LoggerConfig:
-    GROUP: ClassVar[str] = "logger"
-    experiment_name: str = MISSING
-    tracking_uri: str = MISSING
-    timeout_s: float = MISSING
-    registered_model: str | None = MISSING  # publish registers its model under this name
-
-    def check(self) -> None:
-        _require(self, "experiment_name", self.experiment_name != "", "a non-empty string")
-        ok = self.registered_model is None or self.registered_model.strip() != ""
-        _require(self, "registered_model", ok, "null or a non-empty string")
-        _require(self, "tracking_uri", self.tracking_uri != "", "a non-empty URI")
-        _require(self, "timeout_s", 0 < self.timeout_s < math.inf, "a finite number > 0")
+class NoiseProbeConfig(Group):
+    batches: Annotated[int, Strict(), Field(ge=2)] | Literal[0] = key(
+        "disjoint batches the gradient noise scale is measured on",
+        "0 (no probe) or an integer >= 2",
+    )
+    batch_size: Int = key("images per batch of the noise probe", ge=1)
 
 
 @dataclass
-class PathsConfig:
-    GROUP: ClassVar[str] = "paths"
-    prepared: str = MISSING
-    runs: str = MISSING
-    sweeps: str = MISSING
-
-    def check(self) -> None:
-        """Any path is allowed here: the code that reads one says when it holds nothing, and
-        the run's folder (under `runs` or `sweeps`) is checked where Hydra is about to make
-        it, by lenet_mnist.sweeps.folders, since hydra.run.dir may put it elsewhere."""
-
-
-@dataclass
-class ObjectiveConfig:
-    """What a sweep job returns to an optimizing sweeper; no run learns anything else by it."""
-
-    GROUP: ClassVar[str] = "objective"
-    metric: str = MISSING
-    target: float = MISSING  # the test accuracy that time_to_target asks for
-
-    def check(self) -> None:
-        _one_of(self, "metric", OBJECTIVES)
-        _require(self, "target", 0 < self.target <= 1, "a number > 0 and <= 1")
+class TrainConfig(Group):
+    batch_size: Int = key("images per batch; each batch is one iteration (one update)", ge=1)
+    epochs: Int = key("passes over the training split", ge=1)
+    seed: Int = key("the network's initialization and the batch order", ge=0, le=MAX_SEED)
+    drop_last: bool = key("true drops the last partial batch of each epoch")
+    keep_best: bool = key("keep the weights of the epoch with the best validation accuracy")
+    checkpoint_every: Int = key("epochs between resumable checkpoints (0: none)", ge=0, **BESIDE)
+    early_stopping: EarlyStoppingConfig = key("stopping on validation accuracy")
+    val_every_n_steps: Int | None = key(
+        "val accuracy every N updates too, to time targets", ge=1, **BESIDE
+    )
+    targets: Annotated[list[Annotated[Float, Field(**ACC)]], AfterValidator(_rising)] = key(
+        "val accuracies whose first epoch, update and second go to MLflow",
+        "increasing accuracies in (0, 1], such as [0.98, 0.99]",
+        **BESIDE,
+    )
+    test_every_epoch: bool = key("test accuracy at each epoch's end, for plots", **BESIDE)
+    noise_probe: NoiseProbeConfig = key("the gradient noise scale at each epoch's end", **BESIDE)
 
 
 @dataclass
-class Config:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    paths: PathsConfig = field(default_factory=PathsConfig)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    force: bool = MISSING
-
-    def check(self) -> None:
-        """Ranges and choices, group by group; types were checked when the values merged."""
-        for group in fields(self):
-            if is_dataclass(node := getattr(self, group.name)):
-                node.check()
+class TrainerConfig(Group):
+    accelerator: Literal[ACCELERATORS] = key("where to train; auto: the GPU when there is one")
+    devices: Int = key("processes per machine; more than 1 trains data-parallel", ge=1)
+    strategy: Literal[STRATEGIES] = key("ddp: a process per device; auto: ddp if devices > 1")
+    num_nodes: Int = key("machines in a multi-node run; each one runs the command", ge=1)
+    precision: Literal[PRECISIONS] = key("Lightning's numeric precision")
+    reproducible: Literal[NUMERICS] = key(
+        "portable: the same bits on any x86-64 CPU with AVX2; machine: on this one (determinism.md)"
+    )
+    enable_progress_bar: bool = key("the live bar on a terminal (logs: epoch lines)", **BESIDE)
+    compile: bool = key("torch.compile the network (a speed option, docs/benchmarks.md)")
+    threads: Int | None = key("intra-op threads; null: the mode's (portable: 1)", ge=1)
+    batch_group: Int = key("optimizer updates per Lightning training_step (speed)", ge=1)
 
 
-def keys(schema: type = Config, prefix: str = "") -> dict[str, Any]:
-    """Every key of the schema, spelt as a Hydra override (`group.key`), with its type."""
-    out: dict[str, Any] = {}
-    for name, hint in get_type_hints(schema).items():
-        if name == "GROUP":
-            continue
+@dataclass
+class LoggerConfig(Group):
+    experiment_name: str = key("the MLflow experiment", min_length=1)
+    tracking_uri: str = key("the MLflow store; MLFLOW_TRACKING_URI wins over it", min_length=1)
+    timeout_s: Float = key("seconds a server may take to answer, or a store to be free", gt=0)
+    registered_model: str | None = key(
+        "the registered model publish adds versions to", "null or a non-empty string", pattern=r"\S"
+    )
+
+
+@dataclass
+class PathsConfig(Group):
+    """Any path: the run's folder is checked where Hydra is about to make it
+    (lenet_mnist.sweeps.folders), since hydra.run.dir may put it elsewhere."""
+
+    prepared: str = key("the prepared data that `python -m lenet_mnist.run` reads")
+    runs: str = key("one folder per single run of `python -m lenet_mnist.run`")
+    sweeps: str = key("one folder per sweep: a folder per job, and the report")
+
+
+@dataclass
+class ObjectiveConfig(Group):
+    metric: Literal[OBJECTIVES] = key("what a sweep job returns to an optimizing sweeper")
+    target: Float = key("the test accuracy that `time_to_target` asks for", **ACC)
+
+
+@dataclass
+class Config(Group):
+    # The data decide a result through the prepared data's digest, not their keys.
+    data: DataConfig = key("where MNIST comes from and how it is split", **BESIDE)
+    model: ModelConfig = key("the network")
+    optimizer: OptimizerConfig = key("the update rule and its schedule")
+    train: TrainConfig = key("what is learned, and what is measured beside it")
+    trainer: TrainerConfig = key("where and how it runs: device, precision, numerics")
+    logger: LoggerConfig = key("the MLflow tracking store and experiment", **BESIDE)
+    paths: PathsConfig = key("where `python -m lenet_mnist.run` reads and writes", **BESIDE)
+    objective: ObjectiveConfig = key("what a sweep job returns to a sweeper", **BESIDE)
+    force: bool = key("sweeps rerun configurations that already finished", **BESIDE)
+
+
+def entries(schema: type = Config, prefix: str = "") -> dict[str, FieldInfo]:
+    """Every group and key of the schema, spelt as a Hydra override, with its Field."""
+    out: dict[str, FieldInfo] = {}
+    for name, hint in get_type_hints(schema, include_extras=True).items():
+        default = schema.__dataclass_fields__[name].default
+        out[prefix + name] = FieldInfo.from_annotated_attribute(hint, default)
         if is_dataclass(hint):
-            out |= keys(hint, f"{prefix}{name}.")
-        else:
-            out[f"{prefix}{name}"] = hint
+            out |= entries(hint, f"{prefix}{name}.")
     return out
 
 
+def keys() -> dict[str, FieldInfo]:
+    """Every key that holds a value (no group), spelt `group.key`."""
+    return {k: f for k, f in entries().items() if not is_dataclass(f.annotation)}
+
+
+NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+ITEMS = {int: "integers", float: "numbers", str: "strings"}
+BOUNDS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
+
+
+def kind(hint: Any) -> str:
+    """A type as a user reads it: `an integer`, `null or a number`, `one of a, b`."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Annotated:
+        return kind(args[0])
+    if origin in (Union, UnionType):
+        return " or ".join("null" if a is type(None) else kind(a) for a in args[::-1])
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, args))
+    if origin is list:
+        item = get_args(args[0])[0] if get_origin(args[0]) is Annotated else args[0]
+        return "a list of " + (kind(item)[7:] if get_origin(item) is Literal else ITEMS[item])
+    if is_dataclass(hint):
+        return "a mapping of " + ", ".join(hint.__dataclass_fields__)
+    return NAMES[hint]
+
+
+def allowed(info: FieldInfo) -> str:
+    """What a key allows, in words: its `allowed`, or its type with its bounds."""
+    if said := info.json_schema_extra["allowed"]:
+        return str(said)
+    text, rules = kind(info.annotation), info.metadata
+    bounds = [
+        f"{sign} {getattr(r, name)}" for r in rules for name, sign in BOUNDS if hasattr(r, name)
+    ]
+    if any(getattr(r, "min_length", 0) == 1 for r in rules):
+        text = text.replace("a ", "a non-empty ", 1)
+    if text == "a number" and not any(hasattr(r, "lt") or hasattr(r, "le") for r in rules):
+        text = "a finite number"  # Float refuses inf and nan
+    return " ".join([text, " and ".join(bounds)]) if bounds else text
+
+
+def lookup(tree: Any, key: str) -> Any:
+    """The value at `group.key` in nested mappings."""
+    for part in key.split("."):
+        tree = tree[part]
+    return tree
+
+
 def show(value: Any) -> str:
-    """A value as the user typed it in YAML: null, [a, b], 0.5."""
-    if isinstance(value, Node):  # OmegaConf hands some values over still wrapped
-        value = value._value()
-    if OmegaConf.is_config(value):
-        value = OmegaConf.to_container(value)
-    try:
-        text = yaml.safe_dump(value, default_flow_style=True, width=10**6)
-    except yaml.YAMLError:
-        return str(value)
+    """A value as the user typed it in YAML: null, [a, b], 0.5; one line, whatever it is."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6)
     text = text.strip().removesuffix("...").strip()
-    return text if "\n" not in text else repr(value)  # the error stays one line
+    return text if "\n" not in text else repr(value)
