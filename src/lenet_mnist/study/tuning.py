@@ -1,32 +1,25 @@
 """The tuned study's analysis: every batch size at the learning rate that serves it best.
 
 A study at one learning rate for every batch size handicaps the sizes that rate was not
-chosen for. Here each batch size has a small grid of rates (lenet_mnist.study.tuned runs
-it), and for each validation target the rate that reaches it in the fewest updates, over
-all its seeds, is that batch size's tuned rate (McCandlish et al. 2018 and Shallue et al.
-2018 measure this way). The critical batch size is then fitted at the tuned rates only,
-and the gradient noise scale's prediction of it is averaged over training as the paper
-does: the two terms of B_simple, |G|² and tr(Σ), are averaged separately over the epochs
-up to the target and their ratio taken.
-
-Everything here reads Rows (lenet_mnist.study.rows) and returns numbers; the tables and
-figures are lenet_mnist.study.tuned's.
+chosen for. Here each batch size has a small grid of rates, and for each validation target
+the rate that reaches it in the fewest updates, over all its seeds, is that batch size's
+tuned rate (McCandlish et al. 2018 and Shallue et al. 2018 measure this way). The critical
+batch size is then fitted at the tuned rates only, against the noise scale averaged over
+training as the paper does. Last, the user's answer: the fastest way to a test accuracy
+over every rate, and the accuracy–time Pareto front.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import numpy as np
+import pandas as pd
 
 from lenet_mnist.study import scaling
-from lenet_mnist.study.replicates import Interval, interval
-from lenet_mnist.study.rows import Row
-from lenet_mnist.study.scaling import Fit
+from lenet_mnist.study.runs import Interval, interval, targets_of, to
 
 # The scaling rules checked against the tuned rates: the power of the batch size's ratio
 # to the reference batch that multiplies the reference's tuned rate.
@@ -42,59 +35,39 @@ class Rate:
     optimizer: str
     batch_size: int
     lr: float
-    rows: tuple[Row, ...]
+    runs: pd.DataFrame = field(repr=False, compare=False)
 
     def reached(self, target: float) -> bool:
         """Whether every seed reached the target: one that did not has no step count."""
-        return all(target in r.reached for r in self.rows)
+        return bool(self.runs[to("iterations", target)].notna().all())
 
     def steps(self, target: float) -> Interval:
-        return interval([r.reached[target].iterations for r in self.rows])
+        return interval(self.runs[to("iterations", target)])
 
     def examples(self, target: float) -> Interval:
-        return interval([r.reached[target].examples for r in self.rows])
+        return interval(self.runs[to("examples", target)])
 
     def stat(self, name: str) -> Interval:
-        return interval([getattr(r, name) for r in self.rows])
-
-    @property
-    def label(self) -> str:
-        return f"{self.optimizer} B={self.batch_size} lr={self.lr:.3g}"
+        return interval(self.runs[name])
 
 
-def rates(rows: Sequence[Row]) -> list[Rate]:
+def rates(runs: pd.DataFrame) -> list[Rate]:
     """The runs grouped by optimizer, batch size and effective rate; the seeds replicate."""
-    groups: dict[tuple[str, int, float], list[Row]] = {}
-    for row in rows:
-        groups.setdefault((row.optimizer, row.batch_size, round(row.lr, 12)), []).append(row)
-    return [Rate(o, b, lr, tuple(rs)) for (o, b, lr), rs in sorted(groups.items())]
+    key = runs.assign(rate=runs["lr"].map(lambda lr: round(lr, 12)))
+    groups = key.groupby(["optimizer", "batch_size", "rate"])
+    return [Rate(o, int(b), lr, g.drop(columns="rate")) for (o, b, lr), g in groups]
 
 
 def tuned(found: Sequence[Rate], target: float) -> dict[int, Rate]:
     """Per batch size, the rate whose seeds all reached the target in the fewest updates
-    on average; a batch size with no such rate is left out."""
+    on average (the first such in the rates' order on a tie); a batch size with none is
+    left out."""
     best: dict[int, Rate] = {}
-    for rate in found:
-        if not rate.reached(target):
-            continue
+    for rate in (r for r in found if r.reached(target)):
         held = best.get(rate.batch_size)
         if held is None or rate.steps(target).mean < held.steps(target).mean:
             best[rate.batch_size] = rate
     return dict(sorted(best.items()))
-
-
-def averaged_simple(row: Row, iteration: int) -> float | None:
-    """B_simple over training up to `iteration`: the mean of tr(Σ) over the mean of |G|²,
-    over every epoch's end up to the first at or after it. Averaging each term first, as
-    McCandlish et al. do, keeps the late epochs' near-zero |G|² estimates from blowing up
-    single ratios. None if no term was logged or the mean |G|² is not positive."""
-    ends = [step for step, _, _ in row.noise_terms if step >= iteration]
-    last = min(ends, default=max((s for s, _, _ in row.noise_terms), default=-1))
-    terms = [(g, t) for step, g, t in row.noise_terms if step <= last]
-    if not terms:
-        return None
-    grad_sq = statistics.fmean(g for g, _ in terms)
-    return statistics.fmean(t for _, t in terms) / grad_sq if grad_sq > 0 else None
 
 
 @dataclass(frozen=True)
@@ -105,7 +78,7 @@ class TunedFit:
     grid: str  # the name of the grid it is fitted to
     target: float
     chosen: dict[int, Rate]
-    fit: Fit | None
+    fit: scaling.Fit | None
     simple: float  # median over the chosen runs of the averaged B_simple (NaN: none)
     ratio: tuple[float, float, float]  # B_simple / B_crit: value, 95% low, 95% high
 
@@ -118,40 +91,18 @@ def tuned_fit(
     seed: int = scaling.SEED,
 ) -> TunedFit:
     chosen = tuned(found, target)
-    runs = [r for rate in chosen.values() for r in rate.rows]
-    sizes = [r.batch_size for r in runs]
-    steps = [r.reached[target].iterations for r in runs]
+    runs = pd.concat([rate.runs for rate in chosen.values()]) if chosen else None
+    sizes = [] if runs is None else runs["batch_size"].tolist()
+    steps = [] if runs is None else runs[to("iterations", target)].tolist()
     fit = scaling.fit(sizes, steps)
-    simples = [averaged_simple(r, r.reached[target].iterations) for r in runs]
+    terms = [] if runs is None else runs["noise_terms"]
+    simples = [scaling.averaged_simple(t, s) for t, s in zip(terms, steps, strict=True)]
     if fit is None or any(s is None for s in simples):
         return TunedFit(grid, target, chosen, fit, math.nan, (math.nan,) * 3)
     simple = statistics.median(simples)
     ratio = simple / fit.b_crit if 0 < fit.b_crit < math.inf else math.nan
-    low, high = ratio_interval(sizes, steps, simples, draws, seed)
+    low, high = scaling.ratio_interval(sizes, steps, simples, draws, seed)
     return TunedFit(grid, target, chosen, fit, simple, (ratio, low, high))
-
-
-def ratio_interval(
-    sizes: Sequence[int], steps: Sequence[float], simples: Sequence[float], draws: int, seed: int
-) -> tuple[float, float]:
-    """B_simple / B_crit's 95% percentile interval, resampling runs with replacement: each
-    resample refits B_crit and takes the median B_simple of the same runs. Resamples with
-    one batch size, or with B_crit not finite and positive, are skipped."""
-    b, s, n = np.asarray(sizes, float), np.asarray(steps, float), np.asarray(simples, float)
-    rng = np.random.default_rng(seed)
-    found = []
-    for _ in range(draws):
-        idx = rng.integers(0, len(b), len(b))
-        if len(set(b[idx])) < 2:
-            continue
-        crit = scaling.critical(*scaling.least_squares(b[idx], s[idx]))
-        if 0 < crit < math.inf:
-            found.append(float(np.median(n[idx])) / crit)
-    if not found:
-        return math.nan, math.nan
-    tail = (1 - scaling.LEVEL) / 2
-    low, high = np.quantile(found, [tail, 1 - tail], method="inverted_cdf")
-    return float(low), float(high)
 
 
 def widest_target(fits: Sequence[TunedFit], found: Sequence[Rate]) -> float | None:
@@ -205,6 +156,62 @@ def most_accurate(found: Sequence[Rate]) -> dict[int, Rate]:
     return dict(sorted(best.items()))
 
 
+@dataclass(frozen=True)
+class Option:
+    """A way to reach a test accuracy: a rate of the grid, stopped at the first epoch end
+    where each seed's test accuracy reached the target (in a schedule of `planned` epochs)."""
+
+    rate: Rate
+    epochs: int  # the latest seed's first epoch at or above the target
+    planned: int  # train.epochs, which the schedule anneals over
+    seconds: Interval  # training seconds (validation included) to that epoch's end
+    each: tuple[float, ...]  # the seconds of each seed
+
+
+def options(found: Sequence[Rate], target: float, seeds: int = 2) -> list[Option]:
+    """Every rate with at least `seeds` seeds that all reached the test target at some
+    epoch's end, fastest first: a time from one seed has no interval to be judged by."""
+    out = []
+    for rate in (r for r in found if len(r.runs) >= seeds):
+        firsts = [_first_epoch(r, target) for r in rate.runs.itertuples()]
+        if None in firsts:
+            continue
+        each = tuple(
+            r.elapsed_s[e - 1] for r, e in zip(rate.runs.itertuples(), firsts, strict=True)
+        )
+        planned = int(rate.runs["epochs"].iloc[0])
+        out.append(Option(rate, max(firsts), planned, interval(each), each))
+    return sorted(out, key=lambda o: o.seconds.mean)
+
+
+def _first_epoch(run: tuple, target: float) -> int | None:
+    if run.epoch_test_acc:
+        return next((i + 1 for i, acc in enumerate(run.epoch_test_acc) if acc >= target), None)
+    # Only the final test accuracy, of the kept weights: reached by the last epoch's end.
+    return len(run.elapsed_s) if run.elapsed_s and run.test_acc >= target else None
+
+
+def points(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every epoch end with a test accuracy (seconds, acc, epoch) beside its run's columns;
+    a run that logged only its final test accuracy gives that, at its last epoch."""
+    found = []
+    for r in runs.itertuples():
+        if r.epoch_test_acc:
+            pairs = zip(r.elapsed_s, r.epoch_test_acc, strict=False)
+            found += [(s, a, i + 1, r.Index) for i, (s, a) in enumerate(pairs)]
+        elif r.elapsed_s:
+            found.append((r.elapsed_s[-1], r.test_acc, len(r.elapsed_s), r.Index))
+    frame = pd.DataFrame(found, columns=["seconds", "acc", "epoch", "run"])
+    return frame.join(runs, on="run")
+
+
+def pareto(found: pd.DataFrame) -> pd.DataFrame:
+    """The points no other point beats on both time and accuracy, fastest first."""
+    ordered = found.assign(neg=-found["acc"]).sort_values(["seconds", "neg"], kind="stable")
+    best_before = ordered["acc"].cummax().shift(fill_value=-math.inf)
+    return ordered[ordered["acc"] > best_before]
+
+
 @dataclass
 class TunedStudy:
     """The analysed tuned study: each grid's rates, the search's trials, the fits."""
@@ -212,7 +219,7 @@ class TunedStudy:
     grids: dict[str, list[Rate]]  # grid name -> its rates
     labels: dict[str, str]  # grid name (and "search") -> what the report calls it
     full: tuple[str, ...]  # the grids whose runs train every epoch (their test accuracy counts)
-    trials: list[Row]  # the hyperparameter search's runs
+    runs: pd.DataFrame  # every grid's runs in their rates' order, then the trials; a `grid`
     fits: list[TunedFit]  # per grid and validation target
     test_targets: tuple[float, ...]
 
@@ -222,43 +229,38 @@ class TunedStudy:
         return [rate for rates in self.grids.values() for rate in rates]
 
     @property
-    def rows(self) -> list[Row]:
-        return [r for rate in self.rates for r in rate.rows] + self.trials
+    def trials(self) -> pd.DataFrame:
+        return self.runs[self.runs["grid"] == self.labels.get("search", "search")]
 
     @property
-    def learned(self) -> list[Row]:
+    def learned(self) -> pd.DataFrame:
         """The runs that did not diverge to chance (best validation accuracy of 50% or more)."""
-        return [r for r in self.rows if r.best_val_acc >= CHANCE]
-
-    def grid_of(self, row: Row) -> str:
-        """The label of the grid (or the search) a run belongs to."""
-        return self._grid_labels.get(row.run_id, self.labels.get("search", "search"))
-
-    @functools.cached_property
-    def _grid_labels(self) -> dict[str, str]:
-        """Run id -> its grid's label, made once for the tables' many lookups; a run two
-        grids share (one sweep under --set) keeps the first grid's."""
-        found: dict[str, str] = {}
-        for name, rates in self.grids.items():
-            for row in (r for rate in rates for r in rate.rows):
-                found.setdefault(row.run_id, self.labels.get(name, name))
-        return found
+        return self.runs[self.runs["best_val_acc"] >= CHANCE]
 
     def fitted(self, grid: str) -> list[TunedFit]:
         return [f for f in self.fits if f.grid == grid]
 
 
 def analyze(
-    grids: dict[str, list[Row]],
+    grids: dict[str, pd.DataFrame],
     labels: dict[str, str],
     full: Sequence[str],
-    trials: list[Row],
+    trials: pd.DataFrame,
     test_targets: Sequence[float],
 ) -> TunedStudy:
-    found = {name: rates(rows) for name, rows in grids.items()}
+    search = trials.assign(grid=labels.get("search", "search"))
+    labelled = {name: runs.assign(grid=labels.get(name, name)) for name, runs in grids.items()}
+    # a run two grids share (one sweep under --set) keeps the first grid's label
+    first = pd.concat([*labelled.values(), search]).drop_duplicates("run_id")
+    label = first.set_index("run_id")["grid"]
+    found = {
+        name: rates(runs.assign(grid=runs["run_id"].map(label))) for name, runs in labelled.items()
+    }
     fits = [
         tuned_fit(rs, target, name)
         for name, rs in found.items()
-        for target in sorted({t for rate in rs for r in rate.rows for t in r.targets})
+        for target in (targets_of(pd.concat([r.runs for r in rs])) if rs else [])
     ]
-    return TunedStudy(found, labels, tuple(full), trials, fits, tuple(test_targets))
+    parts = [r.runs for rs in found.values() for r in rs]
+    runs = pd.concat([*parts, search]).reset_index(drop=True)
+    return TunedStudy(found, labels, tuple(full), runs, fits, tuple(test_targets))
