@@ -13,7 +13,7 @@ import pandas as pd
 
 from lenet_mnist.study import scaling
 from lenet_mnist.study.runs import SEED, interval, plural, to
-from lenet_mnist.study.tuning import TunedStudy, pareto, points, widest_target
+from lenet_mnist.study.tuning import TunedStudy, pareto, points, reaching, widest_target
 
 if TYPE_CHECKING:
     from lenet_mnist.study.fixed import Scaling, Study
@@ -292,28 +292,29 @@ def tuned_steps(ax: Any, study: TunedStudy, grid: str) -> None:
     """One grid's updates to each target at its tuned rates, and the S(B) fitted to them."""
     fits = [f for f in study.fitted(grid) if f.fit is not None]
     for i, f in enumerate(fits):
-        sizes = np.array(sorted(f.chosen), dtype=float)
-        means = [f.chosen[int(b)].steps(f.target).mean for b in sizes]
+        means = f.chosen.groupby("batch_size")[to("iterations", f.target)].mean()
+        sizes = np.array(means.index, dtype=float)
         label = f"val {f.target:g}: B_crit ≈ {f.fit.b_crit:,.0f}"
-        ax.plot(sizes, means, "o", color=f"C{i}", label=label)
+        ax.plot(sizes, list(means), "o", color=f"C{i}", label=label)
         curve = np.geomspace(sizes[0], sizes[-1], 100)
         ax.plot(curve, scaling.curve(f.fit, curve)[1], "-", color=f"C{i}", linewidth=1)
     title = f"{study.labels[grid]}: updates to each validation target, S(B) fitted"
     ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="updates", title=title)
-    sizes = sorted({b for f in fits for b in f.chosen})
+    sizes = sorted({b for f in fits for b in f.chosen["batch_size"].tolist()})
     ax.set_xticks(sizes, [str(b) for b in sizes])
     ax.minorticks_off()
     ax.legend(fontsize="small")
 
 
 def rate_landscape(ax: Any, study: TunedStudy, grid: str) -> None:
-    rates = study.grids.get(grid, [])
-    target = widest_target(study.fitted(grid), rates)
+    runs = study.grid(grid)
+    target = widest_target(study.fitted(grid), runs)
     if target is None:
         return
-    for size, color in _colors(sorted({r.batch_size for r in rates})).items():
-        mine = [r for r in rates if r.batch_size == size and r.reached(target)]
-        ax.plot([r.lr for r in mine], [r.steps(target).mean for r in mine], "o-", color=color,
+    steps = reaching(runs, target)["mean"]
+    for size, color in _colors(sorted(set(runs["batch_size"].tolist()))).items():
+        mine = steps[steps.index.get_level_values("batch_size") == size]
+        ax.plot(list(mine.index.get_level_values("rate")), list(mine), "o-", color=color,
                 markersize=4, label=f"batch {size}")  # fmt: skip
     title = f"{study.labels[grid]}: updates to val {target:g} by rate (absent: not reached)"
     ax.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="updates", title=title)
@@ -328,7 +329,9 @@ def draw_tuned(study: TunedStudy, out: Path, caption: str) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tuned = [n for n, rs in study.grids.items() if len(rs) > len({r.batch_size for r in rs})]
+    tuned = [
+        g for g in study.grids if (study.grid(g).groupby("batch_size")["rate"].nunique() > 1).any()
+    ]
     files = []
     for name, panels in {
         PARETO: [lambda ax: tuned_accuracy_vs_time(ax, study)],

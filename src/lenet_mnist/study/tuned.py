@@ -41,8 +41,8 @@ from lenet_mnist.errors import PipelineError, run_stage
 from lenet_mnist.outputs import replacing
 from lenet_mnist.study import figures, tuning
 from lenet_mnist.study.report import Table, page
-from lenet_mnist.study.runs import Interval, collect, plural, to, typed
-from lenet_mnist.study.tuning import RULES, Rate, TunedStudy
+from lenet_mnist.study.runs import Interval, collect, interval, plural, to, typed
+from lenet_mnist.study.tuning import TunedStudy
 from lenet_mnist.tracking import store
 
 BATCH_SIZES = "train.batch_size=16,32,64,128,256,512"
@@ -84,6 +84,9 @@ LABELS = {
 FULL = ("fixed", "adam")  # the grids whose runs train every epoch: their test accuracy counts
 GRIDS = {"fixed": ("fixed",), "adam": ("adam", "adam-wide"), "sgd": ("sgd", "sgd-low")}
 TEST_TARGETS = (0.985, 0.99, 0.992)
+SUMMARY_MD = "summary.md"
+RUNS_CSV = "runs.csv"
+FITS_CSV = "fits.csv"
 # 2 jobs at a time, one thread each: both cores busy. `--set launcher=slurm` (or basic,
 # submitit_local) runs the same sweeps elsewhere; the launcher is not part of a sweep's key.
 LAUNCHER = "launcher=joblib"
@@ -147,8 +150,7 @@ def grid_runs(client: Any, experiment: str, sweeps: dict[str, list[str]]) -> pd.
 
 
 def notes(study: TunedStudy, launcher: str) -> list[str]:
-    counts = {name: sum(len(rate.runs) for rate in rates) for name, rates in study.grids.items()}
-    counts["search"] = len(study.trials)
+    counts = study.runs["grid_name"].value_counts(sort=False)
     stopped = study.runs[study.runs["stopped_epoch"].notna()]
     diverged = (stopped["best_val_acc"] < tuning.CHANCE).sum()
     return [
@@ -181,14 +183,8 @@ def build(client: Any, experiment: str, sweeps: dict[str, list[str]], out: Path)
     return [out / p.name for p in files]
 
 
-SUMMARY_MD = "summary.md"
-RUNS_CSV = "runs.csv"
-FITS_CSV = "fits.csv"
-
-
-def _i(value: Interval, fmt: str, scale: float = 1) -> str:
-    """An interval as text, scaled (100: in percent)."""
-    return Interval(*(scale * v for v in (value.mean, value.low, value.high)), value.n).text(fmt)
+def _pct(value: Interval) -> str:
+    return Interval(*(100 * v for v in (value.mean, value.low, value.high)), value.n).text("{:.2f}")
 
 
 def _lr(lr: float) -> str:
@@ -198,15 +194,6 @@ def _lr(lr: float) -> str:
 def _size(value: float) -> str:
     """A batch size; one beyond any measured (S_min about 0) as a power of ten, not 18 digits."""
     return f"{value:,.0f}" if value < 1e6 else f"{value:.1e}"
-
-
-def _edge(rates: list[Rate], rate: Rate) -> str:
-    """` (top)` or ` (bottom)` where the tuned rate is at the end of its batch size's grid,
-    so a rate beyond it might be faster still; nothing where the grid has one rate."""
-    grid = sorted(r.lr for r in rates if r.batch_size == rate.batch_size)
-    if len(grid) < 2:
-        return ""
-    return " (top)" if rate.lr == grid[-1] else " (bottom)" if rate.lr == grid[0] else ""
 
 
 def tables(study: TunedStudy) -> list[Table]:
@@ -219,36 +206,32 @@ def tables(study: TunedStudy) -> list[Table]:
 
 def accuracy_table(study: TunedStudy) -> Table:
     """Per batch size, each full grid side by side: its rate and test accuracy."""
-    chosen = {name: tuning.most_accurate(study.grids.get(name, [])) for name in study.full}
-    sizes = sorted({size for found in chosen.values() for size in found})
-    headings = ["batch size"]
+    columns = []
     for name in study.full:
-        headings += [f"{study.labels[name]}: rate", f"{study.labels[name]}: test acc (%)"]
-    cells = [[str(size)] + [
-        cell for found in chosen.values() for cell in (
-            [_lr(found[size].lr), _i(found[size].stat("test_acc"), "{:.2f}", 100)]
-            if size in found else ["—", "—"])
-    ] for size in sizes]  # fmt: skip
+        label = study.labels[name]
+        best = tuning.most_accurate(study.grid(name)).groupby("batch_size")
+        columns += [
+            best["rate"].first().map(_lr).rename(f"{label}: rate"),
+            best["test_acc"].agg(interval).map(_pct).rename(f"{label}: test acc (%)"),
+        ]
+    cells = pd.concat(columns, axis=1).sort_index().fillna("—")
     return Table(
         "Test accuracy per batch size, the fixed rate beside the tuned",
         "Where a grid has several rates per batch size, the one with the best mean validation "
         "accuracy (chosen on validation, not test); mean ± 95% interval over the seeds "
         "(t-distribution).",
-        pd.DataFrame(cells, columns=headings),
+        cells.rename_axis("batch size").reset_index().astype(str),
     )
 
 
 def fits_table(study: TunedStudy) -> Table:
-    cells = []
-    for f in (f for f in study.fits if f.fit is not None):
-        fit, (ratio, low, high) = f.fit, f.ratio
-        cells.append([
-            study.labels[f.grid], f"{f.target:g}",
-            f"{fit.runs} ({fit.batch_sizes[0]}–{fit.batch_sizes[-1]})", f"{fit.s_min:,.0f}",
-            f"{fit.e_min:,.0f}", f"{_size(fit.b_crit)} [{_size(fit.low)}, {_size(fit.high)}]",
-            f"{f.simple:,.0f}",
-            f"{ratio:.3g} [{low:.3g}, {high:.3g}]" if not math.isnan(ratio) else "—",
-        ])  # fmt: skip
+    cells = [[
+        study.labels[f.grid], f"{f.target:g}",
+        f"{f.fit.runs} ({f.fit.batch_sizes[0]}–{f.fit.batch_sizes[-1]})", f"{f.fit.s_min:,.0f}",
+        f"{f.fit.e_min:,.0f}", f"{_size(f.fit.b_crit)} [{_size(f.fit.low)}, {_size(f.fit.high)}]",
+        f"{f.simple:,.0f}",
+        "—" if math.isnan(f.ratio[0]) else "{:.3g} [{:.3g}, {:.3g}]".format(*f.ratio),
+    ] for f in study.fits if f.fit is not None]  # fmt: skip
     return Table(
         "The critical batch size at the tuned rates",
         "S(B) = S_min + E_min/B fitted to the tuned runs (relative least squares); B_crit = "
@@ -262,11 +245,19 @@ def fits_table(study: TunedStudy) -> Table:
 
 
 def targets_table(study: TunedStudy) -> Table:
-    cells = [[
-        study.labels[f.grid], f"{f.target:g}", str(size),
-        _lr(rate.lr) + _edge(study.grids[f.grid], rate),
-        _i(rate.steps(f.target), "{:,.0f}"), _i(rate.examples(f.target), "{:,.0f}"),
-    ] for f in study.fits for size, rate in f.chosen.items()]  # fmt: skip
+    cells = []
+    for f in study.fits:
+        # top or bottom: the tuned rate is at the end of its batch size's grid of rates
+        grid = study.grid(f.grid).groupby("batch_size")["rate"].agg(["min", "max", "nunique"])
+        for size, rate in f.chosen.groupby("batch_size", sort=False):
+            lr, ends = rate["rate"].iloc[0], grid.loc[size]
+            edge = "" if ends["nunique"] < 2 else " (top)" if lr == ends["max"] else (
+                " (bottom)" if lr == ends["min"] else "")  # fmt: skip
+            cells.append([
+                study.labels[f.grid], f"{f.target:g}", str(size), _lr(lr) + edge,
+                interval(rate[to("iterations", f.target)]).text("{:,.0f}"),
+                interval(rate[to("examples", f.target)]).text("{:,.0f}"),
+            ])  # fmt: skip
     return Table(
         "Updates and examples to each validation target at the tuned rate",
         "Per batch size, the rate of its grid whose seeds all reached the target in the "
@@ -279,41 +270,46 @@ def targets_table(study: TunedStudy) -> Table:
 
 def rules_table(study: TunedStudy) -> Table:
     cells = []
-    for name, rates in study.grids.items():
-        target = tuning.widest_target(study.fitted(name), rates)
-        if target is None or len(rates) == len({r.batch_size for r in rates}):
+    for name in study.grids:
+        runs = study.grid(name)
+        target = tuning.widest_target(study.fitted(name), runs)
+        if target is None or not (runs.groupby("batch_size")["rate"].nunique() > 1).any():
             continue  # no target for every size, or one rate per size: nothing was tuned
-        for check in tuning.rule_checks(rates, target):
-            row = [study.labels[name], f"{target:g}", str(check.batch_size), _lr(check.best)]
-            for rule in RULES:
-                verdict = "lands" if check.lands(rule) else f"misses ({_lr(check.nearest[rule])})"
-                row.append(f"{_lr(check.predicted[rule])}: {verdict}")
-            cells.append(row)
+        for size, r in tuning.rules(runs, target).iterrows():
+            cells.append([study.labels[name], f"{target:g}", str(size), _lr(r["best"])] + [
+                f"{_lr(r[k])}: " + ("lands" if tuning.lands(r["best"], r[k]) else
+                                    f"misses ({_lr(r[f'{k} nearest'])})")
+                for k in tuning.RULES
+            ])  # fmt: skip
     return Table(
         "Scaling rules against the tuned rates",
         "Each rule scales batch 64's tuned rate to the batch size; it lands when its "
         "prediction is within half a grid step (a factor √2) of the tuned rate, else the grid "
         "rate nearest to it is given. The target is the highest that every batch size reached.",
         pd.DataFrame(cells, columns=[
-            "grid", "target", "batch size", "tuned rate", *(f"{r} rule" for r in RULES)]),
+            "grid", "target", "batch size", "tuned rate", *(f"{r} rule" for r in tuning.RULES)]),
     )  # fmt: skip
 
 
 def recommend_table(study: TunedStudy) -> Table:
     cells = []
     for target in study.test_targets:
-        found = tuning.options(study.rates, target)
-        if not found:
-            cells.append([f"{target:.1%}", "not reached by every seed of any rate", *[""] * 6])
-            continue
-        o = found[0]
-        r = o.rate
-        grid = study.runs.loc[study.runs["run_id"] == r.runs["run_id"].iloc[0], "grid"].iloc[0]
-        cells.append([
-            f"{target:.1%}", grid, r.optimizer, str(r.batch_size), _lr(r.lr),
-            f"{o.epochs} (of {o.planned})", _i(o.seconds, "{:.1f}"),
-            f"{min(o.each):.1f}–{max(o.each):.1f}",
-        ])  # fmt: skip
+        found = tuning.options(study.gridded, target).head(1)
+        cells += [
+            [
+                f"{target:.1%}",
+                o.grid,
+                o.optimizer,
+                str(o.batch_size),
+                _lr(o.rate),
+                f"{o.epochs:.0f} (of {o.planned})",
+                o.time.text("{:.1f}"),
+                f"{o.fastest:.1f}–{o.slowest:.1f}",
+            ]
+            for o in found.itertuples()
+        ] or [  # fmt: skip
+            [f"{target:.1%}", "not reached by every seed of any rate", *[""] * 6]
+        ]
     return Table(
         "The fastest way to each test accuracy, on this machine",
         "Over every rate of the grids with 2 seeds or more: the first epoch's end at which "
@@ -327,9 +323,9 @@ def recommend_table(study: TunedStudy) -> Table:
 
 
 def search_table(study: TunedStudy, target: float) -> Table:
-    trials = study.trials
+    trials = study.grid("search")
     hits = trials[trials["test_acc"] >= target]
-    hits = hits.assign(s=hits["elapsed_s"].map(lambda e: e[-1])).sort_values("s", kind="stable")
+    hits = hits.assign(s=hits["elapsed_s"].str[-1]).sort_values("s", kind="stable")
     cells = [
         [
             "Optuna's best trial",
@@ -342,10 +338,9 @@ def search_table(study: TunedStudy, target: float) -> Table:
         for r in hits.head(1).itertuples()
     ] or [["Optuna's best trial", "none reached it", *[""] * 4]]
     cells += [[
-        "the grid's fastest", str(o.rate.batch_size), _lr(o.rate.lr),
-        f"{o.epochs} (of {o.planned})", _i(o.rate.stat("test_acc"), "{:.2f}", 100),
-        _i(o.seconds, "{:.1f}"),
-    ] for o in tuning.options(study.rates, target)[:1]]  # fmt: skip
+        "the grid's fastest", str(o.batch_size), _lr(o.rate), f"{o.epochs:.0f} (of {o.planned})",
+        _pct(o.test_acc), o.time.text("{:.1f}"),
+    ] for o in tuning.options(study.gridded, target).head(1).itertuples()]  # fmt: skip
     return Table(
         f"The Optuna search beside the grid, to {target:.1%} test accuracy",
         f"{plural(len(trials), 'trial')}, {len(hits)} reaching the target, the fastest "
@@ -360,7 +355,7 @@ def pareto_table(study: TunedStudy) -> Table:
         "seconds": front["seconds"].map("{:.1f}".format),
         "test acc": front["acc"].map("{:.2%}".format), "grid": front["grid"],
         "batch size": front["batch_size"].astype(str), "rate": front["lr"].map(_lr),
-        "epoch": [f"{p.epoch} of {p.epochs}" for p in front.itertuples()],
+        "epoch": front["epoch"].astype(str) + " of " + front["epochs"].astype(str),
     })  # fmt: skip
     return Table(
         "The accuracy–time Pareto front over every run",
@@ -373,7 +368,7 @@ def pareto_table(study: TunedStudy) -> Table:
 
 def write_csvs(study: TunedStudy, out: Path) -> list[Path]:
     """Each run (its grid, settings, result and updates to each target) and each fit."""
-    runs = study.runs.assign(seconds=study.runs["elapsed_s"].map(lambda e: e[-1] if e else None))
+    runs = study.runs.assign(seconds=study.runs["elapsed_s"].str[-1])
     reach = [to("iterations", t) for t in (0.97, 0.98, 0.985, 0.99)]
     columns = ["grid", "optimizer", "batch_size", "lr", "epochs", "seed", "test_acc",
                "best_val_acc", "seconds", "stopped_epoch", *reach, "run_id"]  # fmt: skip
