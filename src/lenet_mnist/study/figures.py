@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from lenet_mnist.study import scaling
-from lenet_mnist.study.runs import SEED, interval, plural, to
+from lenet_mnist.study.runs import SEED, Interval, interval, plural, to
 from lenet_mnist.study.tuning import TunedStudy, pareto, points, reaching, widest_target
 
 if TYPE_CHECKING:
@@ -146,8 +146,7 @@ def epoch_bands(ax: Any, runs: pd.DataFrame, curve: Callable[[Any], list[float]]
         curves = [[100 * v for v in c] for r in group.itertuples() if (c := curve(r))]
         if not curves:
             continue
-        longest = max(len(c) for c in curves)
-        band = [interval([c[i] for c in curves if len(c) > i]) for i in range(longest)]
+        band = bands(curves)
         x = np.arange(1, len(band) + 1)
         low, high = np.array([b.low for b in band]), np.array([b.high for b in band])
         color, last = colors[group["batch_size"].iloc[0]], max(last, len(band))
@@ -163,6 +162,12 @@ def epoch_bands(ax: Any, runs: pd.DataFrame, curve: Callable[[Any], list[float]]
     _epoch_ticks(ax, last)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small")
+
+
+def bands(curves: list[list[float]]) -> list[Interval]:
+    """Per epoch, the interval over the runs that got that far."""
+    longest = max((len(c) for c in curves), default=0)
+    return [interval([c[i] for c in curves if len(c) > i]) for i in range(longest)]
 
 
 def _epoch_ticks(ax: Any, last: int) -> None:
