@@ -4,7 +4,7 @@ whose measurement no run logged is left out (the report says so in a note)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,13 +64,9 @@ def accuracy_vs_batch_size(ax: Any, runs: pd.DataFrame) -> None:
         errors = [a.half if a.defined else 0.0 for a in accs]
         ax.errorbar(list(accs.index), [a.mean for a in accs], yerr=errors, fmt="o-", capsize=3,
                     label=name)  # fmt: skip
-    ax.set(
-        xscale="log",
-        xlabel="batch size",
-        ylabel="test accuracy (%), mean and 95% CI",
-        title="Test accuracy against batch size",
-    )
-    _batch_ticks(ax, runs)
+    ax.set(xscale="log", xlabel="batch size", ylabel="test accuracy (%), mean and 95% CI",
+           title="Test accuracy against batch size")  # fmt: skip
+    _batch_ticks(ax, runs["batch_size"])
     ax.legend()
 
 
@@ -82,15 +78,10 @@ def speed_vs_batch_size(ax: Any, runs: pd.DataFrame) -> None:
     right = ax.twinx()
     right.plot(list(speed.index), list(speed["samples_per_s"]), "s--", color="C1",
                label="samples per second")  # fmt: skip
-    ax.set(
-        xscale="log",
-        xlabel="batch size",
-        ylabel="seconds per epoch (median)",
-        title="Speed against batch size",
-        ylim=(0, None),
-    )
+    ax.set(xscale="log", xlabel="batch size", ylabel="seconds per epoch (median)",
+           title="Speed against batch size", ylim=(0, None))  # fmt: skip
     right.set(ylabel="training samples per second", ylim=(0, None))
-    _batch_ticks(ax, runs)
+    _batch_ticks(ax, runs["batch_size"])
     handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
     ax.legend(handles=handles, loc="center right", fontsize="small")
 
@@ -106,11 +97,8 @@ def accuracy_vs_time(ax: Any, runs: pd.DataFrame) -> None:
         ax.plot(r.elapsed_s, [100 * a for a in r.val_acc], **_points(len(r.val_acc)),
                 color=colors[r.run_id],
                 label=" ".join([f"batch {r.batch_size}", *_others(r.job, runs)]))  # fmt: skip
-    ax.set(
-        xlabel="seconds of training and validation (compilation included)",
-        ylabel="validation accuracy (%)",
-        title="Accuracy against wall-clock time",
-    )
+    ax.set(xlabel="seconds of training and validation (compilation included)",
+           ylabel="validation accuracy (%)", title="Accuracy against wall-clock time")  # fmt: skip
     ax.legend(fontsize="small")
 
 
@@ -123,11 +111,8 @@ def generalization_gap(ax: Any, runs: pd.DataFrame) -> None:
     """Training minus validation accuracy: how much of what is learned does not carry over."""
     epoch_bands(ax, runs, lambda r: [t - v for t, v in zip(r.train_acc, r.val_acc, strict=False)])
     ax.axhline(0, color="grey", linewidth=0.8)
-    ax.set(
-        xlabel="epoch",
-        ylabel="train − validation accuracy (percentage points)",
-        title="Generalization gap over epochs",
-    )
+    ax.set(xlabel="epoch", ylabel="train − validation accuracy (percentage points)",
+           title="Generalization gap over epochs")  # fmt: skip
 
 
 def epoch_test_accuracy(ax: Any, runs: pd.DataFrame) -> None:
@@ -181,8 +166,8 @@ def _epoch_ticks(ax: Any, last: int) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def _batch_ticks(ax: Any, runs: pd.DataFrame) -> None:
-    sizes = sorted(set(runs["batch_size"].tolist()))
+def _batch_ticks(ax: Any, batch_sizes: Iterable[int]) -> None:
+    sizes = sorted(set(batch_sizes))
     ax.set_xticks(sizes, [str(s) for s in sizes])
     ax.minorticks_off()
 
@@ -214,13 +199,9 @@ def steps_vs_examples(ax: Any, fits: list[Scaling]) -> None:
     if any(s.fit and s.fit.s_min > 0 and s.fit.e_min > 0 for s in fits):
         handles.append(Line2D([], [], marker="x", linestyle="none", color="black",
                               label="B = B_crit: 2 S_min steps, 2 E_min examples"))  # fmt: skip
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel="training examples to target",
-        ylabel="optimizer steps to target",
-        title="Steps against examples to reach each validation accuracy",
-    )
+    ax.set(xscale="log", yscale="log", xlabel="training examples to target",
+           ylabel="optimizer steps to target",
+           title="Steps against examples to reach each validation accuracy")  # fmt: skip
     ax.legend(handles=handles, fontsize="small")
 
 
@@ -232,9 +213,20 @@ PANELS = {
 }
 
 
-def _save(fig: Any, path: Path) -> Path:
+def _figure(path: Path, panels: list[Callable[[Any], None]], caption: str | None = None,
+            shape: tuple[int, int] = (1, 1), size: tuple[float, float] = (7, 4.5),
+            fontsize: str = "small") -> Path:  # fmt: skip
+    """One PNG of the panels, side by side in `shape`, under the caption."""
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, axes = plt.subplots(*shape, figsize=size, squeeze=False)
+    for ax, panel in zip(axes.flat, panels, strict=True):
+        panel(ax)
+    if caption:
+        fig.suptitle(caption, fontsize=fontsize)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -244,11 +236,6 @@ def _save(fig: Any, path: Path) -> Path:
 def draw(study: Study, out: Path, caption: str) -> list[Path]:
     """One PNG per panel, the four of PANELS also together in OVERVIEW with the grid and
     machine as caption, then the figures the runs have data for."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     panels = {n: (lambda ax, p=p: p(ax, study.runs)) for n, p in PANELS.items()}
     if study.logged("train_acc"):
         panels[GAP] = lambda ax: generalization_gap(ax, study.runs)
@@ -256,29 +243,14 @@ def draw(study: Study, out: Path, caption: str) -> list[Path]:
         panels[TEST_CURVES] = lambda ax: epoch_test_accuracy(ax, study.runs)
     if fits := [s for s in study.scaling if len(s.runs)]:
         panels[STEPS_VS_EXAMPLES] = lambda ax: steps_vs_examples(ax, fits)
-    files = []
-    for name, panel in panels.items():
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        panel(ax)
-        files.append(_save(fig, out / name))
-    fig, axes = plt.subplots(2, 2, figsize=(14, 9))
-    for ax, panel in zip(axes.flat, PANELS.values(), strict=True):
-        panel(ax, study.runs)
-    fig.suptitle(caption, fontsize="medium")
-    return [*files, _save(fig, out / OVERVIEW)]
-
-
-def _colors(sizes: list[int]) -> dict[int, Any]:
-    import matplotlib
-
-    cmap = matplotlib.colormaps["viridis"]
-    return {b: cmap(i / max(1, len(sizes) - 1)) for i, b in enumerate(sorted(sizes))}
+    files = [_figure(out / name, [panel]) for name, panel in panels.items()]
+    four = list(panels.values())[: len(PANELS)]
+    return [*files, _figure(out / OVERVIEW, four, caption, (2, 2), (14, 9), "medium")]
 
 
 def tuned_accuracy_vs_time(ax: Any, study: TunedStudy) -> None:
     found = points(study.learned)
-    colors = _colors(sorted(set(found["batch_size"].tolist())))
-    for size, color in colors.items():
+    for size, color in size_colors(found["batch_size"].tolist()).items():
         mine = found[(found["batch_size"] == size) & (found["acc"] > 0.95)]
         ax.scatter(list(mine["seconds"]), list(mine["acc"] * 100), s=8, color=color, alpha=0.5,
                    label=f"batch {size}")  # fmt: skip
@@ -305,9 +277,8 @@ def tuned_steps(ax: Any, study: TunedStudy, grid: str) -> None:
         ax.plot(curve, scaling.curve(f.fit, curve)[1], "-", color=f"C{i}", linewidth=1)
     title = f"{study.labels[grid]}: updates to each validation target, S(B) fitted"
     ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="updates", title=title)
-    sizes = sorted({b for f in fits for b in f.chosen["batch_size"].tolist()})
-    ax.set_xticks(sizes, [str(b) for b in sizes])
-    ax.minorticks_off()
+    sizes = [b for f in fits for b in f.chosen["batch_size"].tolist()]
+    _batch_ticks(ax, sizes)
     ax.legend(fontsize="small")
 
 
@@ -317,7 +288,7 @@ def rate_landscape(ax: Any, study: TunedStudy, grid: str) -> None:
     if target is None:
         return
     steps = reaching(runs, target)["mean"]
-    for size, color in _colors(sorted(set(runs["batch_size"].tolist()))).items():
+    for size, color in size_colors(runs["batch_size"].tolist()).items():
         mine = steps[steps.index.get_level_values("batch_size") == size]
         ax.plot(list(mine.index.get_level_values("rate")), list(mine), "o-", color=color,
                 markersize=4, label=f"batch {size}")  # fmt: skip
@@ -329,23 +300,11 @@ def rate_landscape(ax: Any, study: TunedStudy, grid: str) -> None:
 def draw_tuned(study: TunedStudy, out: Path, caption: str) -> list[Path]:
     """The Pareto front, each grid's tuned steps, and the rate landscape of each grid with
     more than one rate per batch size."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tuned = [
-        g for g in study.grids if (study.grid(g).groupby("batch_size")["rate"].nunique() > 1).any()
+    return [
+        _figure(out / name, panels, caption, (1, len(panels)), (7 * len(panels), 4.8))
+        for name, panels in {
+            PARETO: [lambda ax: tuned_accuracy_vs_time(ax, study)],
+            TUNED_STEPS: [lambda ax, g=g: tuned_steps(ax, study, g) for g in study.grids],
+            RATES: [lambda ax, g=g: rate_landscape(ax, study, g) for g in study.tuned_grids],
+        }.items()
     ]
-    files = []
-    for name, panels in {
-        PARETO: [lambda ax: tuned_accuracy_vs_time(ax, study)],
-        TUNED_STEPS: [lambda ax, g=g: tuned_steps(ax, study, g) for g in study.grids],
-        RATES: [lambda ax, g=g: rate_landscape(ax, study, g) for g in tuned],
-    }.items():
-        fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.8), squeeze=False)
-        for ax, panel in zip(axes.flat, panels, strict=True):
-            panel(ax)
-        fig.suptitle(caption, fontsize="small")
-        files.append(_save(fig, out / name))
-    return files

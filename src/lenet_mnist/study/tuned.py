@@ -273,7 +273,7 @@ def rules_table(study: TunedStudy) -> Table:
     for name in study.grids:
         runs = study.grid(name)
         target = tuning.widest_target(study.fitted(name), runs)
-        if target is None or not (runs.groupby("batch_size")["rate"].nunique() > 1).any():
+        if target is None or name not in study.tuned_grids:
             continue  # no target for every size, or one rate per size: nothing was tuned
         for size, r in tuning.rules(runs, target).iterrows():
             cells.append([study.labels[name], f"{target:g}", str(size), _lr(r["best"])] + [

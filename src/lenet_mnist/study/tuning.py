@@ -186,6 +186,12 @@ class TunedStudy:
         return [g for g in self.runs["grid_name"].cat.categories if g != "search"]
 
     @property
+    def tuned_grids(self) -> list[str]:
+        """The grids with more than one rate for some batch size."""
+        rates = self.runs.groupby(["grid_name", "batch_size"], observed=True)["rate"].nunique()
+        return [g for g in self.grids if (rates.get(g, pd.Series()) > 1).any()]
+
+    @property
     def gridded(self) -> pd.DataFrame:
         """The grids' runs, the search's left out."""
         return self.runs[self.runs["grid_name"] != "search"]
