@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from lenet_mnist import numerics
 from lenet_mnist.study import figures, report
 from tests.conftest import run_module, write_params
 

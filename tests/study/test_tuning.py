@@ -101,17 +101,23 @@ def test_the_fastest_option_needs_every_seed_and_counts_to_the_latest_seeds_epoc
         curve(512, 1e-2, 1, [0.99], 1.0),  # a lone seed
     )
     options = tuning.options(found, 0.99)
-    assert list(zip(options["batch_size"], options["epochs"])) == [(256, 3), (64, 2)]
+    assert list(zip(options["batch_size"], options["epochs"], strict=True)) == [(256, 3), (64, 2)]
     assert options["time"].iloc[0].mean == pytest.approx(12.5)  # epochs 2 and 3: 10 s, 15 s
 
 
 def test_the_pareto_front_keeps_only_points_that_nothing_beats_on_both():
     found = frame(curve(64, 1e-3, 1, [0.95, 0.99], 10.0), curve(512, 8e-3, 1, [0.96, 0.97], 3.0))
     front = tuning.pareto(tuning.points(found))
-    assert list(zip(front["seconds"], front["acc"])) == [(3.0, 0.96), (6.0, 0.97), (20.0, 0.99)]
+    assert list(zip(front["seconds"], front["acc"], strict=True)) == [
+        (3.0, 0.96),
+        (6.0, 0.97),
+        (20.0, 0.99),
+    ]
 
 
 def test_a_run_with_only_its_final_test_accuracy_is_one_point_at_its_last_epoch():
     final_only = frame(run(32, 1, test_acc=0.993, elapsed_s=[4.0, 8.0]))
     found = tuning.points(final_only)
-    assert list(zip(found["seconds"], found["acc"], found["epoch"])) == [(8.0, 0.993, 2)]
+    assert list(zip(found["seconds"], found["acc"], found["epoch"], strict=True)) == [
+        (8.0, 0.993, 2)
+    ]

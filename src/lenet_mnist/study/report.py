@@ -20,6 +20,7 @@ import argparse
 import base64
 import html
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,6 @@ from lenet_mnist.study.fixed import QUANTITIES, SETTINGS, TO_TARGET, Study, anal
 from lenet_mnist.study.runs import REACH, RUN_COLUMNS, collect, plural, to
 from lenet_mnist.tracking import store
 
-__all__ = ["collect"]  # the sweeps read a sweep's runs through the report
 SUMMARY_CSV = "summary.csv"  # one line per grid point, its seeds summarized
 RUNS_CSV = "summary-runs.csv"  # one line per run, as measured
 SCALING_CSV = "scaling.csv"  # one line per target and setting
@@ -115,16 +115,20 @@ def scaling_table(study: Study) -> Table:
     return Table("Critical batch size", FIT_METHOD, pd.DataFrame(cells, columns=headings))
 
 
+def _or_dash(fmt: str = "{}") -> Callable[[Any], str]:
+    return lambda v: "—" if pd.isna(v) or v is None else fmt.format(v)
+
+
 def runs_table(study: Study) -> Table:
     r = study.runs
     cells = pd.DataFrame({
         "batch size": r["batch_size"].astype(str), "epochs": r["epochs"].astype(str),
-        "seed": r["seed"].map(lambda v: "—" if pd.isna(v) else str(v)), "test acc": r["test_acc"].map("{:.4f}".format),
+        "seed": r["seed"].map(_or_dash()), "test acc": r["test_acc"].map("{:.4f}".format),
         "best val acc": r["best_val_acc"].map("{:.4f}".format),
         "s/epoch": r["s_per_epoch"].map("{:.2f}".format),
-        **{f"updates to {t:g}": r[to("iterations", t)].map(lambda v: "—" if pd.isna(v) else f"{v:,}")
+        **{f"updates to {t:g}": r[to("iterations", t)].map(_or_dash("{:,}"))
            for t in study.targets},
-        "stopped": r["stopped_epoch"].map(lambda v: "—" if pd.isna(v) or not v else str(v)), "MLflow run": r["run_id"],
+        "stopped": r["stopped_epoch"].replace(0, None).map(_or_dash()), "MLflow run": r["run_id"],
     })  # fmt: skip
     return Table("Runs", "Every run as measured.", cells)
 

@@ -2,26 +2,12 @@
 
     python -m lenet_mnist.study.tuned [--report-only] [--out docs/study/tuned] [--set K=V]
 
-runs six Hydra sweeps, one after the other, then writes the report from MLflow alone:
-
-- adam: batch sizes 16 to 512, each with 4 rates a factor 2 apart around the square-root
-  rule's guess (lr 1e-3 at batch 64, so the linear rule's rate lies inside every batch
-  size's range too), 2 seeds, 10 epochs with cosine decay as the default recipe;
-- adam-wide: a fifth rate, a factor 2 above the top, for every batch size: most were
-  fastest at the top rate of the four;
-- sgd: SGD with momentum 0.9, 4 rates around the linear rule's guess, 1 seed; these runs
-  stop at the highest validation target, since only their updates to it are measured;
-- sgd-low: two lower rates for batch 512, which diverged at every rate above;
-- search: conf/hparams_search/optuna.yaml, 20 trials on the full data, for the least time
-  to 99% test accuracy;
-- fixed: the replicated study at lr 1e-3 for every batch size (the README's command), the
-  baseline that the tuned grids are set beside.
-
-Each is the same `python -m lenet_mnist.run -m ...` a user would type, so each resumes:
-the same command started again skips every finished run. Its jobs run two at a time on
-this machine (`launcher=joblib`); `--set launcher=slurm` sends them to a cluster instead.
-`--report-only` rebuilds the report from the MLflow store without training: the numbers
-are lenet_mnist.study.tuning's, the tables this module's, the figures study.figures'.
+runs the sweeps of SWEEPS one after the other (Adam and SGD grids of rates around the
+square-root and linear rules' guesses, an Optuna search, and the fixed-rate baseline), then
+writes the report from MLflow alone. Each sweep is the `python -m lenet_mnist.run -m ...` a
+user would type, so the same command started again skips every finished run; its jobs run
+two at a time here (`launcher=joblib`), `--set launcher=slurm` sends them to a cluster.
+`--report-only` rebuilds the report without training.
 """
 
 from __future__ import annotations
@@ -51,6 +37,8 @@ BATCH_SIZES = "train.batch_size=16,32,64,128,256,512"
 PROBES = ["train.val_every_n_steps=200", "train.test_every_epoch=true"]
 DIVERGED = "train.early_stopping.give_up_below=0.5"  # a run that blew up stops after an epoch
 SWEEPS: dict[str, list[str]] = {
+    # 4 rates a factor 2 apart around the square-root rule's guess (lr 1e-3 at batch 64, so
+    # the linear rule's rate lies inside every range too), 2 seeds, the default recipe
     "adam": [
         BATCH_SIZES, "optimizer.lr_scaling=sqrt", "optimizer.lr=0.0005,0.001,0.002,0.004",
         "train.seed=1,2", "train.targets=[0.97,0.98,0.985,0.99]", DIVERGED, *PROBES,
@@ -60,6 +48,7 @@ SWEEPS: dict[str, list[str]] = {
         BATCH_SIZES, "optimizer.lr_scaling=sqrt", "optimizer.lr=0.008",
         "train.seed=1,2", "train.targets=[0.97,0.98,0.985,0.99]", DIVERGED, *PROBES,
     ],
+    # SGD with momentum 0.9, 1 seed; it stops at the highest target: only updates count here
     "sgd": [
         "optimizer=sgd", BATCH_SIZES, "optimizer.lr_scaling=linear",
         "optimizer.lr=0.0125,0.025,0.05,0.1", "train.seed=1", "train.targets=[0.97,0.98,0.985]",
@@ -71,6 +60,7 @@ SWEEPS: dict[str, list[str]] = {
         "optimizer.lr=0.003125,0.00625", "train.seed=1", "train.targets=[0.97,0.98,0.985]",
         "train.early_stopping.stop_at=0.985", DIVERGED, *PROBES,
     ],
+    # conf/hparams_search/optuna.yaml: the least time to 99% test accuracy, on the full data
     "search": ["hparams_search=optuna", "hydra.sweeper.n_trials=20"],
     # The replicated study's own command (README): a user who ran it has this sweep already.
     "fixed": [BATCH_SIZES, "train.seed=1,2,3", *PROBES],
