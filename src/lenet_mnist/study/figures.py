@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from lenet_mnist.study import scaling
-from lenet_mnist.study.runs import SEED, Interval, interval, plural, to
+from lenet_mnist.study.fixed import settings
+from lenet_mnist.study.runs import Interval, interval, plural, to
 from lenet_mnist.study.tuning import TunedStudy, pareto, points, reaching, widest_target
 
 if TYPE_CHECKING:
@@ -37,14 +38,6 @@ def _points(count: int) -> dict[str, Any]:
     return {"marker": "o", "markersize": 8, "linestyle": "none"}
 
 
-def _others(job: str, runs: pd.DataFrame, seed: bool = True) -> list[str]:
-    """The job's overrides of keys other than batch size (and the seed, unless `seed`)
-    that not every run shares."""
-    skip = ("train.batch_size=",) if seed else ("train.batch_size=", SEED)
-    shared = set.intersection(*(set(j.split()) for j in runs["job"]))
-    return [o for o in job.split() if o not in shared and not o.startswith(skip)]
-
-
 def size_colors(sizes: list[int]) -> dict[int, Any]:
     """One colour per batch size, from small (dark) to large (light)."""
     import matplotlib.pyplot as plt
@@ -57,8 +50,8 @@ def size_colors(sizes: list[int]) -> dict[int, Any]:
 def accuracy_vs_batch_size(ax: Any, runs: pd.DataFrame) -> None:
     """The seeds' mean at each batch size, with a 95% error bar where there are two or
     more; one line per setting of the sweep's other keys (epochs, say)."""
-    lines = [" ".join(_others(r.job, runs, seed=False)) or plural(r.epochs, "epoch")
-             for r in runs.itertuples()]  # fmt: skip
+    names = settings(runs)
+    lines = [n or plural(e, "epoch") for n, e in zip(names, runs["epochs"], strict=True)]
     for name, group in runs.groupby(lines, sort=False):
         accs = (100 * group["test_acc"]).groupby(group["batch_size"]).agg(interval)
         errors = [a.half if a.defined else 0.0 for a in accs]
@@ -93,10 +86,10 @@ def accuracy_vs_time(ax: Any, runs: pd.DataFrame) -> None:
     cmap, n = plt.get_cmap("viridis"), max(len(runs) - 1, 1)
     order = runs.sort_values(["batch_size", "epochs"], kind="stable")["run_id"]
     colors = {run: cmap(0.9 * i / n) for i, run in enumerate(order)}
-    for r in runs.itertuples():
+    for r, others in zip(runs.itertuples(), settings(runs, seed=True), strict=True):
         ax.plot(r.elapsed_s, [100 * a for a in r.val_acc], **_points(len(r.val_acc)),
                 color=colors[r.run_id],
-                label=" ".join([f"batch {r.batch_size}", *_others(r.job, runs)]))  # fmt: skip
+                label=" ".join([f"batch {r.batch_size}", others]).strip())  # fmt: skip
     ax.set(xlabel="seconds of training and validation (compilation included)",
            ylabel="validation accuracy (%)", title="Accuracy against wall-clock time")  # fmt: skip
     ax.legend(fontsize="small")
@@ -126,7 +119,7 @@ def epoch_bands(ax: Any, runs: pd.DataFrame, curve: Callable[[Any], list[float]]
     with its 95% band over the runs that got that far (early stopping ends some sooner);
     a lone epoch gets a marker and an error bar instead of a band."""
     colors = size_colors(runs["batch_size"].tolist())
-    last = 1
+    last, names = 1, settings(runs)
     for _, group in runs.groupby("point", sort=False):
         curves = [[100 * v for v in c] for r in group.itertuples() if (c := curve(r))]
         if not curves:
@@ -135,9 +128,9 @@ def epoch_bands(ax: Any, runs: pd.DataFrame, curve: Callable[[Any], list[float]]
         x = np.arange(1, len(band) + 1)
         low, high = np.array([b.low for b in band]), np.array([b.high for b in band])
         color, last = colors[group["batch_size"].iloc[0]], max(last, len(band))
-        others = _others(group["job"].iloc[0], runs, seed=False)
-        label = " ".join([f"batch {group['batch_size'].iloc[0]}", *others,
-                          f"({plural(len(group), 'seed')})"])  # fmt: skip
+        others = names[group.index[0]]
+        label = " ".join(x for x in [f"batch {group['batch_size'].iloc[0]}", others,
+                                     f"({plural(len(group), 'seed')})"] if x)  # fmt: skip
         ax.plot(x, [b.mean for b in band], **_points(len(band)), color=color, label=label)
         defined = np.array([b.defined for b in band])
         if len(band) > 1 and defined.any():

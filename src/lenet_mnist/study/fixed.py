@@ -40,11 +40,7 @@ class Scaling:
 
     @property
     def ratio(self) -> float:
-        """B_simple / B_crit, NaN where either is missing or B_crit is not finite."""
-        b = self.fit.b_crit if self.fit else math.nan
-        if self.simple is None or not (0 < b < math.inf):
-            return math.nan
-        return self.simple / b
+        return self.fit.ratio(self.simple) if self.fit else math.nan
 
     def verdict(self) -> str:
         """The prediction in words, from the numbers alone."""
@@ -115,10 +111,11 @@ def verdicts(accuracies: list[Interval]) -> list[str]:
     return out
 
 
-def settings(runs: pd.DataFrame) -> pd.Series:
-    """Each run's setting: its point's overrides less the batch size and those every run
-    shares (a fit varies the batch size with all else held)."""
-    own = runs["point"].map(lambda p: [o for o in p.split() if not o.startswith(BATCH)])
+def settings(runs: pd.DataFrame, seed: bool = False) -> pd.Series:
+    """Each run's setting: its overrides less the batch size (a fit varies it with all else
+    held), the seed unless `seed`, and those every run shares."""
+    jobs = runs["job" if seed else "point"]
+    own = jobs.map(lambda p: [o for o in p.split() if not o.startswith(BATCH)])
     shared = set.intersection(*map(set, own)) if len(runs) else set()
     return own.map(lambda o: " ".join(x for x in o if x not in shared))
 

@@ -46,6 +46,11 @@ class Fit:
     def b_crit(self) -> float:
         return critical(self.s_min, self.e_min)
 
+    def ratio(self, simple: float | None) -> float:
+        """B_simple / B_crit, NaN where B_simple is missing or B_crit not finite and positive."""
+        b = self.b_crit
+        return simple / b if simple is not None and 0 < b < math.inf else math.nan
+
 
 def critical(s_min: float, e_min: float) -> float:
     """B_crit = E_min/S_min where both are positive. A fit with S_min ≤ 0 shows no floor on

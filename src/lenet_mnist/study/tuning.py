@@ -82,7 +82,7 @@ def tuned_fit(
     if fit is None or None in simples:
         return TunedFit(grid, target, chosen, fit, math.nan, (math.nan,) * 3)
     simple = statistics.median(simples)
-    ratio = simple / fit.b_crit if 0 < fit.b_crit < math.inf else math.nan
+    ratio = fit.ratio(simple)
     low, high = scaling.ratio_interval(sizes, steps, simples, draws, scaling.SEED)
     return TunedFit(grid, target, chosen, fit, simple, (ratio, low, high))
 
