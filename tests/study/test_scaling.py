@@ -1,4 +1,5 @@
-"""The critical batch size fitted to S(B) = S_min + E_min/B, and B_simple where runs reached."""
+"""The critical batch size fitted to S(B) = S_min + E_min/B, and B_simple where runs reached
+the target: read at the nearest epoch end, or its terms averaged over training up to there."""
 
 import math
 
@@ -75,3 +76,28 @@ def test_b_simple_is_read_at_the_nearest_epoch_end():
     found = scaling.median_simple([noise, noise, []], [100, 300, 200])
     assert found == (20.0, 2)
     assert scaling.median_simple([[]], [100]) is None
+
+
+def terms(*epochs: tuple[float, float]) -> list[tuple[int, float, float]]:
+    """(step, |G|², tr(Σ)) at the ends of epochs of 100 updates."""
+    return [(100 * (i + 1), g, t) for i, (g, t) in enumerate(epochs)]
+
+
+def test_the_averaged_noise_scale_is_the_ratio_of_the_terms_averaged_up_to_the_targets_epoch():
+    logged = terms((4.0, 400.0), (1.0, 500.0), (0.01, 900.0))
+    # reached at update 150, in epoch 2: epochs 1 and 2 count, the third does not
+    assert scaling.averaged_simple(logged, 150) == pytest.approx(450.0 / 2.5)
+    # the mean of the single ratios would be (100 + 500) / 2 = 300
+    assert scaling.averaged_simple(logged, 350) == pytest.approx(600.0 / (5.01 / 3))
+
+
+def test_no_averaged_noise_scale_without_terms_or_with_a_mean_gradient_not_positive():
+    assert scaling.averaged_simple(terms((-1.0, 10.0), (0.5, 10.0)), 50) is None
+    assert scaling.averaged_simple([], 150) is None
+
+
+def test_the_ratio_interval_holds_the_ratio_of_exact_data():
+    sizes = SIZES * 2
+    simples = [256.0 * (1 + 0.1 * (i % 3)) for i in range(len(sizes))]
+    low, high = scaling.ratio_interval(sizes, steps(sizes, 0.02, 3), simples, 300, 0)
+    assert low < np.median(simples) / 128 < high

@@ -241,9 +241,9 @@ def test_force_reruns_finished_points(prepared_slice, tmp_path):
     client, runs = mlflow_runs(db)
     (parent,) = [r for r in runs if store.SWEEP_TAG in r.data.tags]  # one sweep
     assert len([r for r in runs if r.data.tags.get(store.COMPLETE_TAG) == "true"]) == 2
-    (row,) = report.collect(client, parent.info.run_id)  # the point once, its newest run
+    (run_id,) = report.collect(client, parent.info.run_id)["run_id"]  # once, its newest run
     assert (
-        row.run_id
+        run_id
         == max(
             (r for r in runs if store.PARENT_TAG in r.data.tags), key=lambda r: r.info.start_time
         ).info.run_id

@@ -1,66 +1,186 @@
-"""Every figure of the study report: the overview's panels (lenet_mnist.study.plots) and
-those that need measurements older runs lack, each drawn only when some run has them:
-the train−validation gap and test accuracy over epochs, and steps against examples to
-each target with the fitted critical-batch-size curve (lenet_mnist.study.scaling).
-"""
+"""Both studies' figures. Where a grid point has several seeds, a figure shows their mean
+with its 95% confidence interval: error bars against batch size, bands over epochs. A figure
+whose measurement no run logged is left out (the report says so in a note)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import pandas as pd
+
 from lenet_mnist.study import scaling
-from lenet_mnist.study.plots import OVERVIEW, PANELS, epoch_bands, size_colors
-from lenet_mnist.study.rows import Row
+from lenet_mnist.study.fixed import settings
+from lenet_mnist.study.runs import Interval, interval, plural, to
+from lenet_mnist.study.tuning import TunedStudy, pareto, points, reaching, widest_target
 
 if TYPE_CHECKING:
-    from lenet_mnist.study.analysis import Scaling, Study
+    from lenet_mnist.study.fixed import Scaling, Study
 
+OVERVIEW = "overview.png"
 GAP = "generalization_gap.png"
 TEST_CURVES = "test_accuracy_curves.png"
 STEPS_VS_EXAMPLES = "steps_vs_examples.png"
+PARETO = "pareto.png"
+TUNED_STEPS = "tuned_steps.png"
+RATES = "rates.png"
 MARKERS = "osD^v<>p"
 LINES = ["-", "--", ":", "-."]
 
 
-def generalization_gap(ax: Any, rows: list[Row]) -> None:
+def _points(count: int) -> dict[str, Any]:
+    """A line through several points; a lone point (one epoch) as a marker big enough to
+    see, as a one-point line draws nothing but its marker."""
+    if count > 1:
+        return {"marker": "o", "markersize": 3, "linestyle": "-"}
+    return {"marker": "o", "markersize": 8, "linestyle": "none"}
+
+
+def size_colors(sizes: list[int]) -> dict[int, Any]:
+    """One colour per batch size, from small (dark) to large (light)."""
+    import matplotlib.pyplot as plt
+
+    cmap, order = plt.get_cmap("viridis"), sorted(set(sizes))
+    n = max(len(order) - 1, 1)
+    return {size: cmap(0.9 * i / n) for i, size in enumerate(order)}
+
+
+def accuracy_vs_batch_size(ax: Any, runs: pd.DataFrame) -> None:
+    """The seeds' mean at each batch size, with a 95% error bar where there are two or
+    more; one line per setting of the sweep's other keys (epochs, say)."""
+    names = settings(runs)
+    lines = [n or plural(e, "epoch") for n, e in zip(names, runs["epochs"], strict=True)]
+    for name, group in runs.groupby(lines, sort=False):
+        accs = (100 * group["test_acc"]).groupby(group["batch_size"]).agg(interval)
+        errors = [a.half if a.defined else 0.0 for a in accs]
+        ax.errorbar(list(accs.index), [a.mean for a in accs], yerr=errors, fmt="o-", capsize=3,
+                    label=name)  # fmt: skip
+    ax.set(xscale="log", xlabel="batch size", ylabel="test accuracy (%), mean and 95% CI",
+           title="Test accuracy against batch size")  # fmt: skip
+    _batch_ticks(ax, runs["batch_size"])
+    ax.legend()
+
+
+def speed_vs_batch_size(ax: Any, runs: pd.DataFrame) -> None:
+    """Speed depends on the batch size alone, so runs of one size share a point (median)."""
+    speed = runs.groupby("batch_size")[["s_per_epoch", "samples_per_s"]].median()
+    ax.plot(list(speed.index), list(speed["s_per_epoch"]), "o-", color="C0",
+            label="seconds per epoch")  # fmt: skip
+    right = ax.twinx()
+    right.plot(list(speed.index), list(speed["samples_per_s"]), "s--", color="C1",
+               label="samples per second")  # fmt: skip
+    ax.set(xscale="log", xlabel="batch size", ylabel="seconds per epoch (median)",
+           title="Speed against batch size", ylim=(0, None))  # fmt: skip
+    right.set(ylabel="training samples per second", ylim=(0, None))
+    _batch_ticks(ax, runs["batch_size"])
+    handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, loc="center right", fontsize="small")
+
+
+def accuracy_vs_time(ax: Any, runs: pd.DataFrame) -> None:
+    """One colour per run, from small batches (dark) to large (light)."""
+    import matplotlib.pyplot as plt
+
+    cmap, n = plt.get_cmap("viridis"), max(len(runs) - 1, 1)
+    order = runs.sort_values(["batch_size", "epochs"], kind="stable")["run_id"]
+    colors = {run: cmap(0.9 * i / n) for i, run in enumerate(order)}
+    for r, others in zip(runs.itertuples(), settings(runs, seed=True), strict=True):
+        ax.plot(r.elapsed_s, [100 * a for a in r.val_acc], **_points(len(r.val_acc)),
+                color=colors[r.run_id],
+                label=" ".join([f"batch {r.batch_size}", others]).strip())  # fmt: skip
+    ax.set(xlabel="seconds of training and validation (compilation included)",
+           ylabel="validation accuracy (%)", title="Accuracy against wall-clock time")  # fmt: skip
+    ax.legend(fontsize="small")
+
+
+def learning_curves(ax: Any, runs: pd.DataFrame) -> None:
+    epoch_bands(ax, runs, lambda r: r.val_acc)
+    ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title="Learning curves")
+
+
+def generalization_gap(ax: Any, runs: pd.DataFrame) -> None:
     """Training minus validation accuracy: how much of what is learned does not carry over."""
-
-    def gap(row: Row) -> list[float]:
-        return [t - v for t, v in zip(row.train_acc, row.val_acc, strict=False)]
-
-    epoch_bands(ax, rows, gap)
+    epoch_bands(ax, runs, lambda r: [t - v for t, v in zip(r.train_acc, r.val_acc, strict=False)])
     ax.axhline(0, color="grey", linewidth=0.8)
-    ax.set(
-        xlabel="epoch",
-        ylabel="train − validation accuracy (percentage points)",
-        title="Generalization gap over epochs",
-    )
+    ax.set(xlabel="epoch", ylabel="train − validation accuracy (percentage points)",
+           title="Generalization gap over epochs")  # fmt: skip
 
 
-def epoch_test_accuracy(ax: Any, rows: list[Row]) -> None:
+def epoch_test_accuracy(ax: Any, runs: pd.DataFrame) -> None:
     """Test accuracy at each epoch's end: shown, never used to choose an epoch."""
-    epoch_bands(ax, rows, lambda r: r.epoch_test_acc)
+    epoch_bands(ax, runs, lambda r: r.epoch_test_acc)
     ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy over epochs")
+
+
+def epoch_bands(ax: Any, runs: pd.DataFrame, curve: Callable[[Any], list[float]]) -> None:
+    """Per grid point, the mean of `curve(run)` over its seeds at each epoch, in percent,
+    with its 95% band over the runs that got that far (early stopping ends some sooner);
+    a lone epoch gets a marker and an error bar instead of a band."""
+    colors = size_colors(runs["batch_size"].tolist())
+    last, names = 1, settings(runs)
+    for _, group in runs.groupby("point", sort=False):
+        curves = [[100 * v for v in c] for r in group.itertuples() if (c := curve(r))]
+        if not curves:
+            continue
+        band = bands(curves)
+        x = np.arange(1, len(band) + 1)
+        low, high = np.array([b.low for b in band]), np.array([b.high for b in band])
+        color, last = colors[group["batch_size"].iloc[0]], max(last, len(band))
+        others = names[group.index[0]]
+        label = " ".join(x for x in [f"batch {group['batch_size'].iloc[0]}", others,
+                                     f"({plural(len(group), 'seed')})"] if x)  # fmt: skip
+        ax.plot(x, [b.mean for b in band], **_points(len(band)), color=color, label=label)
+        defined = np.array([b.defined for b in band])
+        if len(band) > 1 and defined.any():
+            ax.fill_between(x, low, high, where=defined, color=color, alpha=0.2, linewidth=0)
+        elif defined.any():
+            ax.vlines(x, low, high, color=color)
+    _epoch_ticks(ax, last)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
+
+
+def bands(curves: list[list[float]]) -> list[Interval]:
+    """Per epoch, the interval over the runs that got that far."""
+    longest = max((len(c) for c in curves), default=0)
+    return [interval([c[i] for c in curves if len(c) > i]) for i in range(longest)]
+
+
+def _epoch_ticks(ax: Any, last: int) -> None:
+    """Whole epochs only: matplotlib's integer locator gives up on a range of one epoch."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlim(0.5, last + 0.5)
+    if last <= 12:
+        ax.set_xticks(range(1, last + 1))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _batch_ticks(ax: Any, batch_sizes: Iterable[int]) -> None:
+    sizes = sorted(set(batch_sizes))
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.minorticks_off()
 
 
 def steps_vs_examples(ax: Any, fits: list[Scaling]) -> None:
     """Each run's steps and examples to each target (colour: batch size, marker: target),
     and the fitted S(B) = S_min + E_min/B traced over batch sizes where it is positive; its
     point at B_crit, twice the fewest steps and twice the fewest examples, marked `x`."""
-    import numpy as np
     from matplotlib.lines import Line2D
 
-    sizes = sorted({r.batch_size for s in fits for r in s.runs})
+    sizes = sorted({b for s in fits for b in s.runs["batch_size"].tolist()})
     colors = size_colors(sizes)
     handles = [Line2D([], [], marker="o", linestyle="none", color=colors[b], label=f"batch {b}")
                for b in sizes]  # fmt: skip
     for i, s in enumerate(fits):
         marker, line = MARKERS[i % len(MARKERS)], LINES[i % len(LINES)]
-        for r in s.runs:
-            hit = r.reached[s.target]
-            ax.plot(hit.examples, hit.iterations, marker, color=colors[r.batch_size], alpha=0.8)
+        reach = zip(s.runs["batch_size"], s.runs[to("examples", s.target)],
+                    s.runs[to("iterations", s.target)], strict=True)  # fmt: skip
+        for size, examples, iterations in reach:
+            ax.plot(examples, iterations, marker, color=colors[size], alpha=0.8)
         label = f"target {s.target:g}" + (f" ({s.setting})" if s.setting else "")
         f = s.fit
         if f and f.s_min > 0 and f.e_min > 0:
@@ -72,52 +192,112 @@ def steps_vs_examples(ax: Any, fits: list[Scaling]) -> None:
     if any(s.fit and s.fit.s_min > 0 and s.fit.e_min > 0 for s in fits):
         handles.append(Line2D([], [], marker="x", linestyle="none", color="black",
                               label="B = B_crit: 2 S_min steps, 2 E_min examples"))  # fmt: skip
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel="training examples to target",
-        ylabel="optimizer steps to target",
-        title="Steps against examples to reach each validation accuracy",
-    )
+    ax.set(xscale="log", yscale="log", xlabel="training examples to target",
+           ylabel="optimizer steps to target",
+           title="Steps against examples to reach each validation accuracy")  # fmt: skip
     ax.legend(handles=handles, fontsize="small")
 
 
-def extra_panels(study: Study) -> dict[str, Callable[[Any], None]]:
-    """The figures this study's runs have data for, each a function of its axes."""
-    panels: dict[str, Callable[[Any], None]] = {}
-    if study.curves["train_acc"]:
-        panels[GAP] = lambda ax: generalization_gap(ax, study.rows)
-    if study.curves["epoch_test_acc"]:
-        panels[TEST_CURVES] = lambda ax: epoch_test_accuracy(ax, study.rows)
-    fits = [s for s in study.scaling if s.runs]
-    if fits:
-        panels[STEPS_VS_EXAMPLES] = lambda ax: steps_vs_examples(ax, fits)
-    return panels
+PANELS = {
+    "accuracy_vs_batch_size.png": accuracy_vs_batch_size,
+    "speed_vs_batch_size.png": speed_vs_batch_size,
+    "accuracy_vs_time.png": accuracy_vs_time,
+    "learning_curves.png": learning_curves,
+}
 
 
-def draw(study: Study, out: Path, caption: str) -> list[Path]:
-    """One PNG per panel, the four of PANELS also together in OVERVIEW with the grid and
-    machine as caption, then the extra figures the runs have data for."""
+def _figure(path: Path, panels: list[Callable[[Any], None]], caption: str | None = None,
+            shape: tuple[int, int] = (1, 1), size: tuple[float, float] = (7, 4.5),
+            fontsize: str = "small") -> Path:  # fmt: skip
+    """One PNG of the panels, side by side in `shape`, under the caption."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = {n: (lambda ax, p=p: p(ax, study.rows)) for n, p in PANELS.items()}
-    panels |= extra_panels(study)
-    files = []
-    for name, panel in panels.items():
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, axes = plt.subplots(*shape, figsize=size, squeeze=False)
+    for ax, panel in zip(axes.flat, panels, strict=True):
         panel(ax)
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=100)
-        plt.close(fig)
-        files.append(out / name)
-    fig, axes = plt.subplots(2, 2, figsize=(14, 9))
-    for ax, panel in zip(axes.flat, PANELS.values(), strict=True):
-        panel(ax, study.rows)
-    fig.suptitle(caption, fontsize="medium")
+    if caption:
+        fig.suptitle(caption, fontsize=fontsize)
     fig.tight_layout()
-    fig.savefig(out / OVERVIEW, dpi=100)
-    plt.close("all")
-    return [*files, out / OVERVIEW]
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def draw(study: Study, out: Path, caption: str) -> list[Path]:
+    """One PNG per panel, the four of PANELS also together in OVERVIEW with the grid and
+    machine as caption, then the figures the runs have data for."""
+    panels = {n: (lambda ax, p=p: p(ax, study.runs)) for n, p in PANELS.items()}
+    if study.logged("train_acc"):
+        panels[GAP] = lambda ax: generalization_gap(ax, study.runs)
+    if study.logged("epoch_test_acc"):
+        panels[TEST_CURVES] = lambda ax: epoch_test_accuracy(ax, study.runs)
+    if fits := [s for s in study.scaling if len(s.runs)]:
+        panels[STEPS_VS_EXAMPLES] = lambda ax: steps_vs_examples(ax, fits)
+    files = [_figure(out / name, [panel]) for name, panel in panels.items()]
+    four = list(panels.values())[: len(PANELS)]
+    return [*files, _figure(out / OVERVIEW, four, caption, (2, 2), (14, 9), "medium")]
+
+
+def tuned_accuracy_vs_time(ax: Any, study: TunedStudy) -> None:
+    found = points(study.learned)
+    for size, color in size_colors(found["batch_size"].tolist()).items():
+        mine = found[(found["batch_size"] == size) & (found["acc"] > 0.95)]
+        ax.scatter(list(mine["seconds"]), list(mine["acc"] * 100), s=8, color=color, alpha=0.5,
+                   label=f"batch {size}")  # fmt: skip
+    front = pareto(found)
+    ax.step(list(front["seconds"]), list(front["acc"] * 100), where="post", color="black",
+            linewidth=1.2, label="Pareto front")  # fmt: skip
+    for t in study.test_targets:
+        ax.axhline(t * 100, color="grey", linewidth=0.6, linestyle=":")
+    ax.set(xscale="log", xlabel="training seconds (validation included)",
+           ylabel="test accuracy (%)", ylim=(95, None),
+           title="Test accuracy against time, every epoch end of every run")  # fmt: skip
+    ax.legend(fontsize="small", loc="lower right")
+
+
+def tuned_steps(ax: Any, study: TunedStudy, grid: str) -> None:
+    """One grid's updates to each target at its tuned rates, and the S(B) fitted to them."""
+    fits = [f for f in study.fitted(grid) if f.fit is not None]
+    for i, f in enumerate(fits):
+        means = f.chosen.groupby("batch_size")[to("iterations", f.target)].mean()
+        sizes = np.array(means.index, dtype=float)
+        label = f"val {f.target:g}: B_crit ≈ {f.fit.b_crit:,.0f}"
+        ax.plot(sizes, list(means), "o", color=f"C{i}", label=label)
+        curve = np.geomspace(sizes[0], sizes[-1], 100)
+        ax.plot(curve, scaling.curve(f.fit, curve)[1], "-", color=f"C{i}", linewidth=1)
+    title = f"{study.labels[grid]}: updates to each validation target, S(B) fitted"
+    ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="updates", title=title)
+    sizes = [b for f in fits for b in f.chosen["batch_size"].tolist()]
+    _batch_ticks(ax, sizes)
+    ax.legend(fontsize="small")
+
+
+def rate_landscape(ax: Any, study: TunedStudy, grid: str) -> None:
+    runs = study.grid(grid)
+    target = widest_target(study.fitted(grid), runs)
+    if target is None:
+        return
+    steps = reaching(runs, target)["mean"]
+    for size, color in size_colors(runs["batch_size"].tolist()).items():
+        mine = steps[steps.index.get_level_values("batch_size") == size]
+        ax.plot(list(mine.index.get_level_values("rate")), list(mine), "o-", color=color,
+                markersize=4, label=f"batch {size}")  # fmt: skip
+    title = f"{study.labels[grid]}: updates to val {target:g} by rate (absent: not reached)"
+    ax.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="updates", title=title)
+    ax.legend(fontsize="x-small")
+
+
+def draw_tuned(study: TunedStudy, out: Path, caption: str) -> list[Path]:
+    """The Pareto front, each grid's tuned steps, and the rate landscape of each grid with
+    more than one rate per batch size."""
+    return [
+        _figure(out / name, panels, caption, (1, len(panels)), (7 * len(panels), 4.8))
+        for name, panels in {
+            PARETO: [lambda ax: tuned_accuracy_vs_time(ax, study)],
+            TUNED_STEPS: [lambda ax, g=g: tuned_steps(ax, study, g) for g in study.grids],
+            RATES: [lambda ax, g=g: rate_landscape(ax, study, g) for g in study.tuned_grids],
+        }.items()
+    ]

@@ -5,14 +5,13 @@
 It reads a sweep's complete child runs from MLflow (the newest sweep by default) and
 writes a self-contained HTML page, its tables as Markdown and CSV, and its PNG figures.
 The runs of one grid point that differ only in train.seed are its replicates: the tables
-give their mean with a 95% confidence interval (lenet_mnist.study.replicates). Where runs logged
-when validation accuracy reached train.targets, the report fits the critical batch size
-to steps and examples to each target and sets the gradient noise scale's prediction
-beside it (lenet_mnist.study.scaling, lenet_mnist.study.analysis). Runs without those measurements
-leave those parts out, with a one-line note on the page.
+give their mean with a 95% t-interval, and whether each point's test accuracy can be told
+from the best one's. Where runs logged when validation accuracy reached train.targets, the
+report fits the critical batch size (lenet_mnist.study.scaling) with the gradient noise
+scale's prediction beside it. A part the runs hold no data for is left out, with a
+one-line note on the page, rather than failing on an older sweep.
 
-A sweep writes its own report when it ends; this command rebuilds it, for example after
-a partial sweep or for an older one.
+A sweep writes its own report when it ends; this command rebuilds it.
 """
 
 from __future__ import annotations
@@ -21,174 +20,197 @@ import argparse
 import base64
 import html
 import math
-import statistics
-from itertools import accumulate
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from lenet_mnist.config import parse
 from lenet_mnist.errors import PipelineError, run_stage
 from lenet_mnist.outputs import replacing
-from lenet_mnist.study import analysis, tables
-from lenet_mnist.study.figures import draw
-from lenet_mnist.study.rows import Reach, Row, plural
+from lenet_mnist.study import figures
+from lenet_mnist.study.fixed import QUANTITIES, SETTINGS, TO_TARGET, Study, analyze
+from lenet_mnist.study.runs import REACH, RUN_COLUMNS, collect, plural, to
 from lenet_mnist.tracking import store
 
-SUMMARY_CSV = tables.SUMMARY_CSV  # one line per grid point
+SUMMARY_CSV = "summary.csv"  # one line per grid point, its seeds summarized
+RUNS_CSV = "summary-runs.csv"  # one line per run, as measured
+SCALING_CSV = "scaling.csv"  # one line per target and setting
 SUMMARY_MD = "summary.md"
 PAGE = "report.html"
+FIT_METHOD = (
+    "S(B) = S_min + E_min/B fitted by least squares on relative residuals over every run "
+    "that reached the target; B_crit = E_min/S_min, its 95% interval the 2.5th and 97.5th "
+    "percentiles of 2,000 bootstrap resamples of those runs (seeded). B_simple is the median "
+    "over those runs of the noise scale at the epoch end nearest to where each reached it."
+)
 
 
-def collect(client: Any, parent: str) -> list[Row]:
-    """The sweep's points, each from the newest complete run of its job overrides.
-
-    A point rerun (forced, or after its config changed) appears once, with its latest result.
-    """
-    newest: dict[str, Any] = {}
-    complete = f" and tags.{store.COMPLETE_TAG} = 'true'"
-    for run in store.children(client, parent, complete):  # newest first
-        newest.setdefault(run.data.tags[store.JOB_TAG], run)
-    if not newest:
-        raise PipelineError(f"sweep {parent} has no complete runs yet; run or resume the sweep")
-    rows = [_row(client, run) for run in newest.values()]
-    return sorted(rows, key=lambda r: (r.epochs, r.batch_size, r.lr, r.seed or 0, r.overrides))
+@dataclass
+class Table:
+    title: str
+    about: str  # what the numbers are, in one line
+    frame: pd.DataFrame  # the cells, as text
 
 
-def _row(client: Any, run: Any) -> Row:
-    def history(key: str) -> list[Any]:
-        found = store.retry_locked(lambda: client.get_metric_history(run.info.run_id, key))
-        return sorted(found, key=lambda m: (m.step, m.timestamp))
+def page(title: str, caption: str, notes: list[str], tables: list[Table]) -> str:
+    """A Markdown page: the title, the caption, a bullet per note and each table."""
+    lines = [f"# {title}", "", caption, ""] + [f"- {n}" for n in notes] + ([""] if notes else [])
+    for t in tables:
+        table = t.frame.to_markdown(index=False, disable_numparse=True)
+        lines += [f"## {t.title}", "", t.about, "", table, ""]
+    return "\n".join(lines)
 
-    def series(key: str) -> list[float]:
-        return [m.value for m in history(key)]
 
-    p, m = run.data.params, run.data.metrics
-    val_acc, train_s, val_s = series("val_acc"), series("epoch_time_s"), series("val_time_s")
-    elapsed = list(accumulate(t + v for t, v in zip(train_s, val_s, strict=True)))
-    batch_size, targets = int(p["train.batch_size"]), _targets(run.info.run_id, p, m)
-    seed = p.get("train.seed", "")
-    return Row(
-        batch_size=batch_size,
-        epochs=int(p["train.epochs"]),
-        lr=float(p["derived.lr"]),
-        lr_scaling=_lr_scaling(p),
-        iterations_per_epoch=int(p["derived.iterations_per_epoch"]),
-        total_updates=int(p["derived.total_updates"]),
-        s_per_epoch=statistics.median(train_s),
-        samples_per_s=statistics.median(series("samples_per_s")),
-        best_val_acc=max(val_acc),
-        final_val_acc=val_acc[-1],
-        test_acc=m["test_acc"],
-        wall_s=m["train_wall_s"],
-        run_id=run.info.run_id,
-        overrides=run.data.tags[store.JOB_TAG],
-        machine=_machine(run.data.tags, p),
-        val_acc=val_acc,
-        elapsed_s=elapsed,
-        seed=int(seed) if seed.lstrip("-").isdigit() else None,
-        train_acc=series("train_acc"),
-        epoch_test_acc=series("epoch_test_acc"),
-        noise=[(int(h.step), h.value) for h in history("noise_scale")],
-        noise_terms=_noise_terms(history("noise_grad_sq"), history("noise_trace")),
-        targets=targets,
-        reached={t: r for t in targets if (r := _reach(m, t, batch_size))},
-        stopped_epoch=int(m["stopped_epoch"]) if "stopped_epoch" in m else None,
-        optimizer=p.get("optimizer.name", "adam"),
+def _num(value: float | None, fmt: str = "{:.4g}") -> str:
+    return "—" if value is None or math.isnan(value) else fmt.format(value)
+
+
+def points_table(study: Study) -> Table:
+    p = study.points
+    cells = pd.DataFrame({
+        "batch size": p["batch_size"].astype(str), "epochs": p["epochs"].astype(str),
+        "lr": p["lr"].map("{:.3g}".format), "seeds": p["seeds"].astype(str),
+        **{h: p[k].map(lambda i, f=f: i.text(f)) for k, (h, f) in QUANTITIES.items()},
+        "vs best": p["vs_best"],
+    })  # fmt: skip
+    about = (
+        "Each grid point over its seeds: mean ± half-width of the 95% t-interval. "
+        "vs best: whether the 95% intervals of test accuracy overlap the best point's."
+    )
+    return Table("Grid points", about, cells)
+
+
+def targets_table(study: Study) -> Table:
+    p = study.points
+    cells = [
+        [str(p.at[i, "batch_size"]), str(p.at[i, "epochs"]), f"{t:g}",
+         f"{p.at[i, f'reached_{t:g}']}/{p.at[i, 'seeds']}",
+         *(p.at[i, to(k, t)].text(f) for k, f in TO_TARGET.items())]
+        for i in p.index for t in study.targets
+    ]  # fmt: skip
+    return Table(
+        "Time to target",
+        "Optimizer updates, training examples (updates × batch size) and seconds until "
+        "validation accuracy first reached each target; means over the seeds that reached it.",
+        pd.DataFrame(cells, columns=["batch size", "epochs", "target", "reached", *TO_TARGET]),
     )
 
 
-def _noise_terms(grad_sq: list[Any], trace: list[Any]) -> list[tuple[int, float, float]]:
-    """(step, |G|², tr(Σ)) where both were logged at the same update."""
-    traces = {m.step: m.value for m in trace}
-    return [(int(g.step), g.value, traces[g.step]) for g in grad_sq if g.step in traces]
+def scaling_table(study: Study) -> Table:
+    cells = [
+        [s.setting or "all runs", f"{s.target:g}", str(s.fit.runs),
+         ", ".join(map(str, s.fit.batch_sizes)), _num(s.fit.s_min, "{:,.0f}"),
+         _num(s.fit.e_min, "{:,.0f}"), _num(s.fit.b_crit, "{:,.0f}"),
+         f"[{_num(s.fit.low, '{:,.0f}')}, {_num(s.fit.high, '{:,.0f}')}]",
+         f"{_num(s.simple, '{:,.0f}')} ({plural(s.simple_runs, 'run')})"
+         if s.simple is not None else "—",
+         _num(s.ratio, "{:.2f}"), s.verdict()]
+        for s in study.scaling if s.fit
+    ]  # fmt: skip
+    headings = ["setting", "target", "runs", "batch sizes", "S_min", "E_min", "B_crit"]
+    headings += ["B_crit 95%", "B_simple", "B_simple/B_crit", "prediction"]
+    return Table("Critical batch size", FIT_METHOD, pd.DataFrame(cells, columns=headings))
 
 
-def _lr_scaling(params: dict[str, str]) -> str:
-    """optimizer.lr_scaling, or what runs from before it logged: a linear-rule switch."""
-    if "optimizer.lr_scaling" in params:
-        return params["optimizer.lr_scaling"]
-    return "linear" if params.get("optimizer.scale_lr_with_batch") == "True" else "none"
+def _or_dash(fmt: str = "{}") -> Callable[[Any], str]:
+    return lambda v: "—" if pd.isna(v) or v is None else fmt.format(v)
 
 
-TO_TARGET = "iterations_to_val_acc_"  # + f"{target:g}", logged once the target is reached
+def runs_table(study: Study) -> Table:
+    r = study.runs
+    cells = pd.DataFrame({
+        "batch size": r["batch_size"].astype(str), "epochs": r["epochs"].astype(str),
+        "seed": r["seed"].map(_or_dash()), "test acc": r["test_acc"].map("{:.4f}".format),
+        "best val acc": r["best_val_acc"].map("{:.4f}".format),
+        "s/epoch": r["s_per_epoch"].map("{:.2f}".format),
+        **{f"updates to {t:g}": r[to("iterations", t)].map(_or_dash("{:,}"))
+           for t in study.targets},
+        "stopped": r["stopped_epoch"].replace(0, None).map(_or_dash()), "MLflow run": r["run_id"],
+    })  # fmt: skip
+    return Table("Runs", "Every run as measured.", cells)
 
 
-def _targets(run_id: str, params: dict[str, str], metrics: dict[str, float]) -> list[float]:
-    """train.targets as the run logged it (`[0.98, 0.985]`), and any target it has metrics
-    for; runs from before targets existed have neither."""
-    text = params.get("train.targets", "[]")
-    try:
-        listed = {float(t) for t in text.strip().strip("[]").split(",") if t.strip()}
-        logged = {float(k.removeprefix(TO_TARGET)) for k in metrics if k.startswith(TO_TARGET)}
-    except ValueError:
-        raise PipelineError(
-            f"run {run_id}: train.targets is {text!r}, not a list of validation accuracies"
-        ) from None
-    return sorted(listed | logged)
+def tables(study: Study) -> list[Table]:
+    out = [points_table(study)]
+    if study.targets:
+        out.append(targets_table(study))
+        if any(s.fit for s in study.scaling):
+            out.append(scaling_table(study))
+    return [*out, runs_table(study)]
 
 
-def _reach(metrics: dict[str, float], target: float, batch_size: int) -> Reach | None:
-    key = f"val_acc_{target:g}"
-    if f"iterations_to_{key}" not in metrics:
-        return None  # not reached
-    epochs = metrics.get(f"epochs_to_{key}")
-    return Reach(
-        iterations=int(metrics[f"iterations_to_{key}"]),
-        seconds=metrics.get(f"seconds_to_{key}", math.nan),
-        epochs=epochs,
-        batch_size=batch_size,
-    )
+def _spread(intervals: pd.Series, name: str) -> pd.DataFrame:
+    """An Interval column as four: `{name}_mean`, `_low`, `_high`, `_n` (blank: none)."""
+    return pd.DataFrame({
+        f"{name}_mean": [i.mean for i in intervals], f"{name}_low": [i.low for i in intervals],
+        f"{name}_high": [i.high for i in intervals],
+        f"{name}_n": pd.array([i.n or None for i in intervals], dtype="Int64"),
+    }, index=intervals.index)  # fmt: skip
 
 
-def _machine(tags: dict[str, str], params: dict[str, str]) -> str:
-    """Where a run ran, for the caption: the CPU's family/model beside its name, as one name
-    covers models that compute other bits; runs logged before a tag existed say `?`."""
-    threads = params.get("numerics.threads", "?")
-    threads = plural(int(threads), "thread") if threads.isdigit() else f"{threads} threads"
-    return (
-        f"{tags.get(store.MACHINE_TAG, 'unknown machine')}, "
-        f"CPU family/model {params.get('numerics.cpu_family_model', '?')}, "
-        f"{params.get('numerics.mode', '?')} numerics ({threads}, "
-        f"ATen {params.get('numerics.aten_capability', '?')})"
-    )
+def write_csvs(study: Study, out: Path) -> list[Path]:
+    """The numbers kept apart (mean, low, high, n) for programs; each run as measured."""
+    p = study.points
+    parts = [p[SETTINGS + ["seeds", "vs_best"]], *(_spread(p[k], k) for k in QUANTITIES)]
+    for t in study.targets:
+        parts += [p[[f"reached_{t:g}"]], *(_spread(p[to(k, t)], to(k, t)) for k in TO_TARGET)]
+    pd.concat(parts, axis=1).reset_index().to_csv(out / SUMMARY_CSV, index=False)
+    reach = [to(k, t) for t in study.targets for k in REACH]
+    study.runs[RUN_COLUMNS + reach].to_csv(out / RUNS_CSV, index=False)
+    fits = [{
+        "setting": s.setting, "target": s.target, "runs": s.fit.runs,
+        "batch_sizes": " ".join(map(str, s.fit.batch_sizes)), "s_min": s.fit.s_min,
+        "e_min": s.fit.e_min, "b_crit": s.fit.b_crit, "b_crit_low": s.fit.low,
+        "b_crit_high": s.fit.high, "b_simple": s.simple, "b_simple_runs": s.simple_runs,
+        "ratio": s.ratio,
+    } for s in study.scaling if s.fit]  # fmt: skip
+    if fits:
+        pd.DataFrame(fits).to_csv(out / SCALING_CSV, index=False)
+    return [out / SUMMARY_CSV, out / RUNS_CSV] + ([out / SCALING_CSV] if fits else [])
 
 
-def write_tables(found: analysis.Study, out: Path, caption: str) -> list[Path]:
-    files = tables.write_csvs(found, out)
-    (out / SUMMARY_MD).write_text(tables.markdown(found, caption))
-    return [*files, out / SUMMARY_MD]
-
-
-def write_page(found: analysis.Study, figures: list[Path], out: Path, caption: str) -> Path:
+def write_page(study: Study, pngs: list[Path], out: Path, caption: str) -> Path:
     """One HTML file with the tables and the figures inlined, to mail or attach as is."""
-    images = "".join(
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in study.notes)
+    body = [f"<ul>{notes}</ul>"] if notes else []
+    body += [
+        f"<h2>{html.escape(t.title)}</h2><p>{html.escape(t.about)}</p>"
+        + t.frame.to_html(index=False)
+        for t in tables(study)
+    ]
+    body += [
         f'<img alt="{p.stem}" src="data:image/png;base64,'
         f'{base64.b64encode(p.read_bytes()).decode()}">'
-        for p in figures
-    )
-    page = f"""<!doctype html>
+        for p in pngs
+    ]
+    (out / PAGE).write_text(f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Batch size and epochs study</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}img{{max-width:100%}}</style>
 </head><body><h1>Batch size and epochs study</h1><p>{html.escape(caption)}</p>
-{tables.html_body(found)}{images}</body></html>
-"""
-    (out / PAGE).write_text(page)
+{"".join(body)}</body></html>
+""")
     return out / PAGE
 
 
 def build(client: Any, parent: str, out: Path) -> list[Path]:
     """Every report file for one sweep, written all together or not at all."""
-    rows = collect(client, parent)
+    runs = collect(client, parent)
     tags = store.retry_locked(lambda: client.get_run(parent)).data.tags
-    machines = " + ".join(sorted({r.machine for r in rows}))
+    machines = " + ".join(sorted(set(runs["machine"])))
     caption = f"sweep: {tags.get(store.OVERRIDES_TAG, parent)} · {machines}"
-    found = analysis.analyze(rows)
+    study = analyze(runs)
     with replacing(out) as staging:
-        tables = write_tables(found, staging, caption)
-        figures = draw(found, staging, caption)
-        write_page(found, figures, staging, caption)
-    return [out / p.name for p in (*tables, *figures)] + [out / PAGE]
+        files = write_csvs(study, staging)
+        (staging / SUMMARY_MD).write_text(
+            page("Batch size and epochs study", caption, study.notes, tables(study))
+        )
+        pngs = figures.draw(study, staging, caption)
+        write_page(study, pngs, staging, caption)
+    return [out / p.name for p in (*files, staging / SUMMARY_MD, *pngs)] + [out / PAGE]
 
 
 def is_sweep(client: Any, run_id: str) -> bool:
@@ -219,11 +241,12 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml", help="for the MLflow location")
     args = parser.parse_args()
     cfg = parse.load(args.params)
-    uri = store.tracking_uri(cfg.logger)
     client = store.client(cfg.logger)
     parent = args.sweep or latest_sweep(client, cfg.logger.experiment_name)
     if not is_sweep(client, parent):
-        raise PipelineError(f"--sweep {parent} is not a sweep's parent run in {uri}")
+        raise PipelineError(
+            f"--sweep {parent} is not a sweep's parent run in {store.tracking_uri(cfg.logger)}"
+        )
     files = build(client, parent, args.out)
     print(
         f"report: {plural(len(files), 'file')} in {args.out} for sweep {parent}; open {files[-1]}"

@@ -13,15 +13,15 @@ size between the two regimes is B_crit = E_min / S_min.
 The fit weighs every run's relative error, (S − S(B)) / S, so runs at large batch sizes,
 with few steps, count as much as runs with many; its uncertainty is a bootstrap over runs.
 The paper predicts B_crit from the gradients alone with the noise scale B_simple
-(lenet_mnist.training.noise_scale), which `simple_at` reads at the point where a run reached the
-target.
+(lenet_mnist.training.noise_scale): `simple_at` reads it where a run reached the target,
+`averaged_simple` averages its two terms over training up to there, as the paper does.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +45,11 @@ class Fit:
     @property
     def b_crit(self) -> float:
         return critical(self.s_min, self.e_min)
+
+    def ratio(self, simple: float | None) -> float:
+        """B_simple / B_crit, NaN where B_simple is missing or B_crit not finite and positive."""
+        b = self.b_crit
+        return simple / b if simple is not None and 0 < b < math.inf else math.nan
 
 
 def critical(s_min: float, e_min: float) -> float:
@@ -77,28 +82,47 @@ def fit(batch_sizes: Sequence[int], steps: Sequence[float]) -> Fit | None:
     return Fit(s_min, e_min, low, high, len(steps), sizes)
 
 
-def bootstrap(
-    batch_sizes: Sequence[int], steps: Sequence[float], draws: int = DRAWS, seed: int = SEED
-) -> tuple[float, float]:
-    """B_crit's 95% percentile interval over resamples of the runs with replacement.
-
-    A resample with one batch size cannot be fitted and is skipped; an undefined B_crit
-    (NaN) is dropped, an infinite one kept, so the interval may be open above. Percentiles
-    are taken without interpolation (inverted CDF), which stays defined next to inf.
-    """
-    b, s = np.asarray(batch_sizes, dtype=float), np.asarray(steps, dtype=float)
+def _resamples(batch_sizes: np.ndarray, draws: int, seed: int) -> Iterator[np.ndarray]:
+    """Indices of `draws` resamples of the runs with replacement (seeded: the same runs give
+    the same report), less those with one batch size, which cannot be fitted."""
     rng = np.random.default_rng(seed)
-    found = []
     for _ in range(draws):
-        idx = rng.integers(0, len(b), len(b))
-        if len(set(b[idx])) >= 2:
-            found.append(critical(*least_squares(b[idx], s[idx])))
-    found = [v for v in found if not math.isnan(v)]
+        idx = rng.integers(0, len(batch_sizes), len(batch_sizes))
+        if len(set(batch_sizes[idx])) >= 2:
+            yield idx
+
+
+def _percentiles(found: list[float]) -> tuple[float, float]:
+    """The 95% percentile interval, without interpolation (inverted CDF): defined next to inf."""
     if not found:
         return math.nan, math.nan
     tail = (1 - LEVEL) / 2
     low, high = np.quantile(found, [tail, 1 - tail], method="inverted_cdf")
     return float(low), float(high)
+
+
+def bootstrap(
+    batch_sizes: Sequence[int], steps: Sequence[float], draws: int = DRAWS, seed: int = SEED
+) -> tuple[float, float]:
+    """B_crit's 95% percentile interval over resamples of the runs. An undefined B_crit
+    (NaN) is dropped, an infinite one kept, so the interval may be open above."""
+    b, s = np.asarray(batch_sizes, dtype=float), np.asarray(steps, dtype=float)
+    found = [critical(*least_squares(b[i], s[i])) for i in _resamples(b, draws, seed)]
+    return _percentiles([v for v in found if not math.isnan(v)])
+
+
+def ratio_interval(
+    sizes: Sequence[int], steps: Sequence[float], simples: Sequence[float], draws: int, seed: int
+) -> tuple[float, float]:
+    """B_simple / B_crit's 95% percentile interval: each resample refits B_crit and takes
+    the median B_simple of the same runs; one with B_crit not finite and positive is skipped."""
+    b, s, n = np.asarray(sizes, float), np.asarray(steps, float), np.asarray(simples, float)
+    found = []
+    for idx in _resamples(b, draws, seed):
+        crit = critical(*least_squares(b[idx], s[idx]))
+        if 0 < crit < math.inf:
+            found.append(float(np.median(n[idx])) / crit)
+    return _percentiles(found)
 
 
 def curve(f: Fit, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -126,3 +150,17 @@ def median_simple(
     found = [simple_at(n, i) for n, i in zip(noises, iterations, strict=True)]
     values = [v for v in found if v is not None]
     return (statistics.median(values), len(values)) if values else None
+
+
+def averaged_simple(terms: Sequence[tuple[int, float, float]], iteration: int) -> float | None:
+    """B_simple over training up to `iteration`: the mean of tr(Σ) over the mean of |G|²,
+    over every epoch's end up to the first at or after it. Averaging each term first, as
+    McCandlish et al. do, keeps the late epochs' near-zero |G|² estimates from blowing up
+    single ratios. None if no term was logged or the mean |G|² is not positive."""
+    ends = [step for step, _, _ in terms if step >= iteration]
+    last = min(ends, default=max((s for s, _, _ in terms), default=-1))
+    kept = [(g, t) for step, g, t in terms if step <= last]
+    if not kept:
+        return None
+    grad_sq = statistics.fmean(g for g, _ in kept)
+    return statistics.fmean(t for _, t in kept) / grad_sq if grad_sq > 0 else None

@@ -2,43 +2,33 @@
 
     python -m lenet_mnist.study.tuned [--report-only] [--out docs/study/tuned] [--set K=V]
 
-runs six Hydra sweeps, one after the other, then writes the report from MLflow alone:
-
-- adam: batch sizes 16 to 512, each with 4 rates a factor 2 apart around the square-root
-  rule's guess (lr 1e-3 at batch 64, so the linear rule's rate lies inside every batch
-  size's range too), 2 seeds, 10 epochs with cosine decay as the default recipe;
-- adam-wide: a fifth rate, a factor 2 above the top, for every batch size: most were
-  fastest at the top rate of the four;
-- sgd: SGD with momentum 0.9, 4 rates around the linear rule's guess, 1 seed; these runs
-  stop at the highest validation target, since only their updates to it are measured;
-- sgd-low: two lower rates for batch 512, which diverged at every rate above;
-- search: conf/hparams_search/optuna.yaml, 20 trials on the full data, for the least time
-  to 99% test accuracy;
-- fixed: the replicated study at lr 1e-3 for every batch size (the README's command), the
-  baseline that the tuned grids are set beside.
-
-Each is the same `python -m lenet_mnist.run -m ...` a user would type, so each resumes:
-the same command started again skips every finished run. Its jobs run two at a time on
-this machine (`launcher=joblib`); `--set launcher=slurm` sends them to a cluster instead.
-`--report-only` rebuilds the report from the MLflow store without training
-(lenet_mnist.study.tuning, tuned_tables and tuned_figures).
+runs the sweeps of SWEEPS one after the other (Adam and SGD grids of rates around the
+square-root and linear rules' guesses, an Optuna search, and the fixed-rate baseline), then
+writes the report from MLflow alone. Each sweep is the `python -m lenet_mnist.run -m ...` a
+user would type, so the same command started again skips every finished run; its jobs run
+two at a time here (`launcher=joblib`), `--set launcher=slurm` sends them to a cluster.
+`--report-only` rebuilds the report without training.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from omegaconf import OmegaConf
 
 from lenet_mnist.config import grid, parse
 from lenet_mnist.errors import PipelineError, run_stage
 from lenet_mnist.outputs import replacing
-from lenet_mnist.study import report, tuned_figures, tuned_tables, tuning
-from lenet_mnist.study.rows import Row, plural
+from lenet_mnist.study import figures, tuning
+from lenet_mnist.study.report import Table, page
+from lenet_mnist.study.runs import Interval, collect, interval, plural, to, typed
+from lenet_mnist.study.tuning import TunedStudy
 from lenet_mnist.tracking import store
 
 BATCH_SIZES = "train.batch_size=16,32,64,128,256,512"
@@ -47,6 +37,8 @@ BATCH_SIZES = "train.batch_size=16,32,64,128,256,512"
 PROBES = ["train.val_every_n_steps=200", "train.test_every_epoch=true"]
 DIVERGED = "train.early_stopping.give_up_below=0.5"  # a run that blew up stops after an epoch
 SWEEPS: dict[str, list[str]] = {
+    # 4 rates a factor 2 apart around the square-root rule's guess (lr 1e-3 at batch 64, so
+    # the linear rule's rate lies inside every range too), 2 seeds, the default recipe
     "adam": [
         BATCH_SIZES, "optimizer.lr_scaling=sqrt", "optimizer.lr=0.0005,0.001,0.002,0.004",
         "train.seed=1,2", "train.targets=[0.97,0.98,0.985,0.99]", DIVERGED, *PROBES,
@@ -56,6 +48,7 @@ SWEEPS: dict[str, list[str]] = {
         BATCH_SIZES, "optimizer.lr_scaling=sqrt", "optimizer.lr=0.008",
         "train.seed=1,2", "train.targets=[0.97,0.98,0.985,0.99]", DIVERGED, *PROBES,
     ],
+    # SGD with momentum 0.9, 1 seed; it stops at the highest target: only updates count here
     "sgd": [
         "optimizer=sgd", BATCH_SIZES, "optimizer.lr_scaling=linear",
         "optimizer.lr=0.0125,0.025,0.05,0.1", "train.seed=1", "train.targets=[0.97,0.98,0.985]",
@@ -67,6 +60,7 @@ SWEEPS: dict[str, list[str]] = {
         "optimizer.lr=0.003125,0.00625", "train.seed=1", "train.targets=[0.97,0.98,0.985]",
         "train.early_stopping.stop_at=0.985", DIVERGED, *PROBES,
     ],
+    # conf/hparams_search/optuna.yaml: the least time to 99% test accuracy, on the full data
     "search": ["hparams_search=optuna", "hydra.sweeper.n_trials=20"],
     # The replicated study's own command (README): a user who ran it has this sweep already.
     "fixed": [BATCH_SIZES, "train.seed=1,2,3", *PROBES],
@@ -80,6 +74,9 @@ LABELS = {
 FULL = ("fixed", "adam")  # the grids whose runs train every epoch: their test accuracy counts
 GRIDS = {"fixed": ("fixed",), "adam": ("adam", "adam-wide"), "sgd": ("sgd", "sgd-low")}
 TEST_TARGETS = (0.985, 0.99, 0.992)
+SUMMARY_MD = "summary.md"
+RUNS_CSV = "runs.csv"
+FITS_CSV = "fits.csv"
 # 2 jobs at a time, one thread each: both cores busy. `--set launcher=slurm` (or basic,
 # submitit_local) runs the same sweeps elsewhere; the launcher is not part of a sweep's key.
 LAUNCHER = "launcher=joblib"
@@ -122,7 +119,7 @@ def sweep_key(overrides: list[str]) -> str:
     return grid.sweep_key(grid.search_overrides(task, cfg.hydra.sweeper, cfg.objective))
 
 
-def sweep_rows(client: Any, experiment: str, name: str, overrides: list[str]) -> list[Row]:
+def sweep_runs(client: Any, experiment: str, name: str, overrides: list[str]) -> pd.DataFrame:
     key = sweep_key(overrides)
     found = client.get_experiment_by_name(experiment)
     parents = found and store.newest(
@@ -133,23 +130,22 @@ def sweep_rows(client: Any, experiment: str, name: str, overrides: list[str]) ->
             f"no {name} sweep of the tuned study in MLflow experiment {experiment!r}; run "
             "`python -m lenet_mnist.study.tuned` first"
         )
-    return report.collect(client, parents[0].info.run_id)
+    return collect(client, parents[0].info.run_id)
 
 
-def _rows(client: Any, experiment: str, sweeps: dict[str, list[str]]) -> list[Row]:
+def grid_runs(client: Any, experiment: str, sweeps: dict[str, list[str]]) -> pd.DataFrame:
     """The runs of one grid's sweeps, each once (two sweeps may be one, under --set)."""
-    found = {r.run_id: r for n, o in sweeps.items() for r in sweep_rows(client, experiment, n, o)}
-    return list(found.values())
+    found = [sweep_runs(client, experiment, n, o) for n, o in sweeps.items()]
+    return typed(pd.concat(found).drop_duplicates("run_id").reset_index(drop=True))
 
 
-def notes(study: tuning.TunedStudy, launcher: str) -> list[str]:
-    counts = {name: sum(len(rate.rows) for rate in rates) for name, rates in study.grids.items()}
-    counts["search"] = len(study.trials)
-    stopped = [r for r in study.rows if r.stopped_epoch is not None]
-    diverged = [r for r in stopped if r.best_val_acc < tuning.CHANCE]
+def notes(study: TunedStudy, launcher: str) -> list[str]:
+    counts = study.runs["grid_name"].value_counts(sort=False)
+    stopped = study.runs[study.runs["stopped_epoch"].notna()]
+    diverged = (stopped["best_val_acc"] < tuning.CHANCE).sum()
     return [
         ", ".join(f"{name}: {plural(n, 'run')}" for name, n in counts.items()) + ".",
-        f"{plural(len(stopped), 'run')} stopped early, {len(diverged)} of them diverged "
+        f"{plural(len(stopped), 'run')} stopped early, {diverged} of them diverged "
         "(validation accuracy below 50% after an epoch).",
         "Seconds are measured with two runs side by side on the two cores (launcher=joblib)."
         if launcher == LAUNCHER
@@ -159,18 +155,222 @@ def notes(study: tuning.TunedStudy, launcher: str) -> list[str]:
 
 def build(client: Any, experiment: str, sweeps: dict[str, list[str]], out: Path) -> list[Path]:
     grids = {
-        name: _rows(client, experiment, {s: sweeps[s] for s in parts})
+        name: grid_runs(client, experiment, {s: sweeps[s] for s in parts})
         for name, parts in GRIDS.items()
     }
-    trials = sweep_rows(client, experiment, "search", sweeps["search"])
+    trials = sweep_runs(client, experiment, "search", sweeps["search"])
     study = tuning.analyze(grids, LABELS, FULL, trials, TEST_TARGETS)
-    machines = " + ".join(sorted({r.machine for r in study.rows}))
+    machines = " + ".join(sorted(set(study.runs["machine"])))
     caption = f"tuned study (python -m lenet_mnist.study.tuned) · {machines}"
+    launcher = next(o for o in sweeps["adam"] if o.startswith("launcher="))
+    found = [t for t in tables(study) if len(t.frame)]  # one the runs hold nothing for: out
     with replacing(out) as staging:
-        launcher = next(o for o in sweeps["adam"] if o.startswith("launcher="))
-        files = tuned_tables.write(study, staging, caption, notes(study, launcher))
-        files += tuned_figures.draw(study, staging, caption)
+        (staging / SUMMARY_MD).write_text(
+            page("The tuned study", caption, notes(study, launcher), found)
+        )
+        files = [staging / SUMMARY_MD, *write_csvs(study, staging)]
+        files += figures.draw_tuned(study, staging, caption)
     return [out / p.name for p in files]
+
+
+def _pct(value: Interval) -> str:
+    return Interval(*(100 * v for v in (value.mean, value.low, value.high)), value.n).text("{:.2f}")
+
+
+def _lr(lr: float) -> str:
+    return f"{lr:.3g}"
+
+
+def _size(value: float) -> str:
+    """A batch size; one beyond any measured (S_min about 0) as a power of ten, not 18 digits."""
+    return f"{value:,.0f}" if value < 1e6 else f"{value:.1e}"
+
+
+def tables(study: TunedStudy) -> list[Table]:
+    """Every table of the report, in its order."""
+    return [
+        accuracy_table(study), fits_table(study), targets_table(study), rules_table(study),
+        recommend_table(study), search_table(study, 0.99), pareto_table(study),
+    ]  # fmt: skip
+
+
+def accuracy_table(study: TunedStudy) -> Table:
+    """Per batch size, each full grid side by side: its rate and test accuracy."""
+    columns = []
+    for name in study.full:
+        label = study.labels[name]
+        best = tuning.most_accurate(study.grid(name)).groupby("batch_size")
+        columns += [
+            best["rate"].first().map(_lr).rename(f"{label}: rate"),
+            best["test_acc"].agg(interval).map(_pct).rename(f"{label}: test acc (%)"),
+        ]
+    cells = pd.concat(columns, axis=1).sort_index().fillna("—")
+    return Table(
+        "Test accuracy per batch size, the fixed rate beside the tuned",
+        "Where a grid has several rates per batch size, the one with the best mean validation "
+        "accuracy (chosen on validation, not test); mean ± 95% interval over the seeds "
+        "(t-distribution).",
+        cells.rename_axis("batch size").reset_index().astype(str),
+    )
+
+
+def fits_table(study: TunedStudy) -> Table:
+    cells = [[
+        study.labels[f.grid], f"{f.target:g}",
+        f"{f.fit.runs} ({f.fit.batch_sizes[0]}–{f.fit.batch_sizes[-1]})", f"{f.fit.s_min:,.0f}",
+        f"{f.fit.e_min:,.0f}", f"{_size(f.fit.b_crit)} [{_size(f.fit.low)}, {_size(f.fit.high)}]",
+        f"{f.simple:,.0f}",
+        "—" if math.isnan(f.ratio[0]) else "{:.3g} [{:.3g}, {:.3g}]".format(*f.ratio),
+    ] for f in study.fits if f.fit is not None]  # fmt: skip
+    return Table(
+        "The critical batch size at the tuned rates",
+        "S(B) = S_min + E_min/B fitted to the tuned runs (relative least squares); B_crit = "
+        "E_min/S_min with a 95% bootstrap interval over runs. B_simple is the median over those "
+        "runs of tr(Σ) averaged over the epochs up to the target, over |G|² averaged the same "
+        "way; its ratio's interval comes from the same resamples.",
+        pd.DataFrame(cells, columns=[
+            "grid", "target", "runs (batch sizes)", "S_min", "E_min", "B_crit (95%)",
+            "B_simple", "B_simple / B_crit (95%)"]),
+    )  # fmt: skip
+
+
+def targets_table(study: TunedStudy) -> Table:
+    cells = []
+    for f in study.fits:
+        # top or bottom: the tuned rate is at the end of its batch size's grid of rates
+        grid = study.grid(f.grid).groupby("batch_size")["rate"].agg(["min", "max", "nunique"])
+        for size, rate in f.chosen.groupby("batch_size", sort=False):
+            lr, ends = rate["rate"].iloc[0], grid.loc[size]
+            edge = "" if ends["nunique"] < 2 else " (top)" if lr == ends["max"] else (
+                " (bottom)" if lr == ends["min"] else "")  # fmt: skip
+            cells.append([
+                study.labels[f.grid], f"{f.target:g}", str(size), _lr(lr) + edge,
+                interval(rate[to("iterations", f.target)]).text("{:,.0f}"),
+                interval(rate[to("examples", f.target)]).text("{:,.0f}"),
+            ])  # fmt: skip
+    return Table(
+        "Updates and examples to each validation target at the tuned rate",
+        "Per batch size, the rate of its grid whose seeds all reached the target in the "
+        "fewest updates on average (top or bottom: the end of the grid, beyond which a rate "
+        "might be faster still); mean ± 95% interval over the seeds.",
+        pd.DataFrame(cells, columns=[
+            "grid", "target", "batch size", "tuned rate", "updates", "examples"]),
+    )  # fmt: skip
+
+
+def rules_table(study: TunedStudy) -> Table:
+    cells = []
+    for name in study.grids:
+        runs = study.grid(name)
+        target = tuning.widest_target(study.fitted(name), runs)
+        if target is None or name not in study.tuned_grids:
+            continue  # no target for every size, or one rate per size: nothing was tuned
+        for size, r in tuning.rules(runs, target).iterrows():
+            cells.append([study.labels[name], f"{target:g}", str(size), _lr(r["best"])] + [
+                f"{_lr(r[k])}: " + ("lands" if tuning.lands(r["best"], r[k]) else
+                                    f"misses ({_lr(r[f'{k} nearest'])})")
+                for k in tuning.RULES
+            ])  # fmt: skip
+    return Table(
+        "Scaling rules against the tuned rates",
+        "Each rule scales batch 64's tuned rate to the batch size; it lands when its "
+        "prediction is within half a grid step (a factor √2) of the tuned rate, else the grid "
+        "rate nearest to it is given. The target is the highest that every batch size reached.",
+        pd.DataFrame(cells, columns=[
+            "grid", "target", "batch size", "tuned rate", *(f"{r} rule" for r in tuning.RULES)]),
+    )  # fmt: skip
+
+
+def recommend_table(study: TunedStudy) -> Table:
+    cells = []
+    for target in study.test_targets:
+        found = tuning.options(study.gridded, target).head(1)
+        cells += [
+            [
+                f"{target:.1%}",
+                o.grid,
+                o.optimizer,
+                str(o.batch_size),
+                _lr(o.rate),
+                f"{o.epochs:.0f} (of {o.planned})",
+                o.time.text("{:.1f}"),
+                f"{o.fastest:.1f}–{o.slowest:.1f}",
+            ]
+            for o in found.itertuples()
+        ] or [  # fmt: skip
+            [f"{target:.1%}", "not reached by every seed of any rate", *[""] * 6]
+        ]
+    return Table(
+        "The fastest way to each test accuracy, on this machine",
+        "Over every rate of the grids with 2 seeds or more: the first epoch's end at which "
+        "every seed's test accuracy reached the target, and the training seconds to it "
+        "(validation included, the study's extra probes left out); mean ± 95% interval over "
+        "the seeds. The epochs are those of a schedule that anneals over `planned`.",
+        pd.DataFrame(cells, columns=[
+            "test target", "grid", "optimizer", "batch size", "rate", "epochs (of planned)",
+            "seconds", "range over the seeds"]),
+    )  # fmt: skip
+
+
+def search_table(study: TunedStudy, target: float) -> Table:
+    trials = study.grid("search")
+    hits = trials[trials["test_acc"] >= target]
+    hits = hits.assign(s=hits["elapsed_s"].str[-1]).sort_values("s", kind="stable")
+    cells = [
+        [
+            "Optuna's best trial",
+            str(r.batch_size),
+            _lr(r.lr),
+            str(r.epochs),
+            f"{r.test_acc:.2%}",
+            f"{r.s:.1f}",
+        ]
+        for r in hits.head(1).itertuples()
+    ] or [["Optuna's best trial", "none reached it", *[""] * 4]]
+    cells += [[
+        "the grid's fastest", str(o.batch_size), _lr(o.rate), f"{o.epochs:.0f} (of {o.planned})",
+        _pct(o.test_acc), o.time.text("{:.1f}"),
+    ] for o in tuning.options(study.gridded, target).head(1).itertuples()]  # fmt: skip
+    return Table(
+        f"The Optuna search beside the grid, to {target:.1%} test accuracy",
+        f"{plural(len(trials), 'trial')}, {len(hits)} reaching the target, the fastest "
+        "of them shown; the grid's test accuracy is that of its full runs.",
+        pd.DataFrame(cells, columns=["", "batch size", "rate", "epochs", "test acc", "seconds"]),
+    )
+
+
+def pareto_table(study: TunedStudy) -> Table:
+    front = tuning.pareto(tuning.points(study.learned))
+    cells = pd.DataFrame({
+        "seconds": front["seconds"].map("{:.1f}".format),
+        "test acc": front["acc"].map("{:.2%}".format), "grid": front["grid"],
+        "batch size": front["batch_size"].astype(str), "rate": front["lr"].map(_lr),
+        "epoch": front["epoch"].astype(str) + " of " + front["epochs"].astype(str),
+    })  # fmt: skip
+    return Table(
+        "The accuracy–time Pareto front over every run",
+        "Each epoch's end of every run that did not diverge is a point (test accuracy, "
+        "training seconds); these are the points no other is both faster and more accurate "
+        "than.",
+        cells,
+    )
+
+
+def write_csvs(study: TunedStudy, out: Path) -> list[Path]:
+    """Each run (its grid, settings, result and updates to each target) and each fit."""
+    runs = study.runs.assign(seconds=study.runs["elapsed_s"].str[-1])
+    reach = [to("iterations", t) for t in (0.97, 0.98, 0.985, 0.99)]
+    columns = ["grid", "optimizer", "batch_size", "lr", "epochs", "seed", "test_acc",
+               "best_val_acc", "seconds", "stopped_epoch", *reach, "run_id"]  # fmt: skip
+    runs.reindex(columns=columns).to_csv(out / RUNS_CSV, index=False)
+    fits = pd.DataFrame([{
+        "grid": f.grid, "target": f.target, "runs": f.fit.runs, "s_min": f.fit.s_min,
+        "e_min": f.fit.e_min, "b_crit": f.fit.b_crit, "b_crit_low": f.fit.low,
+        "b_crit_high": f.fit.high, "b_simple": f.simple, "ratio": f.ratio[0],
+        "ratio_low": f.ratio[1], "ratio_high": f.ratio[2],
+    } for f in study.fits if f.fit])  # fmt: skip
+    fits.to_csv(out / FITS_CSV, index=False)
+    return [out / RUNS_CSV, out / FITS_CSV]
 
 
 def main() -> None:

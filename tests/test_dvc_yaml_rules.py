@@ -1,6 +1,7 @@
-"""`dvc plots show` works offline: .dvc/config points it at a page template that inlines
-vega, vega-lite and vega-embed, so a browser with no network still draws every plot
-that dvc.yaml declares, with the axis titles written there."""
+"""dvc.yaml's rules: every stage keeps the last good outputs when it fails (its run cache
+or `persist`), and `dvc plots show` works offline: .dvc/config points it at a page
+template that inlines vega, vega-lite and vega-embed, so a browser with no network still
+draws every plot that dvc.yaml declares, with the axis titles written there."""
 
 from __future__ import annotations
 
@@ -60,8 +61,12 @@ def test_every_plot_names_its_axes_and_no_csv_is_drawn_against_its_row_number():
     for props in plots:
         assert {"title", "x", "y", "x_label", "y_label"} <= props.keys(), props
     assert len({p["title"] for p in plots}) == len(plots)
-    # The per-epoch history is cached (a failed train checks it out again, with the weights);
-    # the per-image predictions are committed, and left in place while evaluate runs.
+
+
+def test_the_history_is_cached_and_the_predictions_are_committed_and_persist():
+    """The per-epoch history is cached (a failed train checks it out again, with the
+    weights); the per-image predictions are committed, and left in place while evaluate
+    runs."""
     train, evaluate = (entries(dvc_yaml()["stages"][s].get("plots", [])) for s in STAGES)
     assert train["data/metrics/train_history.csv"].get("cache", True) is True
     assert evaluate["data/metrics/test_predictions.csv"]["cache"] is False
