@@ -1,13 +1,6 @@
-"""Serve a logged model over HTTP with bounded requests and replies.
+"""Serve a logged model over HTTP with bounded requests and replies (docs/serving.md).
 
     python -m lenet_mnist.serving.serve models:/lenet-mnist@champion [--port 5001]
-
-MLflow's own scoring app (what `mlflow models serve` runs) behind two ASGI middlewares that
-`mlflow models serve` has no place for: MLflow reads any body whole, echoes an unparsable
-one, casts `true` and `"7"` to pixels and recurses into any nesting. Before MLflow reads a
-byte, a body over `--max-body` gets Starlette's 413, and /invocations anything but
-`{"inputs": [images of 28 rows of 28 numbers from 0 to 255]}` a 400 naming the first bad
-place (docs/serving.md).
 """
 
 from __future__ import annotations
@@ -16,10 +9,10 @@ import argparse
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.datastructures import Headers
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
-from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from lenet_mnist.errors import PipelineError, one_line, run_stage
 
@@ -39,9 +32,8 @@ class Images(BaseModel):
     inputs: Annotated[list[Image], Field(min_length=1)]
 
 
-def refusal(status: int, code: str, message: str) -> ASGIApp:
-    """MLflow's error shape, `{"error_code", "message"}`, on one bounded line: it never
-    holds the request."""
+def refusal(status: int, code: str, message: str) -> Response:
+    """MLflow's error shape on one bounded line: it never holds the request."""
     return JSONResponse({"error_code": code, "message": one_line(message)}, status_code=status)
 
 
@@ -53,50 +45,18 @@ def first_error(err: ValidationError) -> str:
     return f"{where.lstrip('.') or 'body'}: {error['msg']}; {shape}"
 
 
-def refused(headers: Headers, body: bytes) -> ASGIApp | None:
-    """A 415 or 400 for anything but the one body /invocations takes."""
-    if headers.get("content-type", "").split(";")[0].strip() != "application/json":
+async def checked(request: Request, call_next: RequestResponseEndpoint) -> Response:
+    """A 415 or 400 for anything but the one body /invocations takes, before MLflow, which
+    reads it whole, echoes, casts and recurses into it, sees it; Starlette hands it on."""
+    if (request.method, request.url.path) != ("POST", "/invocations"):
+        return await call_next(request)
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         return refusal(415, "BAD_REQUEST", "Content-Type must be application/json")
     try:
-        Images.model_validate_json(body)
+        Images.model_validate_json(await request.body())
     except ValidationError as err:
         return refusal(400, "BAD_REQUEST", first_error(err))
-    return None
-
-
-class Checked:
-    """The scoring app behind a check of /invocations' whole body, read here first; the
-    body limit, outside, stops the reading once it is over."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (scope["method"], scope["path"]) != ("POST", "/invocations"):
-            return await self.app(scope, receive, send)
-        body, more = bytearray(), True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-        refusing = refused(Headers(scope=scope), bytes(body))
-        if refusing is not None:
-            return await refusing(scope, receive, send)
-        await self.app(scope, replay(bytes(body), receive), send)
-
-
-def replay(body: bytes, receive: Receive) -> Receive:
-    """The body read already, then the connection's own messages (a disconnect)."""
-    sent = False
-
-    async def again() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return again
+    return await call_next(request)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -115,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
         model = mlflow.pyfunc.load_model(args.model)
     except MlflowException as err:
         raise PipelineError(f"cannot load {args.model}: {err.message}") from None
-    app = RequestBodyLimitMiddleware(Checked(scoring_server.init(model)), args.max_body)
+    checking = BaseHTTPMiddleware(scoring_server.init(model), dispatch=checked)
+    app = RequestBodyLimitMiddleware(checking, args.max_body)  # outside: it stops the reading
     uvicorn.run(app, host=args.host, port=args.port, limit_concurrency=AT_ONCE)
 
 
