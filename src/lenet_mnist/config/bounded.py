@@ -1,11 +1,6 @@
-"""params.yaml read within bounds: refused in one line before anything expands it.
-
-Each YAML alias (`*a`) stands for the whole node its anchor (`&a`) names, so nine levels
-of ten aliases are 10^9 strings once expanded ("billion laughs"); OmegaConf copies every
-value it merges. So the file is sized, and libyaml's parse events are counted (aliases,
-the values they expand to, the nesting depth) before a Python object is built from it.
-The composed file is about 1.2 KiB, some 130 values, 3 levels deep, and holds no alias.
-"""
+"""params.yaml refused in one line when too large or when its YAML aliases (`*a`, each the
+whole node `&a` names) would expand too far ("billion laughs"): libyaml's parse events are
+counted before a Python object is built. The composed file holds no alias."""
 
 from __future__ import annotations
 
@@ -23,13 +18,17 @@ MAX_DEPTH = 32  # nesting; Python's constructor recurses once per level
 
 # libyaml's parser when PyYAML was built with it (its wheels are): the count costs little.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_STARTS = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
-_ENDS = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
 
 
 def read_yaml(path: Path) -> Any:
     """The file's YAML value, or a PipelineError if it is too large or expands too far."""
-    data = _read(path)
+    with path.open("rb") as f:
+        data = f.read(MAX_BYTES + 1)  # a file that grows while it is read is not read whole
+    if len(data) > MAX_BYTES:
+        size = max(path.stat().st_size, len(data))
+        raise PipelineError(
+            f"{path} is {size:,} bytes; a params file may hold at most {MAX_BYTES // 1024} KiB"
+        )
     try:
         _count(path, yaml.parse(data, Loader=_LOADER))
         return yaml.load(data, Loader=_LOADER)  # a safe loader, libyaml's or PyYAML's
@@ -37,20 +36,8 @@ def read_yaml(path: Path) -> Any:
         raise PipelineError(f"{path} is not valid YAML: {err}".splitlines()[0]) from None
 
 
-def _read(path: Path) -> bytes:
-    """At most MAX_BYTES + 1 bytes: a file that grows while it is read is not read whole."""
-    with path.open("rb") as f:
-        data = f.read(MAX_BYTES + 1)
-    if len(data) > MAX_BYTES:
-        size = max(path.stat().st_size, len(data))
-        raise PipelineError(
-            f"{path} is {size:,} bytes; a params file may hold at most {MAX_BYTES // 1024} KiB"
-        )
-    return data
-
-
 def _count(path: Path, events: Any) -> None:
-    """Walk the parse events, summing the values each alias stands for, without building any."""
+    """Sum the values each alias stands for, building none."""
     values, aliases = 0, 0
     sizes: dict[str, int] = {}  # each finished anchor: how many values its node expands to
     open_nodes: list[tuple[str | None, int]] = []  # (anchor, values before it) per level
@@ -72,12 +59,12 @@ def _count(path: Path, events: Any) -> None:
             values += 1
             if event.anchor is not None:
                 sizes[event.anchor] = 1
-        elif isinstance(event, _STARTS):
+        elif isinstance(event, yaml.CollectionStartEvent):
             open_nodes.append((event.anchor, values))
             values += 1
             if len(open_nodes) > MAX_DEPTH:
                 raise PipelineError(f"{path} nests values deeper than {MAX_DEPTH} levels")
-        elif isinstance(event, _ENDS):
+        elif isinstance(event, yaml.CollectionEndEvent):
             anchor, before = open_nodes.pop()
             if anchor is not None:
                 sizes[anchor] = values - before

@@ -1,8 +1,5 @@
-"""What defines a sweep, from its overrides alone: the key its MLflow parent run and its
-folder are found by again, by Hydra's resolvers (lenet_mnist.sweeps.sweep) and by the tuned
-study's report alike. A grid is defined by the overrides that decide a result
-(lenet_mnist.config.identity), in any order; a search by its space, sampler, direction and
-objective."""
+"""What defines a sweep, from its overrides alone: the key its MLflow parent run and folder
+are found by again (a grid: its deciding overrides; a search: space, sampler and goal)."""
 
 from __future__ import annotations
 
@@ -28,12 +25,8 @@ def defining(overrides: Iterable[str]) -> list[str]:
 def search_overrides(
     task: ListConfig, sweeper: DictConfig | None = None, objective: DictConfig | None = None
 ) -> list[str]:
-    """What defines a sweep: its grid, or its search space and what the search is for.
-
-    A search space may be in the config (hydra.sweeper.params), where the command line's
-    value of a key replaces it, as the sweepers do. n_trials and n_jobs are left out: the
-    same search started again with more trials resumes, its finished trials skipped.
-    """
+    """A grid, or a search space (the command line's value of a key wins over the config's,
+    as in the sweepers) and its goal; not n_trials, so that more trials resume a search."""
     space = OmegaConf.select(sweeper, "params") if sweeper is not None else None
     merged = {k: f"{k}={v}" for k, v in (as_typed(space) if space else {}).items()}
     merged |= {_key(o): o for o in as_typed(task)}

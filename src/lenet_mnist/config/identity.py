@@ -1,9 +1,5 @@
-"""What decides a run's result, and the hash that finds a finished run again.
-
-A sweep skips a job whose config hash a finished child already has, and a checkpoint
-resumes only for the hash it was written for; both leave out what the schema marks
-`decides=False` (lenet_mnist.config.schema).
-"""
+"""What decides a run's result (the schema's `decides` marks), and the config hash by which
+a sweep skips a finished job and a checkpoint resumes only its own run."""
 
 from __future__ import annotations
 
@@ -32,11 +28,8 @@ def decides_result(key: str) -> bool:
 
 
 def config_hash(cfg: Config, dataset_digest: str) -> str:
-    """What decides a run's result: the deciding keys and the prepared data's digest.
-
-    Where results are logged, where files go and whether a bar is drawn do not count, so
-    a sweep resumed with another tracking server still finds its finished runs.
-    """
+    """The deciding keys and the prepared data's digest: a sweep resumed with another
+    tracking server or folder still finds its finished runs."""
     decisive: dict[str, Any] = _deciding(dataclasses.asdict(cfg))
     decisive["dataset_digest"] = dataset_digest
     text = json.dumps(decisive, sort_keys=True)

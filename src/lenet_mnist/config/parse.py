@@ -1,11 +1,6 @@
-"""The config every stage and run reads, checked against one schema (lenet_mnist.config.schema).
+"""The config every stage reads: params.yaml (conf/ composed), checked against the schema.
 
-conf/ (Hydra) holds the values and params.yaml is their composition, which DVC tracks.
-Stages read params.yaml through `load`, never conf/, so `dvc repro` runs exactly what
-params.yaml says; `validate` turns either into the schema's dataclasses with pydantic and
-reports the first problem as one line: the key, its value, and what the key allows.
-
-    python -m lenet_mnist.config [--write] [overrides...]   # compose conf/ into params.yaml
+python -m lenet_mnist.config [--write] [overrides...]   # compose conf/ into params.yaml
 """
 
 from __future__ import annotations
@@ -51,8 +46,8 @@ def validate(cfg: DictConfig | dict) -> Config:
 
 
 def load(path: str | Path = "params.yaml") -> Config:
-    """Read and validate params.yaml; a missing, unparsable or oversized file is a user
-    error too (lenet_mnist.config.bounded: every stage reads its params through here)."""
+    """Read and validate params.yaml, every stage's one reader; a missing, unparsable or
+    oversized file is a user error too."""
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"{path} not found; run from the repository root or pass --params")

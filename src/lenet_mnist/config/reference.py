@@ -1,8 +1,5 @@
-"""docs/configuration.md from the schema's Fields: `python -m lenet_mnist.config.reference`.
-
-Each key's default is conf/ composed as `dvc exp run` composes it; what it allows and what
-it does are its Field's (lenet_mnist.config.schema). A test holds the page to this output.
-"""
+"""docs/configuration.md from the schema's Fields and conf/'s composed defaults; a test holds
+the page to it: `python -m lenet_mnist.config.reference`."""
 
 from __future__ import annotations
 

@@ -1,15 +1,7 @@
-"""The config schema: a dataclass per group of conf/, each key declared once, as a Field.
-
-A key's type, its bounds or choices, its one-line description and whether it decides a
-run's result are its pydantic Field; validation (lenet_mnist.config.parse), the error line's
-"use ...", the config hash (config.identity) and docs/configuration.md (config.reference) all
-read them there. The classes stay plain dataclasses, so code and tests build or replace a
-group without validating it; a key left out of such a constructor holds its Field, never a
-loaded value: every key of params.yaml is required.
-
-The choices are the keys of tables that live beside the code that uses them, below torch;
-tests/config/test_schema.py checks that each table has exactly these keys.
-"""
+"""The config schema: a dataclass per group of conf/, each key declared once, as a pydantic
+Field that validation, error lines, the config hash and docs/configuration.md all read.
+Plain dataclasses, so code builds a group without validating it; every key is required.
+The choices mirror tables beside the code (below torch) that a test holds to them."""
 
 from __future__ import annotations
 

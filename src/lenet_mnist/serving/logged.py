@@ -1,10 +1,5 @@
-"""The model a training run logs to MLflow: the pyfunc "digits" (raw 28x28 images, pixels
-0-255, in; digits and probabilities out), logged from code with this package's source and
-pinned requirements, the weights a safetensors artifact (docs/architecture.md: no pickle).
-
-A process killed while it logs leaves its logged model PENDING for good; the next publish
-marks it FAILED (`fail_abandoned`), as store.close_dead_runs does for runs.
-"""
+"""The pyfunc "digits" a training run logs to MLflow, from code, with safetensors weights
+(docs/serving.md). A logged model its killed writer left PENDING is marked FAILED later."""
 
 from __future__ import annotations
 
@@ -15,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import mlflow
 import mlflow.pyfunc
@@ -36,9 +32,6 @@ DATASET = "mnist-prepared"
 # The file MLflow runs to build the pyfunc: a path, as importing it would build one here.
 MODEL_CODE = Path(__file__).with_name("digits_code.py")
 PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-# Put back after the switch of global store: a leftover MLFLOW_TRACKING_URI, which
-# set_tracking_uri writes, would override logger.tracking_uri for the rest of a process.
-RESTORED_ENV = (PROGRESS_BAR, "MLFLOW_TRACKING_URI")
 # Explicit, so that MLflow does not load the model in a subprocess to infer them.
 REQUIREMENTS = ("mlflow", "torch", "numpy", "pandas", "safetensors", "hydra-core", "pyyaml")
 
@@ -74,8 +67,8 @@ def served(run: store.TrackedRun, network: str, weights: Path, prepared: Path) -
 
 
 def pending(mlflow: Any, experiment: str, name: str, run_id: str | None, weights: Path) -> Any:
-    """The logged model that Model.log fills in, PENDING until it has, tagged with the weights
-    and with the process that writes it, so that a later publish can tell that it died."""
+    """The logged model Model.log fills in, PENDING until then, tagged with the weights and
+    its writer, so that a later publish can tell that it died."""
     tags = {store.WEIGHTS_TAG: provenance.sha256(weights), **store.writer_tags()}
     return store.retry_locked(
         lambda: mlflow.create_logged_model(experiment, name, run_id, tags=tags)
@@ -83,10 +76,8 @@ def pending(mlflow: Any, experiment: str, name: str, run_id: str | None, weights
 
 
 def fail_abandoned(mlflow: Any, experiment: str, started_ms: int) -> None:
-    """Mark FAILED the experiment's PENDING logged models that no process will finish: their
-    writer, on this host, is gone, or they name none and are older than this publish. A live
-    process's (a concurrent publish), or one on another host, is left alone. Needs global_store.
-    """
+    """Mark FAILED the PENDING logged models whose writer on this host is gone, or that name
+    none and are older than this publish; another host's are left alone. Needs global_store."""
     for model in search(experiment):
         if model.status != LoggedModelStatus.PENDING:
             continue
@@ -97,9 +88,8 @@ def fail_abandoned(mlflow: Any, experiment: str, started_ms: int) -> None:
 
 
 def search(experiment: str, query: str | None = None) -> list[Any]:
-    """The experiment's logged models that match `query`, every page. No status in `query`:
-    a sqlite store compares `status = 'READY'` with the number it stores and matches nothing.
-    Needs global_store."""
+    """The experiment's logged models matching `query` (never a status: sqlite stores it as a
+    number, and `status = 'READY'` matches nothing), every page. Needs global_store."""
     return store.retry_locked(
         lambda: mlflow.search_logged_models([experiment], query, output_format="list")
     )
@@ -115,22 +105,16 @@ def _raw_example(prepared: Path) -> np.ndarray:
 
 @contextmanager
 def global_store(uri: str) -> Iterator[None]:
-    """MLflow's global store pointed at the run's for these calls only: Model.log, the
-    registry's lookup of a logged model and the paged search use it. Quiet too: no download
-    bars and no INFO line for MLflow's check of the input example."""
-    before, saved = mlflow.get_tracking_uri(), {k: os.environ.get(k) for k in RESTORED_ENV}
-    pyfunc_log = logging.getLogger("mlflow.pyfunc")
+    """MLflow's global store at `uri` for these calls only, quiet (no download bars, no INFO
+    on the input example). The environment is put back: the MLFLOW_TRACKING_URI that
+    set_tracking_uri writes would override logger.tracking_uri for the rest of a process."""
+    before, pyfunc_log = mlflow.get_tracking_uri(), logging.getLogger("mlflow.pyfunc")
     level = pyfunc_log.level
-    mlflow.set_tracking_uri(uri)
-    os.environ[PROGRESS_BAR] = "false"
-    pyfunc_log.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        pyfunc_log.setLevel(level)
-        mlflow.set_tracking_uri(before)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with mock.patch.dict(os.environ, {PROGRESS_BAR: "false"}):
+        mlflow.set_tracking_uri(uri)
+        pyfunc_log.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            pyfunc_log.setLevel(level)
+            mlflow.set_tracking_uri(before)

@@ -2,8 +2,7 @@
 
     python -m lenet_mnist.serving.predict IMG.png [IMG.jpg | FOLDER ...] [--model data/model | URI]
 
-How a PNG or JPEG of any size becomes MNIST's 28x28 white digit on black, and which files
-are refused before any model loads: docs/serving.md, "Predicting from image files".
+How an image becomes MNIST's pixels, and what is refused: docs/serving.md.
 """
 
 from __future__ import annotations
@@ -39,8 +38,8 @@ Probabilities = Callable[[np.ndarray], np.ndarray]  # (N, 28, 28) pixels -> (N, 
 
 
 def image_files(paths: list[Path]) -> list[Path]:
-    """Each path, a folder standing for its PNG and JPEG files by name, hidden ones (macOS's
-    `._7.png`) left out. Told apart by their stat, so only regular files are ever opened."""
+    """Each path, a folder standing for its PNG and JPEG files, hidden ones (macOS's `._7.png`)
+    left out; only what stat calls a regular file is opened (a FIFO would block)."""
     files: list[Path] = []
     for path in paths:
         mode = path.stat().st_mode  # a missing path: the boundary's one line
@@ -70,8 +69,7 @@ def _format(path: Path) -> str | None:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """A PNG or JPEG as MNIST pixels: (28, 28) uint8, white digit on black. Pillow's
-    LOAD_TRUNCATED_IMAGES stays False: a file that ends early is refused, not filled in."""
+    """A PNG or JPEG as MNIST pixels: (28, 28) uint8, white digit on black."""
     from PIL import ImageOps, UnidentifiedImageError
 
     kind = _format(path)  # the file opens and reads here, or the system's error is the line
@@ -93,8 +91,8 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def _header(path: Path) -> Image.Image:
-    """The image opened, its header read and nothing decoded. Pillow's own bomb check at open
-    warns above 89 megapixels, raises above 179, never names the size; ours, stricter, does."""
+    """The header read, nothing decoded, Pillow's bomb check off: it only warns up to 179
+    megapixels and never names the size; _decode_small's, stricter, does."""
     from PIL import Image
 
     limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
@@ -105,10 +103,8 @@ def _header(path: Path) -> Image.Image:
 
 
 def _decode_small(path: Path, img: Image.Image) -> None:
-    """Have a JPEG decoded at a reduced size; refuse what would still be too large to decode,
-    and a JPEG too short for its size: a Huffman-coded scan spends a bit at least on each 8x8
-    block's DC. libjpeg greys out what is missing before an end marker and Pillow drops its
-    warning: only this catches a JPEG cut short but closed, if cut far enough."""
+    """A JPEG decoded at a reduced size; refused, what is still too large, and a JPEG shorter
+    than a bit per 8x8 block: libjpeg greys out what is missing before an end marker."""
     width, height, size = *img.size, path.stat().st_size
     if img.format in ("JPEG", "MPO"):
         if size < (width // 8) * (height // 8) // 8:
@@ -123,8 +119,7 @@ def _decode_small(path: Path, img: Image.Image) -> None:
 
 
 def _gray(img: Image.Image) -> np.ndarray:
-    """(28, 28) uint8 luminance, before any inversion: 16-bit scaled, transparency laid.
-    Lanczos, as MNIST's own; Pillow returns a 28x28 image unchanged."""
+    """(28, 28) uint8 luminance by Lanczos, as MNIST's own: 16-bit scaled, transparency laid."""
     from PIL import Image
 
     size, lanczos = (SIZE, SIZE), Image.Resampling.LANCZOS
@@ -139,8 +134,8 @@ def _gray(img: Image.Image) -> np.ndarray:
 
 
 def _laid(luminance: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """The ink on the shade opposite its own (the alpha-weighted mean of the opaque pixels):
-    white ink laid on white, or black on black, would vanish; the border rule then inverts."""
+    """The ink laid on the shade opposite its own alpha-weighted mean: white on white would
+    vanish; the border rule then inverts."""
     weight = float(alpha.sum())
     ink = float((luminance * alpha).sum()) / weight if weight else 0.0
     paper = 0.0 if ink > BRIGHT else 255.0
@@ -172,9 +167,8 @@ def reader(model: str, cfg: Config, stats: Path | None) -> Probabilities:
 
 
 def _from_mlflow(uri: str, cfg: Config) -> Probabilities:
-    """An MLflow pyfunc (such as the registered "digits") from the configured store, which
-    must exist (MLflow would create an empty one) and answer; what it cannot load is said in
-    MLflow's words, with the models:/ URIs the store does hold."""
+    """An MLflow pyfunc from the configured store, which must exist (MLflow would create an
+    empty one) and answer; a failure in MLflow's words, with the URIs the store holds."""
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
 

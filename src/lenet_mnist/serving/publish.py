@@ -1,11 +1,5 @@
-"""Publishing: what an MLflow user expects of a training run, as a step of its own.
-
-The run that trained the weights (found by their SHA-256) gets the test metrics, evaluate's
-files, the prepared data as its dataset input and the served model (serving.logged), which
-becomes a version of `logger.registered_model`. The alias `champion` moves to a version at
-least as accurate, unless a DVC experiment published it (docs/serving.md). Idempotent: one
-version per weights hash, so publishing the same weights again adds nothing.
-"""
+"""Publishing: the run that trained the weights gets its test metrics, files, dataset and
+served model, registered once per weights hash; the champion rules: docs/serving.md."""
 
 from __future__ import annotations
 
@@ -36,8 +30,8 @@ class Published:
     promote: bool = True  # False in a DVC experiment, whose versions never take the alias
 
     def receipt(self, name: str | None, test_acc: float) -> str:
-        """The publish stage's output. No run id or version, which differ from store to
-        store: the same weights give the same receipt in every clone."""
+        """The publish stage's output: no run id or version, which differ between stores, so
+        the same weights give the same receipt in every clone."""
         record = {"registered_model": name, "weights_sha256": self.weights_sha256}
         return json.dumps({**record, "test_acc": test_acc}, indent=2) + "\n"
 
@@ -68,8 +62,8 @@ def publish(
     run_id: str | None = None,
     promote: bool = True,
 ) -> Published:
-    """Publish `weights` into the run that made them (`run_id`, else the newest run tagged
-    with them). `promote` False (a DVC experiment) registers without moving the alias."""
+    """Publish `weights` into the run that made them (`run_id`, else the newest tagged with
+    them); `promote` False (a DVC experiment) registers without moving the alias."""
     mlflow = store.client(cfg.logger)
     digest = provenance.sha256(weights)
     started_ms = int(time.time() * 1000)
@@ -115,8 +109,7 @@ def test_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def logged_before(run: store.TrackedRun, digest: str) -> bool:
-    """Whether the served model of these weights is logged already (registration off).
-    Only a READY one counts: a PENDING or FAILED one never got its artifacts."""
+    """Whether a READY served model of these weights is logged already (registration off)."""
     found = logged.search(run.experiment, f"tags.{store.WEIGHTS_TAG} = '{digest}'")
     return any(m.name == logged.SERVED_MODEL and m.status == LoggedModelStatus.READY for m in found)
 
@@ -131,8 +124,8 @@ def registered(mlflow: Any, name: str | None, digest: str) -> str | None:
 
 
 def register(mlflow: Any, name: str, info: Any, run_id: str, tags: dict) -> str:
-    """A new version of `name` for the served model `info`. Not mlflow.register_model,
-    which prints its own lines on stderr beside publish's."""
+    """A new version of `name` for the served model `info` (mlflow.register_model would
+    print its own lines on stderr beside publish's)."""
     try:
         store.retry_locked(lambda: mlflow.create_registered_model(name))
     except MlflowException as err:
@@ -148,7 +141,7 @@ def register(mlflow: Any, name: str, info: Any, run_id: str, tags: dict) -> str:
 
 def crown(mlflow: Any, name: str, version: str, metrics: dict) -> bool:
     """Move the champion alias to `version` unless the champion is more accurate; whether it
-    holds it. Parallel sweep jobs may register at once; the last to compare sets the alias."""
+    holds it. Of parallel sweep jobs, the last to compare sets it."""
     holder = store.retry_locked(lambda: mlflow.get_registered_model(name)).aliases.get(CHAMPION)
     if holder is not None and str(holder) != version:
         best = store.retry_locked(lambda: mlflow.get_model_version(name, holder)).tags.get(ACC_TAG)

@@ -1,10 +1,6 @@
-"""The model as a user serves it: raw 28x28 MNIST images in, digits and probabilities out.
-
-The network wants what the prepare stage makes (32x32, standardized with the training split's
-mean and std); `Digits` and predict apply prepare's own functions with the stats.json that
-travelled with the weights, so a served image gives the test set's bits. Pixels outside 0-255,
-NaN included, are refused: the network would still name a digit, and NaN is not JSON.
-"""
+"""The model as a user serves it: raw 28x28 MNIST images in, digits and probabilities out,
+through prepare's own steps with the weights' stats.json, so a test image gives the test set's
+bits. Pixels outside 0-255 or NaN are refused: the network would still name a digit."""
 
 from __future__ import annotations
 
@@ -29,8 +25,8 @@ NETWORK = "network"  # the pyfunc's model_config key: a name in networks.MODELS
 
 
 def to_network_input(images: Any, mean: float, std: float) -> np.ndarray:
-    """(N, 28, 28) pixel values 0-255 -> (N, 1, 32, 32) float32, exactly as prepare does.
-    float32 holds every integer 0-255 exactly, so JSON numbers and uint8 arrays agree."""
+    """(N, 28, 28) pixels 0-255 -> (N, 1, 32, 32) float32 as prepare makes them; float32 holds
+    each integer 0-255 exactly, so JSON numbers and uint8 arrays agree."""
     pixels = np.asarray(images, dtype=np.float32)
     if pixels.ndim != 3 or pixels.shape[1:] != (RAW_SIZE, RAW_SIZE):
         raise PipelineError(f"images of shape {pixels.shape}; expected (N, 28, 28) pixels 0-255")
@@ -60,8 +56,7 @@ class Reader:
 
 
 class Digits(PythonModel):
-    """The MLflow pyfunc registered and served, logged as code (digits_code.py): its
-    artifacts are the weights and stats.json, its model config the network's name."""
+    """The pyfunc registered and served, logged as code (digits_code.py)."""
 
     def load_context(self, context: Any) -> None:
         self.reader = Reader(
@@ -71,9 +66,8 @@ class Digits(PythonModel):
     def predict(
         self, context: Any, model_input: np.ndarray, params: dict | None = None
     ) -> pd.DataFrame:
-        """`model_input`: (N, 28, 28) pixels 0-255, the signature's tensor (an ndarray hint
-        is one MLflow does not turn into a second schema). One row per image: its digit and
-        the ten probabilities."""
+        """One row per image of (N, 28, 28) pixels: its digit and the ten probabilities. An
+        ndarray hint is one MLflow does not turn into a second schema."""
         try:
             probabilities = self.reader.probabilities(model_input)
         except PipelineError as err:  # the scoring server answers this error code with a 400

@@ -1,6 +1,6 @@
 """Serve a logged model over HTTP with bounded requests and replies (docs/serving.md).
 
-    python -m lenet_mnist.serving.serve models:/lenet-mnist@champion [--port 5001]
+python -m lenet_mnist.serving.serve models:/lenet-mnist@champion [--port 5001]
 """
 
 from __future__ import annotations
