@@ -12,7 +12,7 @@ def test_params_yaml_is_the_composition_of_conf():
     """Editing conf/ without recomposing would make `dvc repro` run something else."""
     committed = yaml.safe_load((REPO / "params.yaml").read_text())
     assert committed == parse.compose(), (
-        "params.yaml differs from conf/; run `python -m lenet_mnist.config.parse --write`"
+        "params.yaml differs from conf/; run `python -m lenet_mnist.config --write`"
     )
 
 

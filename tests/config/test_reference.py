@@ -6,7 +6,7 @@ import sys
 import pytest
 from pydantic.fields import FieldInfo
 
-from lenet_mnist.config import reference, schema
+from lenet_mnist.config import bounded, reference, schema
 from tests.conftest import REPO
 
 PAGE = REPO / "docs" / "configuration.md"
@@ -20,6 +20,14 @@ def generated() -> str:
 def test_the_committed_page_is_what_the_schema_generates(generated):
     regenerate = "python -m lenet_mnist.config.reference"
     assert PAGE.read_text() == generated, f"docs/configuration.md is stale: run {regenerate}"
+
+
+def test_the_introduction_states_the_params_files_bounds():
+    limits = (
+        f"at most {bounded.MAX_BYTES // 1024} KiB, {bounded.MAX_ALIASES} YAML aliases, "
+        f"{bounded.MAX_VALUES:,} values once they are expanded\nand {bounded.MAX_DEPTH} levels"
+    )
+    assert limits in PAGE.read_text().partition("\n## ")[0]
 
 
 def test_every_schema_key_has_a_row_with_what_it_allows_and_does(generated):

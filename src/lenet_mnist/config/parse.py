@@ -19,7 +19,7 @@ from pydantic_core import ErrorDetails
 
 from lenet_mnist.config import bounded
 from lenet_mnist.config.schema import MNIST_TRAIN_SIZE, Config, allowed, entries, kind, lookup, show
-from lenet_mnist.errors import PipelineError, run_stage
+from lenet_mnist.errors import PipelineError
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 SCHEMA = TypeAdapter(Config)
@@ -126,7 +126,3 @@ def main() -> None:
         Path(args.params).write_text(text)
     else:
         print(text, end="")
-
-
-if __name__ == "__main__":
-    run_stage(main)

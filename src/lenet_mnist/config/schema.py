@@ -6,6 +6,8 @@ The choices mirror tables beside the code (below torch) that a test holds to the
 from __future__ import annotations
 
 from dataclasses import dataclass, is_dataclass
+from functools import reduce
+from operator import getitem
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
@@ -246,9 +248,7 @@ def allowed(info: FieldInfo) -> str:
 
 def lookup(tree: Any, key: str) -> Any:
     """The value at `group.key` in nested mappings."""
-    for part in key.split("."):
-        tree = tree[part]
-    return tree
+    return reduce(getitem, key.split("."), tree)
 
 
 def show(value: Any) -> str:
