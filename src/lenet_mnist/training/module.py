@@ -42,19 +42,12 @@ class Classifier(pl.LightningModule):
         compile: bool,
     ) -> None:
         super().__init__()
-        self.net, self.optimizer_cfg, self.lr, self.total_updates = (
-            net,
-            optimizer,
-            lr,
-            total_updates,
-        )
+        self.net, self.optimizer_cfg = net, optimizer
+        self.lr, self.total_updates = lr, total_updates
         self.forward_loss = torch.compile(forward_loss) if compile else forward_loss
         self.automatic_optimization = False
         self.sums: dict[str, torch.Tensor] = {}  # split -> [loss * n, correct]
         self.counts: dict[str, int] = {}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
 
     def _step(self, batch: Batch, split: str) -> torch.Tensor:
         x, y = batch

@@ -89,12 +89,9 @@ class EpochRecorder(Checkpoint):
         started = clock(module.device)
         acc = self.probes.val_acc(module.net)
         seconds = self.elapsed_s + started - self.t_start - self.probe_s
-        self.readings.append(Reading(step, self._epoch(trainer), seconds, acc))
+        self.readings.append(Reading(step, trainer.current_epoch + 1, seconds, acc))
         self.run.metrics({"step_val_acc": acc}, step=step)  # probes exist only beside a run
         self.probe_s += clock(module.device) - started
-
-    def _epoch(self, trainer: pl.Trainer) -> int:
-        return trainer.current_epoch + 1
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self.t_val = clock(module.device)
@@ -104,7 +101,7 @@ class EpochRecorder(Checkpoint):
         train_s = self.t_val - self.t_start - self.probe_s
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         lr = trainer.optimizers[0].param_groups[0]["lr"]
-        epoch, step = self._epoch(trainer), trainer.global_step
+        epoch, step = trainer.current_epoch + 1, trainer.global_step
         train_size = trainer.datamodule.train_size
         timing = {
             "epoch_time_s": train_s,
@@ -117,12 +114,8 @@ class EpochRecorder(Checkpoint):
             metrics |= self.probes.at_epoch_end(module.net, epoch, metrics["val_acc"])
             metrics["probe_time_s"] = self.probe_s + clock(module.device) - now
         self.timings.append({"epoch": epoch, **timing})
-        row = {
-            "epoch": epoch,
-            "iteration": step,
-            "lr": lr,
-            **{k: metrics[k] for k in HISTORY_FIELDS[3:]},
-        }
+        row = {"epoch": epoch, "iteration": step, "lr": lr}
+        row |= {k: metrics[k] for k in HISTORY_FIELDS[3:]}
         self.history.append(row)
         if trainer.is_global_zero:
             total = trainer.global_step // (trainer.current_epoch + 1) * self.cfg.epochs
