@@ -218,6 +218,8 @@ def train(cfg: Config, prepared: Path, out: Outputs, tags: dict[str, str] | None
             timings.write_text(json.dumps(record, indent=2) + "\n")
         if out.checkpoint is not None:
             out.checkpoint.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # its folder too, unless something else is there
+                out.checkpoint.parent.rmdir()
         weights = out.model / networks.WEIGHTS
         run.tag(store.WEIGHTS_TAG, provenance.sha256(weights))
         run.metrics({"kept_epoch": kept_epoch, "train_wall_s": wall_s})
