@@ -105,7 +105,7 @@ def saved_epoch(checkpoint: Path) -> int:
     import torch
 
     try:
-        return torch.load(checkpoint, weights_only=True)["epoch"]
+        return torch.load(checkpoint, weights_only=True)["epoch"] + 1  # Lightning's, from 0
     except (OSError, EOFError, RuntimeError):
         return 0
 

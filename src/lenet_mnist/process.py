@@ -16,7 +16,8 @@ import logging
 import os
 import sys
 
-ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+# cuBLAS needs its workspace setting before CUDA starts, to run matmuls deterministically.
+ENV = {"OMP_WAIT_POLICY": "PASSIVE", "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
 # MLflow's store module logs its own set-up ("Creating initial MLflow database tables") and
 # each failed query with its traceback, then raises: the raised error is what ends the
 # command, in one line at the error boundary (or, for a bug, with its traceback).

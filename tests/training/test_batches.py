@@ -2,21 +2,20 @@ import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from torch.utils.data import DistributedSampler
 
-from lenet_mnist.training.batches import Grouped, TensorBatches, batch_sizes, iterations_per_epoch
+from lenet_mnist.training.batches import Grouped, TensorBatches, iterations_per_epoch
 
 
 def test_iterations_with_a_last_partial_batch():
     assert iterations_per_epoch(1050, 100) == 11
-    assert batch_sizes(1050, 100)[-1] == 50
-    assert sum(batch_sizes(1050, 100)) == 1050
+    assert [len(y) for _, y in _batches()] == [100] * 10 + [50]
 
 
 def test_iterations_exact_division_and_drop_last():
     assert iterations_per_epoch(60_000, 100) == 600
     assert iterations_per_epoch(60_000, 100) * 10 == 6000  # updates in 10 epochs
     assert iterations_per_epoch(1050, 100, drop_last=True) == 10
-    assert batch_sizes(1050, 100, drop_last=True) == [100] * 10
     assert iterations_per_epoch(55_000, 64) == 860
 
 
@@ -32,7 +31,7 @@ def test_each_epoch_is_a_permutation_of_all_samples():
     assert len(batches) == 11
     for _ in range(2):
         seen = [b for _, b in batches]
-        assert [len(b) for b in seen] == batch_sizes(1050, 100)
+        assert [len(b) for b in seen] == [100] * 10 + [50]
         assert sorted(torch.cat(seen).tolist()) == list(range(1050))
 
 
@@ -111,44 +110,14 @@ def test_a_rank_outside_the_world_is_refused(rank, world):
         TensorBatches(x, y, 2, shuffle=False, rank=rank, world_size=world)
 
 
-def _ranks(n, batch_size, world, shuffle=True):
-    x, y = torch.arange(float(n)).reshape(-1, 1), torch.arange(n)
-    return [
-        TensorBatches(x, y, batch_size, shuffle=shuffle, seed=7, rank=r, world_size=world)
-        for r in range(world)
-    ]
-
-
-def _padding(r: TensorBatches) -> torch.Tensor:
-    """Which positions of a rank's shard repeat a sample that another rank holds."""
-    return torch.arange(r.per_rank) >= r.real
-
-
-@given(
-    n=st.integers(2, 60),
-    batch_size=st.integers(1, 9),
-    world=st.integers(2, 5),
-    shuffle=st.booleans(),
-)
+@given(n=st.integers(2, 60), world=st.integers(2, 5), shuffle=st.booleans())
 @settings(max_examples=60, deadline=None)
-def test_the_padding_mask_marks_exactly_the_repeats(n, batch_size, world, shuffle):
+def test_shards_are_the_ones_distributed_sampler_takes(n, world, shuffle):
+    """Padded by wrapping around and dealt out rank by rank, as torch's sampler does it."""
     assume(world <= n)
-    ranks = _ranks(n, batch_size, world, shuffle)
-    shards = [_epoch_labels(r) for r in ranks]
-    masks = [_padding(r) for r in ranks]
-    real = torch.cat([s[~m] for s, m in zip(shards, masks, strict=True)])
-    repeats = torch.cat([s[m] for s, m in zip(shards, masks, strict=True)])
-    assert sorted(real.tolist()) == list(range(n))  # disjoint, and together the whole set
-    assert len(repeats) == len(_padding(ranks[0])) * world - n
-    assert set(repeats.tolist()) <= set(real.tolist())  # each one a sample counted already
-    for r, mask in zip(ranks, masks, strict=True):
-        flags = [len(b) == 3 for b in r]  # the batch form says what the mask says
-        last_real = [b[2] for b in r if len(b) == 3]
-        assert flags == [bool(m.any()) for m in mask.split(batch_size)]
-        assert last_real == [int((~m).sum()) for m in mask.split(batch_size) if m.any()]
-
-
-def test_one_process_is_never_padded():
-    (whole,) = _ranks(1050, 100, 1)
-    assert not _padding(whole).any() and whole.real == 1050
-    assert {len(b) for b in whole} == {2}
+    x, y = torch.arange(float(n)).reshape(-1, 1), torch.arange(n)
+    whole = _epoch_labels(TensorBatches(x, y, 3, shuffle=shuffle, seed=7))
+    for rank in range(world):
+        ours = TensorBatches(x, y, 3, shuffle=shuffle, seed=7, rank=rank, world_size=world)
+        sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=False)
+        assert _epoch_labels(ours).tolist() == whole[list(sampler)].tolist()

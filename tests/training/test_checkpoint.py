@@ -73,27 +73,36 @@ def test_a_training_stopped_by_each_signal_and_killed_resumes_to_the_same_bits(
     assert len(client.get_metric_history(run.info.run_id, "val_acc")) == 4
 
 
+def _saved_epochs(saved: Path) -> int:
+    try:
+        return torch.load(saved, weights_only=True)["epoch"] + 1  # Lightning counts from 0
+    except (OSError, EOFError, RuntimeError):  # none yet, or being replaced
+        return 0
+
+
 def _wait_for_checkpoint(proc: subprocess.Popen, saved: Path, epoch: int) -> None:
     deadline = time.monotonic() + 300
-    while not (saved.is_file() and torch.load(saved, weights_only=True)["epoch"] == epoch):
+    while _saved_epochs(saved) != epoch:
         assert proc.poll() is None and time.monotonic() < deadline, f"epoch {epoch} never ended"
         time.sleep(0.05)
 
 
-def _state(**changes: object) -> checkpoint.Checkpoint:
-    state = checkpoint.Checkpoint(
-        key="abc", run_id="r", epoch=1, step=90, net={"w": torch.ones(2)}, optimizer={},
-        scheduler=None, batch_order=torch.Generator().get_state(), rng=torch.get_rng_state(),
-        recorder={"history": []}, early_stopping=None,
-    )  # fmt: skip
-    return checkpoint.dataclasses.replace(state, **changes)
+def _save(path: Path, key: str = "abc") -> None:
+    """A checkpoint as Lightning lays one out, holding the recorder's state."""
+    recorder = {
+        "key": key,
+        "run_id": "r",
+        "history": [{"epoch": 1}],
+        "best_state": {"w": torch.ones(2)},
+    }
+    checkpoint.AtomicIO().save_checkpoint({"callbacks": {checkpoint.RECORDER: recorder}}, path)
 
 
 @pytest.mark.parametrize(
     ("kind", "why"),
     [
         ("empty", "unreadable, EOFError"),
-        ("truncated", "unreadable, OSError"),
+        ("truncated", "unreadable, RuntimeError"),
         ("random bytes", "unreadable, UnpicklingError"),
         ("other fields", "it holds other fields than a training checkpoint"),
         ("an object", "it holds objects other than tensors and plain values"),
@@ -102,7 +111,7 @@ def _state(**changes: object) -> checkpoint.Checkpoint:
 def test_a_checkpoint_that_is_not_ours_is_set_aside_with_one_line(tmp_path, capsys, kind, why):
     path = tmp_path / "train.pt"
     whole = tmp_path / "whole.pt"
-    checkpoint.save(whole, _state())
+    _save(whole)
     content = {
         "empty": b"",
         "truncated": whole.read_bytes()[: whole.stat().st_size // 2],
@@ -114,16 +123,16 @@ def test_a_checkpoint_that_is_not_ours_is_set_aside_with_one_line(tmp_path, caps
         torch.save({"model": {"w": torch.ones(2)}, "epoch": 1}, path)
     else:
         torch.save({"key": "abc", "run_id": Path("r")}, path)
-    assert checkpoint.read(path, "abc") is None
+    assert checkpoint.recorded(path, "abc") is None
     (line,) = capsys.readouterr().out.splitlines()
     assert f"({why}" in line and "weights_only" not in line
     assert not path.exists() and (tmp_path / "train.pt.unreadable").is_file()
 
 
 def test_a_checkpoint_for_another_config_is_not_used(tmp_path):
-    checkpoint.save(tmp_path / "c.pt", _state())
-    read = checkpoint.read(tmp_path / "c.pt", "abc")
-    assert read.epoch == 1 and torch.equal(read.net["w"], torch.ones(2))
-    assert checkpoint.read(tmp_path / "c.pt", "other") is None
-    assert checkpoint.read(None, "abc") is None
+    _save(tmp_path / "c.pt")
+    read = checkpoint.recorded(tmp_path / "c.pt", "abc")
+    assert read["run_id"] == "r" and torch.equal(read["best_state"]["w"], torch.ones(2))
+    assert checkpoint.recorded(tmp_path / "c.pt", "other") is None
+    assert checkpoint.recorded(None, "abc") is None
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no partial file left

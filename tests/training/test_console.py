@@ -38,7 +38,7 @@ def test_on_a_terminal_the_live_bar_counts_iterations_not_lightning_steps(prepar
     done = folder.run("train", TTY_COMPATIBLE="1", TTY_INTERACTIVE="1")
     assert done.returncode == 0, done.stderr[-3000:]
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", done.stdout)
-    counts = re.findall(r"(\d+)/(\d+) iterations  loss (\S+)", plain)
+    counts = re.findall(r"(\d+)/(\d+) \[[^]]*loss=([^]]+)\]", plain)
     assert counts, plain[-2000:]
     assert {total for _, total, _ in counts} == {"90"}, counts  # 4,500 images / 50, not 23 groups
     assert max(int(n) for n, _, _ in counts) >= 80

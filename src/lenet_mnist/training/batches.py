@@ -12,9 +12,7 @@ from collections.abc import Iterator
 
 import torch
 
-# (images, labels), or (images, labels, real) where only the first `real` samples count
-# in the epoch's metrics: the rest repeat samples that another rank holds.
-Batch = tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, int]
+Batch = tuple[torch.Tensor, torch.Tensor]  # (images, labels)
 
 
 def iterations_per_epoch(num_samples: int, batch_size: int, drop_last: bool = False) -> int:
@@ -24,25 +22,16 @@ def iterations_per_epoch(num_samples: int, batch_size: int, drop_last: bool = Fa
     return math.ceil(num_samples / batch_size)
 
 
-def batch_sizes(num_samples: int, batch_size: int, drop_last: bool = False) -> list[int]:
-    """The size of every batch in an epoch; only the last one can be smaller."""
-    n = iterations_per_epoch(num_samples, batch_size, drop_last)
-    return [min(batch_size, num_samples - i * batch_size) for i in range(n)]
-
-
 class TensorBatches:
     """An iterable of (images, labels) batches for Lightning, re-shuffled on each pass.
 
     The generator lives as long as the iterable, so epoch k always sees the k-th
     permutation of the seed: the batch order is a function of (seed, epoch) only.
 
-    Under DDP every rank builds this with its own `rank` and the same seed: each draws the
-    same permutation and keeps every `world_size`-th sample from position `rank` on, so
-    the shards are disjoint and together cover the set. As DistributedSampler does, the
-    permutation is first padded by wrapping around, so that every rank makes the same
-    number of steps (DDP would hang on a rank with one batch fewer). A padded sample
-    still trains, as under DistributedSampler, but the batch that holds it says how many
-    of its samples are real, so the epoch's loss and accuracy count every sample once.
+    Under DDP every rank draws the same permutation and keeps its shard as
+    DistributedSampler does: padded by wrapping around to a multiple of `world_size`
+    (so every rank makes the same number of steps), then every `world_size`-th sample
+    from position `rank` on. As there, the few padded samples count twice in an epoch.
     """
 
     def __init__(
@@ -68,28 +57,14 @@ class TensorBatches:
     def __len__(self) -> int:
         return iterations_per_epoch(self.per_rank, self.batch_size, self.drop_last)
 
-    @property
-    def real(self) -> int:
-        """How many leading positions of this rank's shard hold samples of its own.
-
-        Padding takes global positions N and on, so it is the tail of a shard, and with
-        fewer than `world_size` positions added no shard holds more than one of it.
-        """
-        return len(range(self.rank, len(self.labels), self.world_size))
-
     def __iter__(self) -> Iterator[Batch]:
-        """Each batch as (images, labels); the one that holds padding as (images, labels,
-        how many of its leading samples are real), so that the epoch's sums can skip the
-        rest. One process never pads, so its batches stay (images, labels)."""
         bs, order = self.batch_size, self._order()
         for i in range(len(self)):
-            start, stop = i * bs, (i + 1) * bs
             if order is None:  # one process, file order: slices are views, no gather
-                x, y = self.images[start:stop], self.labels[start:stop]
+                yield self.images[i * bs : (i + 1) * bs], self.labels[i * bs : (i + 1) * bs]
             else:
-                idx = order[start:stop]
-                x, y = self.images[idx], self.labels[idx]
-            yield (x, y) if min(stop, self.per_rank) <= self.real else (x, y, self.real - start)
+                idx = order[i * bs : (i + 1) * bs]
+                yield self.images[idx], self.labels[idx]
 
     def _order(self) -> torch.Tensor | None:
         """This rank's sample indices for the next epoch; None for all of them in order."""

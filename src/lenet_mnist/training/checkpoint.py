@@ -1,56 +1,58 @@
-"""A training checkpoint that resumes bit for bit, written atomically at an epoch's end.
+"""Lightning's checkpoint of a fit, written atomically, and the check that decides
+whether a fit resumes from it.
 
-It holds everything the rest of the fit depends on: the weights, the optimizer's and the
-schedule's state, the batch order's generator, PyTorch's global random state, the
-epochs recorded so far and the MLflow run they went to. Lightning's own checkpoint and
-resume do not restore the batch order of an iterable that is not a DataLoader, so they
-do not give the same bits; this one does (docs/architecture.md).
+Lightning saves and restores the weights, the optimizer and schedule, its loops, every
+callback's state (EpochRecorder's history, EarlyStopping) and the state of the training
+iterable (`batches.Grouped`: the batch order's generator), so a resumed fit ends
+bit-identical to one never stopped (tests/training/test_checkpoint.py).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.plugins import TorchCheckpointIO
 
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """What the rest of the fit needs; tensors and plain values, for torch.load(weights_only)."""
-
-    key: str  # the config hash it was written for: another config does not resume from it
-    run_id: str
-    epoch: int
-    step: int
-    net: dict[str, torch.Tensor]
-    optimizer: dict[str, Any]
-    scheduler: dict[str, Any] | None
-    batch_order: torch.Tensor
-    rng: torch.Tensor
-    recorder: dict[str, Any]
-    early_stopping: dict[str, Any] | None
-
-
-def save(path: Path, state: Checkpoint) -> None:
-    """Write `state` beside `path` and rename it into place: a kill leaves the old one whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}-partial-{os.getpid()}")
-    with open(partial, "wb") as file:  # torch's own writer hides the system's error
-        torch.save({f.name: getattr(state, f.name) for f in dataclasses.fields(state)}, file)
-    os.replace(partial, path)
-
-
+RECORDER = "EpochRecorder"  # the recorder's key among the checkpoint's callback states
 SET_ASIDE = ".unreadable"  # suffix of a checkpoint that could not be read, kept to look at
 
 
-def read(path: Path | None, key: str) -> Checkpoint | None:
-    """The checkpoint at `path` if it was written for this config and data (`key`).
+def saver(path: Path, every: int) -> ModelCheckpoint:
+    """Lightning's ModelCheckpoint, writing `path` at the end of every `every`-th epoch."""
+    saving = ModelCheckpoint(
+        dirpath=path.parent,
+        filename=path.stem,
+        every_n_epochs=every,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
+    saving.FILE_EXTENSION = path.suffix
+    return saving
+
+
+class AtomicIO(TorchCheckpointIO):
+    """Lightning's writer moves the file from the system's temporary folder, a copy where
+    that is another file system, which a kill can cut short: here it is renamed into place
+    from beside it, so a kill leaves the old checkpoint whole."""
+
+    def save_checkpoint(self, checkpoint: dict, path: Any, storage_options: Any = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}-partial-{os.getpid()}")
+        with open(partial, "wb") as file:  # torch's own writer hides the system's error
+            torch.save(checkpoint, file)
+        os.replace(partial, path)
+
+
+def recorded(path: Path | None, key: str) -> dict[str, Any] | None:
+    """The recorder's state in the checkpoint at `path` if it was written for this config
+    and data (`key`): the fit resumes from it, under its MLflow run.
 
     A file that is not one of this pipeline's checkpoints (truncated by a full disk, empty,
     corrupted, or another program's) is set aside beside it with one line, and the fit
@@ -59,8 +61,7 @@ def read(path: Path | None, key: str) -> Checkpoint | None:
     if path is None or not path.is_file():
         return None
     try:
-        state = torch.load(path, weights_only=True)  # tensors and plain values: no code runs
-        found = Checkpoint(**state)
+        state = torch.load(path, weights_only=True)["callbacks"][RECORDER]  # no code runs
     except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
         if isinstance(err, OSError) and err.errno not in (None, errno.EINVAL):
             raise  # the disk or the permissions, not the file's content (EINVAL: truncated)
@@ -69,7 +70,7 @@ def read(path: Path | None, key: str) -> Checkpoint | None:
         print(f"train: {path} is not a checkpoint of this pipeline ({_why(err)}); set aside "
               f"as {aside.name}, training starts from epoch 1")  # fmt: skip
         return None
-    return found if found.key == key else None
+    return state if state["key"] == key else None
 
 
 def _why(err: Exception) -> str:
@@ -77,11 +78,6 @@ def _why(err: Exception) -> str:
     (torch's own text for a refused object does: weights_only=False)."""
     if isinstance(err, pickle.UnpicklingError) and "Unsupported global" in str(err):
         return "it holds objects other than tensors and plain values"
-    if isinstance(err, TypeError | AttributeError):  # a dict of other fields, or no dict
+    if isinstance(err, TypeError | KeyError):  # a dict of other fields, or no dict
         return "it holds other fields than a training checkpoint"
     return f"unreadable, {type(err).__name__}: truncated, empty or corrupted"
-
-
-def remove(path: Path | None) -> None:
-    if path is not None:
-        path.unlink(missing_ok=True)

@@ -34,11 +34,7 @@ def train_batches(
 
 
 class MnistData(pl.LightningDataModule):
-    """Training batches in groups of `batch_group` per Lightning step; validation in order.
-
-    `order` is a checkpoint's batch-order generator state: a resumed fit continues the
-    sequence of permutations where the killed one stopped.
-    """
+    """Training batches in groups of `batch_group` per Lightning step; validation in order."""
 
     def __init__(
         self,
@@ -49,11 +45,10 @@ class MnistData(pl.LightningDataModule):
         rank: int = 0,
         world_size: int = 1,
         with_test: bool = False,
-        order: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.prepared, self.cfg, self.batch_group = prepared, train, batch_group
-        self.rank, self.world_size, self.with_test, self.order = rank, world_size, with_test, order
+        self.rank, self.world_size, self.with_test = rank, world_size, with_test
         self.train_size = prepare.read_stats(prepared)["sizes"]["train"]
 
     def updates_per_epoch(self) -> int:
@@ -67,8 +62,15 @@ class MnistData(pl.LightningDataModule):
         self.val_xy = to_tensors(self.prepared, "val", device)
         self.test_xy = to_tensors(self.prepared, "test", device) if self.with_test else None
         self.batches = train_batches(*self.train_xy, self.cfg, self.rank, self.world_size)
-        if self.order is not None:
-            self.batches.generator.set_state(self.order)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The batch order's generator, which Lightning saves in a checkpoint and restores on
+        resume. Lightning also saves a training iterable's own `state_dict`, but loads it
+        only when resuming mid-epoch, never from a checkpoint at an epoch's end."""
+        return {"batch_order": self.batches.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.batches.generator.set_state(state["batch_order"])
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):  # noqa: ANN001, ANN201
         return batch  # already slices of tensors on the training device

@@ -1,9 +1,8 @@
 """Training: fit LeNet-5 with PyTorch Lightning, record every epoch, keep the best weights.
 
-Read top to bottom: `train` opens the MLflow run (or reopens a checkpoint's), `fit` seeds
-and builds the network and fits it, and `train` writes the weights, history and timings
-together. Outputs that DVC hashes are deterministic (weights, per-epoch history); timings,
-which are not, go only to MLflow and to a timings file that no stage declares.
+`train` reads top to bottom, from the config to the written outputs. Outputs that DVC
+hashes are deterministic (weights, per-epoch history); timings, which are not, go only to
+MLflow and to a timings file that no stage declares.
 
 Under DDP (`trainer.devices` > 1) Lightning starts this same command once per further
 rank; every rank trains its shard, and only rank 0 records to MLflow and writes.
@@ -21,11 +20,9 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
 
 import pytorch_lightning as pl
-import torch
-from pytorch_lightning.callbacks import EarlyStopping
+from pytorch_lightning.callbacks import Checkpoint, EarlyStopping
 from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from lenet_mnist import numerics
@@ -40,7 +37,7 @@ from lenet_mnist.training import checkpoint, probes
 from lenet_mnist.training.data import MnistData
 from lenet_mnist.training.module import Classifier
 from lenet_mnist.training.optimizer import effective_lr
-from lenet_mnist.training.progress import IterationBar, on_terminal
+from lenet_mnist.training.progress import UpdatesBar, on_terminal
 from lenet_mnist.training.recorder import EpochRecorder, write_history
 
 PROGRESS_REFRESH_STEPS = 25
@@ -79,6 +76,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r"The number of training batches .* logging")
     # Classifier reduces its epoch metrics over the ranks itself, before it logs them.
     warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\(.*sync_dist")
+    # A resumed fit writes its checkpoint where the one it resumed from lies.
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     for logger in (
         "pytorch_lightning.utilities.rank_zero",
         "lightning_fabric.utilities.rank_zero",
@@ -89,6 +88,7 @@ def quiet_lightning() -> None:
 
 _QUIET = ("litlogger", "`Trainer.fit` stopped: `max_epochs", "Detected KeyboardInterrupt")
 _QUIET += ("GPU available:", "TPU available:", "HPU available:", "LOCAL_RANK:", "Tensor Cores")
+_QUIET += ("Restoring states from the checkpoint", "Restored all states from the checkpoint")
 
 
 def _no_ads(record: logging.LogRecord) -> bool:
@@ -96,15 +96,12 @@ def _no_ads(record: logging.LogRecord) -> bool:
     return not any(text in message for text in _QUIET)
 
 
-def make_trainer(
-    cfg: Config, callbacks: list[pl.Callback] | None = None, epochs: int | None = None
-) -> pl.Trainer:
+def make_trainer(cfg: Config, callbacks: list[pl.Callback] | None = None) -> pl.Trainer:
     """A Trainer from the `trainer` group; epochs come from `train`, the one place they live.
 
     It has no Lightning logger: EpochRecorder sends each epoch to MLflow itself (see
-    docs/architecture.md), and it comes to the fit with the module (configure_callbacks).
+    docs/architecture.md).
     """
-    epochs = epochs or cfg.train.epochs
     callbacks = callbacks or []
     rule = cfg.train.early_stopping
     if (rule.patience, rule.stop_at, rule.give_up_below) != (None, None, None):
@@ -121,12 +118,10 @@ def make_trainer(
         callbacks = [*callbacks, stop]
     bar = cfg.trainer.enable_progress_bar and on_terminal()  # logs get the epoch lines only
     if bar:
-        # Redrawing on every one of ~900 iterations per epoch costs more than it shows.
-        refresh = max(1, PROGRESS_REFRESH_STEPS // cfg.trainer.batch_group)
-        callbacks = [*callbacks, IterationBar(cfg.train.epochs, cfg.train.epochs - epochs, refresh)]
+        callbacks = [*callbacks, UpdatesBar(cfg.trainer.batch_group, PROGRESS_REFRESH_STEPS)]
     try:
         return pl.Trainer(
-            max_epochs=epochs,
+            max_epochs=cfg.train.epochs,
             accelerator=cfg.trainer.accelerator,
             devices=cfg.trainer.devices,
             strategy=cfg.trainer.strategy,
@@ -136,8 +131,9 @@ def make_trainer(
             enable_progress_bar=bar,
             logger=False,
             callbacks=callbacks,
-            # EpochRecorder is the only checkpoint: it keeps the best weights in memory.
-            enable_checkpointing=False,
+            # Lightning adds a ModelCheckpoint of its own unless one is given or this is off.
+            enable_checkpointing=any(isinstance(c, Checkpoint) for c in callbacks),
+            plugins=[checkpoint.AtomicIO()],
             num_sanity_val_steps=0,
             enable_model_summary=False,
             log_every_n_steps=LOG_EVERY_N_STEPS,
@@ -156,20 +152,58 @@ def train(cfg: Config, prepared: Path, out: Outputs, tags: dict[str, str] | None
     `tags` go onto the MLflow run, such as a sweep's parent run id and the config hash. A
     fit killed after a checkpoint resumes from `out.checkpoint`, under the same MLflow run.
     """
-    # cuBLAS needs this before CUDA starts to run its matmuls deterministically.
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     stats = prepare.read_stats(prepared)
     key = identity.config_hash(cfg, stats["digest"])
-    resume = checkpoint.read(out.checkpoint, key)
-    epochs = cfg.train.epochs - (resume.epoch if resume else 0)
-    trainer = make_trainer(cfg, epochs=epochs)  # refuses a missing device before a run
-    if not trainer.is_global_zero:  # known now: a DDP launcher set this process's rank
-        share_of_fit(cfg, prepared, trainer, key, resume)
-    run = open_run(cfg, prepared, stats["digest"], resume, tags)
-    with run:
-        recorder = EpochRecorder(cfg.train, key, run, resume, out.checkpoint)
-        net, wall_s = fit(cfg, prepared, trainer, recorder, resume)
-        last_epoch = recorder.last_epoch
+    saved = checkpoint.recorded(out.checkpoint, key)
+    recorder = EpochRecorder(cfg.train, key)
+    callbacks: list[pl.Callback] = [recorder]  # before the saver: it saves what this records
+    if out.checkpoint is not None and cfg.train.checkpoint_every > 0:
+        callbacks.append(checkpoint.saver(out.checkpoint, cfg.train.checkpoint_every))
+    trainer = make_trainer(cfg, callbacks)  # refuses a missing device before a run opens
+    if trainer.is_global_zero:  # known now: a DDP launcher set this process's rank
+        recorder.run = open_run(cfg, prepared, stats["digest"], saved, tags)
+    with recorder.run or contextlib.nullcontext():
+        pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
+        net = networks.build(cfg.model.name)  # first draw from the seeded generator: the init
+        data = MnistData(
+            prepared,
+            cfg.train,
+            cfg.trainer.batch_group,
+            rank=trainer.global_rank,
+            world_size=trainer.world_size,
+            with_test=cfg.train.test_every_epoch and trainer.is_global_zero,
+        )
+        steps = data.updates_per_epoch()
+        lr = effective_lr(cfg)
+        if saved is None and recorder.run is not None:
+            derived = {
+                "derived.train_size": data.train_size,
+                "derived.iterations_per_epoch": steps,
+                "derived.total_updates": steps * cfg.train.epochs,
+                "derived.lr": lr,
+            }
+            recorder.run.params({**identity.flat(cfg), **derived, **numerics.record(cfg.trainer)})
+        module = Classifier(net, cfg.optimizer, lr, steps * cfg.train.epochs, cfg.trainer.compile)
+        pinned = cfg.trainer.threads or numerics.MODES[cfg.trainer.reproducible].threads
+        if trainer.world_size > 1 and pinned:
+            # Lightning's DDP sets torch's threads to cores / processes unless this is set.
+            os.environ.setdefault("OMP_NUM_THREADS", str(pinned))
+        started = time.perf_counter()
+        try:
+            resume = out.checkpoint if saved is not None else None
+            trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
+        except SystemExit as stop:  # how Lightning ends a fit that a signal stopped
+            raise _interrupted(stop, out.checkpoint) from None
+        except PipelineError:
+            if recorder.run is not None:
+                raise
+            # Metrics are reduced over all ranks, so rank 0 meets this too and reports it;
+            # a non-zero exit here would make Lightning's launcher kill rank 0 first.
+        if recorder.run is None:  # a DDP rank other than 0: rank 0 alone writes
+            sys.stdout.flush()
+            sys.exit(0)
+        wall_s = time.perf_counter() - started
+        run, last_epoch = recorder.run, recorder.last_epoch
         kept_epoch = recorder.best_epoch if cfg.train.keep_best else last_epoch
         if cfg.train.keep_best:
             net.load_state_dict(recorder.best_state)
@@ -182,7 +216,10 @@ def train(cfg: Config, prepared: Path, out: Outputs, tags: dict[str, str] | None
             networks.save(net, model_dir, cfg.model.name, kept_epoch)
             write_history(recorder.history, history)
             timings.write_text(json.dumps(record, indent=2) + "\n")
-        checkpoint.remove(out.checkpoint)
+        if out.checkpoint is not None:
+            out.checkpoint.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # its folder too, unless something else is there
+                out.checkpoint.parent.rmdir()
         weights = out.model / networks.WEIGHTS
         run.tag(store.WEIGHTS_TAG, provenance.sha256(weights))
         run.metrics({"kept_epoch": kept_epoch, "train_wall_s": wall_s})
@@ -198,67 +235,19 @@ def open_run(
     cfg: Config,
     prepared: Path,
     digest: str,
-    resume: checkpoint.Checkpoint | None,
+    saved: dict | None,
     tags: dict[str, str] | None,
 ) -> store.TrackedRun:
     """The checkpoint's MLflow run, RUNNING again, or a new one with the provenance tags."""
     mlflow = store.client(cfg.logger)
-    if resume is not None:
-        run = store.TrackedRun(mlflow, resume.run_id)
+    if saved is not None:
+        run = store.TrackedRun(mlflow, saved["run_id"])
         run.reopen()
-        print(f"train: resuming after epoch {resume.epoch}")
+        print(f"train: resuming after epoch {len(saved['history'])}")
         return run
     run_tags = {**provenance.run_tags(prepared, digest), **(tags or {})}
     run_name = f"bs{cfg.train.batch_size}-ep{cfg.train.epochs}"
     return store.TrackedRun.create(mlflow, cfg.logger.experiment_name, run_name, run_tags)
-
-
-def fit(
-    cfg: Config,
-    prepared: Path,
-    trainer: pl.Trainer,
-    recorder: EpochRecorder,
-    resume: checkpoint.Checkpoint | None,
-) -> tuple[torch.nn.Module, float]:
-    """Train the seeded network, from the checkpoint's epoch if `resume`; return it with the
-    fit's wall time."""
-    pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
-    net = networks.build(cfg.model.name)  # first draw from the seeded generator: the init
-    data = MnistData(
-        prepared,
-        cfg.train,
-        cfg.trainer.batch_group,
-        rank=trainer.global_rank,
-        world_size=trainer.world_size,
-        with_test=cfg.train.test_every_epoch and trainer.is_global_zero,
-        order=resume.batch_order if resume else None,
-    )
-    steps = data.updates_per_epoch()
-    lr = effective_lr(cfg)
-    if resume is None and recorder.run is not None:  # rank 0 alone has a run
-        derived = {
-            "derived.train_size": data.train_size,
-            "derived.iterations_per_epoch": steps,
-            "derived.total_updates": steps * cfg.train.epochs,
-            "derived.lr": lr,
-        }
-        recorder.run.params({**identity.flat(cfg), **derived, **numerics.record(cfg.trainer)})
-    total = steps * cfg.train.epochs
-    module = Classifier(net, cfg.optimizer, lr, total, cfg.trainer.compile, [recorder], resume)
-    if resume is not None:
-        net.load_state_dict(resume.net)
-        torch.set_rng_state(resume.rng)
-        if trainer.early_stopping_callback is not None:
-            trainer.early_stopping_callback.load_state_dict(resume.early_stopping)
-    pinned = cfg.trainer.threads or numerics.MODES[cfg.trainer.reproducible].threads
-    if trainer.world_size > 1 and pinned:  # else DDP's launcher sets cores / processes
-        os.environ.setdefault("OMP_NUM_THREADS", str(pinned))
-    started = time.perf_counter()
-    try:
-        trainer.fit(module, datamodule=data)
-    except SystemExit as stop:  # how Lightning ends a fit that a signal stopped
-        raise _interrupted(stop, recorder.save_to) from None
-    return net, time.perf_counter() - started
 
 
 def _interrupted(stop: SystemExit, saved: Path | None) -> BaseException:
@@ -274,23 +263,3 @@ def _interrupted(stop: SystemExit, saved: Path | None) -> BaseException:
     if saved is not None and saved.is_file():
         return Interrupted(signum, f"{by}; the same command resumes it from the checkpoint {saved}")
     return Interrupted(signum, f"{by}, before any checkpoint")
-
-
-def share_of_fit(
-    cfg: Config,
-    prepared: Path,
-    trainer: pl.Trainer,
-    key: str,
-    resume: checkpoint.Checkpoint | None,
-) -> NoReturn:
-    """A DDP rank other than 0: compute its shard of every step, then end the process.
-
-    Rank 0 alone records to MLflow and writes. Ending here keeps any caller (the stage, a
-    Hydra job that evaluates next) from writing or printing a second time. A PipelineError
-    comes from metrics reduced over all ranks, so rank 0 meets it too and reports it; a
-    non-zero exit here would make Lightning's launcher kill rank 0 before it could.
-    """
-    with contextlib.suppress(PipelineError):
-        fit(cfg, prepared, trainer, EpochRecorder(cfg.train, key, None, resume), resume)
-    sys.stdout.flush()
-    sys.exit(0)

@@ -12,26 +12,18 @@ import torch.nn.functional as F  # noqa: N812
 
 from lenet_mnist.config.schema import OptimizerConfig
 from lenet_mnist.errors import DivergedError
-from lenet_mnist.training import checkpoint
 from lenet_mnist.training.batches import Batch
 from lenet_mnist.training.optimizer import make_optimizer
 
 
 def forward_loss(
-    net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, real: int | None = None
-) -> tuple[torch.Tensor, ...]:
-    """The part of a step that torch.compile fuses: forward, loss and the epoch-sum stats.
-
-    The stats are [loss summed over the batch, correct predictions], for the on-device
-    epoch sums; with `real`, over the first `real` samples only (the rest is DDP padding).
-    """
+    net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The part of a step that torch.compile fuses: forward, loss and the epoch-sum stats
+    [loss summed over the batch, correct predictions]."""
     logits = net(x)
-    if real is None:
-        loss = F.cross_entropy(logits, y)
-        return loss, torch.stack((loss.detach() * len(y), (logits.argmax(1) == y).sum()))
-    losses = F.cross_entropy(logits, y, reduction="none")
-    counted = losses[:real].detach().sum(), (logits[:real].argmax(1) == y[:real]).sum()
-    return losses.mean(), torch.stack(counted)
+    loss = F.cross_entropy(logits, y)
+    return loss, torch.stack((loss.detach() * len(y), (logits.argmax(1) == y).sum()))
 
 
 class Classifier(pl.LightningModule):
@@ -48,38 +40,23 @@ class Classifier(pl.LightningModule):
         lr: float,
         total_updates: int,
         compile: bool,
-        callbacks: list[pl.Callback] | None = None,
-        resume: checkpoint.Checkpoint | None = None,
     ) -> None:
-        """`callbacks`: this fit's own (the recorder), given to Lightning by configure_callbacks.
-        `resume`: a checkpoint whose optimizer and schedule states the fit continues."""
         super().__init__()
-        self.net, self.optimizer_cfg, self.lr, self.total_updates = (
-            net,
-            optimizer,
-            lr,
-            total_updates,
-        )
+        self.net, self.optimizer_cfg = net, optimizer
+        self.lr, self.total_updates = lr, total_updates
         self.forward_loss = torch.compile(forward_loss) if compile else forward_loss
         self.automatic_optimization = False
-        self.resume, self.fit_callbacks = resume, callbacks or []
         self.sums: dict[str, torch.Tensor] = {}  # split -> [loss * n, correct]
         self.counts: dict[str, int] = {}
 
-    def configure_callbacks(self) -> list[pl.Callback]:
-        return self.fit_callbacks
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
     def _step(self, batch: Batch, split: str) -> torch.Tensor:
-        x, y, *real = batch  # `real` only on a DDP rank's batch that holds padding
-        loss, stats = self.forward_loss(self.net, x, y, *real)
+        x, y = batch
+        loss, stats = self.forward_loss(self.net, x, y)
         if split in self.sums:
             self.sums[split] += stats
         else:
             self.sums[split] = stats
-        self.counts[split] = self.counts.get(split, 0) + (real[0] if real else len(y))
+        self.counts[split] = self.counts.get(split, 0) + len(y)
         return loss
 
     def running_loss(self, split: str) -> float | None:
@@ -100,12 +77,12 @@ class Classifier(pl.LightningModule):
             if scheduler is not None:
                 scheduler.step()
 
-    def on_train_start(self) -> None:
-        """Continue a checkpoint's optimizer and schedule where they stopped."""
-        if self.resume is not None:
-            self.trainer.optimizers[0].load_state_dict(self.resume.optimizer)
-            for config in self.trainer.lr_scheduler_configs:
-                config.scheduler.load_state_dict(self.resume.scheduler)
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Lightning saves no random state; a network with dropout would draw from torch's."""
+        checkpoint["torch_rng"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        torch.set_rng_state(checkpoint["torch_rng"])
 
     def validation_step(self, batch: Batch, _: int) -> None:
         self._step(batch, "val")

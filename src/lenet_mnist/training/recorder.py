@@ -1,12 +1,12 @@
 """What each training epoch leaves behind: timings, the history, the best weights, the
-probes' readings (lenet_mnist.training.probes), the MLflow metrics, and every
-`train.checkpoint_every` epochs a checkpoint to resume from."""
+probes' readings (lenet_mnist.training.probes) and the MLflow metrics."""
 
 from __future__ import annotations
 
 import csv
 import time
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -14,7 +14,6 @@ from pytorch_lightning.callbacks import Checkpoint
 
 from lenet_mnist.config.schema import TrainConfig
 from lenet_mnist.tracking import store
-from lenet_mnist.training import checkpoint
 from lenet_mnist.training.data import MnistData
 from lenet_mnist.training.probes import Probes, Reading
 from lenet_mnist.training.progress import epoch_line
@@ -37,40 +36,35 @@ def cpu_copy(net: torch.nn.Module) -> dict[str, torch.Tensor]:
 class EpochRecorder(Checkpoint):
     """Per-epoch timing and metrics for MLflow, the history for DVC plots, the best weights.
 
-    A Checkpoint subclass because it keeps the best weights and saves the resumable state,
-    and because Lightning calls a Checkpoint's on_train_epoch_end after the module's, when
-    the epoch's metrics are logged. It owns everything a checkpoint restores of it: given
-    `resume`, it continues that fit's history, readings and best weights.
+    A Checkpoint subclass only so that Lightning calls its on_train_epoch_end after the
+    module's, once the epoch's metrics are logged. Its `state_dict` goes into Lightning's
+    checkpoint, so a resumed fit continues its history, readings and best weights, and
+    names the config hash and MLflow run it belongs to.
 
     `run` is None on a DDP rank other than 0: that rank trains and records nothing.
     """
 
-    def __init__(
-        self,
-        cfg: TrainConfig,
-        key: str,
-        run: store.TrackedRun | None,
-        resume: checkpoint.Checkpoint | None = None,
-        save_to: Path | None = None,
-    ) -> None:
-        self.cfg, self.key, self.run, self.save_to = cfg, key, run, save_to
+    def __init__(self, cfg: TrainConfig, key: str, run: store.TrackedRun | None = None) -> None:
+        self.cfg, self.key, self.run = cfg, key, run
         self.probes: Probes | None = None  # made at fit start, once the data is on the device
         self.history: list[dict[str, float]] = []
         self.timings: list[dict[str, float]] = []
         self.readings: list[Reading] = []  # every validation accuracy, for the targets
         self.elapsed_s = 0.0  # training seconds of the finished epochs, probes left out
         self.best_acc, self.best_epoch, self.best_state = -1.0, -1, None
-        self.done_epochs, self.done_steps = 0, 0  # before this fit: a resumed checkpoint's
-        if resume is not None:
-            for name, value in resume.recorder.items():
-                setattr(self, name, value)
-            self.readings = [Reading(*r) for r in self.readings]
-            self.done_epochs, self.done_steps = resume.epoch, resume.step
 
-    def state(self) -> dict:
+    KEPT = ("history", "timings", "elapsed_s", "best_acc", "best_epoch", "best_state")
+
+    def state_dict(self) -> dict[str, Any]:
         """Plain values and tensors only: a checkpoint loads with torch.load(weights_only)."""
-        keys = ("history", "timings", "elapsed_s", "best_acc", "best_epoch", "best_state")
-        return {k: getattr(self, k) for k in keys} | {"readings": [*map(tuple, self.readings)]}
+        run_id = self.run.run_id if self.run is not None else None
+        kept = {k: getattr(self, k) for k in self.KEPT}
+        return kept | {"key": self.key, "run_id": run_id, "readings": [*map(tuple, self.readings)]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name in self.KEPT:
+            setattr(self, name, state[name])
+        self.readings = [Reading(*r) for r in state["readings"]]
 
     @property
     def last_epoch(self) -> int:
@@ -89,18 +83,15 @@ class EpochRecorder(Checkpoint):
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *_) -> None:
         """Validation between epochs' ends, when `train.val_every_n_steps` asks for it."""
-        step = self.done_steps + trainer.global_step
+        step = trainer.global_step
         if self.probes is None or not self.probes.due(step):
             return
         started = clock(module.device)
         acc = self.probes.val_acc(module.net)
         seconds = self.elapsed_s + started - self.t_start - self.probe_s
-        self.readings.append(Reading(step, self._epoch(trainer), seconds, acc))
+        self.readings.append(Reading(step, trainer.current_epoch + 1, seconds, acc))
         self.run.metrics({"step_val_acc": acc}, step=step)  # probes exist only beside a run
         self.probe_s += clock(module.device) - started
-
-    def _epoch(self, trainer: pl.Trainer) -> int:
-        return self.done_epochs + trainer.current_epoch + 1
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self.t_val = clock(module.device)
@@ -110,7 +101,7 @@ class EpochRecorder(Checkpoint):
         train_s = self.t_val - self.t_start - self.probe_s
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         lr = trainer.optimizers[0].param_groups[0]["lr"]
-        epoch, step = self._epoch(trainer), self.done_steps + trainer.global_step
+        epoch, step = trainer.current_epoch + 1, trainer.global_step
         train_size = trainer.datamodule.train_size
         timing = {
             "epoch_time_s": train_s,
@@ -123,12 +114,8 @@ class EpochRecorder(Checkpoint):
             metrics |= self.probes.at_epoch_end(module.net, epoch, metrics["val_acc"])
             metrics["probe_time_s"] = self.probe_s + clock(module.device) - now
         self.timings.append({"epoch": epoch, **timing})
-        row = {
-            "epoch": epoch,
-            "iteration": step,
-            "lr": lr,
-            **{k: metrics[k] for k in HISTORY_FIELDS[3:]},
-        }
+        row = {"epoch": epoch, "iteration": step, "lr": lr}
+        row |= {k: metrics[k] for k in HISTORY_FIELDS[3:]}
         self.history.append(row)
         if trainer.is_global_zero:
             total = trainer.global_step // (trainer.current_epoch + 1) * self.cfg.epochs
@@ -139,33 +126,6 @@ class EpochRecorder(Checkpoint):
         if metrics["val_acc"] > self.best_acc:
             self.best_acc, self.best_epoch = metrics["val_acc"], epoch
             self.best_state = cpu_copy(module.net)
-        if self._checkpoint_due(epoch):
-            checkpoint.save(self.save_to, self._checkpoint(trainer, module, epoch, step))
-
-    def _checkpoint_due(self, epoch: int) -> bool:
-        every = self.cfg.checkpoint_every
-        due = self.save_to is not None and self.run is not None and every > 0
-        return due and epoch % every == 0 and epoch != self.cfg.epochs
-
-    def _checkpoint(
-        self, trainer: pl.Trainer, module: pl.LightningModule, epoch: int, step: int
-    ) -> checkpoint.Checkpoint:
-        """What the rest of the fit needs, at the end of every `checkpoint_every`-th epoch."""
-        schedulers = trainer.lr_scheduler_configs
-        stopping = trainer.early_stopping_callback
-        return checkpoint.Checkpoint(
-            key=self.key,
-            run_id=self.run.run_id,
-            epoch=epoch,
-            step=step,
-            net=cpu_copy(module.net),
-            optimizer=trainer.optimizers[0].state_dict(),
-            scheduler=schedulers[0].scheduler.state_dict() if schedulers else None,
-            batch_order=trainer.datamodule.batches.generator.get_state(),
-            rng=torch.get_rng_state(),
-            recorder=self.state(),
-            early_stopping=stopping.state_dict() if stopping is not None else None,
-        )
 
 
 def write_history(rows: list[dict], path: Path) -> None:
