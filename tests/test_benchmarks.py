@@ -1,12 +1,27 @@
-"""The benchmark of the numeric modes, run as a user runs it on the prepared slice."""
+"""The training-speed benchmark (docs/benchmarks/train_speed.py), run as a user runs it on
+the prepared slice."""
 
+import importlib.util
 import json
+import subprocess
+import sys
 
 import pytest
 
 from lenet_mnist import numerics
-from lenet_mnist.training import bench
-from tests.conftest import REPO, SLICE, run_module, write_params
+from tests.conftest import REPO, SLICE, write_params
+
+SCRIPT = REPO / "docs" / "benchmarks" / "train_speed.py"
+_spec = importlib.util.spec_from_file_location("train_speed", SCRIPT)
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+def run_bench(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, args)], cwd=REPO, capture_output=True, text=True
+    )
+
 
 pytestmark = pytest.mark.slow
 
@@ -16,7 +31,7 @@ def test_bench_prints_each_variant_against_the_hand_written_loop(prepared_slice,
     p = write_params(tmp_path / "params.yaml", **SLICE)
     out = tmp_path / "bench.json"
     args = ["--prepared", prepared, "--params", p, "--repeats", "1", "--rounds", "2"]
-    done = run_module("training.bench", *args, "--steps", "4", "--json", out, cwd=REPO)
+    done = run_bench(*args, "--steps", "4", "--json", out)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     assert list(result["variants"]) == [v.label for v in bench.VARIANTS]
@@ -39,9 +54,7 @@ def test_bench_prints_each_variant_against_the_hand_written_loop(prepared_slice,
 
 def test_bench_refuses_a_single_round(prepared_slice, tmp_path):
     prepared, p = prepared_slice
-    done = run_module(
-        "training.bench", "--prepared", prepared, "--params", p, "--rounds", "1", cwd=REPO
-    )
+    done = run_bench("--prepared", prepared, "--params", p, "--rounds", "1")
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == "error: --rounds=1 is not allowed; use 2 or more"
 
@@ -49,9 +62,7 @@ def test_bench_refuses_a_single_round(prepared_slice, tmp_path):
 def test_bench_steps_must_fill_whole_lightning_calls(prepared_slice, tmp_path):
     prepared, _ = prepared_slice
     p = write_params(tmp_path / "params.yaml", **{**SLICE, "trainer__batch_group": 4})
-    done = run_module(
-        "training.bench", "--prepared", prepared, "--params", p, "--steps", "6", cwd=REPO
-    )
+    done = run_bench("--prepared", prepared, "--params", p, "--steps", "6")
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == (
         "error: --steps=6 is not allowed; use a multiple of trainer.batch_group (4)"

@@ -1,7 +1,7 @@
 """In-process timing of training steps: the pipeline's and a hand-written loop's.
 
 One process computes in one numeric mode (lenet_mnist.numerics), so each timed variant of
-the benchmark (lenet_mnist.training.bench) is a process of its own that runs these.
+the benchmark (train_speed.py, beside this file) is a process of its own that runs these.
 Inside a pipeline process, one epoch of a hand-written loop with the same compiled step
 runs around each pipeline epoch, in a rotating order: a noisy neighbour slows both alike,
 and their ratio is what Lightning itself costs. The first round (warm-up, compilation)

@@ -1,11 +1,11 @@
 """Benchmark: what a user should expect of each numeric mode, against a hand-written loop.
 
-    python -m lenet_mnist.training.bench [--repeats 2] [--rounds 3] [--steps 100] [--json FILE]
+    python docs/benchmarks/train_speed.py [--repeats 2] [--rounds 3] [--steps 100] [--json FILE]
 
 Every variant is a process of its own, as a stage or a sweep job is: the baseline is a
 hand-written eager PyTorch loop at PyTorch's default threads and OpenMP's default
 waiting, which is what a user writes; each numeric mode runs the pipeline's own fit
-(lenet_mnist.training.timing). The oversubscribed variants start two such processes at
+(train_steps.py, beside this file). The oversubscribed variants start two such processes at
 once on the same cores, as two sweep jobs or a neighbour's job do. Each repeat runs every
 variant once, in a rotating order, and a variant's ratio is paired with the baseline of
 its own repeat: a shared machine's speed moves within minutes. Seconds per epoch are
@@ -76,8 +76,7 @@ def run_variant(variant: Variant, args: argparse.Namespace, folder: Path) -> lis
     outs = [folder / f"{variant.worker}-{i}.json" for i in range(variant.copies)]
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", __spec__.name, "--worker", variant.worker, "--out", str(out)]
-            + common,
+            [sys.executable, __file__, "--worker", variant.worker, "--out", str(out)] + common,
             env=worker_env(variant),
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
@@ -177,7 +176,9 @@ def print_table(result: dict, console: Console) -> None:
 def work(args: argparse.Namespace) -> None:
     """One variant's process: time its rounds and write them to `args.out`."""
     cfg = parse.load(args.params)
-    from lenet_mnist.training import fit, timing  # after parse: a bad file fails at once
+    import train_steps as timing  # after parse: a bad file fails at once
+
+    from lenet_mnist.training import fit
 
     fit.quiet_lightning()
     if args.worker == "plain":  # PyTorch's own threads and kernels, as a user's script
