@@ -29,10 +29,8 @@ from lenet_mnist.sweeps import stop
 
 
 def run_job(cfg: DictConfig) -> float | None:
-    """One Hydra job (lenet_mnist.sweeps.job); returns objective.metric for a sweeper.
-
-    Lightning and MLflow load here, when a job runs, so that `--help` answers at once.
-    """
+    """One Hydra job (lenet_mnist.sweeps.job); Lightning and MLflow load here, when a job
+    runs, so that `--help` answers at once."""
     from lenet_mnist.sweeps import job
 
     return job.run(cfg)
@@ -58,8 +56,8 @@ def main() -> None:
     process.prepare()  # before torch loads, here and in a launcher's worker processes
     OmegaConf.register_new_resolver("pid", os.getpid, replace=True)  # hydra.run.dir uses it
     register()
-    # The sweep folders' resolvers register with lenet_mnist.sweeps.sweep, which Hydra imports for
-    # the sweep callback before it names a folder, here and in a launcher's workers.
+    # The sweep folders' resolvers register as Hydra imports lenet_mnist.sweeps.sweep for
+    # its callback, here and in a launcher's workers.
     entry = hydra.main(config_path=str(parse.CONF_DIR), config_name="config", version_base="1.3")
     try:
         with stop.ending():  # a sweep stopped or failed takes its jobs and runs with it
