@@ -36,8 +36,7 @@ class PipelineError(Exception):
 
 
 class UnavailableError(PipelineError):
-    """The environment failed the work (a busy store, a silent server, no source answered):
-    the same command may succeed later."""
+    """The environment failed the work (a busy store, a silent server): try again later."""
 
     exit_code = 1
 
@@ -66,8 +65,7 @@ ADVICE = {
     None: "check the path and the disk",
 }
 ERRNOS = {os.strerror(n).lower(): n for n in errno.errorcode}
-# The system's error inside other exceptions' text: Rust's io::Error (safetensors),
-# PyTorch's file writer, Python's own.
+# The system's error in other exceptions' text: safetensors' (Rust), PyTorch's writer's, Python's.
 SYSTEM_TEXT = re.compile(r"\(os error (\d+)\)|strerror: ([^.\n]+)|\[Errno (\d+)\]")
 PATH_TEXT = re.compile(r'at path "([^"]+)"')
 STORE_MODULES = ("sqlalchemy", "sqlite3", "mlflow")
@@ -160,9 +158,8 @@ def one_line(text: str, limit: int = LINE_MAX) -> str:
 
 
 def exit_on_error(main: Callable[[], T]) -> T:
-    """`main()`, or the process's end: a known class as one line on stderr and its exit
-    code, a bug as its traceback and exit 1. Its SystemExit passes through the frameworks
-    that catch every Exception (Hydra's jobs and callbacks) on its way to the entry point."""
+    """`main()`, or the process's end: a known class as one line and its exit code, a bug
+    as its traceback and exit 1. A SystemExit, which Hydra's jobs and callbacks let through."""
     try:
         return main()
     except (Exception, KeyboardInterrupt) as err:
@@ -185,8 +182,8 @@ def hold_signals() -> None:
 
 
 def _stop(signum: int, frame: object) -> None:
-    """The first SIGINT or SIGTERM stops the work; a later one waits. Lightning puts back
-    the handler it found when its fit ends, so this one may be called after the hold."""
+    """The first SIGINT or SIGTERM stops the work; a later one waits (Lightning puts this
+    handler back when its fit ends)."""
     if not _held:
         hold_signals()
         raise Interrupted(signum, f"interrupted ({signal.Signals(signum).name})")
@@ -194,14 +191,11 @@ def _stop(signum: int, frame: object) -> None:
 
 def run_stage(main: Callable[[], object], on_failure: Callable[[], None] | None = None) -> None:
     """A process's entry point: exit_on_error, with SIGINT and SIGTERM as Interrupted (unless
-    the process was started ignoring them, as a shell's background job is).
+    started ignoring them, as a shell's background job is). `on_failure` runs on any failure,
+    with signals held: the stages with cached outputs put back their last good ones there.
 
-    `on_failure` runs when the stage fails, a signal included, after its line and with
-    signals held: the stages with cached outputs put back their last good ones there.
-
-    On success gc.freeze() spares the exit the collection of everything torch, MLflow and
-    Lightning made at import, as long as a short stage's own work (docs/benchmarks.md);
-    atexit handlers still run, and stages close their files with `with`.
+    gc.freeze() spares the exit the collection of all that torch, MLflow and Lightning made
+    at import, as long as a short stage's work (docs/benchmarks.md); stages close files with `with`.
     """
     defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
     for signum, default in defaults.items():

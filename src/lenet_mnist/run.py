@@ -1,14 +1,12 @@
-"""Hydra runs and sweeps of the pipeline's own train and evaluate code, tracked in MLflow.
+"""Hydra runs and sweeps of the pipeline's own train, evaluate and publish code, in MLflow.
 
     python -m lenet_mnist.run train.epochs=3                        # one run
     python -m lenet_mnist.run -m train.batch_size=32,64,128,256     # a sweep, one job each
 
-Each job trains and evaluates with the stages' own code and writes their outputs into
-its Hydra folder: `paths.runs` for one run, `paths.sweeps` for a sweep (one folder per
-job, and the report). A sweep's jobs are MLflow child runs under one parent, resumable
-(lenet_mnist.sweeps.sweep). Jobs run one after another in this process by default;
-`launcher=joblib` runs them side by side, and Hydra's cluster launchers take them to a
-cluster without changing a job.
+A job writes the stages' outputs into its Hydra folder (`paths.runs`, or `paths.sweeps`
+for a sweep, with the report). A sweep's jobs are MLflow children of one resumable parent
+(lenet_mnist.sweeps.sweep), run in this process, side by side (`launcher=joblib`), or on
+a cluster by Hydra's launchers, without changing a job.
 """
 
 from __future__ import annotations

@@ -226,7 +226,7 @@ class PathsConfig:
     def check(self) -> None:
         """Any path is allowed here: the code that reads one says when it holds nothing, and
         the run's folder (under `runs` or `sweeps`) is checked where Hydra is about to make
-        it, by lenet_mnist.sweeps.folders, since hydra.run.dir may put it elsewhere."""
+        it, by lenet_mnist.sweeps.sweep.writable, since hydra.run.dir may put it elsewhere."""
 
 
 @dataclass

@@ -1,9 +1,8 @@
 """One Hydra job: the train, evaluate and publish stages' own code, into the job's folder.
 
-A sweep's job is an MLflow child run of the sweep's parent (lenet_mnist.sweeps.sweep), skipped
-when a complete child with the same config hash exists, unless `force=true`. It returns
-`objective.metric` computed from its run's metrics, the value an optimizing sweeper
-(conf/hparams_search) reads; a skipped job returns the same value from the finished child.
+A sweep's job is an MLflow child of the sweep's parent, skipped when a complete child of
+the same config hash exists (unless `force=true`). It returns `objective.metric` from its
+run's metrics, the value an optimizing sweeper (conf/hparams_search) reads.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from omegaconf import DictConfig
 
 from lenet_mnist import numerics
 from lenet_mnist.config import identity, parse
+from lenet_mnist.config.grid import as_typed, defining
 from lenet_mnist.config.schema import Config, ObjectiveConfig
 from lenet_mnist.data import prepare
 from lenet_mnist.errors import DivergedError, PipelineError, exit_on_error
@@ -89,8 +89,7 @@ def _job(raw: DictConfig, out: Path) -> float | None:
 
 
 def _one_process_per_sweep_job(cfg: Config) -> None:
-    """Lightning starts DDP's other processes by running the command again, which for a
-    sweep would run the whole sweep again in each of them."""
+    """Lightning starts DDP's other processes by running the command (the sweep) again."""
     processes = cfg.trainer.devices * cfg.trainer.num_nodes
     if processes > 1 and HydraConfig.get().mode == RunMode.MULTIRUN:
         raise PipelineError(
@@ -101,7 +100,8 @@ def _one_process_per_sweep_job(cfg: Config) -> None:
 
 
 def _job_label() -> str:
-    return sweep.job_label(sweep.as_typed(HydraConfig.get().overrides.task))
+    """The job's point of the grid, as the report keys it."""
+    return " ".join(defining(as_typed(HydraConfig.get().overrides.task)))
 
 
 def fit_and_test(cfg: Config, out: Path, tags: dict[str, str]) -> float:

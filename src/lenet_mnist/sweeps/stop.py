@@ -1,17 +1,15 @@
 """A sweep ends as one thing: its job processes with it, and no run of it left RUNNING.
 
 Hydra calls no callback when a sweep fails or is signalled, and a signal to the sweep's
-process ends that process alone: a launcher's job processes run on. So from the moment the
-parent run opens until it closes, SIGINT and SIGTERM raise Stopped, and `ending`, around
-Hydra's whole run (lenet_mnist.run), ends a sweep that leaves it any way but success: it
-kills every process the sweep started, whatever the launcher, marks the job runs left
-unfinished, and the parent KILLED (a signal) or FAILED. The same command resumes it.
+process ends it alone: a launcher's job processes run on. So while the parent run is open,
+SIGINT and SIGTERM raise Stopped, and `ending`, around Hydra's run (lenet_mnist.run), ends a
+sweep that fails or stops: it kills the processes the sweep started, whatever the launcher,
+closes the job runs left unfinished, and the parent KILLED (a signal) or FAILED.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,9 +27,9 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class Stopped(BaseException):
-    """A signal's stop on its way to `ending`, with the job runs RUNNING when it came.
-    Neither an Exception nor a KeyboardInterrupt, so that Lightning (in a job that runs in
-    the sweep's process), Hydra and a job's boundary let it through as it is."""
+    """A signal's stop on its way to `ending`, with the job runs RUNNING when it came. Not a
+    KeyboardInterrupt, which Lightning turns into SystemExit, nor an Exception, which Hydra
+    and a job's boundary catch: it reaches `ending` as it is."""
 
     def __init__(self, signum: int, runs: list[str]) -> None:
         super().__init__(signum, runs)
@@ -64,7 +62,7 @@ def closed() -> None:
 
 def in_job() -> None:
     """A job in a launcher's process leaves Ctrl-C, which a terminal sends to the whole
-    process group, to the sweep's process, which stops every job and reports once."""
+    process group, to the sweep's process: it stops every job and reports once."""
     if not _open:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -79,41 +77,38 @@ def ending() -> Iterator[None]:
             (parent, name, folder) = _open.pop()
             hold_signals()
             _kill_children()
-            killed = isinstance(err, Stopped | KeyboardInterrupt)
-            cut = _close(parent, err.runs if isinstance(err, Stopped) else [], killed)
-            if isinstance(err, Stopped):
-                by, what = signal.Signals(err.signum).name, f"{cut} job{'s' * (cut != 1)}"
-                said = f"sweep {name} ({by}): {what} stopped; run the same command to resume"
-                raise Interrupted(err.signum, said) from None
-            named(folder, err)
+            if not isinstance(err, Stopped):
+                _close(parent, [], "FAILED")
+                named(folder, err)
+                raise
+            cut = _close(parent, err.runs, "KILLED")
+            by, what = signal.Signals(err.signum).name, f"{cut} job{'s' * (cut != 1)}"
+            said = f"sweep {name} ({by}): {what} stopped; run the same command to resume"
+            raise Interrupted(err.signum, said) from None
         raise
 
 
 def named(folder: Path, err: BaseException) -> None:
-    """An OSError that names no file (a full disk met by a write) names `folder`, so that
-    its line says which disk."""
+    """An OSError that names no file (a full disk met by a write) names `folder`, the disk."""
     if isinstance(err, OSError) and err.filename is None:
         err.filename = str(folder)
 
 
 def _kill_children() -> None:
-    """Every process this one started, whatever the launcher, and theirs, but those that
-    ignore SIGTERM: helpers that end with this process, such as multiprocessing's resource
-    tracker under joblib, whose owner would start another with a traceback."""
-    jobs = [job for job in psutil.Process().children(recursive=True) if not _ignores_sigterm(job)]
+    """Every process this one started, whatever the launcher, and theirs; but a resource
+    tracker (joblib's, multiprocessing's) ends with this process, and, killed, is started
+    again with a warning that resources might leak."""
+    jobs = [p for p in psutil.Process().children(recursive=True) if not _tracker(p)]
     for job in jobs:
         with contextlib.suppress(psutil.NoSuchProcess):
             job.kill()
     psutil.wait_procs(jobs, timeout=30)
 
 
-def _ignores_sigterm(process: psutil.Process) -> bool:
-    try:  # Linux's mask of the signals a process ignores
-        status = Path(f"/proc/{process.pid}/status").read_text()
-    except OSError:
-        return False
-    mask = re.search(r"^SigIgn:\s*([0-9a-f]+)$", status, re.MULTILINE)
-    return bool(mask and int(mask[1], 16) >> (signal.SIGTERM - 1) & 1)
+def _tracker(process: psutil.Process) -> bool:
+    with contextlib.suppress(psutil.Error):
+        return "resource_tracker" in " ".join(process.cmdline())
+    return False
 
 
 def _running(parent: TrackedRun) -> list[str]:
@@ -123,9 +118,9 @@ def _running(parent: TrackedRun) -> list[str]:
     return [run.info.run_id for run in store.children(parent.mlflow, parent.run_id, query)]
 
 
-def _close(parent: TrackedRun, cut: list[str], killed: bool) -> int:
+def _close(parent: TrackedRun, cut: list[str], status: str) -> int:
     """The job runs cut off KILLED, those that failed after their training closed them
-    FAILED (they lack the COMPLETE tag), the parent KILLED or FAILED; the count cut off."""
+    FAILED (they lack the COMPLETE tag), the parent `status`; the count cut off."""
     from lenet_mnist.tracking import store
 
     runs = store.children(parent.mlflow, parent.run_id)
@@ -135,5 +130,5 @@ def _close(parent: TrackedRun, cut: list[str], killed: bool) -> int:
     for ids, status in ((stopped, "KILLED"), (unfinished - stopped, "FAILED")):
         for job in ids:
             type(parent)(parent.mlflow, job).close(status)
-    parent.close("KILLED" if killed else "FAILED")
+    parent.close(status)
     return len(stopped)

@@ -1,16 +1,10 @@
 """A sweep in MLflow: one parent run per grid, one child per point, resumable.
 
-Each point of a `python -m lenet_mnist.run -m ...` grid is one Hydra job and one MLflow
-child run under one parent run per sweep. The parent is found again by the sweep's
-overrides, so the same command started again after an interruption reuses it, and each
-job first looks under it for a complete child with its config hash: finished points are
-skipped unless `force=true`. When the sweep ends, the report (lenet_mnist.study.report) is
-written to the sweep folder and attached to the parent.
-
-Folders are named the way runs are found again: a sweep's by its sweep key (conf/config.yaml
-`sweep_key`), a job's by its grid point (`sweep_point`). So a resumed sweep writes
-into the folder of its first start, next to the outputs of the jobs it skips, whatever
-order the grid was typed in, and two different sweeps never share a folder.
+The parent is found again by the sweep's key (its defining overrides, in any order), so the
+same command reopens it, and each job skips a point with a complete child of its config
+hash unless `force=true`. Folders are named the same way, a sweep's by its key and a job's
+by its point: a resumed sweep writes into its first start's folder. At the end the report
+(lenet_mnist.study.report) goes into the sweep's folder and onto the parent.
 """
 
 from __future__ import annotations
@@ -39,8 +33,7 @@ from lenet_mnist.tracking import store
 
 log = logging.getLogger(__name__)
 
-# The parent's run id reaches the jobs through the environment, which both the in-process
-# launcher and the process-based ones (joblib, submitit) hand on to their jobs.
+# The parent's run id reaches the jobs through the environment, which every launcher hands on.
 PARENT_ENV = "LENET_MNIST_SWEEP_PARENT"
 
 
@@ -53,11 +46,6 @@ def previous_child(mlflow: MlflowClient, parent: str, key: str) -> Run | None:
         elif run.info.status == "RUNNING":
             store.TrackedRun(mlflow, run.info.run_id).close("KILLED")
     return done
-
-
-def job_label(overrides: Iterable[str]) -> str:
-    """A job's point of the grid, as its run's JOB_TAG holds it and the report keys it."""
-    return " ".join(defining(overrides))
 
 
 def sweep_overrides(cfg: DictConfig) -> list[str]:
@@ -76,14 +64,9 @@ def point_folder(overrides: Iterable[str]) -> str:
 
 
 def register_resolvers() -> None:
-    """Folder names for conf/config.yaml's hydra.sweep, from `${hydra.overrides.task}` etc.
-
-    Registered at import: a launcher's worker process imports this module but runs no
-    main(). `sweep_key` takes the sweeper and objective nodes too: a search space may be
-    in the config. Only the sweep's own config holds the whole grid (a job's holds its point), so
-    `sweep_key` is cached: Hydra copies the sweep's cache into each job's config, as it
-    does for `${now:}`, and every job finds the sweep's folder.
-    """
+    """Folder names for conf/config.yaml's hydra.sweep. At import: a launcher's worker
+    imports this module but runs no main(). `sweep_key` is cached, as `${now:}` is: only the
+    sweep's config holds the whole grid, and Hydra copies its cache into each job's config."""
     OmegaConf.register_new_resolver(
         "sweep_key",
         lambda *search: sweep_key(search_overrides(*search)),
