@@ -127,8 +127,8 @@ def _close(parent: TrackedRun, cut: list[str], status: str) -> int:
     stopped = {*cut, *(r.info.run_id for r in runs if r.info.status == "RUNNING")}
     unfinished = {r.info.run_id for r in runs if r.info.status == "FINISHED"
                   and store.COMPLETE_TAG not in r.data.tags}  # fmt: skip
-    for ids, status in ((stopped, "KILLED"), (unfinished - stopped, "FAILED")):
+    for ids, how in ((stopped, "KILLED"), (unfinished - stopped, "FAILED")):
         for job in ids:
-            type(parent)(parent.mlflow, job).close(status)
+            type(parent)(parent.mlflow, job).close(how)
     parent.close(status)
     return len(stopped)
