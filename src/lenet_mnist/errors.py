@@ -22,7 +22,6 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator
-from types import TracebackType
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -114,19 +113,13 @@ def _system(err: BaseException) -> str | None:
         reason, path = os.strerror(number), (m[1] if (m := PATH_TEXT.search(str(err))) else None)
     else:
         return None
-    calls = list(_library_calls(err.__traceback__))
-    call = f" in {calls[-1]}()" if calls else ""  # the operation, where a library's call says it
+    # The operation: the last public function of another package that the traceback passes.
+    codes = [frame.f_code for frame, _ in traceback.walk_tb(err.__traceback__)]
+    calls = [c.co_name for c in codes if not c.co_filename.startswith((PACKAGE, "<"))
+             and c.co_name[0] not in "_<"]  # fmt: skip
+    call = f" in {calls[-1]}()" if calls else ""
     where = f"{path}: " if path is not None else ""
     return f"{where}{reason}{call}; {ADVICE.get(number, ADVICE[None])}"
-
-
-def _library_calls(tb: TracebackType | None) -> Iterator[str]:
-    """The public functions of other packages that a traceback passes through."""
-    while tb is not None:
-        code = tb.tb_frame.f_code
-        if not code.co_filename.startswith((PACKAGE, "<")) and code.co_name[0] not in "_<":
-            yield code.co_name
-        tb = tb.tb_next
 
 
 def _store(err: BaseException) -> str | None:

@@ -14,9 +14,6 @@ import os
 import sys
 
 ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
-# MLflow's store logs its set-up and each failed query's traceback, then raises: the raised
-# error ends the command, in one line at the error boundary.
-QUIET_LOGGERS = ("mlflow.store.db.utils",)
 
 
 def prepare() -> None:
@@ -25,5 +22,6 @@ def prepare() -> None:
         raise RuntimeError("lenet_mnist.process.prepare() must run before torch is imported")
     for name, value in ENV.items():
         os.environ.setdefault(name, value)
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+    # MLflow's store logs each failed query's traceback, then raises: the raised error ends
+    # the command, in one line at the error boundary.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
