@@ -1,10 +1,8 @@
-"""A sweep ends as one thing: its job processes with it, and no run of it left RUNNING.
-
-Hydra calls no callback when a sweep fails or is signalled, and a signal to the sweep's
-process ends it alone: a launcher's job processes run on. So while the parent run is open,
-SIGINT and SIGTERM raise Stopped, and `ending`, around Hydra's run (lenet_mnist.run), ends a
-sweep that fails or stops: it kills the processes the sweep started, whatever the launcher,
-closes the job runs left unfinished, and the parent KILLED (a signal) or FAILED.
+"""A sweep ends as one thing: while its parent run is open, SIGINT and SIGTERM raise
+Stopped, and `ending`, around Hydra's run, ends a sweep that fails or stops: it kills the
+processes the sweep started, whatever the launcher, closes the job runs left unfinished,
+and the parent KILLED (a signal) or FAILED. Hydra has no callback for either, and a signal
+ends the sweep's process alone (docs/architecture.md, "Hydra sweeps").
 """
 
 from __future__ import annotations

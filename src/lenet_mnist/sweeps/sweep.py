@@ -38,14 +38,10 @@ PARENT_ENV = "LENET_MNIST_SWEEP_PARENT"
 
 
 def previous_child(mlflow: MlflowClient, parent: str, key: str) -> Run | None:
-    """The newest complete child with this config, after marking interrupted ones as killed."""
-    done = None
-    for run in store.children(mlflow, parent, f" and tags.{store.CONFIG_TAG} = '{key}'"):
-        if run.data.tags.get(store.COMPLETE_TAG) == "true":
-            done = done or run
-        elif run.info.status == "RUNNING":
-            store.TrackedRun(mlflow, run.info.run_id).close("KILLED")
-    return done
+    """The newest complete child with this config. A child its killed sweep left RUNNING is
+    marked KILLED when the next run is created (store.close_dead_runs)."""
+    query = f" and tags.{store.CONFIG_TAG} = '{key}' and tags.{store.COMPLETE_TAG} = 'true'"
+    return next(iter(store.children(mlflow, parent, query)), None)
 
 
 def sweep_overrides(cfg: DictConfig) -> list[str]:
