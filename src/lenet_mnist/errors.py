@@ -1,11 +1,14 @@
-"""How every entry point ends: one line the user can act on and an exit code that says
-the class of failure, or, for a bug, its traceback (docs/pipeline.md, "Exit codes").
+"""How every entry point ends (docs/pipeline.md, "Exit codes"): one line the user can act
+on and an exit code, by the failure's class, not its case. The classes, in one table:
 
-The failures are told apart by class, not case by case: an OSError anywhere in an
-exception's chain (or the system's error that a library put in its text) is the
-environment, so is an MLflow store that cannot be read or written; a PipelineError is the
-input or the configuration. The bottom layer: every package may import it, and it imports
-nothing of the package, nor MLflow: a store's error is recognized by its module's name.
+    PipelineError: the input or the configuration                   2    error: ...
+    UnavailableError; an OSError anywhere in the chain (or in a     1    error: ...
+      library's text); an MLflow store unreadable, busy or full
+    a signal: Interrupted, KeyboardInterrupt                  128 + signal  stopped: ...
+    anything else: a bug                                            1    its traceback
+
+The bottom layer: it imports nothing of the package, nor MLflow (a store's error is known
+by its module's name).
 """
 
 from __future__ import annotations
@@ -17,49 +20,37 @@ import re
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterator
-from types import TracebackType
 from typing import TypeVar
 
 T = TypeVar("T")
-INPUT, ENVIRONMENT = 2, 1  # exit codes; a signal's is 128 + its number
 LINE_MAX = 400  # an echoed value can be any length: longer lines are cut, their length said
 
 
 class PipelineError(Exception):
     """A problem with the user's input or configuration, as opposed to a bug in this code."""
 
-    exit_code = INPUT
+    exit_code = 2
 
 
 class UnavailableError(PipelineError):
-    """The environment failed the work (a busy store, a silent server, no source answered):
-    nothing in the input to change, the same command may succeed later."""
+    """The environment failed the work (a busy store, a silent server): try again later."""
 
-    exit_code = ENVIRONMENT
+    exit_code = 1
 
 
 class DivergedError(PipelineError):
-    """The loss became NaN or infinite: the rate is too large for the batch. One run fails
-    on it; a sweep job records it as a result and the sweep goes on (sweeps.job)."""
+    """The loss became NaN or infinite: one run fails on it; a sweep records it and goes on."""
 
 
 class Interrupted(KeyboardInterrupt):
-    """A signal stopped the work: SIGINT (Ctrl-C) or SIGTERM (a scheduler's preemption).
-
-    A KeyboardInterrupt, so that what closes on one (an MLflow run, KILLED) closes on both,
-    and so that no `except Exception` in a framework between here and the entry point takes
-    it for a failure to carry on from. The process ends with 128 + the signal's number, as
-    a shell reports a process the signal ended: a scheduler never reads a success.
-    """
+    """SIGINT or SIGTERM stopped the work. A KeyboardInterrupt, so that what closes on Ctrl-C
+    (an MLflow run, KILLED) closes on both, and no framework's `except Exception` carries on."""
 
     def __init__(self, signum: int, what: str) -> None:
         super().__init__(what)
         self.signum = signum
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
 
 
 # What the user can do, by the system's reason; any other errno gets the last line.
@@ -73,13 +64,12 @@ ADVICE = {
     None: "check the path and the disk",
 }
 ERRNOS = {os.strerror(n).lower(): n for n in errno.errorcode}
-# The system's error as libraries put it in their own exceptions' text: Rust's io::Error
-# (safetensors), PyTorch's file writer, and Python's own.
+# The system's error in other exceptions' text: safetensors' (Rust), PyTorch's writer's, Python's.
 SYSTEM_TEXT = re.compile(r"\(os error (\d+)\)|strerror: ([^.\n]+)|\[Errno (\d+)\]")
 PATH_TEXT = re.compile(r'at path "([^"]+)"')
 STORE_MODULES = ("sqlalchemy", "sqlite3", "mlflow")
 PACKAGE = os.path.dirname(os.path.abspath(__file__))
-_stores: list[str] = []  # the MLflow stores this process opened, the last one named in a line
+_stores: list[str] = []  # the MLflow stores this process opened; a store's line names the last
 _held: list[bool] = []  # set once the process has begun to stop: later signals wait
 
 
@@ -90,20 +80,19 @@ def opened_store(uri: str) -> None:
 
 def describe(err: BaseException) -> tuple[str, int] | None:
     """The line and exit code for a failure of a known class; None for a bug."""
-    if isinstance(err, Interrupted):
-        return f"stopped: {err}", err.exit_code
     if isinstance(err, KeyboardInterrupt):
-        return "stopped: interrupted (SIGINT)", 128 + signal.SIGINT
+        signum = getattr(err, "signum", signal.SIGINT)
+        return f"stopped: {str(err) or 'interrupted (SIGINT)'}", 128 + signum
     if isinstance(err, PipelineError):
         return f"error: {err}", err.exit_code
     for cause in _chain(err):
         if said := _system(cause) or _store(cause):
-            return f"error: {said}", ENVIRONMENT
+            return f"error: {said}", 1
     return None
 
 
 def _chain(err: BaseException | None) -> Iterator[BaseException]:
-    """The exception and those it was raised from or while handling, innermost last."""
+    """The exception and those it was raised from or while handling."""
     seen: set[int] = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
@@ -112,8 +101,7 @@ def _chain(err: BaseException | None) -> Iterator[BaseException]:
 
 
 def _system(err: BaseException) -> str | None:
-    """An OSError, or a library's exception whose text carries one, as path, call, reason
-    and what to do."""
+    """An OSError, or a library's exception whose text carries one: path, call, reason, advice."""
     if isinstance(err, OSError) and err.errno is not None:
         number, reason, path = err.errno, err.strerror or os.strerror(err.errno), err.filename
         if err.filename2 is not None:
@@ -125,19 +113,13 @@ def _system(err: BaseException) -> str | None:
         reason, path = os.strerror(number), (m[1] if (m := PATH_TEXT.search(str(err))) else None)
     else:
         return None
-    calls = list(_library_calls(err.__traceback__))
-    call = f" in {calls[-1]}()" if calls else ""  # the operation, where a library's call says it
+    # The operation: the last public function of another package that the traceback passes.
+    codes = [frame.f_code for frame, _ in traceback.walk_tb(err.__traceback__)]
+    calls = [c.co_name for c in codes if not c.co_filename.startswith((PACKAGE, "<"))
+             and c.co_name[0] not in "_<"]  # fmt: skip
+    call = f" in {calls[-1]}()" if calls else ""
     where = f"{path}: " if path is not None else ""
     return f"{where}{reason}{call}; {ADVICE.get(number, ADVICE[None])}"
-
-
-def _library_calls(tb: TracebackType | None) -> Iterator[str]:
-    """The public functions of other packages that a traceback passes through."""
-    while tb is not None:
-        code = tb.tb_frame.f_code
-        if not code.co_filename.startswith((PACKAGE, "<")) and code.co_name[0] not in "_<":
-            yield code.co_name
-        tb = tb.tb_next
 
 
 def _store(err: BaseException) -> str | None:
@@ -147,44 +129,45 @@ def _store(err: BaseException) -> str | None:
     text, uri = str(err).lower(), _stores[-1] if _stores else ""
     store = f"the MLflow store {uri}".strip()
     if "locked" in text:
-        return (f"{store} is busy (database is locked): another process writes "
-                "to it (a sweep, `mlflow ui`, `mlflow gc`); run again once it is done, or raise "
+        return (f"{store} is busy (database is locked): another process writes to it (a "
+                "sweep, `mlflow ui`, `mlflow gc`); run again once it is done, or raise "
                 "logger.timeout_s")  # fmt: skip
     if "is full" in text:
         return f"{store} is full (database or disk is full): free space on its disk"
     if any(s in text for s in ("not a database", "unable to open", "malformed", "readonly")):
         path = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else ""
         what = "a folder" if os.path.isdir(path) else str(err).strip().splitlines()[0]
-        return (f"{store} is unreadable ({what}): move it aside to start a "
-                "new store, or set MLFLOW_TRACKING_URI to another")  # fmt: skip
+        return (f"{store} is unreadable ({what}): move it aside to start a new store, or set "
+                "MLFLOW_TRACKING_URI to another")  # fmt: skip
     return None
 
 
-def one_line(text: str) -> str:
-    """`text` on one line of at most LINE_MAX characters, saying how long it was if cut."""
+def one_line(text: str, limit: int = LINE_MAX) -> str:
+    """`text` on one line of at most `limit` characters, saying how long it was if cut."""
     line = " ".join(text.split("\n"))
-    if len(line) <= LINE_MAX:
+    if len(line) <= limit:
         return line
-    return f"{line[:LINE_MAX]}... (cut: {len(line):,} characters in all)"
+    return f"{line[:limit]}... (cut: {len(line):,} characters in all)"
 
 
 def exit_on_error(main: Callable[[], T]) -> T:
-    """Run `main` so that a failure of a known class (describe) ends it with one line on
-    stderr and its exit code; a bug keeps its traceback."""
+    """`main()`, or the process's end: a known class as one line and its exit code, a bug
+    as its traceback and exit 1. A SystemExit, which Hydra's jobs and callbacks let through."""
     try:
         return main()
     except (Exception, KeyboardInterrupt) as err:
         said = describe(err)
         if said is None:
-            raise
+            traceback.print_exc()
+            sys.exit(1)
         print(one_line(said[0]), file=sys.stderr)
         sys.exit(said[1])
 
 
 def hold_signals() -> None:
-    """From now on SIGINT and SIGTERM wait: a second Ctrl-C must not cut short the putting
+    """From now on SIGINT and SIGTERM wait, so a second Ctrl-C cannot cut short the putting
     back of the last good outputs. Ignored, not blocked: a disposition is the process's,
-    whatever thread the kernel picks, and `dvc checkout`, started to restore, inherits it."""
+    whatever thread gets the signal, and the `dvc checkout` started to restore inherits it."""
     _held.append(True)
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -192,31 +175,20 @@ def hold_signals() -> None:
 
 
 def _stop(signum: int, frame: object) -> None:
-    """The first SIGINT or SIGTERM stops the work; any later one waits (hold_signals).
-
-    Lightning puts back the handler it found when its fit ends, so this one may be called
-    again after the hold: it then does nothing."""
+    """The first SIGINT or SIGTERM stops the work; a later one waits (Lightning puts this
+    handler back when its fit ends)."""
     if not _held:
         hold_signals()
         raise Interrupted(signum, f"interrupted ({signal.Signals(signum).name})")
 
 
 def run_stage(main: Callable[[], object], on_failure: Callable[[], None] | None = None) -> None:
-    """A process's entry point: exit_on_error, with SIGINT and SIGTERM as Interrupted, then
-    skip the interpreter's final sweep.
+    """A process's entry point: exit_on_error, with SIGINT and SIGTERM as Interrupted (unless
+    started ignoring them, as a shell's background job is). `on_failure` runs on any failure,
+    with signals held: the stages with cached outputs put back their last good ones there.
 
-    `on_failure` runs when the stage fails, whatever the cause (a signal included), after
-    its error line, with signals held: the stages with cached outputs put back their last
-    good ones there. A signal the process was started ignoring (a shell's background job)
-    stays ignored.
-
-    At exit CPython garbage-collects every object that torch, MLflow and Lightning made at
-    import, which takes about as long as a short stage's own work (docs/benchmarks.md).
-    gc.freeze() takes them out of that sweep; the OS frees the memory as the process ends,
-    and atexit handlers (MLflow's, for one) still run, but objects in reference cycles are
-    not finalized: a stage must have closed its files by then (they all use `with`). Only
-    at the very end of a process: frozen objects are never collected, so code that goes on
-    working afterwards (a sweep's in-process jobs) must not call it.
+    gc.freeze() spares the exit the collection of all that torch, MLflow and Lightning made
+    at import, as long as a short stage's work (docs/benchmarks.md); stages close files with `with`.
     """
     defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
     for signum, default in defaults.items():
@@ -224,9 +196,9 @@ def run_stage(main: Callable[[], object], on_failure: Callable[[], None] | None 
             signal.signal(signum, _stop)
     try:
         exit_on_error(main)
-    except BaseException as err:
+    except BaseException as end:
         hold_signals()
-        if on_failure is not None and not (isinstance(err, SystemExit) and not err.code):
+        if on_failure is not None and not (isinstance(end, SystemExit) and not end.code):
             on_failure()
         raise
     gc.freeze()

@@ -1,9 +1,8 @@
 """The numeric environment: which kernels, and how many threads, compute a result.
 
-The same inputs give the same bits only where the same instructions add the same
-numbers in the same order. A CPU build of PyTorch picks its kernels by the CPU's
-instruction set (ATen's dispatch, oneDNN's convolutions, MKL's matrix products, and the
-C++ that torch.compile generates), and the intra-op thread count splits its reductions.
+The same inputs give the same bits only where the same instructions add the same numbers
+in the same order. A CPU build of PyTorch picks its kernels by the CPU's instruction set
+(ATen, oneDNN, MKL, torch.compile's C++) and splits reductions by its intra-op threads.
 MODES is the table `trainer.reproducible` chooses from.
 """
 
@@ -34,9 +33,8 @@ PORTABLE_ENV = {
     "MKL_CBWR": "COMPATIBLE",
     "TORCHINDUCTOR_CPP_MARCH": "x86-64-v3",  # torch.compile's C++, instead of -march=native
 }
-# A fixed thread count, whatever the machine has: a reduction's order then depends on no
-# machine's core count. One, as measured in docs/benchmarks.md: more threads did not train
-# LeNet-5 faster, and slowed sweep jobs that share the cores.
+# A fixed thread count, so a reduction's order depends on no machine's core count. One: more
+# did not train LeNet-5 faster and slowed sweep jobs that share the cores (docs/benchmarks.md).
 PORTABLE_THREADS = 1
 
 
@@ -57,12 +55,9 @@ _applied: list[str] = []  # the mode this process computes in, once set
 
 
 def pin(trainer: TrainerConfig) -> None:
-    """Put this process in `mode` before it computes anything; process-wide on purpose.
-
-    Only entry points call it (a stage, a Hydra job, the benchmark). The kernels are
-    chosen once per process, so one process cannot change modes: a sweep over
-    `trainer.reproducible` needs a launcher that starts a process per job.
-    """
+    """Put this process in `mode` before it computes anything: process-wide, so only entry
+    points call it (a stage, a Hydra job, the benchmark). The kernels are chosen once per
+    process: a sweep over `trainer.reproducible` needs a process per job."""
     mode = trainer.reproducible
     if _applied and _applied[0] != mode:
         raise PipelineError(

@@ -16,11 +16,8 @@ from pathlib import Path
 @contextmanager
 def writing(*outs: Path) -> Iterator[list[Path]]:
     """Yield a hidden sibling path for each output, to write a file or a folder at; they
-    replace the outputs together when the block succeeds, and vanish when it fails.
-
-    Staging left by a killed run of the same stage is removed first: one run of a stage
-    writes its outputs at a time, so any earlier staging is dead.
-    """
+    replace the outputs together when the block succeeds, and vanish when it fails. Staging
+    a killed run left is removed first: one run of a stage writes its outputs at a time."""
     stagings = []
     for out in map(Path, outs):
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -55,17 +52,10 @@ def _remove(path: Path) -> None:
 
 
 def restore_deleted() -> None:
-    """Check out again, from DVC's cache, the outputs that `dvc repro` deleted before it
-    ran this stage, which has failed: the workspace keeps its last good results, and
-    `dvc status` names only what changed.
-
-    DVC removes a stage's outputs before it runs it unless they are `persist: true`, and
-    a persistent output keeps the stage out of DVC's run cache: a repeated experiment would
-    train again. So the stages with cached outputs stay out of `persist`, and put back what
-    dvc.lock records with DVC's own checkout (DVC leaves the repository unlocked while a
-    stage runs). DVC_STAGE is set only in a stage that DVC runs; elsewhere nothing was
-    deleted. A process killed outright cannot do this: `dvc checkout` then does it by hand.
-    """
+    """Put back from DVC's cache, with DVC's own checkout, the outputs `dvc repro` deleted
+    before it ran this stage, which has failed: `persist: true` would keep them, but would
+    keep the stage out of DVC's run cache (docs/architecture.md). DVC_STAGE is set only
+    where DVC runs the stage; elsewhere nothing was deleted."""
     stage = os.environ.get("DVC_STAGE")
     if not stage:
         return

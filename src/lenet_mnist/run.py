@@ -1,14 +1,12 @@
-"""Hydra runs and sweeps of the pipeline's own train and evaluate code, tracked in MLflow.
+"""Hydra runs and sweeps of the pipeline's own train, evaluate and publish code, in MLflow.
 
     python -m lenet_mnist.run train.epochs=3                        # one run
     python -m lenet_mnist.run -m train.batch_size=32,64,128,256     # a sweep, one job each
 
-Each job trains and evaluates with the stages' own code and writes their outputs into
-its Hydra folder: `paths.runs` for one run, `paths.sweeps` for a sweep (one folder per
-job, and the report). A sweep's jobs are MLflow child runs under one parent, resumable
-(lenet_mnist.sweeps.sweep). Jobs run one after another in this process by default;
-`launcher=joblib` runs them side by side, and Hydra's cluster launchers take them to a
-cluster without changing a job.
+A job writes the stages' outputs into its Hydra folder (`paths.runs`, or `paths.sweeps`
+for a sweep, with the report). A sweep's jobs are MLflow children of one resumable parent
+(lenet_mnist.sweeps.sweep), run in this process, side by side (`launcher=joblib`), or on
+a cluster by Hydra's launchers, without changing a job.
 """
 
 from __future__ import annotations
@@ -28,10 +26,8 @@ from lenet_mnist.sweeps import stop
 
 
 def run_job(cfg: DictConfig) -> float | None:
-    """One Hydra job (lenet_mnist.sweeps.job); returns objective.metric for a sweeper.
-
-    Lightning and MLflow load here, when a job runs, so that `--help` answers at once.
-    """
+    """One Hydra job (lenet_mnist.sweeps.job); Lightning and MLflow load here, when a job
+    runs, so that `--help` answers at once."""
     from lenet_mnist.sweeps import job
 
     return job.run(cfg)
@@ -56,8 +52,8 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing its own text
     process.prepare()  # before torch loads, here and in a launcher's worker processes
     OmegaConf.register_new_resolver("pid", os.getpid, replace=True)  # hydra.run.dir uses it
-    # The sweep folders' resolvers register with lenet_mnist.sweeps.sweep, which Hydra imports for
-    # the sweep callback before it names a folder, here and in a launcher's workers.
+    # The sweep folders' resolvers register as Hydra imports lenet_mnist.sweeps.sweep for
+    # its callback, here and in a launcher's workers.
     entry = hydra.main(config_path=str(parse.CONF_DIR), config_name="config", version_base="1.3")
     try:
         with stop.ending():  # a sweep stopped or failed takes its jobs and runs with it

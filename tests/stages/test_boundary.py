@@ -204,6 +204,23 @@ def test_a_bug_keeps_its_traceback():
     assert "Traceback" in done.stderr and "KeyError: 'missing'" in done.stderr
 
 
+def test_exit_on_error_ends_a_bug_too_so_that_no_framework_swallows_it(capsys):
+    """Hydra's jobs and callbacks catch every Exception: a SystemExit passes them."""
+    from lenet_mnist.errors import exit_on_error
+
+    with pytest.raises(SystemExit) as ended:
+        exit_on_error(lambda: {}["missing"])
+    assert ended.value.code == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_one_line_cuts_at_the_limit_it_is_given():
+    from lenet_mnist.errors import one_line
+
+    assert one_line("a\nb") == "a b"
+    assert one_line("x" * 50, limit=10) == "xxxxxxxxxx... (cut: 50 characters in all)"
+
+
 def test_a_second_sigint_during_the_restore_waits_until_the_last_outputs_are_back(
     prepared_slice, tmp_path
 ):

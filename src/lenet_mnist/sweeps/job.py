@@ -1,9 +1,8 @@
 """One Hydra job: the train, evaluate and publish stages' own code, into the job's folder.
 
-A sweep's job is an MLflow child run of the sweep's parent (lenet_mnist.sweeps.sweep), skipped
-when a complete child with the same config hash exists, unless `force=true`. It returns
-`objective.metric` computed from its run's metrics, the value an optimizing sweeper
-(conf/hparams_search) reads; a skipped job returns the same value from the finished child.
+A sweep's job is an MLflow child of the sweep's parent, skipped when a complete child of
+the same config hash exists (unless `force=true`). It returns `objective.metric` from its
+run's metrics, the value an optimizing sweeper (conf/hparams_search) reads.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from omegaconf import DictConfig
 
 from lenet_mnist import numerics
 from lenet_mnist.config import identity, parse
+from lenet_mnist.config.grid import as_typed, defining
 from lenet_mnist.config.schema import Config, ObjectiveConfig
 from lenet_mnist.data import prepare
 from lenet_mnist.errors import DivergedError, PipelineError, exit_on_error
@@ -31,21 +31,15 @@ from lenet_mnist.training import fit
 
 log = logging.getLogger(__name__)
 
-# What a run short of objective.target costs under time_to_target: this much, plus this much
-# per percentage point short, plus its own seconds. So a miss ranks behind every run that
-# reached the target in under 10^6 s (11.6 days), and, the test set's accuracy coming in steps
-# of 10^-4 (10^4 s here), a wider miss behind a narrower one unless their trainings differ by
-# hours; among equal misses the faster ranks first. Finite, because Optuna records inf but
-# cannot rank one inf against another: every miss would look alike to its sampler.
+# A run short of objective.target costs this, plus this per percentage point short, plus its
+# seconds: behind any run that reached the target in under 10^6 s (11.6 days), a wider miss
+# behind a narrower one, equal misses by speed. Finite: Optuna cannot rank one inf against another.
 MISSED_S = 1e6
 
 
 def objective(cfg: ObjectiveConfig, metrics: Mapping[str, float]) -> float:
-    """The value a job returns to an optimizing sweeper, from its MLflow run's metrics.
-
-    Computed from the run's recorded metrics alone, so a finished child found again on
-    resume gives the sampler the very value it gave the first time.
-    """
+    """The value a job returns to an optimizing sweeper, from its MLflow run's recorded
+    metrics alone: a child found again on resume gives the sampler the same value."""
     if cfg.metric == "test_acc":
         return metrics["test_acc"]
     wall_s, shortfall = metrics["train_wall_s"], cfg.target - metrics["test_acc"]
@@ -57,19 +51,13 @@ def objective(cfg: ObjectiveConfig, metrics: Mapping[str, float]) -> float:
 def run(cfg: DictConfig) -> float | None:
     """One Hydra job; returns `objective`, the value an optimizing sweeper reads."""
     fit.quiet_lightning()  # a launcher may run the job in a process of its own
-    # Hydra reports a job's exception with a traceback; a bad value deserves one line.
     if os.environ.get(sweep.PARENT_ENV):
         stop.in_job()
     out = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        return exit_on_error(lambda: stop.named(out, lambda: _job(cfg)))
-    except SystemExit:  # Hydra catches Exceptions only: on_job_end never sees this one
-        sweep.mark_failed(cfg, _job_label())
-        raise
+    return exit_on_error(lambda: _job(cfg, out))  # Hydra would catch the error and go on
 
 
-def _job(raw: DictConfig) -> float | None:
-    out = Path(HydraConfig.get().runtime.output_dir)
+def _job(raw: DictConfig, out: Path) -> float | None:
     try:
         cfg = parse.validate(raw)
         _one_process_per_sweep_job(cfg)
@@ -79,10 +67,7 @@ def _job(raw: DictConfig) -> float | None:
         shutil.rmtree(out, ignore_errors=True)  # Hydra made it; a refused job leaves nothing
         raise
     key = identity.config_hash(cfg, digest)
-    tags = {
-        store.CONFIG_TAG: key,
-        store.JOB_TAG: _job_label(),
-    }
+    tags = {store.CONFIG_TAG: key, store.JOB_TAG: _job_label()}
     if parent := os.environ.get(sweep.PARENT_ENV):
         tags[store.PARENT_TAG] = parent
         done = sweep.previous_child(store.client(cfg.logger), parent, key)
@@ -94,15 +79,17 @@ def _job(raw: DictConfig) -> float | None:
     except DivergedError as err:
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             raise
-        # In a grid or a search, a rate too large for its batch size is an outcome: the run
-        # stays FAILED, a resumed sweep tries it again, and the sweep goes on.
+        # In a sweep, a rate too large for its batch size is an outcome: the run stays
+        # FAILED, a resumed sweep tries it again, and the sweep goes on.
         log.warning("%s; the sweep goes on without this point", err)
         return objective(cfg.objective, {"train_wall_s": 0.0, "test_acc": 0.0})
+    except OSError as err:
+        stop.named(out, err)
+        raise
 
 
 def _one_process_per_sweep_job(cfg: Config) -> None:
-    """Lightning starts DDP's other processes by running the command again, which for a
-    sweep would run the whole sweep again in each of them."""
+    """Lightning starts DDP's other processes by running the command (the sweep) again."""
     processes = cfg.trainer.devices * cfg.trainer.num_nodes
     if processes > 1 and HydraConfig.get().mode == RunMode.MULTIRUN:
         raise PipelineError(
@@ -113,14 +100,13 @@ def _one_process_per_sweep_job(cfg: Config) -> None:
 
 
 def _job_label() -> str:
-    return sweep.job_label(sweep.as_typed(HydraConfig.get().overrides.task))
+    """The job's point of the grid, as the report keys it."""
+    return " ".join(defining(as_typed(HydraConfig.get().overrides.task)))
 
 
 def fit_and_test(cfg: Config, out: Path, tags: dict[str, str]) -> float:
-    """The train, evaluate and publish stages' own code, writing into the job folder.
-
-    Returns the objective from the metrics as MLflow stored them, as a skipped job reads them.
-    """
+    """The train, evaluate and publish stages' own code, writing into the job folder; the
+    objective from the metrics as MLflow stored them, as a skipped job reads them."""
     prepared, history = Path(cfg.paths.prepared), out / "train_history.csv"
     outputs = fit.Outputs(out / "model", history, out / "timings.json")
     trained = fit.train(cfg, prepared, outputs, tags)

@@ -1,90 +1,66 @@
-"""A sweep ends as one thing: its job processes with it, and no run of it left RUNNING.
-
-A signal to a sweep's process (SIGTERM from a scheduler or `kill`, SIGINT from Ctrl-C) ended
-that process alone: the launcher's job processes (joblib's workers, submitit's) ran on and
-registered their models, and the parent run stayed RUNNING until the next start; so did a
-sweep that failed in its own process (a full disk under its folder). Hydra calls no callback
-on the way out. So from the moment the parent run opens (sweeps.sweep.ParentRun) until it
-closes, either signal raises Stopped in the sweep's process, and `ending`, around Hydra's
-whole run (lenet_mnist.run), ends the sweep on any way out but success: it kills every
-process the sweep started, whatever the launcher, marks the runs they left RUNNING KILLED,
-and the parent KILLED (a signal) or FAILED (an error). The entry point then says why in
-one line, as every stage does (lenet_mnist.errors); the same command resumes the sweep.
+"""A sweep ends as one thing: while its parent run is open, SIGINT and SIGTERM raise
+Stopped, and `ending`, around Hydra's run, ends a sweep that fails or stops: it kills the
+processes the sweep started, whatever the launcher, closes the job runs left unfinished,
+and the parent KILLED (a signal) or FAILED. Hydra has no callback for either, and a signal
+ends the sweep's process alone (docs/architecture.md, "Hydra sweeps").
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 import signal
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import psutil
 
-from lenet_mnist.errors import Interrupted
+from lenet_mnist.errors import Interrupted, hold_signals
 
 if TYPE_CHECKING:  # MLflow loads when a sweep runs: `python -m lenet_mnist.run --help` waits not
     from lenet_mnist.tracking.store import TrackedRun
 
-T = TypeVar("T")
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class Stopped(BaseException):
-    """A signal's stop on its way from the sweep's handler to `ending`, with the runs that
-    were RUNNING then. Neither an Exception nor a KeyboardInterrupt, so that Lightning (in
-    a job that runs in the sweep's process), Hydra and a job's one-line errors let it
-    through as it is: only `ending` reports it, with the signal that came."""
+    """A signal's stop on its way to `ending`, with the job runs RUNNING when it came. Not a
+    KeyboardInterrupt, which Lightning turns into SystemExit, nor an Exception, which Hydra
+    and a job's boundary catch: it reaches `ending` as it is."""
 
     def __init__(self, signum: int, runs: list[str]) -> None:
         super().__init__(signum, runs)
         self.signum, self.runs = signum, runs
 
 
-@dataclass
-class _Open:
-    parent: TrackedRun
-    name: str
-    folder: Path
-    handlers: dict[int, object]  # what SIGNALS did before
+_open: list[tuple[TrackedRun, str, Path]] = []  # this process's sweep: parent, name, folder
 
 
-_open: list[_Open] = []  # the sweep this process runs, while its parent run is open
+def _stop(signum: int, frame: FrameType | None) -> None:
+    """The jobs die first, so that none finishes after the runs are read. Only reads here:
+    the process may be amid an MLflow write of a job that runs in it."""
+    if _open:  # else the sweep has ended, or begun to, and the signal waits
+        hold_signals()
+        _kill_children()
+        raise Stopped(signum, _running(_open[0][0]))
 
 
 def watch(parent: TrackedRun, name: str, folder: Path) -> None:
-    """Stop the sweep on SIGTERM or SIGINT from now on, until `closed`.
-
-    The jobs die first, so none finishes after the runs are read. Only reads happen here:
-    the process may be amid an MLflow write of a job that runs in it; `ending` writes.
-    """
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        _hold()
-        _kill_children()
-        raise Stopped(signum, _running(parent))
-
-    _open[:] = [_Open(parent, name, folder, {s: signal.getsignal(s) for s in SIGNALS})]
+    """Stop the sweep on SIGTERM or SIGINT from now on, until `closed`."""
+    _open[:] = [(parent, name, folder)]
     for each in SIGNALS:
-        signal.signal(each, stop)
+        signal.signal(each, _stop)
 
 
 def closed() -> None:
-    """The sweep ended well: signals act as they did before it."""
-    for sweep in _open:
-        for each, handler in sweep.handlers.items():
-            signal.signal(each, handler)
+    """The sweep ended well: a signal from now on finds nothing to stop."""
     _open.clear()
 
 
 def in_job() -> None:
-    """A sweep's job leaves Ctrl-C to the sweep's process, unless it runs there: a terminal
-    sends SIGINT to every process of its group, and each job of a launcher's worker
-    processes would report a stop of its own before the sweep kills it."""
+    """A job in a launcher's process leaves Ctrl-C, which a terminal sends to the whole
+    process group, to the sweep's process: it stops every job and reports once."""
     if not _open:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -96,78 +72,61 @@ def ending() -> Iterator[None]:
         yield
     except BaseException as err:
         if _open and not (isinstance(err, SystemExit) and not err.code):
-            (sweep,) = _open
-            _open.clear()
-            _hold()
+            (parent, name, folder) = _open.pop()
+            hold_signals()
             _kill_children()
-            # A job that ran in this process closed its run as FAILED on its way out.
-            jobs = {*_running(sweep.parent), *(err.runs if isinstance(err, Stopped) else ())}
-            killed = isinstance(err, Stopped | KeyboardInterrupt)
-            _close(sweep.parent, jobs, "KILLED" if killed else "FAILED")
-            if isinstance(err, Stopped):
-                by = signal.Signals(err.signum).name
-                what = f"{len(jobs)} job{'s' * (len(jobs) != 1)} stopped"
-                raise Interrupted(
-                    err.signum,
-                    f"sweep {sweep.name} ({by}): {what}; run the same command to resume",
-                ) from None
-            _name(sweep.folder, err)
+            if not isinstance(err, Stopped):
+                _close(parent, [], "FAILED")
+                named(folder, err)
+                raise
+            cut = _close(parent, err.runs, "KILLED")
+            by, what = signal.Signals(err.signum).name, f"{cut} job{'s' * (cut != 1)}"
+            said = f"sweep {name} ({by}): {what} stopped; run the same command to resume"
+            raise Interrupted(err.signum, said) from None
         raise
 
 
-def _hold() -> None:
-    """The sweep ends once: a second Ctrl-C, or a signal amid an error's end, does not cut
-    its ending short."""
-    for each in SIGNALS:
-        signal.signal(each, signal.SIG_IGN)
-
-
-def named(folder: Path, work: Callable[[], T]) -> T:
-    """`work()`; an OSError that names no file (a full disk met by a write or a flush)
-    names `folder`, so that its one line (lenet_mnist.errors) says which disk."""
-    try:
-        return work()
-    except OSError as err:
-        _name(folder, err)
-        raise
-
-
-def _name(folder: Path, err: BaseException) -> None:
+def named(folder: Path, err: BaseException) -> None:
+    """An OSError that names no file (a full disk met by a write) names `folder`, the disk."""
     if isinstance(err, OSError) and err.filename is None:
         err.filename = str(folder)
 
 
 def _kill_children() -> None:
-    """Every process this one started, whatever the launcher that started it, and theirs,
-    but those that ignore SIGTERM: helpers that end when this process ends, such as
-    multiprocessing's resource tracker under joblib, whose owner starts another, with a
-    warning and a traceback, when one is killed."""
-    jobs = [job for job in psutil.Process().children(recursive=True) if not _ignores_sigterm(job)]
+    """Every process this one started, whatever the launcher, and theirs; but a resource
+    tracker (joblib's, multiprocessing's) ends with this process, and, killed, is started
+    again with a warning that resources might leak."""
+    jobs = [p for p in psutil.Process().children(recursive=True) if not _tracker(p)]
     for job in jobs:
         with contextlib.suppress(psutil.NoSuchProcess):
             job.kill()
     psutil.wait_procs(jobs, timeout=30)
 
 
-def _ignores_sigterm(process: psutil.Process) -> bool:
-    try:  # Linux's list of the signals a process ignores, a hexadecimal mask
-        status = Path(f"/proc/{process.pid}/status").read_text()
-    except OSError:
-        return False
-    mask = re.search(r"^SigIgn:\s*([0-9a-f]+)$", status, re.MULTILINE)
-    return bool(mask and int(mask[1], 16) >> (signal.SIGTERM - 1) & 1)
+def _tracker(process: psutil.Process) -> bool:
+    with contextlib.suppress(psutil.Error):
+        return "resource_tracker" in " ".join(process.cmdline())
+    return False
 
 
 def _running(parent: TrackedRun) -> list[str]:
-    """The ids of the sweep's job runs still RUNNING."""
     from lenet_mnist.tracking import store
 
     query = " and attributes.status = 'RUNNING'"
     return [run.info.run_id for run in store.children(parent.mlflow, parent.run_id, query)]
 
 
-def _close(parent: TrackedRun, jobs: set[str], status: str) -> None:
-    """The jobs' runs KILLED, the parent's `status`: where a sweep that did not finish ends."""
-    for job in jobs:
-        type(parent)(parent.mlflow, job).close("KILLED")
+def _close(parent: TrackedRun, cut: list[str], status: str) -> int:
+    """The job runs cut off KILLED, those that failed after their training closed them
+    FAILED (they lack the COMPLETE tag), the parent `status`; the count cut off."""
+    from lenet_mnist.tracking import store
+
+    runs = store.children(parent.mlflow, parent.run_id)
+    stopped = {*cut, *(r.info.run_id for r in runs if r.info.status == "RUNNING")}
+    unfinished = {r.info.run_id for r in runs if r.info.status == "FINISHED"
+                  and store.COMPLETE_TAG not in r.data.tags}  # fmt: skip
+    for ids, how in ((stopped, "KILLED"), (unfinished - stopped, "FAILED")):
+        for job in ids:
+            type(parent)(parent.mlflow, job).close(how)
     parent.close(status)
+    return len(stopped)
