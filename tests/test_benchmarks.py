@@ -13,7 +13,7 @@ from tests.conftest import REPO, SLICE, write_params
 
 SCRIPT = REPO / "docs" / "benchmarks" / "train_speed.py"
 _spec = importlib.util.spec_from_file_location("train_speed", SCRIPT)
-bench = importlib.util.module_from_spec(_spec)
+bench = sys.modules["train_speed"] = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
 
 
