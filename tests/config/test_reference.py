@@ -51,3 +51,15 @@ def test_the_generator_loads_no_torch_lightning_or_mlflow():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr[-2000:]
+
+
+def test_help_lists_every_key_with_what_it_allows_and_does():
+    done = subprocess.run(
+        [sys.executable, "-m", "lenet_mnist.config", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    for key, info in schema.keys().items():
+        assert f"  {key}: {schema.allowed(info)}; {info.description}\n" in done.stdout, key

@@ -18,7 +18,16 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
 from lenet_mnist.config import bounded
-from lenet_mnist.config.schema import MNIST_TRAIN_SIZE, Config, allowed, entries, kind, lookup, show
+from lenet_mnist.config.schema import (
+    MNIST_TRAIN_SIZE,
+    Config,
+    allowed,
+    entries,
+    keys,
+    kind,
+    lookup,
+    show,
+)
 from lenet_mnist.errors import PipelineError
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
@@ -114,7 +123,12 @@ def compose_node(overrides: list[str], with_hydra: bool = False) -> DictConfig:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    listing = "\n".join(f"  {k}: {allowed(i)}; {i.description}" for k, i in keys().items())
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog=f"keys (docs/configuration.md has them with their defaults):\n{listing}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--write", action="store_true", help="rewrite params.yaml from conf/")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. train.epochs=3")
