@@ -1,27 +1,11 @@
-"""The critical batch size from steps and examples to a target (McCandlish et al. 2018,
-"An Empirical Model of Large-Batch Training").
-
-The paper's trade-off (S/S_min − 1)(E/E_min − 1) = 1 between the optimizer steps S and
-the training examples E = B·S that reach a given accuracy is, solved for S,
-
-    S(B) = S_min + E_min / B,
-
-linear in (S_min, E_min) with regressor 1/B. Small batches need E_min examples and many
-steps; large ones need at least S_min steps however many examples each takes. The batch
-size between the two regimes is B_crit = E_min / S_min.
-
-The fit weighs every run's relative error, (S − S(B)) / S, so runs at large batch sizes,
-with few steps, count as much as runs with many; its uncertainty is a bootstrap over runs.
-The paper predicts B_crit from the gradients alone with the noise scale B_simple
-(lenet_mnist.training.noise_scale): `simple_at` reads it where a run reached the target,
-`averaged_simple` averages its two terms over training up to there, as the paper does.
-"""
+"""The critical batch size from steps and examples to a target, S(B) = S_min + E_min/B
+(McCandlish et al. 2018), and its noise-scale prediction B_simple: see docs/study.md#method."""
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,16 +66,6 @@ def fit(batch_sizes: Sequence[int], steps: Sequence[float]) -> Fit | None:
     return Fit(s_min, e_min, low, high, len(steps), sizes)
 
 
-def _resamples(batch_sizes: np.ndarray, draws: int, seed: int) -> Iterator[np.ndarray]:
-    """Indices of `draws` resamples of the runs with replacement (seeded: the same runs give
-    the same report), less those with one batch size, which cannot be fitted."""
-    rng = np.random.default_rng(seed)
-    for _ in range(draws):
-        idx = rng.integers(0, len(batch_sizes), len(batch_sizes))
-        if len(set(batch_sizes[idx])) >= 2:
-            yield idx
-
-
 def _percentiles(found: list[float]) -> tuple[float, float]:
     """The 95% percentile interval, without interpolation (inverted CDF): defined next to inf."""
     if not found:
@@ -102,26 +76,26 @@ def _percentiles(found: list[float]) -> tuple[float, float]:
 
 
 def bootstrap(
-    batch_sizes: Sequence[int], steps: Sequence[float], draws: int = DRAWS, seed: int = SEED
+    batch_sizes: Sequence[int],
+    steps: Sequence[float],
+    simples: Sequence[float] | None = None,
+    draws: int = DRAWS,
 ) -> tuple[float, float]:
-    """B_crit's 95% percentile interval over resamples of the runs. An undefined B_crit
-    (NaN) is dropped, an infinite one kept, so the interval may be open above."""
+    """B_crit's 95% percentile interval over seeded resamples of the runs (an undefined B_crit
+    dropped, an infinite one kept: the interval may be open above); with `simples`, that of
+    B_simple / B_crit instead, from the median B_simple of each resample's runs, skipping a
+    B_crit not finite and positive. A resample of one batch size cannot be fitted: skipped."""
     b, s = np.asarray(batch_sizes, dtype=float), np.asarray(steps, dtype=float)
-    found = [critical(*least_squares(b[i], s[i])) for i in _resamples(b, draws, seed)]
-    return _percentiles([v for v in found if not math.isnan(v)])
-
-
-def ratio_interval(
-    sizes: Sequence[int], steps: Sequence[float], simples: Sequence[float], draws: int, seed: int
-) -> tuple[float, float]:
-    """B_simple / B_crit's 95% percentile interval: each resample refits B_crit and takes
-    the median B_simple of the same runs; one with B_crit not finite and positive is skipped."""
-    b, s, n = np.asarray(sizes, float), np.asarray(steps, float), np.asarray(simples, float)
-    found = []
-    for idx in _resamples(b, draws, seed):
+    rng, found = np.random.default_rng(SEED), []
+    for _ in range(draws):
+        idx = rng.integers(0, len(b), len(b))
+        if len(set(b[idx])) < 2:
+            continue
         crit = critical(*least_squares(b[idx], s[idx]))
-        if 0 < crit < math.inf:
-            found.append(float(np.median(n[idx])) / crit)
+        if simples is None and not math.isnan(crit):
+            found.append(crit)
+        elif simples is not None and 0 < crit < math.inf:
+            found.append(float(np.median(np.asarray(simples, dtype=float)[idx])) / crit)
     return _percentiles(found)
 
 

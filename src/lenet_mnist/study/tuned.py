@@ -27,7 +27,7 @@ from lenet_mnist.errors import PipelineError, run_stage
 from lenet_mnist.outputs import replacing
 from lenet_mnist.study import figures, tuning
 from lenet_mnist.study.report import Table, page
-from lenet_mnist.study.runs import Interval, collect, interval, plural, to, typed
+from lenet_mnist.study.runs import REACH, Interval, collect, interval, plural, to, typed
 from lenet_mnist.study.tuning import TunedStudy
 from lenet_mnist.tracking import store
 
@@ -207,9 +207,6 @@ def accuracy_table(study: TunedStudy) -> Table:
     cells = pd.concat(columns, axis=1).sort_index().fillna("—")
     return Table(
         "Test accuracy per batch size, the fixed rate beside the tuned",
-        "Where a grid has several rates per batch size, the one with the best mean validation "
-        "accuracy (chosen on validation, not test); mean ± 95% interval over the seeds "
-        "(t-distribution).",
         cells.rename_axis("batch size").reset_index().astype(str),
     )
 
@@ -222,16 +219,9 @@ def fits_table(study: TunedStudy) -> Table:
         f"{f.simple:,.0f}",
         "—" if math.isnan(f.ratio[0]) else "{:.3g} [{:.3g}, {:.3g}]".format(*f.ratio),
     ] for f in study.fits if f.fit is not None]  # fmt: skip
-    return Table(
-        "The critical batch size at the tuned rates",
-        "S(B) = S_min + E_min/B fitted to the tuned runs (relative least squares); B_crit = "
-        "E_min/S_min with a 95% bootstrap interval over runs. B_simple is the median over those "
-        "runs of tr(Σ) averaged over the epochs up to the target, over |G|² averaged the same "
-        "way; its ratio's interval comes from the same resamples.",
-        pd.DataFrame(cells, columns=[
-            "grid", "target", "runs (batch sizes)", "S_min", "E_min", "B_crit (95%)",
-            "B_simple", "B_simple / B_crit (95%)"]),
-    )  # fmt: skip
+    return Table("The critical batch size at the tuned rates", pd.DataFrame(cells, columns=[
+        "grid", "target", "runs (batch sizes)", "S_min", "E_min", "B_crit (95%)", "B_simple",
+        "B_simple / B_crit (95%)"]))  # fmt: skip
 
 
 def targets_table(study: TunedStudy) -> Table:
@@ -245,17 +235,13 @@ def targets_table(study: TunedStudy) -> Table:
                 " (bottom)" if lr == ends["min"] else "")  # fmt: skip
             cells.append([
                 study.labels[f.grid], f"{f.target:g}", str(size), _lr(lr) + edge,
-                interval(rate[to("iterations", f.target)]).text("{:,.0f}"),
-                interval(rate[to("examples", f.target)]).text("{:,.0f}"),
+                *(interval(rate[to(k, f.target)]).text("{:,.0f}") for k in REACH[:2]),
             ])  # fmt: skip
+    columns = ["grid", "target", "batch size", "tuned rate", "updates", "examples"]
     return Table(
         "Updates and examples to each validation target at the tuned rate",
-        "Per batch size, the rate of its grid whose seeds all reached the target in the "
-        "fewest updates on average (top or bottom: the end of the grid, beyond which a rate "
-        "might be faster still); mean ± 95% interval over the seeds.",
-        pd.DataFrame(cells, columns=[
-            "grid", "target", "batch size", "tuned rate", "updates", "examples"]),
-    )  # fmt: skip
+        pd.DataFrame(cells, columns=columns),
+    )
 
 
 def rules_table(study: TunedStudy) -> Table:
@@ -271,45 +257,23 @@ def rules_table(study: TunedStudy) -> Table:
                                     f"misses ({_lr(r[f'{k} nearest'])})")
                 for k in tuning.RULES
             ])  # fmt: skip
-    return Table(
-        "Scaling rules against the tuned rates",
-        "Each rule scales batch 64's tuned rate to the batch size; it lands when its "
-        "prediction is within half a grid step (a factor √2) of the tuned rate, else the grid "
-        "rate nearest to it is given. The target is the highest that every batch size reached.",
-        pd.DataFrame(cells, columns=[
-            "grid", "target", "batch size", "tuned rate", *(f"{r} rule" for r in tuning.RULES)]),
-    )  # fmt: skip
+    columns = ["grid", "target", "batch size", "tuned rate", *(f"{r} rule" for r in tuning.RULES)]
+    return Table("Scaling rules against the tuned rates", pd.DataFrame(cells, columns=columns))
 
 
 def recommend_table(study: TunedStudy) -> Table:
     cells = []
     for target in study.test_targets:
-        found = tuning.options(study.gridded, target).head(1)
-        cells += [
-            [
-                f"{target:.1%}",
-                o.grid,
-                o.optimizer,
-                str(o.batch_size),
-                _lr(o.rate),
-                f"{o.epochs:.0f} (of {o.planned})",
-                o.time.text("{:.1f}"),
-                f"{o.fastest:.1f}–{o.slowest:.1f}",
-            ]
-            for o in found.itertuples()
-        ] or [  # fmt: skip
+        cells += [[
+            f"{target:.1%}", o.grid, o.optimizer, str(o.batch_size), _lr(o.rate),
+            f"{o.epochs:.0f} (of {o.planned})", o.time.text("{:.1f}"),
+            f"{o.fastest:.1f}–{o.slowest:.1f}",
+        ] for o in tuning.options(study.gridded, target).head(1).itertuples()] or [
             [f"{target:.1%}", "not reached by every seed of any rate", *[""] * 6]
-        ]
-    return Table(
-        "The fastest way to each test accuracy, on this machine",
-        "Over every rate of the grids with 2 seeds or more: the first epoch's end at which "
-        "every seed's test accuracy reached the target, and the training seconds to it "
-        "(validation included, the study's extra probes left out); mean ± 95% interval over "
-        "the seeds. The epochs are those of a schedule that anneals over `planned`.",
-        pd.DataFrame(cells, columns=[
-            "test target", "grid", "optimizer", "batch size", "rate", "epochs (of planned)",
-            "seconds", "range over the seeds"]),
-    )  # fmt: skip
+        ]  # fmt: skip
+    return Table("The fastest way to each test accuracy, on this machine", pd.DataFrame(
+        cells, columns=["test target", "grid", "optimizer", "batch size", "rate",
+                        "epochs (of planned)", "seconds", "range over the seeds"]))  # fmt: skip
 
 
 def search_table(study: TunedStudy, target: float) -> Table:
@@ -333,10 +297,9 @@ def search_table(study: TunedStudy, target: float) -> Table:
     ] for o in tuning.options(study.gridded, target).head(1).itertuples()]  # fmt: skip
     return Table(
         f"The Optuna search beside the grid, to {target:.1%} test accuracy",
-        f"{plural(len(trials), 'trial')}, {len(hits)} reaching the target, the fastest "
-        "of them shown; the grid's test accuracy is that of its full runs.",
         pd.DataFrame(cells, columns=["", "batch size", "rate", "epochs", "test acc", "seconds"]),
-    )
+        f"{plural(len(trials), 'trial')}, {len(hits)} reaching the target, the fastest shown.",
+    )  # fmt: skip
 
 
 def pareto_table(study: TunedStudy) -> Table:
@@ -347,13 +310,7 @@ def pareto_table(study: TunedStudy) -> Table:
         "batch size": front["batch_size"].astype(str), "rate": front["lr"].map(_lr),
         "epoch": front["epoch"].astype(str) + " of " + front["epochs"].astype(str),
     })  # fmt: skip
-    return Table(
-        "The accuracy–time Pareto front over every run",
-        "Each epoch's end of every run that did not diverge is a point (test accuracy, "
-        "training seconds); these are the points no other is both faster and more accurate "
-        "than.",
-        cells,
-    )
+    return Table("The accuracy–time Pareto front over every run", cells)
 
 
 def write_csvs(study: TunedStudy, out: Path) -> list[Path]:

@@ -83,7 +83,7 @@ def tuned_fit(
         return TunedFit(grid, target, chosen, fit, math.nan, (math.nan,) * 3)
     simple = statistics.median(simples)
     ratio = fit.ratio(simple)
-    low, high = scaling.ratio_interval(sizes, steps, simples, draws, scaling.SEED)
+    low, high = scaling.bootstrap(sizes, steps, simples, draws)
     return TunedFit(grid, target, chosen, fit, simple, (ratio, low, high))
 
 
