@@ -1,10 +1,10 @@
-"""Both studies' figures. Where a grid point has several seeds, a figure shows their mean
-with its 95% confidence interval: error bars against batch size, bands over epochs. A figure
-whose measurement no run logged is left out (the report says so in a note)."""
+"""Both studies' figures: over several seeds, the mean with its 95% interval (error bars
+against batch size, bands over epochs); a figure whose measurement no run logged is left out."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,29 +91,13 @@ def accuracy_vs_time(ax: Any, runs: pd.DataFrame) -> None:
     ax.legend(fontsize="small")
 
 
-def learning_curves(ax: Any, runs: pd.DataFrame) -> None:
-    epoch_bands(ax, runs, lambda r: r.val_acc)
-    ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title="Learning curves")
-
-
-def generalization_gap(ax: Any, runs: pd.DataFrame) -> None:
-    """Training minus validation accuracy: how much of what is learned does not carry over."""
-    epoch_bands(ax, runs, lambda r: [t - v for t, v in zip(r.train_acc, r.val_acc, strict=False)])
-    ax.axhline(0, color="grey", linewidth=0.8)
-    ax.set(xlabel="epoch", ylabel="train − validation accuracy (percentage points)",
-           title="Generalization gap over epochs")  # fmt: skip
-
-
-def epoch_test_accuracy(ax: Any, runs: pd.DataFrame) -> None:
-    """Test accuracy at each epoch's end: shown, never used to choose an epoch."""
-    epoch_bands(ax, runs, lambda r: r.epoch_test_acc)
-    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy over epochs")
-
-
-def epoch_bands(ax: Any, runs: pd.DataFrame, curve: Callable[[Any], list[float]]) -> None:
+def epoch_bands(
+    ax: Any, runs: pd.DataFrame, curve: Callable[[Any], list[float]], ylabel: str, title: str
+) -> None:
     """Per grid point, the mean of `curve(run)` over its seeds at each epoch, in percent,
     with its 95% band over the runs that got that far (early stopping ends some sooner);
     a lone epoch gets a marker and an error bar instead of a band."""
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     colors = shades(sorted(set(runs["batch_size"].tolist())))
     last, names = 1, settings(runs)
     for _, group in runs.groupby("point", sort=False):
@@ -136,6 +120,22 @@ def epoch_bands(ax: Any, runs: pd.DataFrame, curve: Callable[[Any], list[float]]
     _epoch_ticks(ax, last)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small")
+
+
+learning_curves = partial(epoch_bands, curve=lambda r: r.val_acc,
+                          ylabel="validation accuracy (%)", title="Learning curves")  # fmt: skip
+# Test accuracy at each epoch's end: shown, never used to choose an epoch.
+epoch_test_accuracy = partial(epoch_bands, curve=lambda r: r.epoch_test_acc,
+                              ylabel="test accuracy (%)",
+                              title="Test accuracy over epochs")  # fmt: skip
+
+
+def generalization_gap(ax: Any, runs: pd.DataFrame) -> None:
+    """Training minus validation accuracy: how much of what is learned does not carry over."""
+    gap = lambda r: [t - v for t, v in zip(r.train_acc, r.val_acc, strict=False)]  # noqa: E731
+    epoch_bands(ax, runs, gap, "train − validation accuracy (percentage points)",
+                "Generalization gap over epochs")  # fmt: skip
+    ax.axhline(0, color="grey", linewidth=0.8)
 
 
 def bands(curves: list[list[float]]) -> list[Interval]:

@@ -37,9 +37,8 @@ class Fit:
 
 
 def critical(s_min: float, e_min: float) -> float:
-    """B_crit = E_min/S_min where both are positive. A fit with S_min ≤ 0 shows no floor on
-    the steps in the batch sizes measured (B_crit beyond them: inf); one with E_min ≤ 0
-    shows no gain from larger batches at all (0); with both ≤ 0 it is undefined (NaN)."""
+    """E_min/S_min; inf where S_min ≤ 0 (no floor on the steps in the sizes measured), 0 where
+    E_min ≤ 0 (no gain from larger batches), NaN where both are."""
     if s_min > 0:
         return max(e_min, 0.0) / s_min
     return math.inf if e_min > 0 else math.nan
@@ -54,8 +53,8 @@ def least_squares(batch_sizes: Sequence[float], steps: Sequence[float]) -> tuple
 
 
 def fit(batch_sizes: Sequence[int], steps: Sequence[float]) -> Fit | None:
-    """The fit over runs (one batch size and step count each); None with fewer than two
-    distinct batch sizes, which cannot separate S_min from E_min."""
+    """The fit over runs; None with fewer than two batch sizes, which cannot separate S_min
+    from E_min."""
     if len(batch_sizes) != len(steps):
         raise ValueError(f"{len(batch_sizes)} batch sizes for {len(steps)} step counts")
     sizes = tuple(sorted(set(batch_sizes)))
@@ -106,11 +105,8 @@ def curve(f: Fit, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def simple_at(noise: Sequence[tuple[int, float]], iteration: int) -> float | None:
-    """B_simple logged nearest to `iteration` (the later one on a tie), None if none was.
-
-    The noise scale is measured at epochs' ends, a target is reached at any update: the
-    nearest epoch end is the measurement closest to the state that reached the target.
-    """
+    """B_simple logged nearest to `iteration` (the later one on a tie), None if none was:
+    measured at epochs' ends, the nearest is closest to the state that reached the target."""
     if not noise:
         return None
     return min(noise, key=lambda sv: (abs(sv[0] - iteration), -sv[0]))[1]
@@ -127,10 +123,9 @@ def median_simple(
 
 
 def averaged_simple(terms: Sequence[tuple[int, float, float]], iteration: int) -> float | None:
-    """B_simple over training up to `iteration`: the mean of tr(Σ) over the mean of |G|²,
-    over every epoch's end up to the first at or after it. Averaging each term first, as
-    McCandlish et al. do, keeps the late epochs' near-zero |G|² estimates from blowing up
-    single ratios. None if no term was logged or the mean |G|² is not positive."""
+    """Mean tr(Σ) over mean |G|² at the epochs' ends up to the first at or after `iteration`
+    (each term averaged first, as McCandlish et al. do: the late epochs' near-zero |G|²
+    would blow up single ratios); None without terms or a positive mean |G|²."""
     ends = [step for step, _, _ in terms if step >= iteration]
     last = min(ends, default=max((s for s, _, _ in terms), default=-1))
     kept = [(g, t) for step, g, t in terms if step <= last]

@@ -2,12 +2,9 @@
 
     python -m lenet_mnist.study.tuned [--report-only] [--out docs/study/tuned] [--set K=V]
 
-runs the sweeps of SWEEPS one after the other (Adam and SGD grids of rates around the
-square-root and linear rules' guesses, an Optuna search, and the fixed-rate baseline), then
-writes the report from MLflow alone. Each sweep is the `python -m lenet_mnist.run -m ...` a
-user would type, so the same command started again skips every finished run; its jobs run
-two at a time here (`launcher=joblib`), `--set launcher=slurm` sends them to a cluster.
-`--report-only` rebuilds the report without training.
+runs the SWEEPS one after the other, each the `python -m lenet_mnist.run -m ...` a user would
+type (so running it again skips every finished run), then writes the report from MLflow
+alone; `--report-only` only rebuilds it. docs/study.md says why each sweep is as it is.
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ from lenet_mnist.config import grid, parse
 from lenet_mnist.errors import PipelineError, run_stage
 from lenet_mnist.outputs import replacing
 from lenet_mnist.study import figures, tuning
-from lenet_mnist.study.report import Table, page
+from lenet_mnist.study.report import Table, latest_sweep, page
 from lenet_mnist.study.runs import REACH, Interval, collect, interval, plural, to, typed
 from lenet_mnist.study.tuning import TunedStudy
 from lenet_mnist.tracking import store
@@ -37,32 +34,25 @@ BATCH_SIZES = "train.batch_size=16,32,64,128,256,512"
 PROBES = ["train.val_every_n_steps=200", "train.test_every_epoch=true"]
 DIVERGED = "train.early_stopping.give_up_below=0.5"  # a run that blew up stops after an epoch
 SWEEPS: dict[str, list[str]] = {
-    # 4 rates a factor 2 apart around the square-root rule's guess (lr 1e-3 at batch 64, so
-    # the linear rule's rate lies inside every range too), 2 seeds, the default recipe
     "adam": [
         BATCH_SIZES, "optimizer.lr_scaling=sqrt", "optimizer.lr=0.0005,0.001,0.002,0.004",
         "train.seed=1,2", "train.targets=[0.97,0.98,0.985,0.99]", DIVERGED, *PROBES,
     ],
-    # Most batch sizes were fastest at the top rate above: one more, a factor 2 higher.
     "adam-wide": [
         BATCH_SIZES, "optimizer.lr_scaling=sqrt", "optimizer.lr=0.008",
         "train.seed=1,2", "train.targets=[0.97,0.98,0.985,0.99]", DIVERGED, *PROBES,
     ],
-    # SGD with momentum 0.9, 1 seed; it stops at the highest target: only updates count here
     "sgd": [
         "optimizer=sgd", BATCH_SIZES, "optimizer.lr_scaling=linear",
         "optimizer.lr=0.0125,0.025,0.05,0.1", "train.seed=1", "train.targets=[0.97,0.98,0.985]",
         "train.early_stopping.stop_at=0.985", DIVERGED, *PROBES,
     ],
-    # Batch 512 diverged at every rate above (0.1 to 0.8): two lower ones.
     "sgd-low": [
         "optimizer=sgd", "train.batch_size=512", "optimizer.lr_scaling=linear",
         "optimizer.lr=0.003125,0.00625", "train.seed=1", "train.targets=[0.97,0.98,0.985]",
         "train.early_stopping.stop_at=0.985", DIVERGED, *PROBES,
     ],
-    # conf/hparams_search/optuna.yaml: the least time to 99% test accuracy, on the full data
     "search": ["hparams_search=optuna", "hydra.sweeper.n_trials=20"],
-    # The replicated study's own command (README): a user who ran it has this sweep already.
     "fixed": [BATCH_SIZES, "train.seed=1,2,3", *PROBES],
 }  # fmt: skip
 LABELS = {
@@ -77,8 +67,7 @@ TEST_TARGETS = (0.985, 0.99, 0.992)
 SUMMARY_MD = "summary.md"
 RUNS_CSV = "runs.csv"
 FITS_CSV = "fits.csv"
-# 2 jobs at a time, one thread each: both cores busy. `--set launcher=slurm` (or basic,
-# submitit_local) runs the same sweeps elsewhere; the launcher is not part of a sweep's key.
+# 2 jobs at a time, one thread each; `--set launcher=slurm` runs the same sweeps elsewhere
 LAUNCHER = "launcher=joblib"
 
 
@@ -101,11 +90,9 @@ def run_sweeps(sweeps: dict[str, list[str]]) -> None:
     for name, overrides in sweeps.items():
         command = [sys.executable, "-m", "lenet_mnist.run", "-m", *overrides]
         print(f"tuned study: the {name} sweep: {' '.join(command[1:])}", flush=True)
-        code = subprocess.run(command, check=False).returncode
-        if code != 0:
+        if code := subprocess.run(command, check=False).returncode:
             raise PipelineError(
-                f"the {name} sweep failed (exit {code}); the same command resumes it, "
-                "skipping every finished run"
+                f"the {name} sweep failed (exit {code}); the same command resumes it"
             )
 
 
@@ -120,17 +107,11 @@ def sweep_key(overrides: list[str]) -> str:
 
 
 def sweep_runs(client: Any, experiment: str, name: str, overrides: list[str]) -> pd.DataFrame:
-    key = sweep_key(overrides)
-    found = client.get_experiment_by_name(experiment)
-    parents = found and store.newest(
-        client, found.experiment_id, f"tags.{store.SWEEP_TAG} = '{key}'", limit=1
+    missing = (
+        f"no {name} sweep of the tuned study in MLflow experiment {experiment!r}; run "
+        "`python -m lenet_mnist.study.tuned` first"
     )
-    if not parents:
-        raise PipelineError(
-            f"no {name} sweep of the tuned study in MLflow experiment {experiment!r}; run "
-            "`python -m lenet_mnist.study.tuned` first"
-        )
-    return collect(client, parents[0].info.run_id)
+    return collect(client, latest_sweep(client, experiment, sweep_key(overrides), missing))
 
 
 def grid_runs(client: Any, experiment: str, sweeps: dict[str, list[str]]) -> pd.DataFrame:
