@@ -105,7 +105,8 @@ def verdicts(accuracies: list[Interval]) -> list[str]:
         elif not (acc.defined and top.defined):
             out.append("unknown (1 seed)")
         else:
-            out.append("not distinguishable" if acc.overlaps(top) else "lower")
+            overlap = acc.low <= top.high and top.low <= acc.high
+            out.append("not distinguishable" if overlap else "lower")
     return out
 
 

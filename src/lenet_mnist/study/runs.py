@@ -61,9 +61,6 @@ class Interval:
     def half(self) -> float:
         return (self.high - self.low) / 2
 
-    def overlaps(self, other: Interval) -> bool:
-        return self.low <= other.high and other.low <= self.high
-
     def text(self, fmt: str) -> str:
         """`0.9912 ± 0.0008`, `0.9912 (1 seed)` without an interval, `—` without a value."""
         if math.isnan(self.mean):

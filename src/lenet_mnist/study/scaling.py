@@ -65,15 +65,6 @@ def fit(batch_sizes: Sequence[int], steps: Sequence[float]) -> Fit | None:
     return Fit(s_min, e_min, low, high, len(steps), sizes)
 
 
-def _percentiles(found: list[float]) -> tuple[float, float]:
-    """The 95% percentile interval, without interpolation (inverted CDF): defined next to inf."""
-    if not found:
-        return math.nan, math.nan
-    tail = (1 - LEVEL) / 2
-    low, high = np.quantile(found, [tail, 1 - tail], method="inverted_cdf")
-    return float(low), float(high)
-
-
 def bootstrap(
     batch_sizes: Sequence[int],
     steps: Sequence[float],
@@ -95,7 +86,11 @@ def bootstrap(
             found.append(crit)
         elif simples is not None and 0 < crit < math.inf:
             found.append(float(np.median(np.asarray(simples, dtype=float)[idx])) / crit)
-    return _percentiles(found)
+    if not found:
+        return math.nan, math.nan
+    tail = (1 - LEVEL) / 2  # percentiles without interpolation (inverted CDF): defined beside inf
+    low, high = np.quantile(found, [tail, 1 - tail], method="inverted_cdf")
+    return float(low), float(high)
 
 
 def curve(f: Fit, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -110,25 +110,13 @@ def rules(runs: pd.DataFrame, target: float) -> pd.DataFrame:
     return out
 
 
-def first_epoch(run: pd.Series, target: float) -> float:
-    """The first epoch whose end's test accuracy reached the target (NaN: none). A run that
-    logged only its final test accuracy, of the kept weights, reached it by its last epoch."""
-    if run["epoch_test_acc"]:
-        hits = (i + 1 for i, acc in enumerate(run["epoch_test_acc"]) if acc >= target)
-        return next(hits, math.nan)
-    elapsed = run["elapsed_s"]
-    return len(elapsed) if elapsed and run["test_acc"] >= target else math.nan
-
-
 def options(runs: pd.DataFrame, target: float, seeds: int = 2) -> pd.DataFrame:
     """Per rate whose `seeds` or more seeds all reached the test target at an epoch's end,
     fastest first (one seed's time has no interval): the latest seed's epoch, its seconds."""
-    first = runs.apply(first_epoch, axis=1, target=target)
-    seconds = [
-        e[int(f) - 1] if pd.notna(f) else math.nan
-        for e, f in zip(runs["elapsed_s"], first, strict=True)
-    ]
-    found = runs.assign(first=first, seconds=seconds).groupby(["grid_name", *RATE], observed=True)
+    found = points(runs)
+    first = found[found["acc"] >= target].groupby("run")[["epoch", "seconds"]].first()
+    found = runs.assign(first=first["epoch"], seconds=first["seconds"])
+    found = found.groupby(["grid_name", *RATE], observed=True)
     kept = found.filter(lambda g: len(g) >= seeds and g["first"].notna().all())
     out = kept.groupby(["grid_name", *RATE], observed=True).agg(
         grid=("grid", "first"), epochs=("first", "max"), planned=("epochs", "first"),
