@@ -42,7 +42,7 @@ class Table:
 
 def page(title: str, caption: str, notes: list[str], tables: list[Table]) -> str:
     """A Markdown page: the title, the caption, a bullet per note and each table."""
-    lines = [f"# {title}", "", caption, "", READ, ""] + [f"- {n}" for n in notes]
+    lines = [f"# {title}", "", caption, "", READ] + [""] * bool(notes) + [f"- {n}" for n in notes]
     for t in tables:
         table = t.frame.to_markdown(index=False, disable_numparse=True)
         lines += ["", f"## {t.title}", "", *([t.about, ""] if t.about else []), table]
