@@ -19,7 +19,7 @@ from lenet_mnist.tracking import store
 
 SEED = "train.seed="
 BATCH = "train.batch_size="
-LEVEL = 0.95
+LEVEL = 0.95  # of every interval both studies report
 RUN_COLUMNS = [
     "batch_size", "epochs", "seed", "lr", "lr_scaling", "iterations_per_epoch",
     "total_updates", "s_per_epoch", "samples_per_s", "best_val_acc", "final_val_acc",
@@ -70,7 +70,7 @@ class Interval:
         return f"{fmt.format(self.mean)} ± {fmt.format(self.half)}"
 
 
-def interval(values: Iterable[float], level: float = LEVEL) -> Interval:
+def interval(values: Iterable[float]) -> Interval:
     """Mean ± t(n−1) · s/√n (the seeds are few: the normal's 1.96 would be too narrow) over
     the values that are not NA; none gives a NaN mean with n = 0."""
     values = [float(v) for v in values if not pd.isna(v)]
@@ -78,7 +78,7 @@ def interval(values: Iterable[float], level: float = LEVEL) -> Interval:
     if n < 2:
         return Interval(values[0] if values else math.nan, math.nan, math.nan, n)
     mean = statistics.fmean(values)
-    half = float(stats.t.ppf((1 + level) / 2, n - 1)) * statistics.stdev(values) / math.sqrt(n)
+    half = float(stats.t.ppf((1 + LEVEL) / 2, n - 1)) * statistics.stdev(values) / math.sqrt(n)
     return Interval(mean, mean - half, mean + half, n)
 
 

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lenet_mnist.study.runs import LEVEL
+
 DRAWS = 2000  # bootstrap resamples
 SEED = 0  # the bootstrap's generator: the same runs give the same report
-LEVEL = 0.95
 
 
 @dataclass(frozen=True)
