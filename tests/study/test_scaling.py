@@ -99,5 +99,5 @@ def test_no_averaged_noise_scale_without_terms_or_with_a_mean_gradient_not_posit
 def test_the_ratio_interval_holds_the_ratio_of_exact_data():
     sizes = SIZES * 2
     simples = [256.0 * (1 + 0.1 * (i % 3)) for i in range(len(sizes))]
-    low, high = scaling.ratio_interval(sizes, steps(sizes, 0.02, 3), simples, 300, 0)
+    low, high = scaling.bootstrap(sizes, steps(sizes, 0.02, 3), simples, 300)
     assert low < np.median(simples) / 128 < high

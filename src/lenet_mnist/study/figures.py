@@ -1,10 +1,10 @@
-"""Both studies' figures. Where a grid point has several seeds, a figure shows their mean
-with its 95% confidence interval: error bars against batch size, bands over epochs. A figure
-whose measurement no run logged is left out (the report says so in a note)."""
+"""Both studies' figures: over several seeds, the mean with its 95% interval (error bars
+against batch size, bands over epochs); a figure whose measurement no run logged is left out."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,13 +38,13 @@ def _points(count: int) -> dict[str, Any]:
     return {"marker": "o", "markersize": 8, "linestyle": "none"}
 
 
-def size_colors(sizes: list[int]) -> dict[int, Any]:
-    """One colour per batch size, from small (dark) to large (light)."""
+def shades(keys: Iterable[Any]) -> dict[Any, Any]:
+    """One colour per key, in order from dark to light."""
     import matplotlib.pyplot as plt
 
-    cmap, order = plt.get_cmap("viridis"), sorted(set(sizes))
+    order = list(dict.fromkeys(keys))
     n = max(len(order) - 1, 1)
-    return {size: cmap(0.9 * i / n) for i, size in enumerate(order)}
+    return {key: plt.get_cmap("viridis")(0.9 * i / n) for i, key in enumerate(order)}
 
 
 def accuracy_vs_batch_size(ax: Any, runs: pd.DataFrame) -> None:
@@ -81,11 +81,7 @@ def speed_vs_batch_size(ax: Any, runs: pd.DataFrame) -> None:
 
 def accuracy_vs_time(ax: Any, runs: pd.DataFrame) -> None:
     """One colour per run, from small batches (dark) to large (light)."""
-    import matplotlib.pyplot as plt
-
-    cmap, n = plt.get_cmap("viridis"), max(len(runs) - 1, 1)
-    order = runs.sort_values(["batch_size", "epochs"], kind="stable")["run_id"]
-    colors = {run: cmap(0.9 * i / n) for i, run in enumerate(order)}
+    colors = shades(runs.sort_values(["batch_size", "epochs"], kind="stable")["run_id"])
     for r, others in zip(runs.itertuples(), settings(runs, seed=True), strict=True):
         ax.plot(r.elapsed_s, [100 * a for a in r.val_acc], **_points(len(r.val_acc)),
                 color=colors[r.run_id],
@@ -95,30 +91,14 @@ def accuracy_vs_time(ax: Any, runs: pd.DataFrame) -> None:
     ax.legend(fontsize="small")
 
 
-def learning_curves(ax: Any, runs: pd.DataFrame) -> None:
-    epoch_bands(ax, runs, lambda r: r.val_acc)
-    ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title="Learning curves")
-
-
-def generalization_gap(ax: Any, runs: pd.DataFrame) -> None:
-    """Training minus validation accuracy: how much of what is learned does not carry over."""
-    epoch_bands(ax, runs, lambda r: [t - v for t, v in zip(r.train_acc, r.val_acc, strict=False)])
-    ax.axhline(0, color="grey", linewidth=0.8)
-    ax.set(xlabel="epoch", ylabel="train − validation accuracy (percentage points)",
-           title="Generalization gap over epochs")  # fmt: skip
-
-
-def epoch_test_accuracy(ax: Any, runs: pd.DataFrame) -> None:
-    """Test accuracy at each epoch's end: shown, never used to choose an epoch."""
-    epoch_bands(ax, runs, lambda r: r.epoch_test_acc)
-    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy over epochs")
-
-
-def epoch_bands(ax: Any, runs: pd.DataFrame, curve: Callable[[Any], list[float]]) -> None:
+def epoch_bands(
+    ax: Any, runs: pd.DataFrame, curve: Callable[[Any], list[float]], ylabel: str, title: str
+) -> None:
     """Per grid point, the mean of `curve(run)` over its seeds at each epoch, in percent,
     with its 95% band over the runs that got that far (early stopping ends some sooner);
     a lone epoch gets a marker and an error bar instead of a band."""
-    colors = size_colors(runs["batch_size"].tolist())
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    colors = shades(sorted(set(runs["batch_size"].tolist())))
     last, names = 1, settings(runs)
     for _, group in runs.groupby("point", sort=False):
         curves = [[100 * v for v in c] for r in group.itertuples() if (c := curve(r))]
@@ -142,10 +122,25 @@ def epoch_bands(ax: Any, runs: pd.DataFrame, curve: Callable[[Any], list[float]]
         ax.legend(fontsize="small")
 
 
+learning_curves = partial(epoch_bands, curve=lambda r: r.val_acc,
+                          ylabel="validation accuracy (%)", title="Learning curves")  # fmt: skip
+# Test accuracy at each epoch's end: shown, never used to choose an epoch.
+epoch_test_accuracy = partial(epoch_bands, curve=lambda r: r.epoch_test_acc,
+                              ylabel="test accuracy (%)",
+                              title="Test accuracy over epochs")  # fmt: skip
+
+
+def generalization_gap(ax: Any, runs: pd.DataFrame) -> None:
+    """Training minus validation accuracy: how much of what is learned does not carry over."""
+    gap = lambda r: [t - v for t, v in zip(r.train_acc, r.val_acc, strict=False)]  # noqa: E731
+    epoch_bands(ax, runs, gap, "train − validation accuracy (percentage points)",
+                "Generalization gap over epochs")  # fmt: skip
+    ax.axhline(0, color="grey", linewidth=0.8)
+
+
 def bands(curves: list[list[float]]) -> list[Interval]:
     """Per epoch, the interval over the runs that got that far."""
-    longest = max((len(c) for c in curves), default=0)
-    return [interval([c[i] for c in curves if len(c) > i]) for i in range(longest)]
+    return list(pd.DataFrame(curves).apply(interval))
 
 
 def _epoch_ticks(ax: Any, last: int) -> None:
@@ -172,7 +167,7 @@ def steps_vs_examples(ax: Any, fits: list[Scaling]) -> None:
     from matplotlib.lines import Line2D
 
     sizes = sorted({b for s in fits for b in s.runs["batch_size"].tolist()})
-    colors = size_colors(sizes)
+    colors = shades(sizes)
     handles = [Line2D([], [], marker="o", linestyle="none", color=colors[b], label=f"batch {b}")
                for b in sizes]  # fmt: skip
     for i, s in enumerate(fits):
@@ -243,7 +238,7 @@ def draw(study: Study, out: Path, caption: str) -> list[Path]:
 
 def tuned_accuracy_vs_time(ax: Any, study: TunedStudy) -> None:
     found = points(study.learned)
-    for size, color in size_colors(found["batch_size"].tolist()).items():
+    for size, color in shades(sorted(set(found["batch_size"].tolist()))).items():
         mine = found[(found["batch_size"] == size) & (found["acc"] > 0.95)]
         ax.scatter(list(mine["seconds"]), list(mine["acc"] * 100), s=8, color=color, alpha=0.5,
                    label=f"batch {size}")  # fmt: skip
@@ -281,7 +276,7 @@ def rate_landscape(ax: Any, study: TunedStudy, grid: str) -> None:
     if target is None:
         return
     steps = reaching(runs, target)["mean"]
-    for size, color in size_colors(runs["batch_size"].tolist()).items():
+    for size, color in shades(sorted(set(runs["batch_size"].tolist()))).items():
         mine = steps[steps.index.get_level_values("batch_size") == size]
         ax.plot(list(mine.index.get_level_values("rate")), list(mine), "o-", color=color,
                 markersize=4, label=f"batch {size}")  # fmt: skip

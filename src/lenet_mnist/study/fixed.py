@@ -1,8 +1,6 @@
-"""The fixed-rate study's analysis: grid points over their seeds, with whether each one's
-test accuracy can be told from the best one's, and the critical batch size per setting and
-validation target (lenet_mnist.study.scaling) beside the noise scale's prediction of it.
-A part the runs hold no data for becomes a one-line note instead of failing an older sweep.
-"""
+"""The fixed-rate study's analysis: grid points over their seeds against the best one, and
+the critical batch size per setting and target beside B_simple; a part the runs hold no data
+for becomes a note, so an older sweep still reports."""
 
 from __future__ import annotations
 
@@ -107,7 +105,8 @@ def verdicts(accuracies: list[Interval]) -> list[str]:
         elif not (acc.defined and top.defined):
             out.append("unknown (1 seed)")
         else:
-            out.append("not distinguishable" if acc.overlaps(top) else "lower")
+            overlap = acc.low <= top.high and top.low <= acc.high
+            out.append("not distinguishable" if overlap else "lower")
     return out
 
 

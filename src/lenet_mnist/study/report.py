@@ -2,16 +2,8 @@
 
     python -m lenet_mnist.study.report [--sweep PARENT_RUN_ID] [--out data/report]
 
-It reads a sweep's complete child runs from MLflow (the newest sweep by default) and
-writes a self-contained HTML page, its tables as Markdown and CSV, and its PNG figures.
-The runs of one grid point that differ only in train.seed are its replicates: the tables
-give their mean with a 95% t-interval, and whether each point's test accuracy can be told
-from the best one's. Where runs logged when validation accuracy reached train.targets, the
-report fits the critical batch size (lenet_mnist.study.scaling) with the gradient noise
-scale's prediction beside it. A part the runs hold no data for is left out, with a
-one-line note on the page, rather than failing on an older sweep.
-
-A sweep writes its own report when it ends; this command rebuilds it.
+rebuilds from MLflow the report a sweep writes when it ends (the newest sweep by default):
+an HTML page, its tables as Markdown and CSV, its figures. docs/study.md says what each shows.
 """
 
 from __future__ import annotations
@@ -19,8 +11,6 @@ from __future__ import annotations
 import argparse
 import base64
 import html
-import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,32 +30,27 @@ RUNS_CSV = "summary-runs.csv"  # one line per run, as measured
 SCALING_CSV = "scaling.csv"  # one line per target and setting
 SUMMARY_MD = "summary.md"
 PAGE = "report.html"
-FIT_METHOD = (
-    "S(B) = S_min + E_min/B fitted by least squares on relative residuals over every run "
-    "that reached the target; B_crit = E_min/S_min, its 95% interval the 2.5th and 97.5th "
-    "percentiles of 2,000 bootstrap resamples of those runs (seeded). B_simple is the median "
-    "over those runs of the noise scale at the epoch end nearest to where each reached it."
-)
+READ = "What each table and figure shows: docs/study.md, 'Reading the reports'."
 
 
 @dataclass
 class Table:
     title: str
-    about: str  # what the numbers are, in one line
     frame: pd.DataFrame  # the cells, as text
+    about: str = ""  # numbers the table's title does not hold
 
 
 def page(title: str, caption: str, notes: list[str], tables: list[Table]) -> str:
     """A Markdown page: the title, the caption, a bullet per note and each table."""
-    lines = [f"# {title}", "", caption, ""] + [f"- {n}" for n in notes] + ([""] if notes else [])
+    lines = [f"# {title}", "", caption, "", READ] + [""] * bool(notes) + [f"- {n}" for n in notes]
     for t in tables:
         table = t.frame.to_markdown(index=False, disable_numparse=True)
-        lines += [f"## {t.title}", "", t.about, "", table, ""]
-    return "\n".join(lines)
+        lines += ["", f"## {t.title}", "", *([t.about, ""] if t.about else []), table]
+    return "\n".join([*lines, ""])
 
 
-def _num(value: float | None, fmt: str = "{:.4g}") -> str:
-    return "—" if value is None or math.isnan(value) else fmt.format(value)
+def _text(value: Any, fmt: str = "{}") -> str:
+    return "—" if value is None or pd.isna(value) else fmt.format(value)
 
 
 def points_table(study: Study) -> Table:
@@ -76,11 +61,7 @@ def points_table(study: Study) -> Table:
         **{h: p[k].map(lambda i, f=f: i.text(f)) for k, (h, f) in QUANTITIES.items()},
         "vs best": p["vs_best"],
     })  # fmt: skip
-    about = (
-        "Each grid point over its seeds: mean ± half-width of the 95% t-interval. "
-        "vs best: whether the 95% intervals of test accuracy overlap the best point's."
-    )
-    return Table("Grid points", about, cells)
+    return Table("Grid points", cells)
 
 
 def targets_table(study: Study) -> Table:
@@ -91,46 +72,37 @@ def targets_table(study: Study) -> Table:
          *(p.at[i, to(k, t)].text(f) for k, f in TO_TARGET.items())]
         for i in p.index for t in study.targets
     ]  # fmt: skip
-    return Table(
-        "Time to target",
-        "Optimizer updates, training examples (updates × batch size) and seconds until "
-        "validation accuracy first reached each target; means over the seeds that reached it.",
-        pd.DataFrame(cells, columns=["batch size", "epochs", "target", "reached", *TO_TARGET]),
-    )
+    columns = ["batch size", "epochs", "target", "reached", *TO_TARGET]
+    return Table("Time to target", pd.DataFrame(cells, columns=columns))
 
 
 def scaling_table(study: Study) -> Table:
     cells = [
         [s.setting or "all runs", f"{s.target:g}", str(s.fit.runs),
-         ", ".join(map(str, s.fit.batch_sizes)), _num(s.fit.s_min, "{:,.0f}"),
-         _num(s.fit.e_min, "{:,.0f}"), _num(s.fit.b_crit, "{:,.0f}"),
-         f"[{_num(s.fit.low, '{:,.0f}')}, {_num(s.fit.high, '{:,.0f}')}]",
-         f"{_num(s.simple, '{:,.0f}')} ({plural(s.simple_runs, 'run')})"
-         if s.simple is not None else "—",
-         _num(s.ratio, "{:.2f}"), s.verdict()]
+         ", ".join(map(str, s.fit.batch_sizes)), *(_text(v, "{:,.0f}") for v in (
+            s.fit.s_min, s.fit.e_min, s.fit.b_crit)),
+         f"[{_text(s.fit.low, '{:,.0f}')}, {_text(s.fit.high, '{:,.0f}')}]",
+         _text(s.simple, "{:,.0f}") + f" ({plural(s.simple_runs, 'run')})" * (s.simple is not None),
+         _text(s.ratio, "{:.2f}"), s.verdict()]
         for s in study.scaling if s.fit
     ]  # fmt: skip
     headings = ["setting", "target", "runs", "batch sizes", "S_min", "E_min", "B_crit"]
     headings += ["B_crit 95%", "B_simple", "B_simple/B_crit", "prediction"]
-    return Table("Critical batch size", FIT_METHOD, pd.DataFrame(cells, columns=headings))
-
-
-def _or_dash(fmt: str = "{}") -> Callable[[Any], str]:
-    return lambda v: "—" if pd.isna(v) or v is None else fmt.format(v)
+    return Table("Critical batch size", pd.DataFrame(cells, columns=headings))
 
 
 def runs_table(study: Study) -> Table:
     r = study.runs
     cells = pd.DataFrame({
         "batch size": r["batch_size"].astype(str), "epochs": r["epochs"].astype(str),
-        "seed": r["seed"].map(_or_dash()), "test acc": r["test_acc"].map("{:.4f}".format),
+        "seed": r["seed"].map(_text), "test acc": r["test_acc"].map("{:.4f}".format),
         "best val acc": r["best_val_acc"].map("{:.4f}".format),
         "s/epoch": r["s_per_epoch"].map("{:.2f}".format),
-        **{f"updates to {t:g}": r[to("iterations", t)].map(_or_dash("{:,}"))
+        **{f"updates to {t:g}": r[to("iterations", t)].map(lambda v: _text(v, "{:,}"))
            for t in study.targets},
-        "stopped": r["stopped_epoch"].replace(0, None).map(_or_dash()), "MLflow run": r["run_id"],
+        "stopped": r["stopped_epoch"].replace(0, None).map(_text), "MLflow run": r["run_id"],
     })  # fmt: skip
-    return Table("Runs", "Every run as measured.", cells)
+    return Table("Runs", cells)
 
 
 def tables(study: Study) -> list[Table]:
@@ -144,11 +116,8 @@ def tables(study: Study) -> list[Table]:
 
 def _spread(intervals: pd.Series, name: str) -> pd.DataFrame:
     """An Interval column as four: `{name}_mean`, `_low`, `_high`, `_n` (blank: none)."""
-    return pd.DataFrame({
-        f"{name}_mean": [i.mean for i in intervals], f"{name}_low": [i.low for i in intervals],
-        f"{name}_high": [i.high for i in intervals],
-        f"{name}_n": pd.array([i.n or None for i in intervals], dtype="Int64"),
-    }, index=intervals.index)  # fmt: skip
+    frame = pd.DataFrame(map(vars, intervals), index=intervals.index)
+    return frame.astype({"n": "Int64"}).replace({"n": {0: None}}).add_prefix(f"{name}_")
 
 
 def write_csvs(study: Study, out: Path) -> list[Path]:
@@ -174,24 +143,18 @@ def write_csvs(study: Study, out: Path) -> list[Path]:
 
 def write_page(study: Study, pngs: list[Path], out: Path, caption: str) -> Path:
     """One HTML file with the tables and the figures inlined, to mail or attach as is."""
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in study.notes)
-    body = [f"<ul>{notes}</ul>"] if notes else []
+    body = [f"<p>{html.escape(caption)}</p><p>{html.escape(READ)}</p><ul>"]
+    body += [f"<li>{html.escape(n)}</li>" for n in study.notes] + ["</ul>"]
     body += [
-        f"<h2>{html.escape(t.title)}</h2><p>{html.escape(t.about)}</p>"
-        + t.frame.to_html(index=False)
-        for t in tables(study)
+        f"<h2>{html.escape(t.title)}</h2>{t.frame.to_html(index=False)}" for t in tables(study)
     ]
-    body += [
-        f'<img alt="{p.stem}" src="data:image/png;base64,'
-        f'{base64.b64encode(p.read_bytes()).decode()}">'
-        for p in pngs
-    ]
+    body += [f'<img alt="{p.stem}" src="data:image/png;base64,'
+             f'{base64.b64encode(p.read_bytes()).decode()}">' for p in pngs]  # fmt: skip
     (out / PAGE).write_text(f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Batch size and epochs study</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}img{{max-width:100%}}</style>
-</head><body><h1>Batch size and epochs study</h1><p>{html.escape(caption)}</p>
-{"".join(body)}</body></html>
+</head><body><h1>Batch size and epochs study</h1>{"".join(body)}</body></html>
 """)
     return out / PAGE
 
@@ -222,13 +185,15 @@ def is_sweep(client: Any, run_id: str) -> bool:
         return False
 
 
-def latest_sweep(client: Any, experiment_name: str) -> str:
+def latest_sweep(client: Any, experiment_name: str, key: str = "", missing: str = "") -> str:
+    """The parent run id of the newest sweep, or of the newest with the sweep key `key`."""
     experiment = client.get_experiment_by_name(experiment_name)
-    query = f"tags.{store.SWEEP_TAG} != ''"
+    query = f"tags.{store.SWEEP_TAG} " + (f"= '{key}'" if key else "!= ''")
     runs = experiment and store.newest(client, experiment.experiment_id, query, limit=1)
     if not runs:
         raise PipelineError(
-            f"no sweep in MLflow experiment {experiment_name!r}; "
+            missing
+            or f"no sweep in MLflow experiment {experiment_name!r}; "
             "run one with `python -m lenet_mnist.run -m train.batch_size=...`"
         )
     return runs[0].info.run_id

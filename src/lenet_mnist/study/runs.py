@@ -1,10 +1,6 @@
-"""A sweep's complete runs as one pandas DataFrame, a row per run, and the t-interval over
-seeds that both studies report. Everything else in the study reads this frame.
-
-Columns: the run's numbers (RUN_COLUMNS), `{iterations,examples,epochs,seconds}_to_{t:g}`
-per validation target (NA where the run did not reach it), and per-epoch lists (val_acc,
-elapsed_s, train_acc, epoch_test_acc, noise, noise_terms) that figures and fits read.
-"""
+"""A sweep's complete runs as one DataFrame, a row per run, that the rest of the study reads:
+RUN_COLUMNS, `{REACH}_to_{target:g}` per validation target (NA: not reached) and per-epoch
+lists; and the t-interval over seeds that both studies report."""
 
 from __future__ import annotations
 
@@ -23,7 +19,7 @@ from lenet_mnist.tracking import store
 
 SEED = "train.seed="
 BATCH = "train.batch_size="
-LEVEL = 0.95
+LEVEL = 0.95  # of every interval both studies report
 RUN_COLUMNS = [
     "batch_size", "epochs", "seed", "lr", "lr_scaling", "iterations_per_epoch",
     "total_updates", "s_per_epoch", "samples_per_s", "best_val_acc", "final_val_acc",
@@ -65,9 +61,6 @@ class Interval:
     def half(self) -> float:
         return (self.high - self.low) / 2
 
-    def overlaps(self, other: Interval) -> bool:
-        return self.low <= other.high and other.low <= self.high
-
     def text(self, fmt: str) -> str:
         """`0.9912 ± 0.0008`, `0.9912 (1 seed)` without an interval, `—` without a value."""
         if math.isnan(self.mean):
@@ -77,15 +70,15 @@ class Interval:
         return f"{fmt.format(self.mean)} ± {fmt.format(self.half)}"
 
 
-def interval(values: Iterable[float], level: float = LEVEL) -> Interval:
-    """Mean ± t(n−1) · s/√n: the seeds are few, so the normal's 1.96 would be too narrow.
-    Missing values (NA) are left out; none at all gives a NaN mean with n = 0."""
+def interval(values: Iterable[float]) -> Interval:
+    """Mean ± t(n−1) · s/√n (the seeds are few: the normal's 1.96 would be too narrow) over
+    the values that are not NA; none gives a NaN mean with n = 0."""
     values = [float(v) for v in values if not pd.isna(v)]
     n = len(values)
     if n < 2:
         return Interval(values[0] if values else math.nan, math.nan, math.nan, n)
     mean = statistics.fmean(values)
-    half = float(stats.t.ppf((1 + level) / 2, n - 1)) * statistics.stdev(values) / math.sqrt(n)
+    half = float(stats.t.ppf((1 + LEVEL) / 2, n - 1)) * statistics.stdev(values) / math.sqrt(n)
     return Interval(mean, mean - half, mean + half, n)
 
 
@@ -105,8 +98,8 @@ def collect(client: Any, parent: str) -> pd.DataFrame:
 
 
 def typed(frame: pd.DataFrame) -> pd.DataFrame:
-    """The frame with a REACH column for every target any run logged, last, and the counts
-    that may be missing as nullable integers (a CSV then reads `2400`, not `2400.0`)."""
+    """A REACH column for every target any run logged, last, and the counts that may be
+    missing as nullable integers (a CSV then reads `2400`, not `2400.0`)."""
     targets = targets_of(frame)
     reach = [to(k, t) for t in targets for k in REACH]
     frame = frame.reindex(columns=[*frame.columns.drop(reach, errors="ignore"), *reach])
@@ -115,7 +108,6 @@ def typed(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def targets_of(runs: pd.DataFrame) -> list[float]:
-    """Every validation target any run logged, in order."""
     return sorted({t for ts in runs["targets"] for t in ts})
 
 
@@ -187,8 +179,7 @@ def _lr_scaling(params: dict[str, str]) -> str:
 
 
 def _targets(run: Any, params: dict[str, str], metrics: dict[str, float]) -> list[float]:
-    """train.targets as the run logged it (`[0.98, 0.985]`), and any target it has metrics
-    for; runs from before targets existed have neither."""
+    """train.targets as logged (`[0.98, 0.985]`) and any target the run has metrics for."""
     text = params.get("train.targets", "[]")
     try:
         listed = {float(t) for t in text.strip().strip("[]").split(",") if t.strip()}
@@ -201,8 +192,8 @@ def _targets(run: Any, params: dict[str, str], metrics: dict[str, float]) -> lis
 
 
 def _machine(tags: dict[str, str], params: dict[str, str]) -> str:
-    """Where a run ran, for the caption: the CPU's family/model beside its name, as one name
-    covers models that compute other bits; runs logged before a tag existed say `?`."""
+    """Where a run ran: the CPU's family/model beside its name, as one name covers models
+    that compute other bits; `?` for what runs logged before a tag existed lack."""
     threads = params.get("numerics.threads", "?")
     threads = plural(int(threads), "thread") if threads.isdigit() else f"{threads} threads"
     return (

@@ -1,34 +1,19 @@
-"""The critical batch size from steps and examples to a target (McCandlish et al. 2018,
-"An Empirical Model of Large-Batch Training").
-
-The paper's trade-off (S/S_min − 1)(E/E_min − 1) = 1 between the optimizer steps S and
-the training examples E = B·S that reach a given accuracy is, solved for S,
-
-    S(B) = S_min + E_min / B,
-
-linear in (S_min, E_min) with regressor 1/B. Small batches need E_min examples and many
-steps; large ones need at least S_min steps however many examples each takes. The batch
-size between the two regimes is B_crit = E_min / S_min.
-
-The fit weighs every run's relative error, (S − S(B)) / S, so runs at large batch sizes,
-with few steps, count as much as runs with many; its uncertainty is a bootstrap over runs.
-The paper predicts B_crit from the gradients alone with the noise scale B_simple
-(lenet_mnist.training.noise_scale): `simple_at` reads it where a run reached the target,
-`averaged_simple` averages its two terms over training up to there, as the paper does.
-"""
+"""The critical batch size from steps and examples to a target, S(B) = S_min + E_min/B
+(McCandlish et al. 2018), and its noise-scale prediction B_simple: see docs/study.md#method."""
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from lenet_mnist.study.runs import LEVEL
+
 DRAWS = 2000  # bootstrap resamples
 SEED = 0  # the bootstrap's generator: the same runs give the same report
-LEVEL = 0.95
 
 
 @dataclass(frozen=True)
@@ -53,9 +38,8 @@ class Fit:
 
 
 def critical(s_min: float, e_min: float) -> float:
-    """B_crit = E_min/S_min where both are positive. A fit with S_min ≤ 0 shows no floor on
-    the steps in the batch sizes measured (B_crit beyond them: inf); one with E_min ≤ 0
-    shows no gain from larger batches at all (0); with both ≤ 0 it is undefined (NaN)."""
+    """E_min/S_min; inf where S_min ≤ 0 (no floor on the steps in the sizes measured), 0 where
+    E_min ≤ 0 (no gain from larger batches), NaN where both are."""
     if s_min > 0:
         return max(e_min, 0.0) / s_min
     return math.inf if e_min > 0 else math.nan
@@ -70,8 +54,8 @@ def least_squares(batch_sizes: Sequence[float], steps: Sequence[float]) -> tuple
 
 
 def fit(batch_sizes: Sequence[int], steps: Sequence[float]) -> Fit | None:
-    """The fit over runs (one batch size and step count each); None with fewer than two
-    distinct batch sizes, which cannot separate S_min from E_min."""
+    """The fit over runs; None with fewer than two batch sizes, which cannot separate S_min
+    from E_min."""
     if len(batch_sizes) != len(steps):
         raise ValueError(f"{len(batch_sizes)} batch sizes for {len(steps)} step counts")
     sizes = tuple(sorted(set(batch_sizes)))
@@ -82,47 +66,32 @@ def fit(batch_sizes: Sequence[int], steps: Sequence[float]) -> Fit | None:
     return Fit(s_min, e_min, low, high, len(steps), sizes)
 
 
-def _resamples(batch_sizes: np.ndarray, draws: int, seed: int) -> Iterator[np.ndarray]:
-    """Indices of `draws` resamples of the runs with replacement (seeded: the same runs give
-    the same report), less those with one batch size, which cannot be fitted."""
-    rng = np.random.default_rng(seed)
+def bootstrap(
+    batch_sizes: Sequence[int],
+    steps: Sequence[float],
+    simples: Sequence[float] | None = None,
+    draws: int = DRAWS,
+) -> tuple[float, float]:
+    """B_crit's 95% percentile interval over seeded resamples of the runs (an undefined B_crit
+    dropped, an infinite one kept: the interval may be open above); with `simples`, that of
+    B_simple / B_crit instead, from the median B_simple of each resample's runs, skipping a
+    B_crit not finite and positive. A resample of one batch size cannot be fitted: skipped."""
+    b, s = np.asarray(batch_sizes, dtype=float), np.asarray(steps, dtype=float)
+    rng, found = np.random.default_rng(SEED), []
     for _ in range(draws):
-        idx = rng.integers(0, len(batch_sizes), len(batch_sizes))
-        if len(set(batch_sizes[idx])) >= 2:
-            yield idx
-
-
-def _percentiles(found: list[float]) -> tuple[float, float]:
-    """The 95% percentile interval, without interpolation (inverted CDF): defined next to inf."""
+        idx = rng.integers(0, len(b), len(b))
+        if len(set(b[idx])) < 2:
+            continue
+        crit = critical(*least_squares(b[idx], s[idx]))
+        if simples is None and not math.isnan(crit):
+            found.append(crit)
+        elif simples is not None and 0 < crit < math.inf:
+            found.append(float(np.median(np.asarray(simples, dtype=float)[idx])) / crit)
     if not found:
         return math.nan, math.nan
-    tail = (1 - LEVEL) / 2
+    tail = (1 - LEVEL) / 2  # percentiles without interpolation (inverted CDF): defined beside inf
     low, high = np.quantile(found, [tail, 1 - tail], method="inverted_cdf")
     return float(low), float(high)
-
-
-def bootstrap(
-    batch_sizes: Sequence[int], steps: Sequence[float], draws: int = DRAWS, seed: int = SEED
-) -> tuple[float, float]:
-    """B_crit's 95% percentile interval over resamples of the runs. An undefined B_crit
-    (NaN) is dropped, an infinite one kept, so the interval may be open above."""
-    b, s = np.asarray(batch_sizes, dtype=float), np.asarray(steps, dtype=float)
-    found = [critical(*least_squares(b[i], s[i])) for i in _resamples(b, draws, seed)]
-    return _percentiles([v for v in found if not math.isnan(v)])
-
-
-def ratio_interval(
-    sizes: Sequence[int], steps: Sequence[float], simples: Sequence[float], draws: int, seed: int
-) -> tuple[float, float]:
-    """B_simple / B_crit's 95% percentile interval: each resample refits B_crit and takes
-    the median B_simple of the same runs; one with B_crit not finite and positive is skipped."""
-    b, s, n = np.asarray(sizes, float), np.asarray(steps, float), np.asarray(simples, float)
-    found = []
-    for idx in _resamples(b, draws, seed):
-        crit = critical(*least_squares(b[idx], s[idx]))
-        if 0 < crit < math.inf:
-            found.append(float(np.median(n[idx])) / crit)
-    return _percentiles(found)
 
 
 def curve(f: Fit, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -132,11 +101,8 @@ def curve(f: Fit, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def simple_at(noise: Sequence[tuple[int, float]], iteration: int) -> float | None:
-    """B_simple logged nearest to `iteration` (the later one on a tie), None if none was.
-
-    The noise scale is measured at epochs' ends, a target is reached at any update: the
-    nearest epoch end is the measurement closest to the state that reached the target.
-    """
+    """B_simple logged nearest to `iteration` (the later one on a tie), None if none was:
+    measured at epochs' ends, the nearest is closest to the state that reached the target."""
     if not noise:
         return None
     return min(noise, key=lambda sv: (abs(sv[0] - iteration), -sv[0]))[1]
@@ -153,10 +119,9 @@ def median_simple(
 
 
 def averaged_simple(terms: Sequence[tuple[int, float, float]], iteration: int) -> float | None:
-    """B_simple over training up to `iteration`: the mean of tr(Σ) over the mean of |G|²,
-    over every epoch's end up to the first at or after it. Averaging each term first, as
-    McCandlish et al. do, keeps the late epochs' near-zero |G|² estimates from blowing up
-    single ratios. None if no term was logged or the mean |G|² is not positive."""
+    """Mean tr(Σ) over mean |G|² at the epochs' ends up to the first at or after `iteration`
+    (each term averaged first, as McCandlish et al. do: the late epochs' near-zero |G|²
+    would blow up single ratios); None without terms or a positive mean |G|²."""
     ends = [step for step, _, _ in terms if step >= iteration]
     last = min(ends, default=max((s for s, _, _ in terms), default=-1))
     kept = [(g, t) for step, g, t in terms if step <= last]

@@ -2,12 +2,9 @@
 
     python -m lenet_mnist.study.tuned [--report-only] [--out docs/study/tuned] [--set K=V]
 
-runs the sweeps of SWEEPS one after the other (Adam and SGD grids of rates around the
-square-root and linear rules' guesses, an Optuna search, and the fixed-rate baseline), then
-writes the report from MLflow alone. Each sweep is the `python -m lenet_mnist.run -m ...` a
-user would type, so the same command started again skips every finished run; its jobs run
-two at a time here (`launcher=joblib`), `--set launcher=slurm` sends them to a cluster.
-`--report-only` rebuilds the report without training.
+runs the SWEEPS one after the other, each the `python -m lenet_mnist.run -m ...` a user would
+type (so running it again skips every finished run), then writes the report from MLflow
+alone; `--report-only` only rebuilds it. docs/study.md says why each sweep is as it is.
 """
 
 from __future__ import annotations
@@ -26,8 +23,8 @@ from lenet_mnist.config import grid, parse
 from lenet_mnist.errors import PipelineError, run_stage
 from lenet_mnist.outputs import replacing
 from lenet_mnist.study import figures, tuning
-from lenet_mnist.study.report import Table, page
-from lenet_mnist.study.runs import Interval, collect, interval, plural, to, typed
+from lenet_mnist.study.report import Table, latest_sweep, page
+from lenet_mnist.study.runs import REACH, Interval, collect, interval, plural, to, typed
 from lenet_mnist.study.tuning import TunedStudy
 from lenet_mnist.tracking import store
 
@@ -37,32 +34,25 @@ BATCH_SIZES = "train.batch_size=16,32,64,128,256,512"
 PROBES = ["train.val_every_n_steps=200", "train.test_every_epoch=true"]
 DIVERGED = "train.early_stopping.give_up_below=0.5"  # a run that blew up stops after an epoch
 SWEEPS: dict[str, list[str]] = {
-    # 4 rates a factor 2 apart around the square-root rule's guess (lr 1e-3 at batch 64, so
-    # the linear rule's rate lies inside every range too), 2 seeds, the default recipe
     "adam": [
         BATCH_SIZES, "optimizer.lr_scaling=sqrt", "optimizer.lr=0.0005,0.001,0.002,0.004",
         "train.seed=1,2", "train.targets=[0.97,0.98,0.985,0.99]", DIVERGED, *PROBES,
     ],
-    # Most batch sizes were fastest at the top rate above: one more, a factor 2 higher.
     "adam-wide": [
         BATCH_SIZES, "optimizer.lr_scaling=sqrt", "optimizer.lr=0.008",
         "train.seed=1,2", "train.targets=[0.97,0.98,0.985,0.99]", DIVERGED, *PROBES,
     ],
-    # SGD with momentum 0.9, 1 seed; it stops at the highest target: only updates count here
     "sgd": [
         "optimizer=sgd", BATCH_SIZES, "optimizer.lr_scaling=linear",
         "optimizer.lr=0.0125,0.025,0.05,0.1", "train.seed=1", "train.targets=[0.97,0.98,0.985]",
         "train.early_stopping.stop_at=0.985", DIVERGED, *PROBES,
     ],
-    # Batch 512 diverged at every rate above (0.1 to 0.8): two lower ones.
     "sgd-low": [
         "optimizer=sgd", "train.batch_size=512", "optimizer.lr_scaling=linear",
         "optimizer.lr=0.003125,0.00625", "train.seed=1", "train.targets=[0.97,0.98,0.985]",
         "train.early_stopping.stop_at=0.985", DIVERGED, *PROBES,
     ],
-    # conf/hparams_search/optuna.yaml: the least time to 99% test accuracy, on the full data
     "search": ["hparams_search=optuna", "hydra.sweeper.n_trials=20"],
-    # The replicated study's own command (README): a user who ran it has this sweep already.
     "fixed": [BATCH_SIZES, "train.seed=1,2,3", *PROBES],
 }  # fmt: skip
 LABELS = {
@@ -77,8 +67,7 @@ TEST_TARGETS = (0.985, 0.99, 0.992)
 SUMMARY_MD = "summary.md"
 RUNS_CSV = "runs.csv"
 FITS_CSV = "fits.csv"
-# 2 jobs at a time, one thread each: both cores busy. `--set launcher=slurm` (or basic,
-# submitit_local) runs the same sweeps elsewhere; the launcher is not part of a sweep's key.
+# 2 jobs at a time, one thread each; `--set launcher=slurm` runs the same sweeps elsewhere
 LAUNCHER = "launcher=joblib"
 
 
@@ -101,11 +90,9 @@ def run_sweeps(sweeps: dict[str, list[str]]) -> None:
     for name, overrides in sweeps.items():
         command = [sys.executable, "-m", "lenet_mnist.run", "-m", *overrides]
         print(f"tuned study: the {name} sweep: {' '.join(command[1:])}", flush=True)
-        code = subprocess.run(command, check=False).returncode
-        if code != 0:
+        if code := subprocess.run(command, check=False).returncode:
             raise PipelineError(
-                f"the {name} sweep failed (exit {code}); the same command resumes it, "
-                "skipping every finished run"
+                f"the {name} sweep failed (exit {code}); the same command resumes it"
             )
 
 
@@ -120,17 +107,11 @@ def sweep_key(overrides: list[str]) -> str:
 
 
 def sweep_runs(client: Any, experiment: str, name: str, overrides: list[str]) -> pd.DataFrame:
-    key = sweep_key(overrides)
-    found = client.get_experiment_by_name(experiment)
-    parents = found and store.newest(
-        client, found.experiment_id, f"tags.{store.SWEEP_TAG} = '{key}'", limit=1
+    missing = (
+        f"no {name} sweep of the tuned study in MLflow experiment {experiment!r}; run "
+        "`python -m lenet_mnist.study.tuned` first"
     )
-    if not parents:
-        raise PipelineError(
-            f"no {name} sweep of the tuned study in MLflow experiment {experiment!r}; run "
-            "`python -m lenet_mnist.study.tuned` first"
-        )
-    return collect(client, parents[0].info.run_id)
+    return collect(client, latest_sweep(client, experiment, sweep_key(overrides), missing))
 
 
 def grid_runs(client: Any, experiment: str, sweeps: dict[str, list[str]]) -> pd.DataFrame:
@@ -207,9 +188,6 @@ def accuracy_table(study: TunedStudy) -> Table:
     cells = pd.concat(columns, axis=1).sort_index().fillna("—")
     return Table(
         "Test accuracy per batch size, the fixed rate beside the tuned",
-        "Where a grid has several rates per batch size, the one with the best mean validation "
-        "accuracy (chosen on validation, not test); mean ± 95% interval over the seeds "
-        "(t-distribution).",
         cells.rename_axis("batch size").reset_index().astype(str),
     )
 
@@ -222,16 +200,9 @@ def fits_table(study: TunedStudy) -> Table:
         f"{f.simple:,.0f}",
         "—" if math.isnan(f.ratio[0]) else "{:.3g} [{:.3g}, {:.3g}]".format(*f.ratio),
     ] for f in study.fits if f.fit is not None]  # fmt: skip
-    return Table(
-        "The critical batch size at the tuned rates",
-        "S(B) = S_min + E_min/B fitted to the tuned runs (relative least squares); B_crit = "
-        "E_min/S_min with a 95% bootstrap interval over runs. B_simple is the median over those "
-        "runs of tr(Σ) averaged over the epochs up to the target, over |G|² averaged the same "
-        "way; its ratio's interval comes from the same resamples.",
-        pd.DataFrame(cells, columns=[
-            "grid", "target", "runs (batch sizes)", "S_min", "E_min", "B_crit (95%)",
-            "B_simple", "B_simple / B_crit (95%)"]),
-    )  # fmt: skip
+    return Table("The critical batch size at the tuned rates", pd.DataFrame(cells, columns=[
+        "grid", "target", "runs (batch sizes)", "S_min", "E_min", "B_crit (95%)", "B_simple",
+        "B_simple / B_crit (95%)"]))  # fmt: skip
 
 
 def targets_table(study: TunedStudy) -> Table:
@@ -245,17 +216,13 @@ def targets_table(study: TunedStudy) -> Table:
                 " (bottom)" if lr == ends["min"] else "")  # fmt: skip
             cells.append([
                 study.labels[f.grid], f"{f.target:g}", str(size), _lr(lr) + edge,
-                interval(rate[to("iterations", f.target)]).text("{:,.0f}"),
-                interval(rate[to("examples", f.target)]).text("{:,.0f}"),
+                *(interval(rate[to(k, f.target)]).text("{:,.0f}") for k in REACH[:2]),
             ])  # fmt: skip
+    columns = ["grid", "target", "batch size", "tuned rate", "updates", "examples"]
     return Table(
         "Updates and examples to each validation target at the tuned rate",
-        "Per batch size, the rate of its grid whose seeds all reached the target in the "
-        "fewest updates on average (top or bottom: the end of the grid, beyond which a rate "
-        "might be faster still); mean ± 95% interval over the seeds.",
-        pd.DataFrame(cells, columns=[
-            "grid", "target", "batch size", "tuned rate", "updates", "examples"]),
-    )  # fmt: skip
+        pd.DataFrame(cells, columns=columns),
+    )
 
 
 def rules_table(study: TunedStudy) -> Table:
@@ -271,45 +238,23 @@ def rules_table(study: TunedStudy) -> Table:
                                     f"misses ({_lr(r[f'{k} nearest'])})")
                 for k in tuning.RULES
             ])  # fmt: skip
-    return Table(
-        "Scaling rules against the tuned rates",
-        "Each rule scales batch 64's tuned rate to the batch size; it lands when its "
-        "prediction is within half a grid step (a factor √2) of the tuned rate, else the grid "
-        "rate nearest to it is given. The target is the highest that every batch size reached.",
-        pd.DataFrame(cells, columns=[
-            "grid", "target", "batch size", "tuned rate", *(f"{r} rule" for r in tuning.RULES)]),
-    )  # fmt: skip
+    columns = ["grid", "target", "batch size", "tuned rate", *(f"{r} rule" for r in tuning.RULES)]
+    return Table("Scaling rules against the tuned rates", pd.DataFrame(cells, columns=columns))
 
 
 def recommend_table(study: TunedStudy) -> Table:
     cells = []
     for target in study.test_targets:
-        found = tuning.options(study.gridded, target).head(1)
-        cells += [
-            [
-                f"{target:.1%}",
-                o.grid,
-                o.optimizer,
-                str(o.batch_size),
-                _lr(o.rate),
-                f"{o.epochs:.0f} (of {o.planned})",
-                o.time.text("{:.1f}"),
-                f"{o.fastest:.1f}–{o.slowest:.1f}",
-            ]
-            for o in found.itertuples()
-        ] or [  # fmt: skip
+        cells += [[
+            f"{target:.1%}", o.grid, o.optimizer, str(o.batch_size), _lr(o.rate),
+            f"{o.epochs:.0f} (of {o.planned})", o.time.text("{:.1f}"),
+            f"{o.fastest:.1f}–{o.slowest:.1f}",
+        ] for o in tuning.options(study.gridded, target).head(1).itertuples()] or [
             [f"{target:.1%}", "not reached by every seed of any rate", *[""] * 6]
-        ]
-    return Table(
-        "The fastest way to each test accuracy, on this machine",
-        "Over every rate of the grids with 2 seeds or more: the first epoch's end at which "
-        "every seed's test accuracy reached the target, and the training seconds to it "
-        "(validation included, the study's extra probes left out); mean ± 95% interval over "
-        "the seeds. The epochs are those of a schedule that anneals over `planned`.",
-        pd.DataFrame(cells, columns=[
-            "test target", "grid", "optimizer", "batch size", "rate", "epochs (of planned)",
-            "seconds", "range over the seeds"]),
-    )  # fmt: skip
+        ]  # fmt: skip
+    return Table("The fastest way to each test accuracy, on this machine", pd.DataFrame(
+        cells, columns=["test target", "grid", "optimizer", "batch size", "rate",
+                        "epochs (of planned)", "seconds", "range over the seeds"]))  # fmt: skip
 
 
 def search_table(study: TunedStudy, target: float) -> Table:
@@ -333,10 +278,9 @@ def search_table(study: TunedStudy, target: float) -> Table:
     ] for o in tuning.options(study.gridded, target).head(1).itertuples()]  # fmt: skip
     return Table(
         f"The Optuna search beside the grid, to {target:.1%} test accuracy",
-        f"{plural(len(trials), 'trial')}, {len(hits)} reaching the target, the fastest "
-        "of them shown; the grid's test accuracy is that of its full runs.",
         pd.DataFrame(cells, columns=["", "batch size", "rate", "epochs", "test acc", "seconds"]),
-    )
+        f"{plural(len(trials), 'trial')}, {len(hits)} reaching the target, the fastest shown.",
+    )  # fmt: skip
 
 
 def pareto_table(study: TunedStudy) -> Table:
@@ -347,13 +291,7 @@ def pareto_table(study: TunedStudy) -> Table:
         "batch size": front["batch_size"].astype(str), "rate": front["lr"].map(_lr),
         "epoch": front["epoch"].astype(str) + " of " + front["epochs"].astype(str),
     })  # fmt: skip
-    return Table(
-        "The accuracy–time Pareto front over every run",
-        "Each epoch's end of every run that did not diverge is a point (test accuracy, "
-        "training seconds); these are the points no other is both faster and more accurate "
-        "than.",
-        cells,
-    )
+    return Table("The accuracy–time Pareto front over every run", cells)
 
 
 def write_csvs(study: TunedStudy, out: Path) -> list[Path]:

@@ -1,11 +1,6 @@
-"""The tuned study's analysis: every batch size at the learning rate that serves it best.
-
-One learning rate for every batch size handicaps the sizes it was not chosen for. Here each
-batch size has a small grid of rates, and for each validation target the rate that reaches
-it in the fewest updates, over all its seeds, is that batch size's tuned rate (McCandlish et
-al. 2018 and Shallue et al. 2018 measure this way). The critical batch size is fitted at the
-tuned rates only. A rate is a group of runs by RATE; its seeds replicate it.
-"""
+"""The tuned study's analysis: each batch size at the rate of its grid that reaches a target
+in the fewest updates over all its seeds, and the critical batch size fitted at those rates
+(docs/study.md, "The tuned study")."""
 
 from __future__ import annotations
 
@@ -20,9 +15,7 @@ from lenet_mnist.study import scaling
 from lenet_mnist.study.runs import interval, targets_of, to, typed
 
 RATE = ["optimizer", "batch_size", "rate"]  # rate: the effective lr, rounded to group by
-# The scaling rules checked against the tuned rates: the power of the batch size's ratio
-# to the reference batch that multiplies the reference's tuned rate.
-RULES = {"linear": 1.0, "sqrt": 0.5}
+RULES = {"linear": 1.0, "sqrt": 0.5}  # rule -> power of B / REFERENCE_BATCH scaling its rate
 REFERENCE_BATCH = 64  # the default batch size, whose tuned rate the rules scale from
 CHANCE = 0.5  # a best validation accuracy below this: the run diverged (10 classes: 10%)
 
@@ -60,8 +53,7 @@ def most_accurate(runs: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class TunedFit:
-    """S(B) = S_min + E_min/B at the tuned rates for one grid and target, and the
-    averaged noise scale's ratio to its B_crit, each with a bootstrap interval over runs."""
+    """S(B) at the tuned rates for one grid and target, and B_simple / B_crit."""
 
     grid: str  # the name of the grid it is fitted to
     target: float
@@ -83,7 +75,7 @@ def tuned_fit(
         return TunedFit(grid, target, chosen, fit, math.nan, (math.nan,) * 3)
     simple = statistics.median(simples)
     ratio = fit.ratio(simple)
-    low, high = scaling.ratio_interval(sizes, steps, simples, draws, scaling.SEED)
+    low, high = scaling.bootstrap(sizes, steps, simples, draws)
     return TunedFit(grid, target, chosen, fit, simple, (ratio, low, high))
 
 
@@ -94,8 +86,8 @@ def widest_target(fits: Sequence[TunedFit], runs: pd.DataFrame) -> float | None:
 
 
 def lands(tuned_rate: float, predicted: float) -> bool:
-    """Within half a grid step (a factor √2; the grid's rates are a factor 2 apart) of the
-    tuned rate, both neighbours of a prediction midway between two grid rates counting."""
+    """Within half a grid step (the rates are a factor 2 apart) of the tuned rate, both grid
+    rates beside a prediction midway between them counting."""
     return abs(math.log(tuned_rate / predicted)) <= math.log(2) / 2 + 1e-9
 
 
@@ -118,26 +110,13 @@ def rules(runs: pd.DataFrame, target: float) -> pd.DataFrame:
     return out
 
 
-def first_epoch(run: pd.Series, target: float) -> float:
-    """The first epoch whose end's test accuracy reached the target (NaN: none). A run that
-    logged only its final test accuracy, of the kept weights, reached it by its last epoch."""
-    if run["epoch_test_acc"]:
-        hits = (i + 1 for i, acc in enumerate(run["epoch_test_acc"]) if acc >= target)
-        return next(hits, math.nan)
-    elapsed = run["elapsed_s"]
-    return len(elapsed) if elapsed and run["test_acc"] >= target else math.nan
-
-
 def options(runs: pd.DataFrame, target: float, seeds: int = 2) -> pd.DataFrame:
-    """Per rate of a grid whose `seeds` or more seeds all reached the test target at some
-    epoch's end, fastest first (a time from one seed has no interval to be judged by): the
-    latest seed's first epoch there, the planned epochs, and the training seconds to it."""
-    first = runs.apply(first_epoch, axis=1, target=target)
-    seconds = [
-        e[int(f) - 1] if pd.notna(f) else math.nan
-        for e, f in zip(runs["elapsed_s"], first, strict=True)
-    ]
-    found = runs.assign(first=first, seconds=seconds).groupby(["grid_name", *RATE], observed=True)
+    """Per rate whose `seeds` or more seeds all reached the test target at an epoch's end,
+    fastest first (one seed's time has no interval): the latest seed's epoch, its seconds."""
+    found = points(runs)
+    first = found[found["acc"] >= target].groupby("run")[["epoch", "seconds"]].first()
+    found = runs.assign(first=first["epoch"], seconds=first["seconds"])
+    found = found.groupby(["grid_name", *RATE], observed=True)
     kept = found.filter(lambda g: len(g) >= seeds and g["first"].notna().all())
     out = kept.groupby(["grid_name", *RATE], observed=True).agg(
         grid=("grid", "first"), epochs=("first", "max"), planned=("epochs", "first"),
@@ -170,7 +149,7 @@ def pareto(found: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass
 class TunedStudy:
-    """The analysed tuned study: every run (the grids', then the search's), the fits."""
+    """Every run (the grids', then the search's) and the fits."""
 
     runs: pd.DataFrame  # with `grid_name` (its grid, or "search") and `grid` (its label)
     labels: dict[str, str]  # grid name (and "search") -> what the report calls it
