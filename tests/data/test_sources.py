@@ -77,7 +77,7 @@ def _cfg(mirrors, kinds=("http",), source_dir=None, timeout_s=5):
 
 def _assert_verified(folder: Path):
     assert sorted(p.name for p in folder.iterdir()) == sorted(sources.FILES)
-    for name, (_, sha256) in sources.FILES.items():
+    for name, sha256 in sources.FILES.items():
         assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == sha256
 
 

@@ -67,26 +67,11 @@ class Outputs:
         return [self.metrics, self.per_class, self.predictions, *sorted(self.figures.glob("*.png"))]
 
 
-@dataclass(frozen=True)
-class Evaluation:
-    metrics: dict[str, Any]  # what test.json holds, and the confusion matrix
-
-    @property
-    def test_acc(self) -> float:
-        return self.metrics["test_acc"]
-
-    def line(self) -> str:
-        m = self.metrics
-        return (
-            f"evaluate: test accuracy {m['test_acc']:.4f} ({m['errors']} errors), "
-            f"loss {m['test_loss']:.4f}"
-        )
-
-
 def evaluate(
     network: str, weights: Path, prepared: Path, history: Path, out: Outputs
-) -> Evaluation:
-    """Score `weights` on the test split and write the metrics, predictions and figures."""
+) -> dict[str, Any]:
+    """Score `weights` on the test split, write the metrics, predictions and figures, and
+    return the metrics with the confusion matrix."""
     net = networks.load(network, weights)
     x, y = prepare.read_split(prepared, "test")
     labels = torch.from_numpy(np.array(y))
@@ -102,7 +87,7 @@ def evaluate(
         write_predictions(labels, logits, rows)
         figures_dir.mkdir()
         plot(metrics, history, figures_dir)
-    return Evaluation(metrics)
+    return metrics
 
 
 def read_metrics(out: Outputs) -> dict[str, Any]:

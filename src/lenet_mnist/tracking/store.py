@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import psutil
 from filelock import FileLock
-from mlflow.entities import Experiment, Metric, Param
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from lenet_mnist import errors
@@ -81,7 +81,7 @@ def open_store(uri: str) -> MlflowClient:
         raise sqlite3.DatabaseError("file is not a database")
     name = hashlib.sha256(path.encode()).hexdigest()[:16]
     with FileLock(Path(tempfile.gettempdir()) / f"lenet-mnist-store-{name}.lock"):
-        mlflow = _retry(lambda: MlflowClient(uri), _initializing)  # the client opens the store
+        mlflow = retry_locked(lambda: MlflowClient(uri), INITIALIZING)  # the client opens the store
     _ready.add(uri)
     return mlflow
 
@@ -95,30 +95,21 @@ def _not_sqlite(path: str) -> bool:
         return db.read(16) not in (b"", b"SQLite format 3\0")
 
 
-def _initializing(err: Exception) -> bool:
-    """Whether an error is what another process's creation of the store looks like."""
-    signs = ("database is locked", "already exists", "migration", "no such table")
-    return any(sign in str(err) for sign in signs)
+LOCKED = ("database is locked",)
+INITIALIZING = (*LOCKED, "already exists", "migration", "no such table")  # another's creation
 
 
-def retry_locked(call: Callable[[], T]) -> T:
-    """`call` again while sqlite answers "database is locked": sweep jobs, `mlflow gc` and
-    the UI share one sqlite file, and sqlite itself waits only 5 s."""
-    return _retry(call, lambda err: "database is locked" in str(err))
-
-
-def _retry(call: Callable[[], T], passing: Callable[[BaseException], bool]) -> T:
-    """`call` again, after a growing pause, while it fails in a `passing` way, for up to
-    logger.timeout_s; then the error, which the boundary names (lenet_mnist.errors)."""
+def retry_locked(call: Callable[[], T], signs: tuple[str, ...] = LOCKED) -> T:
+    """`call` again, after a growing pause, while its error holds one of `signs`, for up to
+    logger.timeout_s: sweep jobs, `mlflow gc` and the UI share one sqlite file, and sqlite
+    itself waits only 5 s. Then the error, which the boundary names (lenet_mnist.errors)."""
     deadline = time.monotonic() + _patience_s[0]
     pause = 0.2
     while True:
         try:
             return call()
         except Exception as err:  # MLflow wraps sqlite's OperationalError in its own types
-            if not passing(err):
-                raise
-            if time.monotonic() + pause > deadline:
+            if not any(sign in str(err) for sign in signs) or time.monotonic() + pause > deadline:
                 raise
         time.sleep(pause)
         pause = min(2 * pause, 2.0)
@@ -129,26 +120,21 @@ def experiment_id(mlflow: MlflowClient, name: str) -> str:
     tracking.ui) in its tags, added to one found too, so links work for an older store."""
     experiment = retry_locked(lambda: mlflow.get_experiment_by_name(name))
     if experiment is None:
-        experiment = _create_experiment(mlflow, name)
+        # A sqlite store keeps artifacts in mlruns/ beside its file, not in MLflow's default
+        # mlruns/ of the current folder (for `dvc queue`, a copy deleted afterwards).
+        uri, location = mlflow.tracking_uri, None
+        if uri.startswith(SQLITE):
+            location = (Path(uri.removeprefix(SQLITE)).resolve().parent / "mlruns" / name).as_uri()
+        try:
+            retry_locked(lambda: mlflow.create_experiment(name, artifact_location=location))
+        except Exception as err:  # another process created it first: use theirs
+            if "already exists" not in str(err):
+                raise
+        experiment = retry_locked(lambda: mlflow.get_experiment_by_name(name))
     view = ui.runs_view(experiment.creation_time or 0)
     if experiment.tags.get(ui.VIEW_TAG) != view:
         retry_locked(lambda: mlflow.set_experiment_tag(experiment.experiment_id, ui.VIEW_TAG, view))
     return experiment.experiment_id
-
-
-def _create_experiment(mlflow: MlflowClient, name: str) -> Experiment:
-    """With a sqlite store, artifacts go to mlruns/ beside the database file, not MLflow's
-    default mlruns/ in the current folder (for `dvc queue`, a copy deleted afterwards)."""
-    uri, location = mlflow.tracking_uri, None
-    if uri.startswith(SQLITE):
-        location = (Path(uri.removeprefix(SQLITE)).resolve().parent / "mlruns" / name).as_uri()
-    try:
-        made = retry_locked(lambda: mlflow.create_experiment(name, artifact_location=location))
-        return retry_locked(lambda: mlflow.get_experiment(made))
-    except Exception as err:  # another process created it first: use theirs
-        if "already exists" not in str(err):
-            raise
-        return retry_locked(lambda: mlflow.get_experiment_by_name(name))
 
 
 class TrackedRun:
