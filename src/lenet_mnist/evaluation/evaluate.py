@@ -3,7 +3,6 @@ with no Lightning and no MLflow: publishing them is lenet_mnist.serving.publish'
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass
@@ -43,14 +42,6 @@ def score(logits: torch.Tensor, labels: torch.Tensor) -> dict:
     }
 
 
-def write_predictions(labels: torch.Tensor, logits: torch.Tensor, path: Path) -> None:
-    """One row per test image: the shape DVC's confusion template expects."""
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["actual", "predicted"])
-        writer.writerows(zip(labels.tolist(), logits.argmax(1).tolist(), strict=True))
-
-
 @dataclass(frozen=True)
 class Outputs:
     metrics: Path  # JSON for `dvc metrics`, committed
@@ -84,7 +75,9 @@ def evaluate(
     with writing(*files) as (metrics_file, per_class_file, rows, figures_dir):
         metrics_file.write_text(json.dumps(shown, indent=2, allow_nan=False) + "\n")
         per_class_file.write_text(json.dumps({PER_CLASS: metrics[PER_CLASS]}, indent=2) + "\n")
-        write_predictions(labels, logits, rows)
+        # One row per test image for DVC's confusion plot, CRLF-ended as the hashed file is
+        pairs = torch.stack([labels, logits.argmax(1)], 1).numpy()
+        np.savetxt(rows, pairs, "%d", ",", "\r\n", "actual,predicted", comments="")
         figures_dir.mkdir()
         plot(metrics, history, figures_dir)
     return metrics
