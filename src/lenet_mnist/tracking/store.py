@@ -36,8 +36,6 @@ MACHINE_TAG = "machine"  # the CPU or GPU that computed a run (lenet_mnist.track
 HOST_TAG, PID_TAG = "host", "pid"  # the process that writes a run, to tell when it died
 SQLITE = "sqlite:///"
 T = TypeVar("T")
-_answered: set[str] = set()  # tracking servers that answered in this process
-_ready: set[str] = set()  # sqlite stores this process has found initialized
 _patience_s = [30.0]  # a busy store's wait: logger.timeout_s of this process's client()
 
 
@@ -56,7 +54,7 @@ def client(cfg: LoggerConfig) -> MlflowClient:
     has answered: MLflow itself would retry an unreachable server for minutes."""
     uri = tracking_uri(cfg)
     _patience_s[0] = cfg.timeout_s
-    if uri.startswith(("http://", "https://")) and uri not in _answered:
+    if uri.startswith(("http://", "https://")):
         try:
             urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=cfg.timeout_s).close()
         except (OSError, ValueError) as err:
@@ -65,25 +63,22 @@ def client(cfg: LoggerConfig) -> MlflowClient:
                 f"{getattr(err, 'reason', err)}); start it, or unset MLFLOW_TRACKING_URI to "
                 f"record in {cfg.tracking_uri} (logger.timeout_s sets the wait)"
             ) from None
-        _answered.add(uri)
     return open_store(uri)
 
 
 def open_store(uri: str) -> MlflowClient:
     """A client whose sqlite store has its tables: two processes that create one at once break
-    each other's migration, so the first use takes a lock per database file, and is retried
-    while a process that takes no lock (`mlflow ui`) finishes its own."""
+    each other's migration, so opening takes a lock per database file, and is retried while
+    a process that takes no lock (`mlflow ui`) finishes its own."""
     errors.opened_store(uri)
-    if not uri.startswith(SQLITE) or uri in _ready:
+    if not uri.startswith(SQLITE):
         return MlflowClient(uri)
     path = os.path.abspath(uri.removeprefix(SQLITE))
     if _not_sqlite(path):
         raise sqlite3.DatabaseError("file is not a database")
     name = hashlib.sha256(path.encode()).hexdigest()[:16]
     with FileLock(Path(tempfile.gettempdir()) / f"lenet-mnist-store-{name}.lock"):
-        mlflow = retry_locked(lambda: MlflowClient(uri), INITIALIZING)  # the client opens the store
-    _ready.add(uri)
-    return mlflow
+        return retry_locked(lambda: MlflowClient(uri), INITIALIZING)  # the client opens it
 
 
 def _not_sqlite(path: str) -> bool:
