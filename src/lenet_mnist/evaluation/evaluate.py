@@ -1,5 +1,5 @@
-"""Test-set loss, accuracy, per-class accuracy and the confusion matrix of saved weights,
-with no Lightning and no MLflow: publishing them is lenet_mnist.serving.publish's job."""
+"""Test-set loss, accuracy, per-class accuracy, the confusion matrix and the figures of saved
+weights, with no Lightning and no MLflow: publishing them is lenet_mnist.serving.publish's job."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import torch.nn.functional as F  # noqa: N812
 
 from lenet_mnist.data import prepare
 from lenet_mnist.errors import PipelineError
-from lenet_mnist.evaluation.figures import plot
 from lenet_mnist.model import inference, networks
 from lenet_mnist.outputs import writing
 
@@ -43,14 +42,6 @@ def score(logits: torch.Tensor, labels: torch.Tensor) -> dict:
     }
 
 
-def write_predictions(labels: torch.Tensor, logits: torch.Tensor, path: Path) -> None:
-    """One row per test image: the shape DVC's confusion template expects."""
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["actual", "predicted"])
-        writer.writerows(zip(labels.tolist(), logits.argmax(1).tolist(), strict=True))
-
-
 @dataclass(frozen=True)
 class Outputs:
     metrics: Path  # JSON for `dvc metrics`, committed
@@ -67,26 +58,11 @@ class Outputs:
         return [self.metrics, self.per_class, self.predictions, *sorted(self.figures.glob("*.png"))]
 
 
-@dataclass(frozen=True)
-class Evaluation:
-    metrics: dict[str, Any]  # what test.json holds, and the confusion matrix
-
-    @property
-    def test_acc(self) -> float:
-        return self.metrics["test_acc"]
-
-    def line(self) -> str:
-        m = self.metrics
-        return (
-            f"evaluate: test accuracy {m['test_acc']:.4f} ({m['errors']} errors), "
-            f"loss {m['test_loss']:.4f}"
-        )
-
-
 def evaluate(
     network: str, weights: Path, prepared: Path, history: Path, out: Outputs
-) -> Evaluation:
-    """Score `weights` on the test split and write the metrics, predictions and figures."""
+) -> dict[str, Any]:
+    """Score `weights` on the test split, write the metrics, predictions and figures, and
+    return the metrics with the confusion matrix."""
     net = networks.load(network, weights)
     x, y = prepare.read_split(prepared, "test")
     labels = torch.from_numpy(np.array(y))
@@ -99,10 +75,12 @@ def evaluate(
     with writing(*files) as (metrics_file, per_class_file, rows, figures_dir):
         metrics_file.write_text(json.dumps(shown, indent=2, allow_nan=False) + "\n")
         per_class_file.write_text(json.dumps({PER_CLASS: metrics[PER_CLASS]}, indent=2) + "\n")
-        write_predictions(labels, logits, rows)
+        # One row per test image for DVC's confusion plot, CRLF-ended as the hashed file is
+        pairs = torch.stack([labels, logits.argmax(1)], 1).numpy()
+        np.savetxt(rows, pairs, "%d", ",", "\r\n", "actual,predicted", comments="")
         figures_dir.mkdir()
         plot(metrics, history, figures_dir)
-    return Evaluation(metrics)
+    return metrics
 
 
 def read_metrics(out: Outputs) -> dict[str, Any]:
@@ -120,3 +98,41 @@ def read_metrics(out: Outputs) -> dict[str, Any]:
             )
         metrics |= read
     return metrics
+
+
+def plot(metrics: dict, history: Path, out: Path) -> None:
+    """PNG figures for MLflow and `dvc plots`: training curves and the confusion matrix."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(history.read_text().splitlines()))
+    epochs = [int(r["epoch"]) for r in rows]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for split in ("train", "val"):
+        ax_loss.plot(epochs, [float(r[f"{split}_loss"]) for r in rows], "o-", label=split)
+        ax_acc.plot(epochs, [float(r[f"{split}_acc"]) for r in rows], "o-", label=split)
+    ax_acc.axhline(metrics["test_acc"], color="k", ls="--", label="test (kept weights)")
+    for ax, name in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+        ax.set(xlabel="epoch", ylabel=name, title=f"{name} per epoch")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "training_curves.png", dpi=100)
+
+    fig, ax = plt.subplots(figsize=(6, 5))
+    matrix = np.array(metrics["confusion"])
+    ax.imshow(np.log1p(matrix), cmap="Blues")
+    for (i, j), n in np.ndenumerate(matrix):
+        color = "white" if n > matrix.max() / 2 else "black"
+        ax.text(j, i, n, ha="center", va="center", fontsize=7, color=color)
+    ax.set(
+        xlabel="predicted",
+        ylabel="actual",
+        xticks=range(10),
+        yticks=range(10),
+        title=f"test confusion matrix ({metrics['errors']} errors)",
+    )
+    fig.tight_layout()
+    fig.savefig(out / "confusion_matrix.png", dpi=100)
+    plt.close("all")

@@ -26,6 +26,5 @@ def logits(
 
 
 def _batch(x: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        return x.to(device)
-    return torch.from_numpy(np.array(x)).to(device)  # np.array: a memory map is read-only
+    """np.array copies a batch of a memory map, which torch cannot share: it is read-only."""
+    return (x if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x))).to(device)

@@ -1,7 +1,5 @@
-"""Stage 0, check: refuse a bad params.yaml before DVC removes any stage's outputs.
-
-Every stage depends on its output, the same for every valid params.yaml (docs/pipeline.md).
-"""
+"""Stage 0, check: refuse a bad params.yaml before DVC removes any stage's outputs. Every
+stage depends on its output, the same for every valid params.yaml (docs/pipeline.md)."""
 
 from __future__ import annotations
 
@@ -16,7 +14,7 @@ VERDICT = "params.yaml passed the config schema\n"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out", type=Path, help="the file every stage depends on")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()

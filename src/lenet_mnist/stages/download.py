@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lenet_mnist import outputs
 from lenet_mnist.config import parse
-from lenet_mnist.data.download import download
+from lenet_mnist.data.sources import download
 from lenet_mnist.errors import run_stage
 
 

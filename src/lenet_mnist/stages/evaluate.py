@@ -28,8 +28,11 @@ def main() -> None:
 
     numerics.pin(cfg.trainer)  # the test logits are computed with the training's kernels
     outputs = Outputs(args.metrics, args.predictions, args.figures)
-    done = evaluate(cfg.model.name, args.model / WEIGHTS, args.prepared, args.history, outputs)
-    print(done.line())
+    m = evaluate(cfg.model.name, args.model / WEIGHTS, args.prepared, args.history, outputs)
+    print(
+        f"evaluate: test accuracy {m['test_acc']:.4f} ({m['errors']} errors), "
+        f"loss {m['test_loss']:.4f}"
+    )
 
 
 if __name__ == "__main__":

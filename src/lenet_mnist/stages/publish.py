@@ -1,7 +1,6 @@
-"""Stage 5, publish: the trained run's test metrics, dataset, models and registry entry.
-
-Its receipt is git-ignored and uncached, so a fresh clone publishes into its own MLflow
-store; publishing is idempotent, so a store that has these weights gets nothing new."""
+"""Stage 5, publish: the trained run's test metrics, dataset, models and registry entry. Its
+receipt is git-ignored and uncached, so a fresh clone publishes into its own MLflow store;
+publishing is idempotent, so a store that has these weights gets nothing new."""
 
 from __future__ import annotations
 

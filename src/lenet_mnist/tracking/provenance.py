@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
-import subprocess
 from pathlib import Path
 
 import yaml
+from mlflow.utils.git_utils import get_git_commit
 
 from lenet_mnist import numerics
 from lenet_mnist.tracking import store
@@ -16,16 +16,6 @@ from lenet_mnist.tracking import store
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def git_commit() -> str:
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        )
-        return done.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def dvc_lock_hash(stage: str, out: str, lock: Path = Path("dvc.lock")) -> str:
@@ -41,7 +31,7 @@ def dvc_lock_hash(stage: str, out: str, lock: Path = Path("dvc.lock")) -> str:
 def run_tags(prepared: Path, dataset_digest: str) -> dict[str, str]:
     """Tags that say which code, which data and which machine a run used."""
     tags = {
-        "git_commit": git_commit(),
+        "git_commit": get_git_commit(".") or "unknown",  # MLflow's own look-up
         "dvc_data_md5": dvc_lock_hash("prepare", prepared.as_posix()),
         "dataset_digest": dataset_digest,
         store.MACHINE_TAG: machine(),

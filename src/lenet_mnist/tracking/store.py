@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import psutil
 from filelock import FileLock
-from mlflow.entities import Experiment, Metric, Param
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from lenet_mnist import errors
@@ -36,8 +36,6 @@ MACHINE_TAG = "machine"  # the CPU or GPU that computed a run (lenet_mnist.track
 HOST_TAG, PID_TAG = "host", "pid"  # the process that writes a run, to tell when it died
 SQLITE = "sqlite:///"
 T = TypeVar("T")
-_answered: set[str] = set()  # tracking servers that answered in this process
-_ready: set[str] = set()  # sqlite stores this process has found initialized
 _patience_s = [30.0]  # a busy store's wait: logger.timeout_s of this process's client()
 
 
@@ -56,7 +54,7 @@ def client(cfg: LoggerConfig) -> MlflowClient:
     has answered: MLflow itself would retry an unreachable server for minutes."""
     uri = tracking_uri(cfg)
     _patience_s[0] = cfg.timeout_s
-    if uri.startswith(("http://", "https://")) and uri not in _answered:
+    if uri.startswith(("http://", "https://")):
         try:
             urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=cfg.timeout_s).close()
         except (OSError, ValueError) as err:
@@ -65,25 +63,22 @@ def client(cfg: LoggerConfig) -> MlflowClient:
                 f"{getattr(err, 'reason', err)}); start it, or unset MLFLOW_TRACKING_URI to "
                 f"record in {cfg.tracking_uri} (logger.timeout_s sets the wait)"
             ) from None
-        _answered.add(uri)
     return open_store(uri)
 
 
 def open_store(uri: str) -> MlflowClient:
     """A client whose sqlite store has its tables: two processes that create one at once break
-    each other's migration, so the first use takes a lock per database file, and is retried
-    while a process that takes no lock (`mlflow ui`) finishes its own."""
+    each other's migration, so opening takes a lock per database file, and is retried while
+    a process that takes no lock (`mlflow ui`) finishes its own."""
     errors.opened_store(uri)
-    if not uri.startswith(SQLITE) or uri in _ready:
+    if not uri.startswith(SQLITE):
         return MlflowClient(uri)
     path = os.path.abspath(uri.removeprefix(SQLITE))
     if _not_sqlite(path):
         raise sqlite3.DatabaseError("file is not a database")
     name = hashlib.sha256(path.encode()).hexdigest()[:16]
     with FileLock(Path(tempfile.gettempdir()) / f"lenet-mnist-store-{name}.lock"):
-        mlflow = _retry(lambda: MlflowClient(uri), _initializing)  # the client opens the store
-    _ready.add(uri)
-    return mlflow
+        return retry_locked(lambda: MlflowClient(uri), INITIALIZING)  # the client opens it
 
 
 def _not_sqlite(path: str) -> bool:
@@ -95,30 +90,21 @@ def _not_sqlite(path: str) -> bool:
         return db.read(16) not in (b"", b"SQLite format 3\0")
 
 
-def _initializing(err: Exception) -> bool:
-    """Whether an error is what another process's creation of the store looks like."""
-    signs = ("database is locked", "already exists", "migration", "no such table")
-    return any(sign in str(err) for sign in signs)
+LOCKED = ("database is locked",)
+INITIALIZING = (*LOCKED, "already exists", "migration", "no such table")  # another's creation
 
 
-def retry_locked(call: Callable[[], T]) -> T:
-    """`call` again while sqlite answers "database is locked": sweep jobs, `mlflow gc` and
-    the UI share one sqlite file, and sqlite itself waits only 5 s."""
-    return _retry(call, lambda err: "database is locked" in str(err))
-
-
-def _retry(call: Callable[[], T], passing: Callable[[BaseException], bool]) -> T:
-    """`call` again, after a growing pause, while it fails in a `passing` way, for up to
-    logger.timeout_s; then the error, which the boundary names (lenet_mnist.errors)."""
+def retry_locked(call: Callable[[], T], signs: tuple[str, ...] = LOCKED) -> T:
+    """`call` again, after a growing pause, while its error holds one of `signs`, for up to
+    logger.timeout_s: sweep jobs, `mlflow gc` and the UI share one sqlite file, and sqlite
+    itself waits only 5 s. Then the error, which the boundary names (lenet_mnist.errors)."""
     deadline = time.monotonic() + _patience_s[0]
     pause = 0.2
     while True:
         try:
             return call()
         except Exception as err:  # MLflow wraps sqlite's OperationalError in its own types
-            if not passing(err):
-                raise
-            if time.monotonic() + pause > deadline:
+            if not any(sign in str(err) for sign in signs) or time.monotonic() + pause > deadline:
                 raise
         time.sleep(pause)
         pause = min(2 * pause, 2.0)
@@ -129,26 +115,21 @@ def experiment_id(mlflow: MlflowClient, name: str) -> str:
     tracking.ui) in its tags, added to one found too, so links work for an older store."""
     experiment = retry_locked(lambda: mlflow.get_experiment_by_name(name))
     if experiment is None:
-        experiment = _create_experiment(mlflow, name)
+        # A sqlite store keeps artifacts in mlruns/ beside its file, not in MLflow's default
+        # mlruns/ of the current folder (for `dvc queue`, a copy deleted afterwards).
+        uri, location = mlflow.tracking_uri, None
+        if uri.startswith(SQLITE):
+            location = (Path(uri.removeprefix(SQLITE)).resolve().parent / "mlruns" / name).as_uri()
+        try:
+            retry_locked(lambda: mlflow.create_experiment(name, artifact_location=location))
+        except Exception as err:  # another process created it first: use theirs
+            if "already exists" not in str(err):
+                raise
+        experiment = retry_locked(lambda: mlflow.get_experiment_by_name(name))
     view = ui.runs_view(experiment.creation_time or 0)
     if experiment.tags.get(ui.VIEW_TAG) != view:
         retry_locked(lambda: mlflow.set_experiment_tag(experiment.experiment_id, ui.VIEW_TAG, view))
     return experiment.experiment_id
-
-
-def _create_experiment(mlflow: MlflowClient, name: str) -> Experiment:
-    """With a sqlite store, artifacts go to mlruns/ beside the database file, not MLflow's
-    default mlruns/ in the current folder (for `dvc queue`, a copy deleted afterwards)."""
-    uri, location = mlflow.tracking_uri, None
-    if uri.startswith(SQLITE):
-        location = (Path(uri.removeprefix(SQLITE)).resolve().parent / "mlruns" / name).as_uri()
-    try:
-        made = retry_locked(lambda: mlflow.create_experiment(name, artifact_location=location))
-        return retry_locked(lambda: mlflow.get_experiment(made))
-    except Exception as err:  # another process created it first: use theirs
-        if "already exists" not in str(err):
-            raise
-        return retry_locked(lambda: mlflow.get_experiment_by_name(name))
 
 
 class TrackedRun:

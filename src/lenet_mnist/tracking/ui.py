@@ -1,7 +1,4 @@
-"""Links into the MLflow UI that open the runs table, and the saved view of its columns.
-MLflow 3's UI opens an experiment on its GenAI screens unless the link says
-`workflowType=machine_learning`; no tag, server option or environment variable changes that.
-"""
+"""Links into the MLflow UI that open the runs table, and the saved view of its columns."""
 
 from __future__ import annotations
 
@@ -13,6 +10,8 @@ import urllib.parse
 LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` listens unless told otherwise
 VIEW_ID = "lenet-runs"  # the saved view's id: what a link names in viewStateShareKey
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_ID}"  # the UI's own prefix for saved views
+# MLflow 3's UI opens its GenAI screens unless a link says this; no tag or option changes that.
+ML = "workflowType=machine_learning"
 VIEW_NAME = "Runs: params and metrics"
 VIEW_PARAMS = ("train.batch_size", "train.epochs", "optimizer.name", "optimizer.lr")
 VIEW_METRICS = ("test_acc", "test_loss", "val_acc")
@@ -53,26 +52,20 @@ def ui_command(tracking_uri: str) -> str | None:
     return shlex.join(["mlflow", "ui", "--backend-store-uri", tracking_uri, "--host", "127.0.0.1"])
 
 
-def experiment_url(tracking_uri: str, experiment_id: str, columns: bool = True) -> str:
-    """The experiment's runs table; `columns` opens the saved view. The runs tab is named in
-    the path because the UI's redirect from the bare experiment page drops the view key."""
-    query = {"workflowType": "machine_learning"}
-    if columns:
-        query["viewStateShareKey"] = VIEW_ID
-    path = f"/#/experiments/{experiment_id}/runs?{urllib.parse.urlencode(query)}"
-    return ui_base(tracking_uri) + path
+def experiment_url(tracking_uri: str, experiment_id: str) -> str:
+    """The experiment's runs table in the saved view. The runs tab is named in the path
+    because the UI's redirect from the bare experiment page drops the view key."""
+    return f"{_runs(tracking_uri, experiment_id)}?{ML}&viewStateShareKey={VIEW_ID}"
 
 
-def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
-    """One run's page (params, metrics, artifacts), with the model-training sidebar."""
-    path = f"/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
-    return ui_base(tracking_uri) + path
+def _runs(tracking_uri: str, experiment_id: str) -> str:
+    return f"{ui_base(tracking_uri)}/#/experiments/{experiment_id}/runs"
 
 
 def where(stage: str, tracking_uri: str, experiment_id: str, run_id: str) -> str:
     """The lines a stage ends with: its run's page, every run's table, and how to open them."""
     lines = [
-        f"{stage}: MLflow run {run_id}: {run_url(tracking_uri, experiment_id, run_id)}",
+        f"{stage}: MLflow run {run_id}: {_runs(tracking_uri, experiment_id)}/{run_id}?{ML}",
         f"{stage}: all runs: {experiment_url(tracking_uri, experiment_id)}",
     ]
     if command := ui_command(tracking_uri):
