@@ -8,23 +8,19 @@ import hashlib
 import json
 from typing import Any
 
-from lenet_mnist.config.schema import Config, entries, keys, lookup
+from lenet_mnist.config.schema import ENTRIES, Config, keys, lookup
 
-ENTRIES = entries()
 PRESETS = "experiment"  # a group of presets: choosing one changes decisive values
 
 
-def _decides(key: str) -> bool:
-    """The key's and its groups' mark; a key the schema lacks goes by its group."""
-    parts = key.split(".")
-    marks = [ENTRIES.get(".".join(parts[:n])) for n in range(1, len(parts) + 1)]
-    return marks[0] is not None and all(m.json_schema_extra["decides"] for m in marks if m)
-
-
 def decides_result(key: str) -> bool:
-    """Whether an override's key (`group.key`, or a group's name) can change what is learned."""
-    key = key.lstrip("+~")
-    return key == PRESETS or _decides(key)
+    """Whether an override's key (`group.key`, a group, a preset) can change what is learned:
+    its and its groups' marks; a key the schema lacks goes by its group."""
+    parts = key.lstrip("+~").split(".")
+    marks = [ENTRIES.get(".".join(parts[:n])) for n in range(1, len(parts) + 1)]
+    if parts == [PRESETS]:
+        return True
+    return marks[0] is not None and all(m.json_schema_extra["decides"] for m in marks if m)
 
 
 def config_hash(cfg: Config, dataset_digest: str) -> str:
@@ -40,7 +36,7 @@ def _deciding(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return {
         k: _deciding(v, f"{prefix}{k}.") if isinstance(v, dict) else v
         for k, v in tree.items()
-        if _decides(prefix + k)
+        if decides_result(prefix + k)
     }
 
 

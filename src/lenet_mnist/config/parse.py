@@ -19,10 +19,10 @@ from pydantic_core import ErrorDetails
 
 from lenet_mnist.config import bounded
 from lenet_mnist.config.schema import (
+    ENTRIES,
     MNIST_TRAIN_SIZE,
     Config,
     allowed,
-    entries,
     keys,
     kind,
     lookup,
@@ -32,7 +32,6 @@ from lenet_mnist.errors import PipelineError
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 SCHEMA = TypeAdapter(Config)
-ENTRIES = entries()
 GROUPS = [f.name for f in dataclasses.fields(Config)]
 
 
