@@ -1,7 +1,4 @@
-"""The config every stage reads: params.yaml (conf/ composed), checked against the schema.
-
-python -m lenet_mnist.config [--write] [overrides...]   # compose conf/ into params.yaml
-"""
+"""The config every stage reads: params.yaml (conf/ composed), checked against the schema."""
 
 from __future__ import annotations
 

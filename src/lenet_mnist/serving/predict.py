@@ -1,9 +1,4 @@
-"""Read the digit in image files: each file's digit and its three likeliest classes.
-
-    python -m lenet_mnist.serving.predict IMG.png [IMG.jpg | FOLDER ...] [--model data/model | URI]
-
-How an image becomes MNIST's pixels, and what is refused: docs/serving.md.
-"""
+"""Read the digit in image files: each one's digit and three likeliest classes (docs/serving.md)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,4 @@
-"""Serve a logged model over HTTP with bounded requests and replies (docs/serving.md).
-
-python -m lenet_mnist.serving.serve models:/lenet-mnist@champion [--port 5001]
-"""
+"""Serve a logged model over HTTP with bounded requests and replies (docs/serving.md)."""
 
 from __future__ import annotations
 
