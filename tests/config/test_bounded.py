@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lenet_mnist.config import bounded, parse
+from lenet_mnist.config import parse
 from lenet_mnist.errors import PipelineError
 from tests.conftest import REPO
 
@@ -41,14 +41,14 @@ def test_a_billion_laughs_is_refused_before_it_expands(tmp_path, key):
     bomb = key + _laughs(9, 10, "  ")
     text = PARAMS.replace(key, bomb, 1) if key in PARAMS else PARAMS + bomb
     (path := tmp_path / "params.yaml").write_text(text)
-    _refused_quickly(path, rf"^{path} uses more than {bounded.MAX_ALIASES} YAML aliases")
+    _refused_quickly(path, rf"^{path} uses more than {parse.MAX_ALIASES} YAML aliases")
 
 
 def test_few_aliases_that_expand_too_far_are_refused(tmp_path):
     """Within the alias limit, 2 aliases per level over 10 levels still double 10 times."""
     bomb = _laughs(10, 2, "  ").replace("[lol, lol]", "[" + ", ".join(["lol"] * 100) + "]")
     (path := tmp_path / "params.yaml").write_text(PARAMS + "junk:\n" + bomb)
-    _refused_quickly(path, rf"^{path} expands to more than {bounded.MAX_VALUES:,} values")
+    _refused_quickly(path, rf"^{path} expands to more than {parse.MAX_VALUES:,} values")
 
 
 def test_a_huge_list_of_mirrors_is_refused_without_being_read(tmp_path):
@@ -60,7 +60,7 @@ def test_a_huge_list_of_mirrors_is_refused_without_being_read(tmp_path):
 
 def test_the_size_limit_is_exact(tmp_path):
     path = tmp_path / "params.yaml"
-    padded = PARAMS + "#" * (bounded.MAX_BYTES - len(PARAMS) - 1) + "\n"
+    padded = PARAMS + "#" * (parse.MAX_BYTES - len(PARAMS) - 1) + "\n"
     path.write_text(padded)
     assert parse.load(path).train.batch_size == 64
     path.write_text(padded + "\n")

@@ -6,7 +6,7 @@ import sys
 import pytest
 from pydantic.fields import FieldInfo
 
-from lenet_mnist.config import bounded, reference, schema
+from lenet_mnist.config import parse, reference, schema
 from tests.conftest import REPO
 
 PAGE = REPO / "docs" / "configuration.md"
@@ -24,8 +24,8 @@ def test_the_committed_page_is_what_the_schema_generates(generated):
 
 def test_the_introduction_states_the_params_files_bounds():
     limits = (
-        f"at most {bounded.MAX_BYTES // 1024} KiB, {bounded.MAX_ALIASES} YAML aliases, "
-        f"{bounded.MAX_VALUES:,} values once they are expanded\nand {bounded.MAX_DEPTH} levels"
+        f"at most {parse.MAX_BYTES // 1024} KiB, {parse.MAX_ALIASES} YAML aliases, "
+        f"{parse.MAX_VALUES:,} values once they are expanded\nand {parse.MAX_DEPTH} levels"
     )
     assert limits in PAGE.read_text().partition("\n## ")[0]
 

@@ -1,30 +1,31 @@
-"""What decides a run's result (the schema's `decides` marks), and the config hash by which
-a sweep skips a finished job and a checkpoint resumes only its own run."""
+"""What decides a run's result (the schema's `decides` marks): the config hash by which a
+sweep skips a finished job and a checkpoint resumes only its own run; and what defines a
+sweep, from its overrides alone: the key its MLflow parent run and folder are found by again
+(a grid: its deciding overrides; a search: space, sampler and goal)."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+from collections.abc import Iterable
 from typing import Any
 
-from lenet_mnist.config.schema import Config, entries, keys, lookup
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-ENTRIES = entries()
+from lenet_mnist.config.schema import ENTRIES, Config, keys, lookup
+
 PRESETS = "experiment"  # a group of presets: choosing one changes decisive values
 
 
-def _decides(key: str) -> bool:
-    """The key's and its groups' mark; a key the schema lacks goes by its group."""
-    parts = key.split(".")
-    marks = [ENTRIES.get(".".join(parts[:n])) for n in range(1, len(parts) + 1)]
-    return marks[0] is not None and all(m.json_schema_extra["decides"] for m in marks if m)
-
-
 def decides_result(key: str) -> bool:
-    """Whether an override's key (`group.key`, or a group's name) can change what is learned."""
-    key = key.lstrip("+~")
-    return key == PRESETS or _decides(key)
+    """Whether an override's key (`group.key`, a group, a preset) can change what is learned:
+    its and its groups' marks; a key the schema lacks goes by its group."""
+    parts = key.lstrip("+~").split(".")
+    marks = [ENTRIES.get(".".join(parts[:n])) for n in range(1, len(parts) + 1)]
+    if parts == [PRESETS]:
+        return True
+    return marks[0] is not None and all(m.json_schema_extra["decides"] for m in marks if m)
 
 
 def config_hash(cfg: Config, dataset_digest: str) -> str:
@@ -40,7 +41,7 @@ def _deciding(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return {
         k: _deciding(v, f"{prefix}{k}.") if isinstance(v, dict) else v
         for k, v in tree.items()
-        if _decides(prefix + k)
+        if decides_result(prefix + k)
     }
 
 
@@ -48,3 +49,56 @@ def flat(cfg: Config) -> dict[str, Any]:
     """Every config value as `group.key`, the same spelling as a Hydra override."""
     plain = dataclasses.asdict(cfg)
     return {key: lookup(plain, key) for key in keys()}
+
+
+def _key(override: str) -> str:
+    return override.partition("=")[0]
+
+
+def defining(overrides: Iterable[str]) -> list[str]:
+    """The overrides that say what is computed, not where or how, in a stable order."""
+    return sorted(o for o in overrides if decides_result(_key(o)))
+
+
+def search_overrides(
+    task: ListConfig, sweeper: DictConfig | None = None, objective: DictConfig | None = None
+) -> list[str]:
+    """A grid, or a search space (the command line's value of a key wins over the config's,
+    as in the sweepers) and its goal; not n_trials, so that more trials resume a search."""
+    space = OmegaConf.select(sweeper, "params") if sweeper is not None else None
+    merged = {k: f"{k}={v}" for k, v in (as_typed(space) if space else {}).items()}
+    merged |= {_key(o): o for o in as_typed(task)}
+    return defining(merged.values()) + _search(sweeper, objective)
+
+
+def _search(sweeper: DictConfig | None, objective: DictConfig | None) -> list[str]:
+    """An optimizing sweeper's sampler and direction, and the objective; nothing for a grid."""
+    if sweeper is None or "direction" not in sweeper:  # a grid sweeper ignores the objective
+        return []
+    sampler = OmegaConf.to_container(sweeper.sampler, resolve=True)
+    name = str(sampler.pop("_target_", "")).rpartition(".")[2]
+    args = ", ".join(f"{k}={v}" for k, v in sorted(sampler.items()))
+    direction = sweeper.direction  # a list for several objectives
+    direction = OmegaConf.to_container(direction) if OmegaConf.is_config(direction) else direction
+    goal = OmegaConf.to_container(objective, resolve=True) if objective is not None else {}
+    return [
+        f"hydra.sweeper.sampler={name}({args})",
+        f"hydra.sweeper.direction={direction}",
+        *(f"objective.{k}={v}" for k, v in sorted(goal.items())),
+    ]
+
+
+def as_typed(overrides: ListConfig | DictConfig) -> Any:
+    """The overrides as the user typed them: `a=${b}` stays text, never resolved."""
+    return OmegaConf.to_container(overrides, resolve=False)
+
+
+def sweep_key(overrides: list[str]) -> str:
+    """The same grid gives the same key, whatever order its values were typed in."""
+    grid = []
+    for name, _, values in (o.partition("=") for o in overrides):
+        plain_list = not any(c in values for c in "([{")  # not range(...), [a,b] or {...}
+        grid.append(
+            f"{name}={','.join(sorted(values.split(',')))}" if plain_list else f"{name}={values}"
+        )
+    return hashlib.sha256(json.dumps(sorted(grid)).encode()).hexdigest()[:16]

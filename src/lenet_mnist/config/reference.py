@@ -3,27 +3,20 @@ conf/ composed; a test holds the page to it: `python -m lenet_mnist.config.refer
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
-import yaml
-
 from lenet_mnist.config import identity, parse
-from lenet_mnist.config.schema import Config, allowed, entries, keys, lookup, show
+from lenet_mnist.config.schema import ENTRIES, allowed, keys, lookup, show
 from lenet_mnist.errors import run_stage
 
 OUT = parse.CONF_DIR.parent / "docs" / "configuration.md"
 
 
-def render(composed: dict[str, Any] | None = None) -> str:
-    composed = parse.compose() if composed is None else composed
-    defaults = yaml.safe_load((parse.CONF_DIR / "config.yaml").read_text())["defaults"]
-    files = {g: f for d in defaults if isinstance(d, dict) for g, f in d.items()}
-    groups, leaves = entries(), keys()
+def render() -> str:
+    files = parse.compose_node([], with_hydra=True).hydra.runtime.choices  # group: its file
+    composed, leaves = parse.compose(), keys()
     lines = [OUT.read_text().partition("\n\n## ")[0]]  # the page's own introduction
-    for group in (f.name for f in dataclasses.fields(Config)):
+    for group in parse.GROUPS:
         where = f"conf/{group}/{files[group]}.yaml" if group in files else "conf/config.yaml"
-        about = groups[group].description or ""
+        about = ENTRIES[group].description or ""
         about = f"{about[:1].upper()}{about[1:]}. " if group not in leaves else ""
         lines += ["", f"## {group}", "", f"{about}Defaults in `{where}`.", ""]
         lines += ["| key | default | allowed | decides | what it does |", "|---|---|---|---|---|"]

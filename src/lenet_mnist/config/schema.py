@@ -204,9 +204,12 @@ def entries(schema: type = Config, prefix: str = "") -> dict[str, FieldInfo]:
     return out
 
 
+ENTRIES = entries()
+
+
 def keys() -> dict[str, FieldInfo]:
     """Every key that holds a value (no group), spelt `group.key`."""
-    return {k: f for k, f in entries().items() if not is_dataclass(f.annotation)}
+    return {k: f for k, f in ENTRIES.items() if not is_dataclass(f.annotation)}
 
 
 NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}

@@ -1,9 +1,4 @@
-"""Read the digit in image files: each file's digit and its three likeliest classes.
-
-    python -m lenet_mnist.serving.predict IMG.png [IMG.jpg | FOLDER ...] [--model data/model | URI]
-
-How an image becomes MNIST's pixels, and what is refused: docs/serving.md.
-"""
+"""Read the digit in image files: each one's digit and three likeliest classes (docs/serving.md)."""
 
 from __future__ import annotations
 
@@ -12,6 +7,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
+from unittest import mock
 
 import numpy as np
 
@@ -24,7 +20,6 @@ if TYPE_CHECKING:
     from PIL import Image
 
 FORMATS = ["PNG", "JPEG"]  # Pillow's plugins; a phone's multi-picture JPEG (MPO) is JPEG's
-SUFFIXES = (".png", ".jpg", ".jpeg")
 SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # FORMATS' first bytes, in order
 # What a path may be besides a file or a folder: opening a FIFO or a device waits forever.
 SPECIAL = {stat.S_ISFIFO: "a named pipe", stat.S_ISSOCK: "a socket", stat.S_ISCHR: "a device"}
@@ -38,8 +33,8 @@ Probabilities = Callable[[np.ndarray], np.ndarray]  # (N, 28, 28) pixels -> (N, 
 
 
 def image_files(paths: list[Path]) -> list[Path]:
-    """Each path, a folder standing for its PNG and JPEG files, hidden ones (macOS's `._7.png`)
-    left out; only what stat calls a regular file is opened (a FIFO would block)."""
+    """Each path, a folder standing for its PNG and JPEG files by content, hidden ones left
+    out; only what stat calls a regular file is opened (a FIFO would block)."""
     files: list[Path] = []
     for path in paths:
         mode = path.stat().st_mode  # a missing path: the boundary's one line
@@ -48,17 +43,13 @@ def image_files(paths: list[Path]) -> list[Path]:
         elif not stat.S_ISDIR(mode):
             what = next((name for test, name in SPECIAL.items() if test(mode)), "a device")
             raise PipelineError(f"{path} is {what}; give PNG or JPEG files or folders")
-        elif found := sorted(f for f in path.iterdir() if f.is_file() and _looks_like_image(f)):
+        elif found := sorted(
+            f for f in path.iterdir() if f.is_file() and f.name[0] != "." and _format(f)
+        ):
             files += found
         else:
             raise PipelineError(f"{path} holds no PNG or JPEG files; give images or their folder")
     return files
-
-
-def _looks_like_image(path: Path) -> bool:
-    """By its suffix or, for a file named otherwise (a download's `image`), its first bytes."""
-    hidden = path.name.startswith(".")
-    return not hidden and (path.suffix.lower() in SUFFIXES or _format(path) is not None)
 
 
 def _format(path: Path) -> str | None:
@@ -70,13 +61,15 @@ def _format(path: Path) -> str | None:
 
 def read_image(path: Path) -> np.ndarray:
     """A PNG or JPEG as MNIST pixels: (28, 28) uint8, white digit on black."""
-    from PIL import ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     kind = _format(path)  # the file opens and reads here, or the system's error is the line
     if kind is None:
         raise PipelineError(f"{path} is not an image (PNG or JPEG)")
-    try:
-        with _header(path) as img:
+    try:  # Pillow's bomb check off while the header is read: _decode_small's names the size
+        with mock.patch.object(Image, "MAX_IMAGE_PIXELS", None):
+            img = Image.open(path, formats=FORMATS)
+        with img:
             _decode_small(path, img)
             ImageOps.exif_transpose(img, in_place=True)  # a photo as it was held: EXIF's turn
             pixels = _gray(img)
@@ -87,19 +80,9 @@ def read_image(path: Path) -> np.ndarray:
         if "Decompressed data too large" in reason:  # a PNG's text or colour profile
             reason = f"a decompression bomb ({reason})"
         raise PipelineError(f"{path} is a {kind} that cannot be read: {reason}") from err
-    return 255 - pixels if border_is_bright(pixels) else pixels
-
-
-def _header(path: Path) -> Image.Image:
-    """The header read, nothing decoded, Pillow's bomb check off: it only warns up to 179
-    megapixels and never names the size; _decode_small's, stricter, does."""
-    from PIL import Image
-
-    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-    try:
-        return Image.open(path, formats=FORMATS)
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
+    # MNIST's border is black; a bright one means dark ink on a light background
+    ring = np.concatenate([pixels[0], pixels[-1], pixels[1:-1, 0], pixels[1:-1, -1]])
+    return 255 - pixels if float(ring.mean()) > BRIGHT else pixels
 
 
 def _decode_small(path: Path, img: Image.Image) -> None:
@@ -128,24 +111,12 @@ def _gray(img: Image.Image) -> np.ndarray:
         return np.round(wide * (255 / 65535)).astype(np.uint8)
     if not img.has_transparency_data:
         return np.asarray(img.convert("L").resize(size, lanczos), dtype=np.uint8)
-    # Pillow resizes LA premultiplied, so a transparent pixel's colour counts for nothing
+    # Pillow resizes LA premultiplied, so a transparent pixel's colour counts for nothing. The
+    # ink is laid on the shade opposite its alpha-weighted mean: white on white would vanish.
     la = np.asarray(img.convert("LA").resize(size, lanczos), np.float64)
-    return _laid(la[..., 0], la[..., 1] / 255)
-
-
-def _laid(luminance: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """The ink laid on the shade opposite its own alpha-weighted mean: white on white would
-    vanish; the border rule then inverts."""
-    weight = float(alpha.sum())
-    ink = float((luminance * alpha).sum()) / weight if weight else 0.0
-    paper = 0.0 if ink > BRIGHT else 255.0
+    luminance, alpha = la[..., 0], la[..., 1] / 255
+    paper = 0.0 if (luminance * alpha).sum() > BRIGHT * alpha.sum() else 255.0
     return np.round(luminance * alpha + paper * (1 - alpha)).astype(np.uint8)
-
-
-def border_is_bright(pixels: np.ndarray) -> bool:
-    """MNIST's border is black; a bright one means dark ink on a light background."""
-    ring = np.concatenate([pixels[0], pixels[-1], pixels[1:-1, 0], pixels[1:-1, -1]])
-    return float(ring.mean()) > BRIGHT
 
 
 def reader(model: str, cfg: Config, stats: Path | None) -> Probabilities:

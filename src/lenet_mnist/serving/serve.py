@@ -1,7 +1,4 @@
-"""Serve a logged model over HTTP with bounded requests and replies (docs/serving.md).
-
-python -m lenet_mnist.serving.serve models:/lenet-mnist@champion [--port 5001]
-"""
+"""Serve a logged model over HTTP with bounded requests and replies (docs/serving.md)."""
 
 from __future__ import annotations
 
@@ -32,9 +29,10 @@ class Images(BaseModel):
     inputs: Annotated[list[Image], Field(min_length=1)]
 
 
-def refusal(status: int, code: str, message: str) -> Response:
+def refusal(status: int, message: str) -> Response:
     """MLflow's error shape on one bounded line: it never holds the request."""
-    return JSONResponse({"error_code": code, "message": one_line(message)}, status_code=status)
+    body = {"error_code": "BAD_REQUEST", "message": one_line(message)}
+    return JSONResponse(body, status_code=status)
 
 
 def first_error(err: ValidationError) -> str:
@@ -51,11 +49,11 @@ async def checked(request: Request, call_next: RequestResponseEndpoint) -> Respo
     if (request.method, request.url.path) != ("POST", "/invocations"):
         return await call_next(request)
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-        return refusal(415, "BAD_REQUEST", "Content-Type must be application/json")
+        return refusal(415, "Content-Type must be application/json")
     try:
         Images.model_validate_json(await request.body())
     except ValidationError as err:
-        return refusal(400, "BAD_REQUEST", first_error(err))
+        return refusal(400, first_error(err))
     return await call_next(request)
 
 

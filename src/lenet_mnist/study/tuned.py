@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import OmegaConf
 
-from lenet_mnist.config import grid, parse
+from lenet_mnist.config import identity, parse
 from lenet_mnist.errors import PipelineError, run_stage
 from lenet_mnist.outputs import replacing
 from lenet_mnist.study import figures, tuning
@@ -101,9 +101,9 @@ def sweep_key(overrides: list[str]) -> str:
     search's space and sampler are in the config its overrides compose."""
     task = OmegaConf.create(overrides)
     if not any(o.startswith("hparams_search=") for o in overrides):
-        return grid.sweep_key(grid.search_overrides(task))  # a grid: its overrides say all
+        return identity.sweep_key(identity.search_overrides(task))  # a grid: its overrides say all
     cfg = parse.compose_node(overrides, with_hydra=True)
-    return grid.sweep_key(grid.search_overrides(task, cfg.hydra.sweeper, cfg.objective))
+    return identity.sweep_key(identity.search_overrides(task, cfg.hydra.sweeper, cfg.objective))
 
 
 def sweep_runs(client: Any, experiment: str, name: str, overrides: list[str]) -> pd.DataFrame:

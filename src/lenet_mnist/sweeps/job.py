@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from lenet_mnist import numerics
 from lenet_mnist.config import identity, parse
-from lenet_mnist.config.grid import as_typed, defining
+from lenet_mnist.config.identity import as_typed, defining
 from lenet_mnist.config.schema import Config, ObjectiveConfig
 from lenet_mnist.data import prepare
 from lenet_mnist.errors import DivergedError, PipelineError, exit_on_error

@@ -23,7 +23,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from lenet_mnist.config.grid import as_typed, defining, search_overrides, sweep_key
+from lenet_mnist.config.identity import as_typed, defining, search_overrides, sweep_key
 from lenet_mnist.config.parse import validate
 from lenet_mnist.data import prepare
 from lenet_mnist.errors import PipelineError, exit_on_error
