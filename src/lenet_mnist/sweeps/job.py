@@ -111,13 +111,13 @@ def fit_and_test(cfg: Config, out: Path, tags: dict[str, str]) -> float:
     outputs = fit.Outputs(out / "model", history, out / "timings.json")
     trained = fit.train(cfg, prepared, outputs, tags)
     tested = evaluate.Outputs(out / "test.json", out / "test_predictions.csv", out / "figures")
-    done = evaluate.evaluate(cfg.model.name, trained.weights, prepared, history, tested)
+    metrics = evaluate.evaluate(cfg.model.name, trained.weights, prepared, history, tested)
     run_id = trained.run.run_id
-    publish(cfg, trained.weights, prepared, done.metrics, tested.files(), run_id)
+    publish(cfg, trained.weights, prepared, metrics, tested.files(), run_id)
     mlflow = store.client(cfg.logger)
     store.TrackedRun(mlflow, run_id).tag(store.COMPLETE_TAG, "true")
     stored = store.retry_locked(lambda: mlflow.get_run(run_id)).data.metrics
     value = objective(cfg.objective, stored)
-    log.info("test accuracy %.4f, %s %.6g", done.test_acc, cfg.objective.metric, value)
+    log.info("test accuracy %.4f, %s %.6g", metrics["test_acc"], cfg.objective.metric, value)
     log.info("%s", trained.run.where("run"))
     return value
