@@ -39,11 +39,17 @@ def ui_base(tracking_uri: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
+def plain(tracking_uri: str) -> str:
+    """A sqlite URI without the `?timeout=` that lenet_mnist.tracking.store opens it with."""
+    return tracking_uri.partition("?")[0] if tracking_uri.startswith("sqlite:") else tracking_uri
+
+
 def ui_command(tracking_uri: str) -> str | None:
     """The shell-quoted command that serves the UI for a store without a server, or None; a
     sqlite store inside the working folder is named relative to it, as the README shows."""
     if tracking_uri.startswith(("http://", "https://")):
         return None
+    tracking_uri = plain(tracking_uri)
     if tracking_uri.startswith("sqlite:///"):
         path = tracking_uri.removeprefix("sqlite:///")
         relative = os.path.relpath(path) if os.path.isabs(path) else path
