@@ -54,21 +54,16 @@ class SourceError(Exception):
 
 
 def keep(path: Path, data: bytes) -> None:
-    """Write `data` at `path` only if its SHA-256 is the published file's; the reason leaves
-    the file out, as each caller names it its own way (a URL, a path)."""
+    """Write `data`, gunzipped if gzip, at `path` only if its SHA-256 is the published file's;
+    the reason leaves the file out, as each caller names it its own way (a URL, a path)."""
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as err:
+            raise SourceError(f"not a readable gzip file ({_first_line(err)})") from err
     if hashlib.sha256(data).hexdigest() != FILES[path.name]:
         raise SourceError(f"SHA-256 mismatch ({len(data)} bytes)")
     path.write_bytes(data)
-
-
-def unpack(data: bytes) -> bytes:
-    """`data`, gunzipped when it is gzip."""
-    if data[:2] != b"\x1f\x8b":
-        return data
-    try:
-        return gzip.decompress(data)
-    except (OSError, EOFError) as err:
-        raise SourceError(f"not a readable gzip file ({_first_line(err)})") from err
 
 
 def fetch_http(cfg: DataConfig, dest: Path) -> None:
@@ -91,7 +86,7 @@ def fetch_http(cfg: DataConfig, dest: Path) -> None:
                 failed.append((url, dead[mirror]))
                 continue
             try:
-                keep(dest / name, unpack(data))
+                keep(dest / name, data)
                 break
             except SourceError as err:
                 failed.append((url, str(err)))
@@ -134,7 +129,7 @@ def fetch_local(cfg: DataConfig, dest: Path) -> None:
         if src is None:
             raise SourceError(f"{folder} has neither {name} nor {name}.gz")
         try:
-            keep(dest / name, unpack(src.read_bytes()))
+            keep(dest / name, src.read_bytes())
         except (SourceError, OSError) as err:
             raise SourceError(f"{src}: {err}") from err
 
