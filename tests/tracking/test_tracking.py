@@ -2,7 +2,6 @@
 
 import json
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -97,43 +96,24 @@ def test_every_experiment_carries_the_saved_runs_view_once(tmp_path):
     assert Counting.writes == 0
 
 
-def test_retry_locked_outlasts_a_real_sqlite_lock(tmp_path, monkeypatch):
-    """Another process holds the write lock; a writer with a short timeout fails, then retries."""
-    db = tmp_path / "m.db"
-    with sqlite3.connect(db) as c:
-        c.execute("create table t (x)")
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1]);"
-            "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(1.5)",
-            str(db),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout.readline().strip() == "locked"
-    failures = []
-
-    def write() -> int:
-        try:
-            with sqlite3.connect(db, timeout=0.05) as c:
-                return c.execute("insert into t values (1)").rowcount
-        except sqlite3.OperationalError as err:
-            failures.append(str(err))
-            raise
-
-    monkeypatch.setattr(store, "_patience_s", [0.0])  # no wait: the first failure is the last
-    with pytest.raises(sqlite3.OperationalError, match="database is locked") as raised:
-        store.retry_locked(write)
+def test_a_store_locked_past_the_timeout_fails_with_the_busy_line(tmp_path):
+    """sqlite's own wait, which open_store sets to the timeout, ends in the boundary's line."""
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(db).search_experiments()
+    started = time.monotonic()
+    with _locked(db), pytest.raises(Exception, match="database is locked") as raised:
+        store.TrackedRun.create(store.open_store(db, timeout_s=0.5), "lenet-mnist")
+    assert time.monotonic() - started < 5
     assert describe(raised.value)[0].endswith(
         "run again once it is done, or raise logger.timeout_s"
     )
-    monkeypatch.setattr(store, "_patience_s", [10.0])
-    assert store.retry_locked(write) == 1
-    assert len(failures) >= 2 and set(failures) == {"database is locked"}
-    holder.wait()
+
+
+def test_printed_links_leave_out_the_busy_wait(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = store.TrackedRun.create(store.open_store("sqlite:///mlflow.db", 7), "lenet-mnist")
+    assert "timeout" not in run.where("train")
+    assert "?" not in run.mlflow.get_experiment(run.experiment).artifact_location
 
 
 class LateClient(MlflowClient):

@@ -19,7 +19,6 @@ RAW_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-SPLITS = ("train", "val", "test")
 PAD = 2  # 28 + 2 + 2 = 32
 
 

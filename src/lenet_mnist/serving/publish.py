@@ -119,7 +119,7 @@ def registered(mlflow: Any, name: str | None, digest: str) -> str | None:
     if name is None:
         return None
     query = f"name = '{name}' and tags.{store.WEIGHTS_TAG} = '{digest}'"
-    versions = store.retry_locked(lambda: mlflow.search_model_versions(query))
+    versions = mlflow.search_model_versions(query)
     return str(versions[0].version) if versions else None
 
 
@@ -127,25 +127,21 @@ def register(mlflow: Any, name: str, info: Any, run_id: str, tags: dict) -> str:
     """A new version of `name` for the served model `info` (mlflow.register_model would
     print its own lines on stderr beside publish's)."""
     try:
-        store.retry_locked(lambda: mlflow.create_registered_model(name))
+        mlflow.create_registered_model(name)
     except MlflowException as err:
         if err.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    made = store.retry_locked(
-        lambda: mlflow.create_model_version(
-            name, info.model_uri, run_id, tags, model_id=info.model_id
-        )
-    )
+    made = mlflow.create_model_version(name, info.model_uri, run_id, tags, model_id=info.model_id)
     return str(made.version)  # MLflow gives a number or a string, by store
 
 
 def crown(mlflow: Any, name: str, version: str, metrics: dict) -> bool:
     """Move the champion alias to `version` unless the champion is more accurate; whether it
     holds it. Of parallel sweep jobs, the last to compare sets it."""
-    holder = store.retry_locked(lambda: mlflow.get_registered_model(name)).aliases.get(CHAMPION)
+    holder = mlflow.get_registered_model(name).aliases.get(CHAMPION)
     if holder is not None and str(holder) != version:
-        best = store.retry_locked(lambda: mlflow.get_model_version(name, holder)).tags.get(ACC_TAG)
+        best = mlflow.get_model_version(name, holder).tags.get(ACC_TAG)
         if best is not None and metrics["test_acc"] < float(best):
             return False
-    store.retry_locked(lambda: mlflow.set_registered_model_alias(name, CHAMPION, version))
+    mlflow.set_registered_model_alias(name, CHAMPION, version)
     return True

@@ -113,7 +113,7 @@ def targets_of(runs: pd.DataFrame) -> list[float]:
 
 def _record(client: Any, run: Any) -> dict[str, Any]:
     def history(key: str) -> list[Any]:
-        found = store.retry_locked(lambda: client.get_metric_history(run.info.run_id, key))
+        found = client.get_metric_history(run.info.run_id, key)
         return sorted(found, key=lambda m: (m.step, m.timestamp))
 
     def series(key: str) -> list[float]:

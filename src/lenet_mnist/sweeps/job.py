@@ -116,7 +116,7 @@ def fit_and_test(cfg: Config, out: Path, tags: dict[str, str]) -> float:
     publish(cfg, trained.weights, prepared, metrics, tested.files(), run_id)
     mlflow = store.client(cfg.logger)
     store.TrackedRun(mlflow, run_id).tag(store.COMPLETE_TAG, "true")
-    stored = store.retry_locked(lambda: mlflow.get_run(run_id)).data.metrics
+    stored = mlflow.get_run(run_id).data.metrics
     value = objective(cfg.objective, stored)
     log.info("test accuracy %.4f, %s %.6g", metrics["test_acc"], cfg.objective.metric, value)
     log.info("%s", trained.run.where("run"))

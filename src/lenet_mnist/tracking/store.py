@@ -11,10 +11,10 @@ import sqlite3
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import psutil
 from filelock import FileLock
@@ -35,8 +35,6 @@ COMPLETE_TAG = "sweep_job_complete"  # a sweep job's last act: a child without i
 MACHINE_TAG = "machine"  # the CPU or GPU that computed a run (lenet_mnist.tracking.provenance)
 HOST_TAG, PID_TAG = "host", "pid"  # the process that writes a run, to tell when it died
 SQLITE = "sqlite:///"
-T = TypeVar("T")
-_patience_s = [30.0]  # a busy store's wait: logger.timeout_s of this process's client()
 
 
 def tracking_uri(cfg: LoggerConfig) -> str:
@@ -53,7 +51,6 @@ def client(cfg: LoggerConfig) -> MlflowClient:
     """A client for the configured store, once a tracking server, if that is what it is,
     has answered: MLflow itself would retry an unreachable server for minutes."""
     uri = tracking_uri(cfg)
-    _patience_s[0] = cfg.timeout_s
     if uri.startswith(("http://", "https://")):
         try:
             urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=cfg.timeout_s).close()
@@ -63,13 +60,14 @@ def client(cfg: LoggerConfig) -> MlflowClient:
                 f"{getattr(err, 'reason', err)}); start it, or unset MLFLOW_TRACKING_URI to "
                 f"record in {cfg.tracking_uri} (logger.timeout_s sets the wait)"
             ) from None
-    return open_store(uri)
+    return open_store(uri, cfg.timeout_s)
 
 
-def open_store(uri: str) -> MlflowClient:
-    """A client whose sqlite store has its tables: two processes that create one at once break
-    each other's migration, so opening takes a lock per database file, and is retried while
-    a process that takes no lock (`mlflow ui`) finishes its own."""
+def open_store(uri: str, timeout_s: float = 30.0) -> MlflowClient:
+    """A client whose sqlite store has its tables and whose sqlite waits up to `timeout_s` for
+    another writer (sweep jobs, `mlflow gc`, the UI). Two processes that create a store at
+    once break each other's migration, so opening takes a lock per database file, and is
+    retried while a process that takes no lock (`mlflow ui`) finishes its own."""
     errors.opened_store(uri)
     if not uri.startswith(SQLITE):
         return MlflowClient(uri)
@@ -77,8 +75,15 @@ def open_store(uri: str) -> MlflowClient:
     if _not_sqlite(path):
         raise sqlite3.DatabaseError("file is not a database")
     name = hashlib.sha256(path.encode()).hexdigest()[:16]
+    deadline = time.monotonic() + timeout_s
     with FileLock(Path(tempfile.gettempdir()) / f"lenet-mnist-store-{name}.lock"):
-        return retry_locked(lambda: MlflowClient(uri), INITIALIZING)  # the client opens it
+        while True:
+            try:  # SQLAlchemy hands the URI's timeout to sqlite3.connect: its busy wait
+                return MlflowClient(f"{uri}?timeout={timeout_s:g}")
+            except Exception as err:  # MLflow wraps sqlite's errors in its own types
+                if not any(s in str(err) for s in INITIALIZING) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.5)
 
 
 def _not_sqlite(path: str) -> bool:
@@ -90,51 +95,35 @@ def _not_sqlite(path: str) -> bool:
         return db.read(16) not in (b"", b"SQLite format 3\0")
 
 
-LOCKED = ("database is locked",)
-INITIALIZING = (*LOCKED, "already exists", "migration", "no such table")  # another's creation
-
-
-def retry_locked(call: Callable[[], T], signs: tuple[str, ...] = LOCKED) -> T:
-    """`call` again, after a growing pause, while its error holds one of `signs`, for up to
-    logger.timeout_s: sweep jobs, `mlflow gc` and the UI share one sqlite file, and sqlite
-    itself waits only 5 s. Then the error, which the boundary names (lenet_mnist.errors)."""
-    deadline = time.monotonic() + _patience_s[0]
-    pause = 0.2
-    while True:
-        try:
-            return call()
-        except Exception as err:  # MLflow wraps sqlite's OperationalError in its own types
-            if not any(sign in str(err) for sign in signs) or time.monotonic() + pause > deadline:
-                raise
-        time.sleep(pause)
-        pause = min(2 * pause, 2.0)
+INITIALIZING = ("already exists", "migration", "no such table")  # another's creation
 
 
 def experiment_id(mlflow: MlflowClient, name: str) -> str:
     """The experiment's id, created on first use, with the saved runs view (lenet_mnist.
     tracking.ui) in its tags, added to one found too, so links work for an older store."""
-    experiment = retry_locked(lambda: mlflow.get_experiment_by_name(name))
+    experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
         # A sqlite store keeps artifacts in mlruns/ beside its file, not in MLflow's default
         # mlruns/ of the current folder (for `dvc queue`, a copy deleted afterwards).
         uri, location = mlflow.tracking_uri, None
-        if uri.startswith(SQLITE):
-            location = (Path(uri.removeprefix(SQLITE)).resolve().parent / "mlruns" / name).as_uri()
+        if uri.startswith(SQLITE):  # past open_store's ?timeout=
+            path = Path(uri.removeprefix(SQLITE).partition("?")[0])
+            location = (path.resolve().parent / "mlruns" / name).as_uri()
         try:
-            retry_locked(lambda: mlflow.create_experiment(name, artifact_location=location))
+            mlflow.create_experiment(name, artifact_location=location)
         except Exception as err:  # another process created it first: use theirs
             if "already exists" not in str(err):
                 raise
-        experiment = retry_locked(lambda: mlflow.get_experiment_by_name(name))
+        experiment = mlflow.get_experiment_by_name(name)
     view = ui.runs_view(experiment.creation_time or 0)
     if experiment.tags.get(ui.VIEW_TAG) != view:
-        retry_locked(lambda: mlflow.set_experiment_tag(experiment.experiment_id, ui.VIEW_TAG, view))
+        mlflow.set_experiment_tag(experiment.experiment_id, ui.VIEW_TAG, view)
     return experiment.experiment_id
 
 
-class TrackedRun:
-    """One MLflow run, each write retried; as a context manager it closes the run FINISHED,
-    or FAILED (KILLED on Ctrl-C or a signal) when the block raises."""
+class TrackedRun(AbstractContextManager):
+    """One MLflow run; as a context manager it closes the run FINISHED, or FAILED (KILLED
+    on Ctrl-C or a signal) when the block raises."""
 
     def __init__(self, mlflow: MlflowClient, run_id: str) -> None:
         self.mlflow, self.run_id = mlflow, run_id
@@ -147,46 +136,43 @@ class TrackedRun:
         experiment = experiment_id(mlflow, experiment_name)
         close_dead_runs(mlflow, experiment)
         tags = {**(tags or {}), **writer_tags()}
-        run = retry_locked(lambda: mlflow.create_run(experiment, run_name=run_name, tags=tags))
+        run = mlflow.create_run(experiment, run_name=run_name, tags=tags)
         return cls(mlflow, run.info.run_id)
 
     def params(self, values: dict[str, Any]) -> None:
         params = [Param(k, str(v)) for k, v in values.items()]
-        retry_locked(lambda: self.mlflow.log_batch(self.run_id, params=params))
+        self.mlflow.log_batch(self.run_id, params=params)
 
     def metrics(self, values: dict[str, float], step: int = 0) -> None:
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, step) for k, v in values.items()]
-        retry_locked(lambda: self.mlflow.log_batch(self.run_id, metrics=metrics))
+        self.mlflow.log_batch(self.run_id, metrics=metrics)
 
     def tag(self, key: str, value: str) -> None:
-        retry_locked(lambda: self.mlflow.set_tag(self.run_id, key, value))
+        self.mlflow.set_tag(self.run_id, key, value)
 
     def artifacts(self, *paths: Path) -> None:
         for path in paths:
-            retry_locked(lambda p=path: self.mlflow.log_artifact(self.run_id, str(p)))
+            self.mlflow.log_artifact(self.run_id, str(path))
 
     def status(self) -> str:
-        return retry_locked(lambda: self.mlflow.get_run(self.run_id)).info.status
+        return self.mlflow.get_run(self.run_id).info.status
 
     @functools.cached_property  # asked once: a run never moves to another experiment
     def experiment(self) -> str:
-        return retry_locked(lambda: self.mlflow.get_run(self.run_id)).info.experiment_id
+        return self.mlflow.get_run(self.run_id).info.experiment_id
 
     def where(self, stage: str) -> str:
         return ui.where(stage, self.mlflow.tracking_uri, self.experiment, self.run_id)
 
     def reopen(self) -> None:
         """RUNNING again, now written by this process."""
-        retry_locked(lambda: self.mlflow.update_run(self.run_id, "RUNNING"))
+        self.mlflow.update_run(self.run_id, "RUNNING")
         for key, value in writer_tags().items():
             self.tag(key, value)
 
     def close(self, status: str = "FINISHED") -> None:
-        retry_locked(lambda: self.mlflow.set_terminated(self.run_id, status))
-
-    def __enter__(self) -> TrackedRun:
-        return self
+        self.mlflow.set_terminated(self.run_id, status)
 
     def __exit__(
         self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
@@ -220,7 +206,7 @@ def writer_gone(tags: dict[str, str]) -> bool:
 
 def find_run(mlflow: MlflowClient, experiment_name: str, weights_sha256: str) -> str | None:
     """The newest run that trained exactly these weights, or None."""
-    experiment = retry_locked(lambda: mlflow.get_experiment_by_name(experiment_name))
+    experiment = mlflow.get_experiment_by_name(experiment_name)
     if experiment is None:
         return None
     query = f"tags.{WEIGHTS_TAG} = '{weights_sha256}'"
@@ -230,10 +216,8 @@ def find_run(mlflow: MlflowClient, experiment_name: str, weights_sha256: str) ->
 
 def newest(mlflow: MlflowClient, experiment: str, query: str, limit: int = 10_000) -> list[Any]:
     """The experiment's runs that match an MLflow filter string, newest first."""
-    return retry_locked(
-        lambda: mlflow.search_runs(
-            [experiment], query, order_by=["attributes.start_time DESC"], max_results=limit
-        )
+    return mlflow.search_runs(
+        [experiment], query, order_by=["attributes.start_time DESC"], max_results=limit
     )
 
 

@@ -33,9 +33,7 @@ def ui_base(tracking_uri: str) -> str:
     if not tracking_uri.startswith(("http://", "https://")):
         return LOCAL_UI
     parts = urllib.parse.urlsplit(tracking_uri)
-    host = parts.hostname or ""
-    host = f"[{host}]" if ":" in host else host
-    netloc = f"{host}:{parts.port}" if parts.port else host
+    netloc = parts.netloc.rpartition("@")[2]
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
@@ -44,8 +42,8 @@ def ui_command(tracking_uri: str) -> str | None:
     sqlite store inside the working folder is named relative to it, as the README shows."""
     if tracking_uri.startswith(("http://", "https://")):
         return None
-    if tracking_uri.startswith("sqlite:///"):
-        path = tracking_uri.removeprefix("sqlite:///")
+    if tracking_uri.startswith("sqlite:///"):  # without the ?timeout= of store.open_store
+        path = tracking_uri.removeprefix("sqlite:///").partition("?")[0]
         relative = os.path.relpath(path) if os.path.isabs(path) else path
         if not relative.startswith(".."):
             tracking_uri = "sqlite:///" + relative
