@@ -1,10 +1,5 @@
-"""The sweep report: what batch size and the number of epochs did to speed and accuracy.
-
-    python -m lenet_mnist.study.report [--sweep PARENT_RUN_ID] [--out data/report]
-
-rebuilds from MLflow the report a sweep writes when it ends (the newest sweep by default):
-an HTML page, its tables as Markdown and CSV, its figures. docs/study.md says what each shows.
-"""
+"""The sweep report: what batch size and the number of epochs did to speed and accuracy, as
+a sweep writes it when it ends; this command rebuilds it from MLflow (docs/study.md)."""
 
 from __future__ import annotations
 

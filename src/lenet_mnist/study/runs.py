@@ -4,6 +4,7 @@ lists; and the t-interval over seeds that both studies report."""
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections.abc import Iterable
@@ -181,14 +182,13 @@ def _lr_scaling(params: dict[str, str]) -> str:
 def _targets(run: Any, params: dict[str, str], metrics: dict[str, float]) -> list[float]:
     """train.targets as logged (`[0.98, 0.985]`) and any target the run has metrics for."""
     text = params.get("train.targets", "[]")
+    logged = {float(k.removeprefix(TO_TARGET)) for k in metrics if k.startswith(TO_TARGET)}
     try:
-        listed = {float(t) for t in text.strip().strip("[]").split(",") if t.strip()}
-        logged = {float(k.removeprefix(TO_TARGET)) for k in metrics if k.startswith(TO_TARGET)}
-    except ValueError:
+        return sorted(logged | {float(t) for t in json.loads(text)})
+    except (TypeError, ValueError):
         raise PipelineError(
             f"run {run.info.run_id}: train.targets is {text!r}, not a list of validation accuracies"
         ) from None
-    return sorted(listed | logged)
 
 
 def _machine(tags: dict[str, str], params: dict[str, str]) -> str:

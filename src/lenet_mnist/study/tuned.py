@@ -1,11 +1,6 @@
-"""The tuned study: which batch size and how many epochs, with the rate tuned for each.
-
-    python -m lenet_mnist.study.tuned [--report-only] [--out docs/study/tuned] [--set K=V]
-
-runs the SWEEPS one after the other, each the `python -m lenet_mnist.run -m ...` a user would
-type (so running it again skips every finished run), then writes the report from MLflow
-alone; `--report-only` only rebuilds it. docs/study.md says why each sweep is as it is.
-"""
+"""The tuned study: which batch size and how many epochs, with the rate tuned for each. Each
+sweep is the `python -m lenet_mnist.run -m ...` a user would type, so a rerun resumes it;
+docs/study.md says why each is as it is."""
 
 from __future__ import annotations
 
@@ -106,17 +101,14 @@ def sweep_key(overrides: list[str]) -> str:
     return grid.sweep_key(grid.search_overrides(task, cfg.hydra.sweeper, cfg.objective))
 
 
-def sweep_runs(client: Any, experiment: str, name: str, overrides: list[str]) -> pd.DataFrame:
-    missing = (
-        f"no {name} sweep of the tuned study in MLflow experiment {experiment!r}; run "
-        "`python -m lenet_mnist.study.tuned` first"
-    )
-    return collect(client, latest_sweep(client, experiment, sweep_key(overrides), missing))
-
-
-def grid_runs(client: Any, experiment: str, sweeps: dict[str, list[str]]) -> pd.DataFrame:
-    """The runs of one grid's sweeps, each once (two sweeps may be one, under --set)."""
-    found = [sweep_runs(client, experiment, n, o) for n, o in sweeps.items()]
+def sweep_runs(client: Any, experiment: str, sweeps: dict[str, list[str]]) -> pd.DataFrame:
+    """The runs of the sweeps, each once (two sweeps may be one, under --set)."""
+    found = [
+        collect(client, latest_sweep(client, experiment, sweep_key(overrides), (
+            f"no {name} sweep of the tuned study in MLflow experiment {experiment!r}; run "
+            "`python -m lenet_mnist.study.tuned` first")))
+        for name, overrides in sweeps.items()
+    ]  # fmt: skip
     return typed(pd.concat(found).drop_duplicates("run_id").reset_index(drop=True))
 
 
@@ -136,11 +128,10 @@ def notes(study: TunedStudy, launcher: str) -> list[str]:
 
 def build(client: Any, experiment: str, sweeps: dict[str, list[str]], out: Path) -> list[Path]:
     grids = {
-        name: grid_runs(client, experiment, {s: sweeps[s] for s in parts})
-        for name, parts in GRIDS.items()
+        name: sweep_runs(client, experiment, {s: sweeps[s] for s in parts})
+        for name, parts in {**GRIDS, "search": ("search",)}.items()
     }
-    trials = sweep_runs(client, experiment, "search", sweeps["search"])
-    study = tuning.analyze(grids, LABELS, FULL, trials, TEST_TARGETS)
+    study = tuning.analyze(grids, LABELS, FULL, TEST_TARGETS)
     machines = " + ".join(sorted(set(study.runs["machine"])))
     caption = f"tuned study (python -m lenet_mnist.study.tuned) · {machines}"
     launcher = next(o for o in sweeps["adam"] if o.startswith("launcher="))
@@ -158,17 +149,12 @@ def _pct(value: Interval) -> str:
     return Interval(*(100 * v for v in (value.mean, value.low, value.high)), value.n).text("{:.2f}")
 
 
-def _lr(lr: float) -> str:
-    return f"{lr:.3g}"
-
-
 def _size(value: float) -> str:
     """A batch size; one beyond any measured (S_min about 0) as a power of ten, not 18 digits."""
     return f"{value:,.0f}" if value < 1e6 else f"{value:.1e}"
 
 
 def tables(study: TunedStudy) -> list[Table]:
-    """Every table of the report, in its order."""
     return [
         accuracy_table(study), fits_table(study), targets_table(study), rules_table(study),
         recommend_table(study), search_table(study, 0.99), pareto_table(study),
@@ -182,7 +168,7 @@ def accuracy_table(study: TunedStudy) -> Table:
         label = study.labels[name]
         best = tuning.most_accurate(study.grid(name)).groupby("batch_size")
         columns += [
-            best["rate"].first().map(_lr).rename(f"{label}: rate"),
+            best["rate"].first().map("{:.3g}".format).rename(f"{label}: rate"),
             best["test_acc"].agg(interval).map(_pct).rename(f"{label}: test acc (%)"),
         ]
     cells = pd.concat(columns, axis=1).sort_index().fillna("—")
@@ -215,7 +201,7 @@ def targets_table(study: TunedStudy) -> Table:
             edge = "" if ends["nunique"] < 2 else " (top)" if lr == ends["max"] else (
                 " (bottom)" if lr == ends["min"] else "")  # fmt: skip
             cells.append([
-                study.labels[f.grid], f"{f.target:g}", str(size), _lr(lr) + edge,
+                study.labels[f.grid], f"{f.target:g}", str(size), f"{lr:.3g}" + edge,
                 *(interval(rate[to(k, f.target)]).text("{:,.0f}") for k in REACH[:2]),
             ])  # fmt: skip
     columns = ["grid", "target", "batch size", "tuned rate", "updates", "examples"]
@@ -233,9 +219,9 @@ def rules_table(study: TunedStudy) -> Table:
         if target is None or name not in study.tuned_grids:
             continue  # no target for every size, or one rate per size: nothing was tuned
         for size, r in tuning.rules(runs, target).iterrows():
-            cells.append([study.labels[name], f"{target:g}", str(size), _lr(r["best"])] + [
-                f"{_lr(r[k])}: " + ("lands" if tuning.lands(r["best"], r[k]) else
-                                    f"misses ({_lr(r[f'{k} nearest'])})")
+            cells.append([study.labels[name], f"{target:g}", str(size), f"{r['best']:.3g}"] + [
+                f"{r[k]:.3g}: " + ("lands" if tuning.lands(r["best"], r[k]) else
+                                   f"misses ({r[f'{k} nearest']:.3g})")
                 for k in tuning.RULES
             ])  # fmt: skip
     columns = ["grid", "target", "batch size", "tuned rate", *(f"{r} rule" for r in tuning.RULES)]
@@ -246,7 +232,7 @@ def recommend_table(study: TunedStudy) -> Table:
     cells = []
     for target in study.test_targets:
         cells += [[
-            f"{target:.1%}", o.grid, o.optimizer, str(o.batch_size), _lr(o.rate),
+            f"{target:.1%}", o.grid, o.optimizer, str(o.batch_size), f"{o.rate:.3g}",
             f"{o.epochs:.0f} (of {o.planned})", o.time.text("{:.1f}"),
             f"{o.fastest:.1f}–{o.slowest:.1f}",
         ] for o in tuning.options(study.gridded, target).head(1).itertuples()] or [
@@ -261,20 +247,14 @@ def search_table(study: TunedStudy, target: float) -> Table:
     trials = study.grid("search")
     hits = trials[trials["test_acc"] >= target]
     hits = hits.assign(s=hits["elapsed_s"].str[-1]).sort_values("s", kind="stable")
-    cells = [
-        [
-            "Optuna's best trial",
-            str(r.batch_size),
-            _lr(r.lr),
-            str(r.epochs),
-            f"{r.test_acc:.2%}",
-            f"{r.s:.1f}",
-        ]
-        for r in hits.head(1).itertuples()
-    ] or [["Optuna's best trial", "none reached it", *[""] * 4]]
+    best = "Optuna's best trial"
+    cells = [[
+        best, str(r.batch_size), f"{r.lr:.3g}", str(r.epochs),
+        f"{r.test_acc:.2%}", f"{r.s:.1f}",
+    ] for r in hits.head(1).itertuples()] or [[best, "none reached it", *[""] * 4]]  # fmt: skip
     cells += [[
-        "the grid's fastest", str(o.batch_size), _lr(o.rate), f"{o.epochs:.0f} (of {o.planned})",
-        _pct(o.test_acc), o.time.text("{:.1f}"),
+        "the grid's fastest", str(o.batch_size), f"{o.rate:.3g}",
+        f"{o.epochs:.0f} (of {o.planned})", _pct(o.test_acc), o.time.text("{:.1f}"),
     ] for o in tuning.options(study.gridded, target).head(1).itertuples()]  # fmt: skip
     return Table(
         f"The Optuna search beside the grid, to {target:.1%} test accuracy",
@@ -288,7 +268,7 @@ def pareto_table(study: TunedStudy) -> Table:
     cells = pd.DataFrame({
         "seconds": front["seconds"].map("{:.1f}".format),
         "test acc": front["acc"].map("{:.2%}".format), "grid": front["grid"],
-        "batch size": front["batch_size"].astype(str), "rate": front["lr"].map(_lr),
+        "batch size": front["batch_size"].astype(str), "rate": front["lr"].map("{:.3g}".format),
         "epoch": front["epoch"].astype(str) + " of " + front["epochs"].astype(str),
     })  # fmt: skip
     return Table("The accuracy–time Pareto front over every run", cells)

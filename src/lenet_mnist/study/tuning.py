@@ -110,14 +110,14 @@ def rules(runs: pd.DataFrame, target: float) -> pd.DataFrame:
     return out
 
 
-def options(runs: pd.DataFrame, target: float, seeds: int = 2) -> pd.DataFrame:
-    """Per rate whose `seeds` or more seeds all reached the test target at an epoch's end,
+def options(runs: pd.DataFrame, target: float) -> pd.DataFrame:
+    """Per rate whose two or more seeds all reached the test target at an epoch's end,
     fastest first (one seed's time has no interval): the latest seed's epoch, its seconds."""
     found = points(runs)
     first = found[found["acc"] >= target].groupby("run")[["epoch", "seconds"]].first()
     found = runs.assign(first=first["epoch"], seconds=first["seconds"])
     found = found.groupby(["grid_name", *RATE], observed=True)
-    kept = found.filter(lambda g: len(g) >= seeds and g["first"].notna().all())
+    kept = found.filter(lambda g: len(g) >= 2 and g["first"].notna().all())
     out = kept.groupby(["grid_name", *RATE], observed=True).agg(
         grid=("grid", "first"), epochs=("first", "max"), planned=("epochs", "first"),
         time=("seconds", interval), fastest=("seconds", "min"), slowest=("seconds", "max"),
@@ -188,21 +188,20 @@ def analyze(
     grids: dict[str, pd.DataFrame],
     labels: dict[str, str],
     full: Sequence[str],
-    trials: pd.DataFrame,
     test_targets: Sequence[float],
 ) -> TunedStudy:
-    names = [*grids, "search"]
+    """`grids` ends with the search's trials, named "search"."""
+    names = pd.CategoricalDtype(list(grids))
     parts = [with_rate(runs).assign(grid_name=name) for name, runs in grids.items()]
-    ordered = pd.concat(parts).astype({"grid_name": pd.CategoricalDtype(names)})
-    ordered = ordered.sort_values(["grid_name", *RATE], kind="stable")  # rates, then seeds
-    runs = pd.concat([ordered, with_rate(trials).assign(grid_name="search")])
-    runs = typed(runs.astype({"grid_name": pd.CategoricalDtype(names)}).reset_index(drop=True))
+    runs = pd.concat(parts).astype({"grid_name": names})
+    ordered = runs[runs["grid_name"] != "search"].sort_values(["grid_name", *RATE], kind="stable")
+    runs = typed(pd.concat([ordered, runs[runs["grid_name"] == "search"]]).reset_index(drop=True))
     # a run two grids share (one sweep under --set) keeps the first grid's label
     label = runs["grid_name"].map(lambda n: labels.get(n, n)).astype(str)
     runs["grid"] = runs["run_id"].map(label.groupby(runs["run_id"]).first())
     fits = [
         tuned_fit(runs[runs["grid_name"] == name], target, name)
-        for name in grids
+        for name in names.categories.drop("search")
         for target in targets_of(runs[runs["grid_name"] == name])
     ]
     return TunedStudy(runs, labels, tuple(full), fits, tuple(test_targets))
