@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from lenet_mnist.study import scaling
+from lenet_mnist.study import scaling, tuning
 from lenet_mnist.study.fixed import settings
 from lenet_mnist.study.runs import Interval, interval, plural, to
-from lenet_mnist.study.tuning import TunedStudy, pareto, points, reaching, widest_target
+from lenet_mnist.study.tuning import TunedStudy
 
 if TYPE_CHECKING:
     from lenet_mnist.study.fixed import Scaling, Study
@@ -237,15 +237,15 @@ def draw(study: Study, out: Path, caption: str) -> list[Path]:
 
 
 def tuned_accuracy_vs_time(ax: Any, study: TunedStudy) -> None:
-    found = points(study.learned)
+    found = tuning.points(study.learned)
     for size, color in shades(sorted(set(found["batch_size"].tolist()))).items():
         mine = found[(found["batch_size"] == size) & (found["acc"] > 0.95)]
         ax.scatter(list(mine["seconds"]), list(mine["acc"] * 100), s=8, color=color, alpha=0.5,
                    label=f"batch {size}")  # fmt: skip
-    front = pareto(found)
+    front = tuning.pareto(found)
     ax.step(list(front["seconds"]), list(front["acc"] * 100), where="post", color="black",
             linewidth=1.2, label="Pareto front")  # fmt: skip
-    for t in study.test_targets:
+    for t in tuning.TEST_TARGETS:
         ax.axhline(t * 100, color="grey", linewidth=0.6, linestyle=":")
     ax.set(xscale="log", xlabel="training seconds (validation included)",
            ylabel="test accuracy (%)", ylim=(95, None),
@@ -263,7 +263,7 @@ def tuned_steps(ax: Any, study: TunedStudy, grid: str) -> None:
         ax.plot(sizes, list(means), "o", color=f"C{i}", label=label)
         curve = np.geomspace(sizes[0], sizes[-1], 100)
         ax.plot(curve, scaling.curve(f.fit, curve)[1], "-", color=f"C{i}", linewidth=1)
-    title = f"{study.labels[grid]}: updates to each validation target, S(B) fitted"
+    title = f"{tuning.LABELS[grid]}: updates to each validation target, S(B) fitted"
     ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="updates", title=title)
     sizes = [b for f in fits for b in f.chosen["batch_size"].tolist()]
     _batch_ticks(ax, sizes)
@@ -272,15 +272,15 @@ def tuned_steps(ax: Any, study: TunedStudy, grid: str) -> None:
 
 def rate_landscape(ax: Any, study: TunedStudy, grid: str) -> None:
     runs = study.grid(grid)
-    target = widest_target(study.fitted(grid), runs)
+    target = tuning.widest_target(study.fitted(grid), runs)
     if target is None:
         return
-    steps = reaching(runs, target)["mean"]
+    steps = tuning.reaching(runs, target)["mean"]
     for size, color in shades(sorted(set(runs["batch_size"].tolist()))).items():
         mine = steps[steps.index.get_level_values("batch_size") == size]
         ax.plot(list(mine.index.get_level_values("rate")), list(mine), "o-", color=color,
                 markersize=4, label=f"batch {size}")  # fmt: skip
-    title = f"{study.labels[grid]}: updates to val {target:g} by rate (absent: not reached)"
+    title = f"{tuning.LABELS[grid]}: updates to val {target:g} by rate (absent: not reached)"
     ax.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="updates", title=title)
     ax.legend(fontsize="x-small")
 

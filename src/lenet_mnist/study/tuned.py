@@ -50,15 +50,7 @@ SWEEPS: dict[str, list[str]] = {
     "search": ["hparams_search=optuna", "hydra.sweeper.n_trials=20"],
     "fixed": [BATCH_SIZES, "train.seed=1,2,3", *PROBES],
 }  # fmt: skip
-LABELS = {
-    "fixed": "Adam at lr 1e-3",
-    "adam": "Adam tuned",
-    "sgd": "SGD tuned",
-    "search": "Optuna search",
-}
-FULL = ("fixed", "adam")  # the grids whose runs train every epoch: their test accuracy counts
 GRIDS = {"fixed": ("fixed",), "adam": ("adam", "adam-wide"), "sgd": ("sgd", "sgd-low")}
-TEST_TARGETS = (0.985, 0.99, 0.992)
 SUMMARY_MD = "summary.md"
 RUNS_CSV = "runs.csv"
 FITS_CSV = "fits.csv"
@@ -131,7 +123,7 @@ def build(client: Any, experiment: str, sweeps: dict[str, list[str]], out: Path)
         name: sweep_runs(client, experiment, {s: sweeps[s] for s in parts})
         for name, parts in {**GRIDS, "search": ("search",)}.items()
     }
-    study = tuning.analyze(grids, LABELS, FULL, TEST_TARGETS)
+    study = tuning.analyze(grids)
     machines = " + ".join(sorted(set(study.runs["machine"])))
     caption = f"tuned study (python -m lenet_mnist.study.tuned) · {machines}"
     launcher = next(o for o in sweeps["adam"] if o.startswith("launcher="))
@@ -164,8 +156,8 @@ def tables(study: TunedStudy) -> list[Table]:
 def accuracy_table(study: TunedStudy) -> Table:
     """Per batch size, each full grid side by side: its rate and test accuracy."""
     columns = []
-    for name in study.full:
-        label = study.labels[name]
+    for name in tuning.FULL:
+        label = tuning.LABELS[name]
         best = tuning.most_accurate(study.grid(name)).groupby("batch_size")
         columns += [
             best["rate"].first().map("{:.3g}".format).rename(f"{label}: rate"),
@@ -180,7 +172,7 @@ def accuracy_table(study: TunedStudy) -> Table:
 
 def fits_table(study: TunedStudy) -> Table:
     cells = [[
-        study.labels[f.grid], f"{f.target:g}",
+        tuning.LABELS[f.grid], f"{f.target:g}",
         f"{f.fit.runs} ({f.fit.batch_sizes[0]}–{f.fit.batch_sizes[-1]})", f"{f.fit.s_min:,.0f}",
         f"{f.fit.e_min:,.0f}", f"{_size(f.fit.b_crit)} [{_size(f.fit.low)}, {_size(f.fit.high)}]",
         f"{f.simple:,.0f}",
@@ -201,7 +193,7 @@ def targets_table(study: TunedStudy) -> Table:
             edge = "" if ends["nunique"] < 2 else " (top)" if lr == ends["max"] else (
                 " (bottom)" if lr == ends["min"] else "")  # fmt: skip
             cells.append([
-                study.labels[f.grid], f"{f.target:g}", str(size), f"{lr:.3g}" + edge,
+                tuning.LABELS[f.grid], f"{f.target:g}", str(size), f"{lr:.3g}" + edge,
                 *(interval(rate[to(k, f.target)]).text("{:,.0f}") for k in REACH[:2]),
             ])  # fmt: skip
     columns = ["grid", "target", "batch size", "tuned rate", "updates", "examples"]
@@ -219,7 +211,7 @@ def rules_table(study: TunedStudy) -> Table:
         if target is None or name not in study.tuned_grids:
             continue  # no target for every size, or one rate per size: nothing was tuned
         for size, r in tuning.rules(runs, target).iterrows():
-            cells.append([study.labels[name], f"{target:g}", str(size), f"{r['best']:.3g}"] + [
+            cells.append([tuning.LABELS[name], f"{target:g}", str(size), f"{r['best']:.3g}"] + [
                 f"{r[k]:.3g}: " + ("lands" if tuning.lands(r["best"], r[k]) else
                                    f"misses ({r[f'{k} nearest']:.3g})")
                 for k in tuning.RULES
@@ -230,7 +222,7 @@ def rules_table(study: TunedStudy) -> Table:
 
 def recommend_table(study: TunedStudy) -> Table:
     cells = []
-    for target in study.test_targets:
+    for target in tuning.TEST_TARGETS:
         cells += [[
             f"{target:.1%}", o.grid, o.optimizer, str(o.batch_size), f"{o.rate:.3g}",
             f"{o.epochs:.0f} (of {o.planned})", o.time.text("{:.1f}"),

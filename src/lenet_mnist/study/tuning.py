@@ -17,6 +17,14 @@ from lenet_mnist.study.runs import interval, targets_of, to, typed
 RATE = ["optimizer", "batch_size", "rate"]  # rate: the effective lr, rounded to group by
 RULES = {"linear": 1.0, "sqrt": 0.5}  # rule -> power of B / REFERENCE_BATCH scaling its rate
 REFERENCE_BATCH = 64  # the default batch size, whose tuned rate the rules scale from
+LABELS = {  # grid name -> what the report calls it
+    "fixed": "Adam at lr 1e-3",
+    "adam": "Adam tuned",
+    "sgd": "SGD tuned",
+    "search": "Optuna search",
+}
+FULL = ("fixed", "adam")  # the grids whose runs train every epoch: their test accuracy counts
+TEST_TARGETS = (0.985, 0.99, 0.992)
 CHANCE = 0.5  # a best validation accuracy below this: the run diverged (10 classes: 10%)
 
 
@@ -152,10 +160,7 @@ class TunedStudy:
     """Every run (the grids', then the search's) and the fits."""
 
     runs: pd.DataFrame  # with `grid_name` (its grid, or "search") and `grid` (its label)
-    labels: dict[str, str]  # grid name (and "search") -> what the report calls it
-    full: tuple[str, ...]  # the grids whose runs train every epoch (their test accuracy counts)
     fits: list[TunedFit]  # per grid and validation target
-    test_targets: tuple[float, ...]
 
     def grid(self, name: str) -> pd.DataFrame:
         return self.runs[self.runs["grid_name"] == name]
@@ -184,12 +189,7 @@ class TunedStudy:
         return [f for f in self.fits if f.grid == grid]
 
 
-def analyze(
-    grids: dict[str, pd.DataFrame],
-    labels: dict[str, str],
-    full: Sequence[str],
-    test_targets: Sequence[float],
-) -> TunedStudy:
+def analyze(grids: dict[str, pd.DataFrame]) -> TunedStudy:
     """`grids` ends with the search's trials, named "search"."""
     names = pd.CategoricalDtype(list(grids))
     parts = [with_rate(runs).assign(grid_name=name) for name, runs in grids.items()]
@@ -197,11 +197,11 @@ def analyze(
     ordered = runs[runs["grid_name"] != "search"].sort_values(["grid_name", *RATE], kind="stable")
     runs = typed(pd.concat([ordered, runs[runs["grid_name"] == "search"]]).reset_index(drop=True))
     # a run two grids share (one sweep under --set) keeps the first grid's label
-    label = runs["grid_name"].map(lambda n: labels.get(n, n)).astype(str)
+    label = runs["grid_name"].map(lambda n: LABELS.get(n, n)).astype(str)
     runs["grid"] = runs["run_id"].map(label.groupby(runs["run_id"]).first())
     fits = [
         tuned_fit(runs[runs["grid_name"] == name], target, name)
         for name in names.categories.drop("search")
         for target in targets_of(runs[runs["grid_name"] == name])
     ]
-    return TunedStudy(runs, labels, tuple(full), fits, tuple(test_targets))
+    return TunedStudy(runs, fits)
