@@ -31,11 +31,9 @@ LINES = ["-", "--", ":", "-."]
 
 
 def _points(count: int) -> dict[str, Any]:
-    """A line through several points; a lone point (one epoch) as a marker big enough to
-    see, as a one-point line draws nothing but its marker."""
-    if count > 1:
-        return {"marker": "o", "markersize": 3, "linestyle": "-"}
-    return {"marker": "o", "markersize": 8, "linestyle": "none"}
+    """A lone point (one epoch) as a marker big enough to see: a one-point line draws none."""
+    line = count > 1
+    return {"marker": "o", "markersize": 3 if line else 8, "linestyle": "-" if line else "none"}
 
 
 def shades(keys: Iterable[Any]) -> dict[Any, Any]:
@@ -94,9 +92,8 @@ def accuracy_vs_time(ax: Any, runs: pd.DataFrame) -> None:
 def epoch_bands(
     ax: Any, runs: pd.DataFrame, curve: Callable[[Any], list[float]], ylabel: str, title: str
 ) -> None:
-    """Per grid point, the mean of `curve(run)` over its seeds at each epoch, in percent,
-    with its 95% band over the runs that got that far (early stopping ends some sooner);
-    a lone epoch gets a marker and an error bar instead of a band."""
+    """Per grid point, the mean of `curve(run)` over its seeds at each epoch, in percent, with
+    its 95% band over the runs that got that far (early stopping ends some sooner)."""
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     colors = shades(sorted(set(runs["batch_size"].tolist())))
     last, names = 1, settings(runs)
@@ -161,9 +158,8 @@ def _batch_ticks(ax: Any, batch_sizes: Iterable[int]) -> None:
 
 
 def steps_vs_examples(ax: Any, fits: list[Scaling]) -> None:
-    """Each run's steps and examples to each target (colour: batch size, marker: target),
-    and the fitted S(B) = S_min + E_min/B traced over batch sizes where it is positive; its
-    point at B_crit, twice the fewest steps and twice the fewest examples, marked `x`."""
+    """Each run's steps and examples to each target (colour: batch size, marker: target), and
+    S(B) fitted where positive, `x` at B_crit (twice S_min steps, twice E_min examples)."""
     from matplotlib.lines import Line2D
 
     sizes = sorted({b for s in fits for b in s.runs["batch_size"].tolist()})
