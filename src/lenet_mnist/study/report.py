@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
 from lenet_mnist.config import parse
 from lenet_mnist.errors import PipelineError, run_stage
@@ -172,8 +173,6 @@ def build(client: Any, parent: str, out: Path) -> list[Path]:
 
 
 def is_sweep(client: Any, run_id: str) -> bool:
-    from mlflow.exceptions import MlflowException
-
     try:
         return store.SWEEP_TAG in client.get_run(run_id).data.tags
     except MlflowException:  # no such run

@@ -18,7 +18,7 @@ from lenet_mnist.config import grid, parse
 from lenet_mnist.errors import PipelineError, run_stage
 from lenet_mnist.outputs import replacing
 from lenet_mnist.study import figures, tuning
-from lenet_mnist.study.report import Table, latest_sweep, page
+from lenet_mnist.study.report import SUMMARY_MD, Table, latest_sweep, page
 from lenet_mnist.study.runs import REACH, Interval, collect, interval, plural, to, typed
 from lenet_mnist.study.tuning import TunedStudy
 from lenet_mnist.tracking import store
@@ -51,7 +51,6 @@ SWEEPS: dict[str, list[str]] = {
     "fixed": [BATCH_SIZES, "train.seed=1,2,3", *PROBES],
 }  # fmt: skip
 GRIDS = {"fixed": ("fixed",), "adam": ("adam", "adam-wide"), "sgd": ("sgd", "sgd-low")}
-SUMMARY_MD = "summary.md"
 RUNS_CSV = "runs.csv"
 FITS_CSV = "fits.csv"
 # 2 jobs at a time, one thread each; `--set launcher=slurm` runs the same sweeps elsewhere
