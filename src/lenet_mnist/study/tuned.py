@@ -28,25 +28,17 @@ BATCH_SIZES = "train.batch_size=16,32,64,128,256,512"
 # the time to each test accuracy and the Pareto front.
 PROBES = ["train.val_every_n_steps=200", "train.test_every_epoch=true"]
 DIVERGED = "train.early_stopping.give_up_below=0.5"  # a run that blew up stops after an epoch
-SWEEPS: dict[str, list[str]] = {
-    "adam": [
-        BATCH_SIZES, "optimizer.lr_scaling=sqrt", "optimizer.lr=0.0005,0.001,0.002,0.004",
-        "train.seed=1,2", "train.targets=[0.97,0.98,0.985,0.99]", DIVERGED, *PROBES,
-    ],
-    "adam-wide": [
-        BATCH_SIZES, "optimizer.lr_scaling=sqrt", "optimizer.lr=0.008",
-        "train.seed=1,2", "train.targets=[0.97,0.98,0.985,0.99]", DIVERGED, *PROBES,
-    ],
-    "sgd": [
-        "optimizer=sgd", BATCH_SIZES, "optimizer.lr_scaling=linear",
-        "optimizer.lr=0.0125,0.025,0.05,0.1", "train.seed=1", "train.targets=[0.97,0.98,0.985]",
-        "train.early_stopping.stop_at=0.985", DIVERGED, *PROBES,
-    ],
-    "sgd-low": [
-        "optimizer=sgd", "train.batch_size=512", "optimizer.lr_scaling=linear",
-        "optimizer.lr=0.003125,0.00625", "train.seed=1", "train.targets=[0.97,0.98,0.985]",
-        "train.early_stopping.stop_at=0.985", DIVERGED, *PROBES,
-    ],
+ADAM = ["train.seed=1,2", "train.targets=[0.97,0.98,0.985,0.99]", DIVERGED, *PROBES]
+SGD = ["train.seed=1", "train.targets=[0.97,0.98,0.985]", "train.early_stopping.stop_at=0.985",
+       DIVERGED, *PROBES]  # fmt: skip
+SWEEPS: dict[str, list[str]] = {  # each sweep's batch sizes, rate rule and rates, then the rest
+    "adam": [BATCH_SIZES, "optimizer.lr_scaling=sqrt", "optimizer.lr=0.0005,0.001,0.002,0.004",
+             *ADAM],
+    "adam-wide": [BATCH_SIZES, "optimizer.lr_scaling=sqrt", "optimizer.lr=0.008", *ADAM],
+    "sgd": ["optimizer=sgd", BATCH_SIZES, "optimizer.lr_scaling=linear",
+            "optimizer.lr=0.0125,0.025,0.05,0.1", *SGD],
+    "sgd-low": ["optimizer=sgd", "train.batch_size=512", "optimizer.lr_scaling=linear",
+                "optimizer.lr=0.003125,0.00625", *SGD],
     "search": ["hparams_search=optuna", "hydra.sweeper.n_trials=20"],
     "fixed": [BATCH_SIZES, "train.seed=1,2,3", *PROBES],
 }  # fmt: skip
