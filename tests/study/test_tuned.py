@@ -7,7 +7,7 @@ import re
 import pytest
 
 from lenet_mnist.errors import PipelineError
-from lenet_mnist.study import tuned
+from lenet_mnist.study import tuned, tuning
 from lenet_mnist.tracking import store
 
 from ..conftest import mlflow_runs, run_module
@@ -60,6 +60,6 @@ def test_one_command_runs_the_three_sweeps_and_the_report_rebuilds_from_mlflow(
     assert (tmp_path / "report" / "runs.csv").read_text() == before
     assert len(mlflow_runs(db)[1]) == len(runs)  # nothing trained
     rows = list(csv.DictReader((tmp_path / "report" / "runs.csv").open()))
-    assert {r["grid"] for r in rows} == set(tuned.LABELS.values())
+    assert {r["grid"] for r in rows} == set(tuning.LABELS.values())
     assert all((tmp_path / "report" / name).stat().st_size > 0 for name in
                ("pareto.png", "tuned_steps.png", "rates.png"))  # fmt: skip

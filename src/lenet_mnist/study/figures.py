@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from lenet_mnist.study import scaling
+from lenet_mnist.study import scaling, tuning
 from lenet_mnist.study.fixed import settings
 from lenet_mnist.study.runs import Interval, interval, plural, to
-from lenet_mnist.study.tuning import TunedStudy, pareto, points, reaching, widest_target
+from lenet_mnist.study.tuning import TunedStudy
 
 if TYPE_CHECKING:
     from lenet_mnist.study.fixed import Scaling, Study
@@ -31,11 +31,9 @@ LINES = ["-", "--", ":", "-."]
 
 
 def _points(count: int) -> dict[str, Any]:
-    """A line through several points; a lone point (one epoch) as a marker big enough to
-    see, as a one-point line draws nothing but its marker."""
-    if count > 1:
-        return {"marker": "o", "markersize": 3, "linestyle": "-"}
-    return {"marker": "o", "markersize": 8, "linestyle": "none"}
+    """A lone point (one epoch) as a marker big enough to see: a one-point line draws none."""
+    line = count > 1
+    return {"marker": "o", "markersize": 3 if line else 8, "linestyle": "-" if line else "none"}
 
 
 def shades(keys: Iterable[Any]) -> dict[Any, Any]:
@@ -94,9 +92,8 @@ def accuracy_vs_time(ax: Any, runs: pd.DataFrame) -> None:
 def epoch_bands(
     ax: Any, runs: pd.DataFrame, curve: Callable[[Any], list[float]], ylabel: str, title: str
 ) -> None:
-    """Per grid point, the mean of `curve(run)` over its seeds at each epoch, in percent,
-    with its 95% band over the runs that got that far (early stopping ends some sooner);
-    a lone epoch gets a marker and an error bar instead of a band."""
+    """Per grid point, the mean of `curve(run)` over its seeds at each epoch, in percent, with
+    its 95% band over the runs that got that far (early stopping ends some sooner)."""
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     colors = shades(sorted(set(runs["batch_size"].tolist())))
     last, names = 1, settings(runs)
@@ -161,9 +158,8 @@ def _batch_ticks(ax: Any, batch_sizes: Iterable[int]) -> None:
 
 
 def steps_vs_examples(ax: Any, fits: list[Scaling]) -> None:
-    """Each run's steps and examples to each target (colour: batch size, marker: target),
-    and the fitted S(B) = S_min + E_min/B traced over batch sizes where it is positive; its
-    point at B_crit, twice the fewest steps and twice the fewest examples, marked `x`."""
+    """Each run's steps and examples to each target (colour: batch size, marker: target), and
+    S(B) fitted where positive, `x` at B_crit (twice S_min steps, twice E_min examples)."""
     from matplotlib.lines import Line2D
 
     sizes = sorted({b for s in fits for b in s.runs["batch_size"].tolist()})
@@ -237,15 +233,15 @@ def draw(study: Study, out: Path, caption: str) -> list[Path]:
 
 
 def tuned_accuracy_vs_time(ax: Any, study: TunedStudy) -> None:
-    found = points(study.learned)
+    found = tuning.points(study.learned)
     for size, color in shades(sorted(set(found["batch_size"].tolist()))).items():
         mine = found[(found["batch_size"] == size) & (found["acc"] > 0.95)]
         ax.scatter(list(mine["seconds"]), list(mine["acc"] * 100), s=8, color=color, alpha=0.5,
                    label=f"batch {size}")  # fmt: skip
-    front = pareto(found)
+    front = tuning.pareto(found)
     ax.step(list(front["seconds"]), list(front["acc"] * 100), where="post", color="black",
             linewidth=1.2, label="Pareto front")  # fmt: skip
-    for t in study.test_targets:
+    for t in tuning.TEST_TARGETS:
         ax.axhline(t * 100, color="grey", linewidth=0.6, linestyle=":")
     ax.set(xscale="log", xlabel="training seconds (validation included)",
            ylabel="test accuracy (%)", ylim=(95, None),
@@ -263,7 +259,7 @@ def tuned_steps(ax: Any, study: TunedStudy, grid: str) -> None:
         ax.plot(sizes, list(means), "o", color=f"C{i}", label=label)
         curve = np.geomspace(sizes[0], sizes[-1], 100)
         ax.plot(curve, scaling.curve(f.fit, curve)[1], "-", color=f"C{i}", linewidth=1)
-    title = f"{study.labels[grid]}: updates to each validation target, S(B) fitted"
+    title = f"{tuning.LABELS[grid]}: updates to each validation target, S(B) fitted"
     ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="updates", title=title)
     sizes = [b for f in fits for b in f.chosen["batch_size"].tolist()]
     _batch_ticks(ax, sizes)
@@ -272,15 +268,15 @@ def tuned_steps(ax: Any, study: TunedStudy, grid: str) -> None:
 
 def rate_landscape(ax: Any, study: TunedStudy, grid: str) -> None:
     runs = study.grid(grid)
-    target = widest_target(study.fitted(grid), runs)
+    target = tuning.widest_target(study.fitted(grid), runs)
     if target is None:
         return
-    steps = reaching(runs, target)["mean"]
+    steps = tuning.reaching(runs, target)["mean"]
     for size, color in shades(sorted(set(runs["batch_size"].tolist()))).items():
         mine = steps[steps.index.get_level_values("batch_size") == size]
         ax.plot(list(mine.index.get_level_values("rate")), list(mine), "o-", color=color,
                 markersize=4, label=f"batch {size}")  # fmt: skip
-    title = f"{study.labels[grid]}: updates to val {target:g} by rate (absent: not reached)"
+    title = f"{tuning.LABELS[grid]}: updates to val {target:g} by rate (absent: not reached)"
     ax.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="updates", title=title)
     ax.legend(fontsize="x-small")
 

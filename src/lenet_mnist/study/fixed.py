@@ -92,9 +92,7 @@ def summarize(runs: pd.DataFrame, targets: list[float]) -> pd.DataFrame:
 
 
 def verdicts(accuracies: list[Interval]) -> list[str]:
-    """`best` for the highest mean; the others are `not distinguishable` from it when the
-    95% intervals overlap (a conservative test), else `lower`. Without two seeds on both
-    sides there is no interval to compare, and the verdict says so."""
+    """Each test accuracy against the best: overlapping 95% intervals, a conservative test."""
     if not accuracies:
         return []
     top = max(accuracies, key=lambda a: a.mean)

@@ -1,10 +1,5 @@
-"""The sweep report: what batch size and the number of epochs did to speed and accuracy.
-
-    python -m lenet_mnist.study.report [--sweep PARENT_RUN_ID] [--out data/report]
-
-rebuilds from MLflow the report a sweep writes when it ends (the newest sweep by default):
-an HTML page, its tables as Markdown and CSV, its figures. docs/study.md says what each shows.
-"""
+"""The sweep report: what batch size and the number of epochs did to speed and accuracy, as
+a sweep writes it when it ends; this command rebuilds it from MLflow (docs/study.md)."""
 
 from __future__ import annotations
 
@@ -16,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
 from lenet_mnist.config import parse
 from lenet_mnist.errors import PipelineError, run_stage
@@ -177,8 +173,6 @@ def build(client: Any, parent: str, out: Path) -> list[Path]:
 
 
 def is_sweep(client: Any, run_id: str) -> bool:
-    from mlflow.exceptions import MlflowException
-
     try:
         return store.SWEEP_TAG in client.get_run(run_id).data.tags
     except MlflowException:  # no such run

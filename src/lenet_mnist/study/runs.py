@@ -4,6 +4,7 @@ lists; and the t-interval over seeds that both studies report."""
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections.abc import Iterable
@@ -121,7 +122,7 @@ def _record(client: Any, run: Any) -> dict[str, Any]:
 
     p, m, tags = run.data.params, run.data.metrics, run.data.tags
     val_acc, train_s, val_s = series("val_acc"), series("epoch_time_s"), series("val_time_s")
-    batch_size, targets = int(p["train.batch_size"]), _targets(run, p, m)
+    batch_size, targets = int(p["train.batch_size"]), _targets(p, m)
     seed = p.get("train.seed", "")
     traces = {h.step: h.value for h in history("noise_trace")}
     record = {
@@ -178,17 +179,10 @@ def _lr_scaling(params: dict[str, str]) -> str:
     return "linear" if params.get("optimizer.scale_lr_with_batch") == "True" else "none"
 
 
-def _targets(run: Any, params: dict[str, str], metrics: dict[str, float]) -> list[float]:
+def _targets(params: dict[str, str], metrics: dict[str, float]) -> list[float]:
     """train.targets as logged (`[0.98, 0.985]`) and any target the run has metrics for."""
-    text = params.get("train.targets", "[]")
-    try:
-        listed = {float(t) for t in text.strip().strip("[]").split(",") if t.strip()}
-        logged = {float(k.removeprefix(TO_TARGET)) for k in metrics if k.startswith(TO_TARGET)}
-    except ValueError:
-        raise PipelineError(
-            f"run {run.info.run_id}: train.targets is {text!r}, not a list of validation accuracies"
-        ) from None
-    return sorted(listed | logged)
+    logged = {float(k.removeprefix(TO_TARGET)) for k in metrics if k.startswith(TO_TARGET)}
+    return sorted(logged | set(map(float, json.loads(params.get("train.targets", "[]")))))
 
 
 def _machine(tags: dict[str, str], params: dict[str, str]) -> str:

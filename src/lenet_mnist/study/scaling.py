@@ -72,10 +72,8 @@ def bootstrap(
     simples: Sequence[float] | None = None,
     draws: int = DRAWS,
 ) -> tuple[float, float]:
-    """B_crit's 95% percentile interval over seeded resamples of the runs (an undefined B_crit
-    dropped, an infinite one kept: the interval may be open above); with `simples`, that of
-    B_simple / B_crit instead, from the median B_simple of each resample's runs, skipping a
-    B_crit not finite and positive. A resample of one batch size cannot be fitted: skipped."""
+    """B_crit's percentile interval over seeded resamples (an infinite B_crit kept: it may be
+    open above); with `simples`, that of B_simple / B_crit (docs/study.md, the reports)."""
     b, s = np.asarray(batch_sizes, dtype=float), np.asarray(steps, dtype=float)
     rng, found = np.random.default_rng(SEED), []
     for _ in range(draws):
@@ -111,17 +109,15 @@ def simple_at(noise: Sequence[tuple[int, float]], iteration: int) -> float | Non
 def median_simple(
     noises: Sequence[Sequence[tuple[int, float]]], iterations: Sequence[int]
 ) -> tuple[float, int] | None:
-    """The median over runs of B_simple where each reached the target, and how many runs
-    had a noise scale to give; None if none had."""
+    """The median over runs of B_simple where each reached the target, and how many had one."""
     found = [simple_at(n, i) for n, i in zip(noises, iterations, strict=True)]
     values = [v for v in found if v is not None]
     return (statistics.median(values), len(values)) if values else None
 
 
 def averaged_simple(terms: Sequence[tuple[int, float, float]], iteration: int) -> float | None:
-    """Mean tr(Σ) over mean |G|² at the epochs' ends up to the first at or after `iteration`
-    (each term averaged first, as McCandlish et al. do: the late epochs' near-zero |G|²
-    would blow up single ratios); None without terms or a positive mean |G|²."""
+    """Mean tr(Σ) over mean |G|² at the epochs' ends up to the first at or after `iteration`:
+    averaged first, as the late epochs' near-zero |G|² would blow up single ratios."""
     ends = [step for step, _, _ in terms if step >= iteration]
     last = min(ends, default=max((s for s, _, _ in terms), default=-1))
     kept = [(g, t) for step, g, t in terms if step <= last]

@@ -1,11 +1,6 @@
-"""The tuned study: which batch size and how many epochs, with the rate tuned for each.
-
-    python -m lenet_mnist.study.tuned [--report-only] [--out docs/study/tuned] [--set K=V]
-
-runs the SWEEPS one after the other, each the `python -m lenet_mnist.run -m ...` a user would
-type (so running it again skips every finished run), then writes the report from MLflow
-alone; `--report-only` only rebuilds it. docs/study.md says why each sweep is as it is.
-"""
+"""The tuned study: which batch size and how many epochs, with the rate tuned for each. Each
+sweep is the `python -m lenet_mnist.run -m ...` a user would type, so a rerun resumes it;
+docs/study.md says why each is as it is."""
 
 from __future__ import annotations
 
@@ -23,7 +18,7 @@ from lenet_mnist.config import identity, parse
 from lenet_mnist.errors import PipelineError, run_stage
 from lenet_mnist.outputs import replacing
 from lenet_mnist.study import figures, tuning
-from lenet_mnist.study.report import Table, latest_sweep, page
+from lenet_mnist.study.report import SUMMARY_MD, Table, latest_sweep, page
 from lenet_mnist.study.runs import REACH, Interval, collect, interval, plural, to, typed
 from lenet_mnist.study.tuning import TunedStudy
 from lenet_mnist.tracking import store
@@ -33,38 +28,21 @@ BATCH_SIZES = "train.batch_size=16,32,64,128,256,512"
 # the time to each test accuracy and the Pareto front.
 PROBES = ["train.val_every_n_steps=200", "train.test_every_epoch=true"]
 DIVERGED = "train.early_stopping.give_up_below=0.5"  # a run that blew up stops after an epoch
-SWEEPS: dict[str, list[str]] = {
-    "adam": [
-        BATCH_SIZES, "optimizer.lr_scaling=sqrt", "optimizer.lr=0.0005,0.001,0.002,0.004",
-        "train.seed=1,2", "train.targets=[0.97,0.98,0.985,0.99]", DIVERGED, *PROBES,
-    ],
-    "adam-wide": [
-        BATCH_SIZES, "optimizer.lr_scaling=sqrt", "optimizer.lr=0.008",
-        "train.seed=1,2", "train.targets=[0.97,0.98,0.985,0.99]", DIVERGED, *PROBES,
-    ],
-    "sgd": [
-        "optimizer=sgd", BATCH_SIZES, "optimizer.lr_scaling=linear",
-        "optimizer.lr=0.0125,0.025,0.05,0.1", "train.seed=1", "train.targets=[0.97,0.98,0.985]",
-        "train.early_stopping.stop_at=0.985", DIVERGED, *PROBES,
-    ],
-    "sgd-low": [
-        "optimizer=sgd", "train.batch_size=512", "optimizer.lr_scaling=linear",
-        "optimizer.lr=0.003125,0.00625", "train.seed=1", "train.targets=[0.97,0.98,0.985]",
-        "train.early_stopping.stop_at=0.985", DIVERGED, *PROBES,
-    ],
+ADAM = ["train.seed=1,2", "train.targets=[0.97,0.98,0.985,0.99]", DIVERGED, *PROBES]
+SGD = ["train.seed=1", "train.targets=[0.97,0.98,0.985]", "train.early_stopping.stop_at=0.985",
+       DIVERGED, *PROBES]  # fmt: skip
+SWEEPS: dict[str, list[str]] = {  # each sweep's batch sizes, rate rule and rates, then the rest
+    "adam": [BATCH_SIZES, "optimizer.lr_scaling=sqrt", "optimizer.lr=0.0005,0.001,0.002,0.004",
+             *ADAM],
+    "adam-wide": [BATCH_SIZES, "optimizer.lr_scaling=sqrt", "optimizer.lr=0.008", *ADAM],
+    "sgd": ["optimizer=sgd", BATCH_SIZES, "optimizer.lr_scaling=linear",
+            "optimizer.lr=0.0125,0.025,0.05,0.1", *SGD],
+    "sgd-low": ["optimizer=sgd", "train.batch_size=512", "optimizer.lr_scaling=linear",
+                "optimizer.lr=0.003125,0.00625", *SGD],
     "search": ["hparams_search=optuna", "hydra.sweeper.n_trials=20"],
     "fixed": [BATCH_SIZES, "train.seed=1,2,3", *PROBES],
 }  # fmt: skip
-LABELS = {
-    "fixed": "Adam at lr 1e-3",
-    "adam": "Adam tuned",
-    "sgd": "SGD tuned",
-    "search": "Optuna search",
-}
-FULL = ("fixed", "adam")  # the grids whose runs train every epoch: their test accuracy counts
 GRIDS = {"fixed": ("fixed",), "adam": ("adam", "adam-wide"), "sgd": ("sgd", "sgd-low")}
-TEST_TARGETS = (0.985, 0.99, 0.992)
-SUMMARY_MD = "summary.md"
 RUNS_CSV = "runs.csv"
 FITS_CSV = "fits.csv"
 # 2 jobs at a time, one thread each; `--set launcher=slurm` runs the same sweeps elsewhere
@@ -106,17 +84,14 @@ def sweep_key(overrides: list[str]) -> str:
     return identity.sweep_key(identity.search_overrides(task, cfg.hydra.sweeper, cfg.objective))
 
 
-def sweep_runs(client: Any, experiment: str, name: str, overrides: list[str]) -> pd.DataFrame:
-    missing = (
-        f"no {name} sweep of the tuned study in MLflow experiment {experiment!r}; run "
-        "`python -m lenet_mnist.study.tuned` first"
-    )
-    return collect(client, latest_sweep(client, experiment, sweep_key(overrides), missing))
-
-
-def grid_runs(client: Any, experiment: str, sweeps: dict[str, list[str]]) -> pd.DataFrame:
-    """The runs of one grid's sweeps, each once (two sweeps may be one, under --set)."""
-    found = [sweep_runs(client, experiment, n, o) for n, o in sweeps.items()]
+def sweep_runs(client: Any, experiment: str, sweeps: dict[str, list[str]]) -> pd.DataFrame:
+    """The runs of the sweeps, each once (two sweeps may be one, under --set)."""
+    found = [
+        collect(client, latest_sweep(client, experiment, sweep_key(overrides), (
+            f"no {name} sweep of the tuned study in MLflow experiment {experiment!r}; run "
+            "`python -m lenet_mnist.study.tuned` first")))
+        for name, overrides in sweeps.items()
+    ]  # fmt: skip
     return typed(pd.concat(found).drop_duplicates("run_id").reset_index(drop=True))
 
 
@@ -136,11 +111,10 @@ def notes(study: TunedStudy, launcher: str) -> list[str]:
 
 def build(client: Any, experiment: str, sweeps: dict[str, list[str]], out: Path) -> list[Path]:
     grids = {
-        name: grid_runs(client, experiment, {s: sweeps[s] for s in parts})
-        for name, parts in GRIDS.items()
+        name: sweep_runs(client, experiment, {s: sweeps[s] for s in parts})
+        for name, parts in {**GRIDS, "search": ("search",)}.items()
     }
-    trials = sweep_runs(client, experiment, "search", sweeps["search"])
-    study = tuning.analyze(grids, LABELS, FULL, trials, TEST_TARGETS)
+    study = tuning.analyze(grids)
     machines = " + ".join(sorted(set(study.runs["machine"])))
     caption = f"tuned study (python -m lenet_mnist.study.tuned) · {machines}"
     launcher = next(o for o in sweeps["adam"] if o.startswith("launcher="))
@@ -158,17 +132,12 @@ def _pct(value: Interval) -> str:
     return Interval(*(100 * v for v in (value.mean, value.low, value.high)), value.n).text("{:.2f}")
 
 
-def _lr(lr: float) -> str:
-    return f"{lr:.3g}"
-
-
 def _size(value: float) -> str:
     """A batch size; one beyond any measured (S_min about 0) as a power of ten, not 18 digits."""
     return f"{value:,.0f}" if value < 1e6 else f"{value:.1e}"
 
 
 def tables(study: TunedStudy) -> list[Table]:
-    """Every table of the report, in its order."""
     return [
         accuracy_table(study), fits_table(study), targets_table(study), rules_table(study),
         recommend_table(study), search_table(study, 0.99), pareto_table(study),
@@ -178,11 +147,11 @@ def tables(study: TunedStudy) -> list[Table]:
 def accuracy_table(study: TunedStudy) -> Table:
     """Per batch size, each full grid side by side: its rate and test accuracy."""
     columns = []
-    for name in study.full:
-        label = study.labels[name]
+    for name in tuning.FULL:
+        label = tuning.LABELS[name]
         best = tuning.most_accurate(study.grid(name)).groupby("batch_size")
         columns += [
-            best["rate"].first().map(_lr).rename(f"{label}: rate"),
+            best["rate"].first().map("{:.3g}".format).rename(f"{label}: rate"),
             best["test_acc"].agg(interval).map(_pct).rename(f"{label}: test acc (%)"),
         ]
     cells = pd.concat(columns, axis=1).sort_index().fillna("—")
@@ -194,7 +163,7 @@ def accuracy_table(study: TunedStudy) -> Table:
 
 def fits_table(study: TunedStudy) -> Table:
     cells = [[
-        study.labels[f.grid], f"{f.target:g}",
+        tuning.LABELS[f.grid], f"{f.target:g}",
         f"{f.fit.runs} ({f.fit.batch_sizes[0]}–{f.fit.batch_sizes[-1]})", f"{f.fit.s_min:,.0f}",
         f"{f.fit.e_min:,.0f}", f"{_size(f.fit.b_crit)} [{_size(f.fit.low)}, {_size(f.fit.high)}]",
         f"{f.simple:,.0f}",
@@ -215,7 +184,7 @@ def targets_table(study: TunedStudy) -> Table:
             edge = "" if ends["nunique"] < 2 else " (top)" if lr == ends["max"] else (
                 " (bottom)" if lr == ends["min"] else "")  # fmt: skip
             cells.append([
-                study.labels[f.grid], f"{f.target:g}", str(size), _lr(lr) + edge,
+                tuning.LABELS[f.grid], f"{f.target:g}", str(size), f"{lr:.3g}" + edge,
                 *(interval(rate[to(k, f.target)]).text("{:,.0f}") for k in REACH[:2]),
             ])  # fmt: skip
     columns = ["grid", "target", "batch size", "tuned rate", "updates", "examples"]
@@ -233,9 +202,9 @@ def rules_table(study: TunedStudy) -> Table:
         if target is None or name not in study.tuned_grids:
             continue  # no target for every size, or one rate per size: nothing was tuned
         for size, r in tuning.rules(runs, target).iterrows():
-            cells.append([study.labels[name], f"{target:g}", str(size), _lr(r["best"])] + [
-                f"{_lr(r[k])}: " + ("lands" if tuning.lands(r["best"], r[k]) else
-                                    f"misses ({_lr(r[f'{k} nearest'])})")
+            cells.append([tuning.LABELS[name], f"{target:g}", str(size), f"{r['best']:.3g}"] + [
+                f"{r[k]:.3g}: " + ("lands" if tuning.lands(r["best"], r[k]) else
+                                   f"misses ({r[f'{k} nearest']:.3g})")
                 for k in tuning.RULES
             ])  # fmt: skip
     columns = ["grid", "target", "batch size", "tuned rate", *(f"{r} rule" for r in tuning.RULES)]
@@ -244,9 +213,9 @@ def rules_table(study: TunedStudy) -> Table:
 
 def recommend_table(study: TunedStudy) -> Table:
     cells = []
-    for target in study.test_targets:
+    for target in tuning.TEST_TARGETS:
         cells += [[
-            f"{target:.1%}", o.grid, o.optimizer, str(o.batch_size), _lr(o.rate),
+            f"{target:.1%}", o.grid, o.optimizer, str(o.batch_size), f"{o.rate:.3g}",
             f"{o.epochs:.0f} (of {o.planned})", o.time.text("{:.1f}"),
             f"{o.fastest:.1f}–{o.slowest:.1f}",
         ] for o in tuning.options(study.gridded, target).head(1).itertuples()] or [
@@ -261,20 +230,14 @@ def search_table(study: TunedStudy, target: float) -> Table:
     trials = study.grid("search")
     hits = trials[trials["test_acc"] >= target]
     hits = hits.assign(s=hits["elapsed_s"].str[-1]).sort_values("s", kind="stable")
-    cells = [
-        [
-            "Optuna's best trial",
-            str(r.batch_size),
-            _lr(r.lr),
-            str(r.epochs),
-            f"{r.test_acc:.2%}",
-            f"{r.s:.1f}",
-        ]
-        for r in hits.head(1).itertuples()
-    ] or [["Optuna's best trial", "none reached it", *[""] * 4]]
+    best = "Optuna's best trial"
+    cells = [[
+        best, str(r.batch_size), f"{r.lr:.3g}", str(r.epochs),
+        f"{r.test_acc:.2%}", f"{r.s:.1f}",
+    ] for r in hits.head(1).itertuples()] or [[best, "none reached it", *[""] * 4]]  # fmt: skip
     cells += [[
-        "the grid's fastest", str(o.batch_size), _lr(o.rate), f"{o.epochs:.0f} (of {o.planned})",
-        _pct(o.test_acc), o.time.text("{:.1f}"),
+        "the grid's fastest", str(o.batch_size), f"{o.rate:.3g}",
+        f"{o.epochs:.0f} (of {o.planned})", _pct(o.test_acc), o.time.text("{:.1f}"),
     ] for o in tuning.options(study.gridded, target).head(1).itertuples()]  # fmt: skip
     return Table(
         f"The Optuna search beside the grid, to {target:.1%} test accuracy",
@@ -288,7 +251,7 @@ def pareto_table(study: TunedStudy) -> Table:
     cells = pd.DataFrame({
         "seconds": front["seconds"].map("{:.1f}".format),
         "test acc": front["acc"].map("{:.2%}".format), "grid": front["grid"],
-        "batch size": front["batch_size"].astype(str), "rate": front["lr"].map(_lr),
+        "batch size": front["batch_size"].astype(str), "rate": front["lr"].map("{:.3g}".format),
         "epoch": front["epoch"].astype(str) + " of " + front["epochs"].astype(str),
     })  # fmt: skip
     return Table("The accuracy–time Pareto front over every run", cells)

@@ -17,6 +17,14 @@ from lenet_mnist.study.runs import interval, targets_of, to, typed
 RATE = ["optimizer", "batch_size", "rate"]  # rate: the effective lr, rounded to group by
 RULES = {"linear": 1.0, "sqrt": 0.5}  # rule -> power of B / REFERENCE_BATCH scaling its rate
 REFERENCE_BATCH = 64  # the default batch size, whose tuned rate the rules scale from
+LABELS = {  # grid name -> what the report calls it
+    "fixed": "Adam at lr 1e-3",
+    "adam": "Adam tuned",
+    "sgd": "SGD tuned",
+    "search": "Optuna search",
+}
+FULL = ("fixed", "adam")  # the grids whose runs train every epoch: their test accuracy counts
+TEST_TARGETS = (0.985, 0.99, 0.992)
 CHANCE = 0.5  # a best validation accuracy below this: the run diverged (10 classes: 10%)
 
 
@@ -110,14 +118,14 @@ def rules(runs: pd.DataFrame, target: float) -> pd.DataFrame:
     return out
 
 
-def options(runs: pd.DataFrame, target: float, seeds: int = 2) -> pd.DataFrame:
-    """Per rate whose `seeds` or more seeds all reached the test target at an epoch's end,
+def options(runs: pd.DataFrame, target: float) -> pd.DataFrame:
+    """Per rate whose two or more seeds all reached the test target at an epoch's end,
     fastest first (one seed's time has no interval): the latest seed's epoch, its seconds."""
     found = points(runs)
     first = found[found["acc"] >= target].groupby("run")[["epoch", "seconds"]].first()
     found = runs.assign(first=first["epoch"], seconds=first["seconds"])
     found = found.groupby(["grid_name", *RATE], observed=True)
-    kept = found.filter(lambda g: len(g) >= seeds and g["first"].notna().all())
+    kept = found.filter(lambda g: len(g) >= 2 and g["first"].notna().all())
     out = kept.groupby(["grid_name", *RATE], observed=True).agg(
         grid=("grid", "first"), epochs=("first", "max"), planned=("epochs", "first"),
         time=("seconds", interval), fastest=("seconds", "min"), slowest=("seconds", "max"),
@@ -152,10 +160,7 @@ class TunedStudy:
     """Every run (the grids', then the search's) and the fits."""
 
     runs: pd.DataFrame  # with `grid_name` (its grid, or "search") and `grid` (its label)
-    labels: dict[str, str]  # grid name (and "search") -> what the report calls it
-    full: tuple[str, ...]  # the grids whose runs train every epoch (their test accuracy counts)
     fits: list[TunedFit]  # per grid and validation target
-    test_targets: tuple[float, ...]
 
     def grid(self, name: str) -> pd.DataFrame:
         return self.runs[self.runs["grid_name"] == name]
@@ -184,25 +189,19 @@ class TunedStudy:
         return [f for f in self.fits if f.grid == grid]
 
 
-def analyze(
-    grids: dict[str, pd.DataFrame],
-    labels: dict[str, str],
-    full: Sequence[str],
-    trials: pd.DataFrame,
-    test_targets: Sequence[float],
-) -> TunedStudy:
-    names = [*grids, "search"]
+def analyze(grids: dict[str, pd.DataFrame]) -> TunedStudy:
+    """`grids` ends with the search's trials, named "search"."""
+    names = pd.CategoricalDtype(list(grids))
     parts = [with_rate(runs).assign(grid_name=name) for name, runs in grids.items()]
-    ordered = pd.concat(parts).astype({"grid_name": pd.CategoricalDtype(names)})
-    ordered = ordered.sort_values(["grid_name", *RATE], kind="stable")  # rates, then seeds
-    runs = pd.concat([ordered, with_rate(trials).assign(grid_name="search")])
-    runs = typed(runs.astype({"grid_name": pd.CategoricalDtype(names)}).reset_index(drop=True))
+    runs = pd.concat(parts).astype({"grid_name": names})
+    ordered = runs[runs["grid_name"] != "search"].sort_values(["grid_name", *RATE], kind="stable")
+    runs = typed(pd.concat([ordered, runs[runs["grid_name"] == "search"]]).reset_index(drop=True))
     # a run two grids share (one sweep under --set) keeps the first grid's label
-    label = runs["grid_name"].map(lambda n: labels.get(n, n)).astype(str)
+    label = runs["grid_name"].map(lambda n: LABELS.get(n, n)).astype(str)
     runs["grid"] = runs["run_id"].map(label.groupby(runs["run_id"]).first())
     fits = [
         tuned_fit(runs[runs["grid_name"] == name], target, name)
-        for name in grids
+        for name in names.categories.drop("search")
         for target in targets_of(runs[runs["grid_name"] == name])
     ]
-    return TunedStudy(runs, labels, tuple(full), fits, tuple(test_targets))
+    return TunedStudy(runs, fits)
