@@ -1,12 +1,9 @@
-"""Batches sliced from tensors already in memory, and the arithmetic of an epoch.
-
-For a model as small as LeNet-5, a DataLoader's per-sample __getitem__ and collate cost
-more than the arithmetic. Here one seeded permutation per epoch is drawn on the data's
-own device and each batch is a single gather, so the accelerator never waits for data.
-"""
+"""Batches sliced from tensors on the training device: for LeNet-5 a DataLoader's
+per-sample __getitem__ and collate cost more than the arithmetic (docs/architecture.md)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 
@@ -23,16 +20,10 @@ def iterations_per_epoch(num_samples: int, batch_size: int, drop_last: bool = Fa
 
 
 class TensorBatches:
-    """An iterable of (images, labels) batches for Lightning, re-shuffled on each pass.
-
-    The generator lives as long as the iterable, so epoch k always sees the k-th
-    permutation of the seed: the batch order is a function of (seed, epoch) only.
-
-    Under DDP every rank draws the same permutation and keeps its shard as
-    DistributedSampler does: padded by wrapping around to a multiple of `world_size`
-    (so every rank makes the same number of steps), then every `world_size`-th sample
-    from position `rank` on. As there, the few padded samples count twice in an epoch.
-    """
+    """(images, labels) batches, one seeded permutation per pass: epoch k sees the k-th
+    permutation of the seed. Under DDP every rank draws the same one and keeps its shard as
+    DistributedSampler does (wrapped around to a multiple of `world_size`, then every
+    `world_size`-th sample from `rank` on)."""
 
     def __init__(
         self,
@@ -82,11 +73,8 @@ class TensorBatches:
 
 
 class Grouped:
-    """Lists of `size` consecutive batches, for several optimizer updates per Lightning step.
-
-    Lightning spends a fixed time on its hooks at every training_step; handing it groups
-    of batches pays that once per group. The updates and their order stay the same.
-    """
+    """Lists of `size` consecutive batches: Lightning's fixed cost per training_step is paid
+    once per group, for the same updates in the same order."""
 
     def __init__(self, batches: TensorBatches, size: int) -> None:
         self.batches, self.size = batches, size
@@ -95,11 +83,5 @@ class Grouped:
         return math.ceil(len(self.batches) / self.size)
 
     def __iter__(self) -> Iterator[list[Batch]]:
-        group = []
-        for batch in self.batches:
-            group.append(batch)
-            if len(group) == self.size:
-                yield group
-                group = []
-        if group:
-            yield group
+        batches = iter(self.batches)
+        return iter(lambda: list(itertools.islice(batches, self.size)), [])

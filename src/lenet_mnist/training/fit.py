@@ -1,12 +1,6 @@
-"""Training: fit LeNet-5 with PyTorch Lightning, record every epoch, keep the best weights.
-
-`train` reads top to bottom, from the config to the written outputs. Outputs that DVC
-hashes are deterministic (weights, per-epoch history); timings, which are not, go only to
-MLflow and to a timings file that no stage declares.
-
-Under DDP (`trainer.devices` > 1) Lightning starts this same command once per further
-rank; every rank trains its shard, and only rank 0 records to MLflow and writes.
-"""
+"""Training with PyTorch Lightning: `train` reads top to bottom, from the config to the
+written outputs (docs/architecture.md). Under DDP every rank trains its shard; rank 0 alone
+records to MLflow and writes."""
 
 from __future__ import annotations
 
@@ -24,6 +18,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Checkpoint, EarlyStopping
 from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
+from rich.console import Console
 
 from lenet_mnist import numerics
 from lenet_mnist.config import identity
@@ -37,7 +32,7 @@ from lenet_mnist.training import checkpoint, probes
 from lenet_mnist.training.data import MnistData
 from lenet_mnist.training.module import Classifier
 from lenet_mnist.training.optimizer import effective_lr
-from lenet_mnist.training.progress import UpdatesBar, on_terminal
+from lenet_mnist.training.progress import UpdatesBar
 from lenet_mnist.training.recorder import EpochRecorder, write_history
 
 PROGRESS_REFRESH_STEPS = 25
@@ -66,12 +61,8 @@ class Trained:
 
 
 def quiet_lightning() -> None:
-    """Hide messages every run would print that concern Lightning itself, not this run:
-    its own upgrades, an ad, which accelerators exist and how to use a GPU's tensor cores,
-    the step-metrics interval set high on purpose, the end, and its note on Ctrl-C (the
-    stage's own line says what stopped it).
-
-    Process-wide, so only entry points call it: the stage, a Hydra job, the benchmark."""
+    """Hide what every run would print about Lightning itself rather than this run.
+    Process-wide, so only entry points call it."""
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     warnings.filterwarnings("ignore", message=r"The number of training batches .* logging")
     # Classifier reduces its epoch metrics over the ranks itself, before it logs them.
@@ -86,22 +77,18 @@ def quiet_lightning() -> None:
         logging.getLogger(logger).addFilter(_no_ads)
 
 
+# Ads, accelerators, the end of the fit, Ctrl-C (the stage's line says what stopped it).
 _QUIET = ("litlogger", "`Trainer.fit` stopped: `max_epochs", "Detected KeyboardInterrupt")
 _QUIET += ("GPU available:", "TPU available:", "HPU available:", "LOCAL_RANK:", "Tensor Cores")
 _QUIET += ("Restoring states from the checkpoint", "Restored all states from the checkpoint")
 
 
 def _no_ads(record: logging.LogRecord) -> bool:
-    message = record.getMessage()  # the epoch lines already say that the last epoch ended
-    return not any(text in message for text in _QUIET)
+    return not any(text in record.getMessage() for text in _QUIET)
 
 
 def make_trainer(cfg: Config, callbacks: list[pl.Callback] | None = None) -> pl.Trainer:
-    """A Trainer from the `trainer` group; epochs come from `train`, the one place they live.
-
-    It has no Lightning logger: EpochRecorder sends each epoch to MLflow itself (see
-    docs/architecture.md).
-    """
+    """A Trainer from the `trainer` group, with no logger: EpochRecorder logs to MLflow."""
     callbacks = callbacks or []
     rule = cfg.train.early_stopping
     if (rule.patience, rule.stop_at, rule.give_up_below) != (None, None, None):
@@ -116,7 +103,8 @@ def make_trainer(cfg: Config, callbacks: list[pl.Callback] | None = None) -> pl.
             verbose=False,
         )
         callbacks = [*callbacks, stop]
-    bar = cfg.trainer.enable_progress_bar and on_terminal()  # logs get the epoch lines only
+    # rich's test for a live bar (a TTY, or TTY_INTERACTIVE=1); logs get the epoch lines only
+    bar = cfg.trainer.enable_progress_bar and Console().is_interactive
     if bar:
         callbacks = [*callbacks, UpdatesBar(cfg.trainer.batch_group, PROGRESS_REFRESH_STEPS)]
     try:
@@ -147,11 +135,8 @@ def make_trainer(cfg: Config, callbacks: list[pl.Callback] | None = None) -> pl.
 
 
 def train(cfg: Config, prepared: Path, out: Outputs, tags: dict[str, str] | None = None) -> Trained:
-    """Fit, keep the chosen weights, write outputs, record the run.
-
-    `tags` go onto the MLflow run, such as a sweep's parent run id and the config hash. A
-    fit killed after a checkpoint resumes from `out.checkpoint`, under the same MLflow run.
-    """
+    """Fit, keep the chosen weights, write the outputs, record the run (with `tags`); a fit
+    killed after a checkpoint resumes from `out.checkpoint`, under the same MLflow run."""
     stats = prepare.read_stats(prepared)
     key = identity.config_hash(cfg, stats["digest"])
     saved = checkpoint.recorded(out.checkpoint, key)

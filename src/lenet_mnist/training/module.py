@@ -1,8 +1,5 @@
-"""The LightningModule: a plain network with its loss, metrics and optimizer recipe.
-
-The network itself is a plain nn.Module (lenet_mnist.model.networks), so evaluation and export
-never import Lightning.
-"""
+"""The LightningModule around a plain nn.Module (lenet_mnist.model.networks), so that
+evaluation and export never import Lightning."""
 
 from __future__ import annotations
 
@@ -20,10 +17,11 @@ def forward_loss(
     net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The part of a step that torch.compile fuses: forward, loss and the epoch-sum stats
-    [loss summed over the batch, correct predictions]."""
+    [loss summed over the batch, correct predictions, images]."""
     logits = net(x)
     loss = F.cross_entropy(logits, y)
-    return loss, torch.stack((loss.detach() * len(y), (logits.argmax(1) == y).sum()))
+    n = loss.new_tensor(len(y))
+    return loss, torch.stack((loss.detach() * len(y), (logits.argmax(1) == y).sum(), n))
 
 
 class Classifier(pl.LightningModule):
@@ -46,24 +44,19 @@ class Classifier(pl.LightningModule):
         self.lr, self.total_updates = lr, total_updates
         self.forward_loss = torch.compile(forward_loss) if compile else forward_loss
         self.automatic_optimization = False
-        self.sums: dict[str, torch.Tensor] = {}  # split -> [loss * n, correct]
-        self.counts: dict[str, int] = {}
+        self.sums: dict[str, torch.Tensor] = {}  # split -> [loss * n, correct, n]
 
     def _step(self, batch: Batch, split: str) -> torch.Tensor:
-        x, y = batch
-        loss, stats = self.forward_loss(self.net, x, y)
-        if split in self.sums:
-            self.sums[split] += stats
-        else:
-            self.sums[split] = stats
-        self.counts[split] = self.counts.get(split, 0) + len(y)
+        loss, stats = self.forward_loss(self.net, *batch)
+        self.sums[split] = self.sums.get(split, 0) + stats
         return loss
 
     def running_loss(self, split: str) -> float | None:
         """The mean loss of the epoch so far on this device, for the progress bar."""
         if split not in self.sums:
             return None
-        return float(self.sums[split][0]) / self.counts[split]
+        loss, _, n = self.sums[split].tolist()
+        return loss / n
 
     def training_step(self, group: list[Batch], _: int) -> None:
         """One optimizer update per batch of the group (see `trainer.batch_group`)."""
@@ -77,13 +70,6 @@ class Classifier(pl.LightningModule):
             if scheduler is not None:
                 scheduler.step()
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Lightning saves no random state; a network with dropout would draw from torch's."""
-        checkpoint["torch_rng"] = torch.get_rng_state()
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        torch.set_rng_state(checkpoint["torch_rng"])
-
     def validation_step(self, batch: Batch, _: int) -> None:
         self._step(batch, "val")
 
@@ -91,10 +77,8 @@ class Classifier(pl.LightningModule):
         """The epoch's mean loss and accuracy over all devices: the one sync per epoch."""
         if split not in self.sums:
             return
-        sums = self.sums.pop(split)
-        mine = torch.cat((sums, sums.new_tensor([float(self.counts.pop(split))])))
         # [loss * n, correct, n], summed over the ranks in one collective call
-        total = self.trainer.strategy.reduce(mine, reduce_op="sum")
+        total = self.trainer.strategy.reduce(self.sums.pop(split), reduce_op="sum")
         loss, acc = total[0] / total[2], total[1] / total[2]
         if not torch.isfinite(loss):  # one host sync per epoch, as the logging makes anyway
             raise DivergedError(

@@ -1,14 +1,7 @@
 """The gradient noise scale B_simple = tr(Σ) / |G|² (McCandlish et al. 2018, "An Empirical
-Model of Large-Batch Training"): the batch size around which larger batches stop buying
-proportionally fewer steps, predicted from gradients alone.
-
-For a batch of B examples the squared norm of the mean gradient has expectation
-|G|² + tr(Σ)/B. Measuring it at two batch sizes gives unbiased estimates of both terms
-(the paper's appendix A.1). Here the small batches are k disjoint batches of a probe
-sample and the big one is their union, so one set of k backward passes gives both.
-
-The probe draws its samples with a generator of its own and takes gradients with
-torch.autograd.grad, so it leaves the training's RNG, weights and `.grad` untouched.
+Model of Large-Batch Training", appendix A.1): |mean gradient|² of B examples has
+expectation |G|² + tr(Σ)/B, so two batch sizes give unbiased estimates of both terms. The
+small batches are k disjoint ones and the big one their union: k backward passes give both.
 """
 
 from __future__ import annotations
@@ -32,11 +25,9 @@ class NoiseScale(NamedTuple):
 
 
 def estimate(small: torch.Tensor, batch_size: int) -> NoiseScale:
-    """Both terms from `small`, the k×P mean gradients of k disjoint batches of `batch_size`
-    examples each, and from their mean, which is the gradient of their union."""
+    """Both terms from `small`, the k×P mean gradients of k >= 2 disjoint batches of
+    `batch_size` examples each, and from their mean, which is the gradient of their union."""
     k = small.shape[0]
-    if k < 2:
-        raise ValueError(f"the noise scale needs at least 2 small batches, not {k}")
     small, big = float(small.pow(2).sum(1).mean()), float(small.mean(0).pow(2).sum())
     b_small, b_big = batch_size, batch_size * k
     grad_sq = (b_big * big - b_small * small) / (b_big - b_small)
@@ -53,9 +44,9 @@ def probe(
     batches: int,
     seed: int,
 ) -> NoiseScale:
-    """The noise scale of `net` now, on `batches` disjoint batches drawn from (x, y) by `seed`."""
-    if batch_size * batches > len(y):
-        raise ValueError(f"{batches} batches of {batch_size} need more than {len(y)} samples")
+    """The noise scale of `net` now, on `batches` disjoint batches drawn from (x, y) by
+    `seed`. Its own generator and torch.autograd.grad leave the training's RNG, weights and
+    `.grad` untouched."""
     generator = torch.Generator(device=x.device).manual_seed(seed)
     order = torch.randperm(len(y), generator=generator, device=x.device)
     params = [p for p in net.parameters() if p.requires_grad]
