@@ -13,7 +13,7 @@ import torch
 
 from lenet_mnist.config.schema import TrainConfig
 from lenet_mnist.data import prepare
-from lenet_mnist.training.batches import Grouped, TensorBatches, iterations_per_epoch
+from lenet_mnist.training.batches import Grouped, TensorBatches
 
 VAL_BATCH = 1024
 
@@ -50,11 +50,6 @@ class MnistData(pl.LightningDataModule):
         self.prepared, self.cfg, self.batch_group = prepared, train, batch_group
         self.rank, self.world_size, self.with_test = rank, world_size, with_test
         self.train_size = prepare.read_stats(prepared)["sizes"]["train"]
-
-    def updates_per_epoch(self) -> int:
-        """This rank's optimizer updates per epoch: its shard's batches."""
-        shard = -(-self.train_size // self.world_size)
-        return iterations_per_epoch(shard, self.cfg.batch_size, self.cfg.drop_last)
 
     def setup(self, stage: str) -> None:
         device = self.trainer.strategy.root_device

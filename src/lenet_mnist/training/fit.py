@@ -29,6 +29,7 @@ from lenet_mnist.model import networks
 from lenet_mnist.outputs import writing
 from lenet_mnist.tracking import provenance, store
 from lenet_mnist.training import checkpoint, probes
+from lenet_mnist.training.batches import iterations_per_epoch
 from lenet_mnist.training.data import MnistData
 from lenet_mnist.training.module import Classifier
 from lenet_mnist.training.optimizer import effective_lr
@@ -61,8 +62,9 @@ class Trained:
 
 
 def quiet_lightning() -> None:
-    """Hide what every run would print about Lightning itself rather than this run.
-    Process-wide, so only entry points call it."""
+    """Hide what every run would print about Lightning itself rather than this run: its INFO
+    lines (accelerators, an ad, the fit's end, Ctrl-C: the stage's line says what stopped it)
+    and warnings on settings chosen on purpose. Process-wide, so only entry points call it."""
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     warnings.filterwarnings("ignore", message=r"The number of training batches .* logging")
     # Classifier reduces its epoch metrics over the ranks itself, before it logs them.
@@ -74,17 +76,7 @@ def quiet_lightning() -> None:
         "lightning_fabric.utilities.rank_zero",
         "pytorch_lightning.accelerators.cuda",
     ):
-        logging.getLogger(logger).addFilter(_no_ads)
-
-
-# Ads, accelerators, the end of the fit, Ctrl-C (the stage's line says what stopped it).
-_QUIET = ("litlogger", "`Trainer.fit` stopped: `max_epochs", "Detected KeyboardInterrupt")
-_QUIET += ("GPU available:", "TPU available:", "HPU available:", "LOCAL_RANK:", "Tensor Cores")
-_QUIET += ("Restoring states from the checkpoint", "Restored all states from the checkpoint")
-
-
-def _no_ads(record: logging.LogRecord) -> bool:
-    return not any(text in record.getMessage() for text in _QUIET)
+        logging.getLogger(logger).setLevel(logging.WARNING)
 
 
 def make_trainer(cfg: Config, callbacks: list[pl.Callback] | None = None) -> pl.Trainer:
@@ -145,9 +137,29 @@ def train(cfg: Config, prepared: Path, out: Outputs, tags: dict[str, str] | None
     if out.checkpoint is not None and cfg.train.checkpoint_every > 0:
         callbacks.append(checkpoint.saver(out.checkpoint, cfg.train.checkpoint_every))
     trainer = make_trainer(cfg, callbacks)  # refuses a missing device before a run opens
-    if trainer.is_global_zero:  # known now: a DDP launcher set this process's rank
-        recorder.run = open_run(cfg, prepared, stats["digest"], saved, tags)
+    shard = -(-stats["sizes"]["train"] // trainer.world_size)  # this rank's training images
+    steps = iterations_per_epoch(shard, cfg.train.batch_size, cfg.train.drop_last)
+    lr = effective_lr(cfg)
+    # Rank 0 alone records to MLflow (known now: a DDP launcher set this process's rank).
+    if trainer.is_global_zero and saved is not None:  # the checkpoint's run, RUNNING again
+        recorder.run = store.TrackedRun(store.client(cfg.logger), saved["run_id"])
+        recorder.run.reopen()
+        print(f"train: resuming after epoch {len(saved['history'])}")
+    elif trainer.is_global_zero:  # a new run, with the provenance tags
+        run_tags = {**provenance.run_tags(prepared, stats["digest"]), **(tags or {})}
+        name = f"bs{cfg.train.batch_size}-ep{cfg.train.epochs}"
+        recorder.run = store.TrackedRun.create(
+            store.client(cfg.logger), cfg.logger.experiment_name, name, run_tags
+        )
     with recorder.run or contextlib.nullcontext():
+        if saved is None and recorder.run is not None:
+            derived = {
+                "derived.train_size": stats["sizes"]["train"],
+                "derived.iterations_per_epoch": steps,
+                "derived.total_updates": steps * cfg.train.epochs,
+                "derived.lr": lr,
+            }
+            recorder.run.params({**identity.flat(cfg), **derived, **numerics.record(cfg.trainer)})
         pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
         net = networks.build(cfg.model.name)  # first draw from the seeded generator: the init
         data = MnistData(
@@ -158,16 +170,6 @@ def train(cfg: Config, prepared: Path, out: Outputs, tags: dict[str, str] | None
             world_size=trainer.world_size,
             with_test=cfg.train.test_every_epoch and trainer.is_global_zero,
         )
-        steps = data.updates_per_epoch()
-        lr = effective_lr(cfg)
-        if saved is None and recorder.run is not None:
-            derived = {
-                "derived.train_size": data.train_size,
-                "derived.iterations_per_epoch": steps,
-                "derived.total_updates": steps * cfg.train.epochs,
-                "derived.lr": lr,
-            }
-            recorder.run.params({**identity.flat(cfg), **derived, **numerics.record(cfg.trainer)})
         module = Classifier(net, cfg.optimizer, lr, steps * cfg.train.epochs, cfg.trainer.compile)
         pinned = cfg.trainer.threads or numerics.MODES[cfg.trainer.reproducible].threads
         if trainer.world_size > 1 and pinned:
@@ -192,11 +194,8 @@ def train(cfg: Config, prepared: Path, out: Outputs, tags: dict[str, str] | None
         kept_epoch = recorder.best_epoch if cfg.train.keep_best else last_epoch
         if cfg.train.keep_best:
             net.load_state_dict(recorder.best_state)
-        record = {
-            "train_wall_s": wall_s,
-            "epochs": recorder.timings,
-            "numerics": numerics.record(cfg.trainer),
-        }
+        record = {"train_wall_s": wall_s, "epochs": recorder.timings}
+        record["numerics"] = numerics.record(cfg.trainer)
         with writing(out.model, out.history, out.timings) as (model_dir, history, timings):
             networks.save(net, model_dir, cfg.model.name, kept_epoch)
             write_history(recorder.history, history)
@@ -214,25 +213,6 @@ def train(cfg: Config, prepared: Path, out: Outputs, tags: dict[str, str] | None
             print(f"train: early stopping after epoch {last_epoch} of {cfg.train.epochs}")
         run.artifacts(weights, out.history)
     return Trained(run, weights, kept_epoch, recorder.best_acc, wall_s)
-
-
-def open_run(
-    cfg: Config,
-    prepared: Path,
-    digest: str,
-    saved: dict | None,
-    tags: dict[str, str] | None,
-) -> store.TrackedRun:
-    """The checkpoint's MLflow run, RUNNING again, or a new one with the provenance tags."""
-    mlflow = store.client(cfg.logger)
-    if saved is not None:
-        run = store.TrackedRun(mlflow, saved["run_id"])
-        run.reopen()
-        print(f"train: resuming after epoch {len(saved['history'])}")
-        return run
-    run_tags = {**provenance.run_tags(prepared, digest), **(tags or {})}
-    run_name = f"bs{cfg.train.batch_size}-ep{cfg.train.epochs}"
-    return store.TrackedRun.create(mlflow, cfg.logger.experiment_name, run_name, run_tags)
 
 
 def _interrupted(stop: SystemExit, saved: Path | None) -> BaseException:
