@@ -13,7 +13,7 @@ size between the two regimes is B_crit = E_min / S_min.
 The fit weighs every run's relative error, (S − S(B)) / S, so runs at large batch sizes,
 with few steps, count as much as runs with many; its uncertainty is a bootstrap over runs.
 The paper predicts B_crit from the gradients alone with the noise scale B_simple
-(lenet_mnist.training.noise_scale): `simple_at` reads it where a run reached the target,
+(lenet_mnist.training.probes): `simple_at` reads it where a run reached the target,
 `averaged_simple` averages its two terms over training up to there, as the paper does.
 """
 

@@ -130,6 +130,7 @@ def train(cfg: Config, prepared: Path, out: Outputs, tags: dict[str, str] | None
     """Fit, keep the chosen weights, write the outputs, record the run (with `tags`); a fit
     killed after a checkpoint resumes from `out.checkpoint`, under the same MLflow run."""
     stats = prepare.read_stats(prepared)
+    probes.check(cfg.train, stats["sizes"]["train"])
     key = identity.config_hash(cfg, stats["digest"])
     saved = checkpoint.recorded(out.checkpoint, key)
     recorder = EpochRecorder(cfg.train, key)
@@ -190,7 +191,7 @@ def train(cfg: Config, prepared: Path, out: Outputs, tags: dict[str, str] | None
             sys.stdout.flush()
             sys.exit(0)
         wall_s = time.perf_counter() - started
-        run, last_epoch = recorder.run, recorder.last_epoch
+        run, last_epoch = recorder.run, recorder.history[-1]["epoch"]  # early stopping: < epochs
         kept_epoch = recorder.best_epoch if cfg.train.keep_best else last_epoch
         if cfg.train.keep_best:
             net.load_state_dict(recorder.best_state)

@@ -36,8 +36,9 @@ class EpochRecorder(Checkpoint):
     is None on a DDP rank other than 0, which records and probes nothing.
     """
 
-    def __init__(self, cfg: TrainConfig, key: str, run: store.TrackedRun | None = None) -> None:
-        self.cfg, self.key, self.run = cfg, key, run
+    def __init__(self, cfg: TrainConfig, key: str) -> None:
+        self.cfg, self.key = cfg, key
+        self.run: store.TrackedRun | None = None  # set by train once the rank is known
         self.history: list[dict[str, float]] = []
         self.timings: list[dict[str, float]] = []
         self.readings: list[Reading] = []  # every validation accuracy, for the targets
@@ -56,14 +57,6 @@ class EpochRecorder(Checkpoint):
         for name in self.KEPT:
             setattr(self, name, state[name])
         self.readings = [Reading(*r) for r in state["readings"]]
-
-    @property
-    def last_epoch(self) -> int:
-        """The last epoch trained: before train.epochs if early stopping ended the fit."""
-        return self.history[-1]["epoch"]
-
-    def on_fit_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        probes.check(self.cfg, trainer.datamodule.train_size)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self.t_start = clock(module.device)
