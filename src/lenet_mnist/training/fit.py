@@ -163,14 +163,7 @@ def train(cfg: Config, prepared: Path, out: Outputs, tags: dict[str, str] | None
             recorder.run.params({**identity.flat(cfg), **derived, **numerics.record(cfg.trainer)})
         pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
         net = networks.build(cfg.model.name)  # first draw from the seeded generator: the init
-        data = MnistData(
-            prepared,
-            cfg.train,
-            cfg.trainer.batch_group,
-            rank=trainer.global_rank,
-            world_size=trainer.world_size,
-            with_test=cfg.train.test_every_epoch and trainer.is_global_zero,
-        )
+        data = MnistData(prepared, cfg.train, cfg.trainer.batch_group)
         module = Classifier(net, cfg.optimizer, lr, steps * cfg.train.epochs, cfg.trainer.compile)
         pinned = cfg.trainer.threads or numerics.MODES[cfg.trainer.reproducible].threads
         if trainer.world_size > 1 and pinned:
@@ -207,8 +200,8 @@ def train(cfg: Config, prepared: Path, out: Outputs, tags: dict[str, str] | None
                 out.checkpoint.parent.rmdir()
         weights = out.model / networks.WEIGHTS
         run.tag(store.WEIGHTS_TAG, provenance.sha256(weights))
-        run.metrics({"kept_epoch": kept_epoch, "train_wall_s": wall_s})
-        run.metrics(probes.first_reached(recorder.readings, cfg.train.targets))
+        reached = probes.first_reached(recorder.readings, cfg.train.targets)
+        run.metrics({"kept_epoch": kept_epoch, "train_wall_s": wall_s, **reached})
         if last_epoch < cfg.train.epochs:
             run.metrics({"stopped_epoch": last_epoch})
             print(f"train: early stopping after epoch {last_epoch} of {cfg.train.epochs}")

@@ -86,7 +86,7 @@ class EpochRecorder(Checkpoint):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         lr = trainer.optimizers[0].param_groups[0]["lr"]
         epoch, step = trainer.current_epoch + 1, trainer.global_step
-        train_size = trainer.datamodule.train_size
+        train_size = len(trainer.datamodule.train_xy[1])
         timing = {
             "epoch_time_s": train_s,
             "samples_per_s": train_size / train_s,
