@@ -13,10 +13,8 @@ Batch = tuple[torch.Tensor, torch.Tensor]  # (images, labels)
 
 
 def iterations_per_epoch(num_samples: int, batch_size: int, drop_last: bool = False) -> int:
-    """One iteration per batch: ceil(N / batch_size), or floor when the partial one is dropped."""
-    if drop_last:
-        return num_samples // batch_size
-    return math.ceil(num_samples / batch_size)
+    """One iteration per batch, the last partial one dropped or not."""
+    return num_samples // batch_size if drop_last else math.ceil(num_samples / batch_size)
 
 
 class TensorBatches:
@@ -49,13 +47,11 @@ class TensorBatches:
         return iterations_per_epoch(self.per_rank, self.batch_size, self.drop_last)
 
     def __iter__(self) -> Iterator[Batch]:
-        bs, order = self.batch_size, self._order()
-        for i in range(len(self)):
-            if order is None:  # one process, file order: slices are views, no gather
-                yield self.images[i * bs : (i + 1) * bs], self.labels[i * bs : (i + 1) * bs]
-            else:
-                idx = order[i * bs : (i + 1) * bs]
-                yield self.images[idx], self.labels[idx]
+        order, size = self._order(), self.batch_size
+        if order is None:  # one process, file order: slices are views, no gather
+            views = zip(self.images.split(size), self.labels.split(size), strict=True)
+            return itertools.islice(views, len(self))
+        return ((self.images[idx], self.labels[idx]) for idx in order.split(size)[: len(self)])
 
     def _order(self) -> torch.Tensor | None:
         """This rank's sample indices for the next epoch; None for all of them in order."""

@@ -25,11 +25,8 @@ def forward_loss(
 
 
 class Classifier(pl.LightningModule):
-    """Trains `net` with one optimizer update per batch.
-
-    Loss and accuracy are summed on the device and reduced once per epoch, so a step
-    never waits for the host; Lightning's per-step `self.log` costs more than LeNet-5.
-    """
+    """Trains `net` with one optimizer update per batch. Loss and accuracy are summed on the
+    device and reduced once per epoch: Lightning's per-step `self.log` costs more than LeNet-5."""
 
     def __init__(
         self,
@@ -60,8 +57,7 @@ class Classifier(pl.LightningModule):
 
     def training_step(self, group: list[Batch], _: int) -> None:
         """One optimizer update per batch of the group (see `trainer.batch_group`)."""
-        # Manual optimization: the same zero_grad/backward/step as a hand-written loop,
-        # without automatic optimization's closure machinery.
+        # Manual optimization: a hand-written loop's steps, without automatic's closures.
         opt, scheduler = self.optimizers(), self.lr_schedulers()
         for batch in group:
             opt.zero_grad(set_to_none=True)
