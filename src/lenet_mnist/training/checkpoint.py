@@ -14,7 +14,6 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins import TorchCheckpointIO
 
 RECORDER = "EpochRecorder"  # the recorder's key among the checkpoint's callback states
-SET_ASIDE = ".unreadable"  # suffix of a checkpoint that could not be read, kept to look at
 
 
 def saver(path: Path, every: int) -> ModelCheckpoint:
@@ -55,7 +54,7 @@ def recorded(path: Path | None, key: str) -> dict[str, Any] | None:
     except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
         if isinstance(err, OSError) and err.errno not in (None, errno.EINVAL):
             raise  # the disk or the permissions, not the file's content (EINVAL: truncated)
-        aside = path.with_name(path.name + SET_ASIDE)
+        aside = path.with_name(path.name + ".unreadable")  # kept to look at
         os.replace(path, aside)
         print(f"train: {path} is not a checkpoint of this pipeline ({_why(err)}); set aside "
               f"as {aside.name}, training starts from epoch 1")  # fmt: skip

@@ -36,10 +36,6 @@ from lenet_mnist.training.optimizer import effective_lr
 from lenet_mnist.training.progress import UpdatesBar
 from lenet_mnist.training.recorder import EpochRecorder, write_history
 
-PROGRESS_REFRESH_STEPS = 25
-# Metrics are epoch-level; a large interval spares Lightning a per-step look for step metrics.
-LOG_EVERY_N_STEPS = 1_000_000
-
 
 @dataclass(frozen=True)
 class Outputs:
@@ -79,13 +75,11 @@ def quiet_lightning() -> None:
         logging.getLogger(logger).setLevel(logging.WARNING)
 
 
-def make_trainer(cfg: Config, callbacks: list[pl.Callback] | None = None) -> pl.Trainer:
+def make_trainer(cfg: Config, callbacks: list[pl.Callback]) -> pl.Trainer:
     """A Trainer from the `trainer` group, with no logger: EpochRecorder logs to MLflow."""
-    callbacks = callbacks or []
     rule = cfg.train.early_stopping
     if (rule.patience, rule.stop_at, rule.give_up_below) != (None, None, None):
-        # Classifier logs val_acc once per validation, reduced over every rank. Without a
-        # patience, a patience of the run's own length leaves the thresholds to stop it.
+        # val_acc is reduced over the ranks; no patience leaves the thresholds to stop it
         stop = EarlyStopping(
             "val_acc",
             patience=rule.patience or cfg.train.epochs,
@@ -98,7 +92,7 @@ def make_trainer(cfg: Config, callbacks: list[pl.Callback] | None = None) -> pl.
     # rich's test for a live bar (a TTY, or TTY_INTERACTIVE=1); logs get the epoch lines only
     bar = cfg.trainer.enable_progress_bar and Console().is_interactive
     if bar:
-        callbacks = [*callbacks, UpdatesBar(cfg.trainer.batch_group, PROGRESS_REFRESH_STEPS)]
+        callbacks = [*callbacks, UpdatesBar(cfg.trainer.batch_group, refresh_updates=25)]
     try:
         return pl.Trainer(
             max_epochs=cfg.train.epochs,
@@ -116,7 +110,7 @@ def make_trainer(cfg: Config, callbacks: list[pl.Callback] | None = None) -> pl.
             plugins=[checkpoint.AtomicIO()],
             num_sanity_val_steps=0,
             enable_model_summary=False,
-            log_every_n_steps=LOG_EVERY_N_STEPS,
+            log_every_n_steps=1_000_000,  # metrics are per epoch: no per-step look for them
         )
     except MisconfigurationException as err:  # Lightning's word for a device it cannot find
         t = cfg.trainer

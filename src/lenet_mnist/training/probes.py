@@ -78,9 +78,8 @@ class NoiseScale(NamedTuple):
 def estimate(small: torch.Tensor, batch_size: int) -> NoiseScale:
     """Both terms from `small`, the k×P mean gradients of k >= 2 disjoint batches of
     `batch_size` examples each, and from their mean, which is the gradient of their union."""
-    k = small.shape[0]
+    b_small, b_big = batch_size, batch_size * small.shape[0]
     small, big = float(small.pow(2).sum(1).mean()), float(small.mean(0).pow(2).sum())
-    b_small, b_big = batch_size, batch_size * k
     grad_sq = (b_big * big - b_small * small) / (b_big - b_small)
     trace = (small - big) / (1 / b_small - 1 / b_big)
     return NoiseScale(grad_sq, trace)
@@ -95,15 +94,12 @@ def noise_scale(
     batches: int,
     seed: int,
 ) -> NoiseScale:
-    """The noise scale of `net` now, on `batches` disjoint batches drawn from (x, y) by
-    `seed`. Its own generator and torch.autograd.grad leave the training's RNG, weights and
-    `.grad` untouched."""
+    """The noise scale of `net` now, on `batches` disjoint batches drawn from (x, y) by `seed`."""
     generator = torch.Generator(device=x.device).manual_seed(seed)
     order = torch.randperm(len(y), generator=generator, device=x.device)
     params = [p for p in net.parameters() if p.requires_grad]
     rows = []
-    for i in range(batches):
-        idx = order[i * batch_size : (i + 1) * batch_size]
+    for idx in order[: batches * batch_size].split(batch_size):
         grads = torch.autograd.grad(loss(net(x[idx]), y[idx]), params)
         rows.append(torch.cat([g.reshape(-1) for g in grads]))
     return estimate(torch.stack(rows), batch_size)

@@ -62,13 +62,10 @@ class EpochRecorder(Checkpoint):
         self.t_start = clock(module.device)
         self.probe_s = 0.0  # the probes' seconds in this epoch, left out of its timings
 
-    def on_train_batch_start(self, trainer: pl.Trainer, *_) -> None:
-        self.step_before = trainer.global_step
-
-    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *_) -> None:
+    def on_train_batch_end(self, trainer, module, outputs, group, batch_idx) -> None:  # noqa: ANN001
         """Validation between epochs' ends, when `train.val_every_n_steps` asks for it."""
-        step = trainer.global_step
-        if self.run is None or not probes.due(self.cfg, self.step_before, step, self.readings):
+        step = trainer.global_step  # after this call's updates, one per batch of the group
+        if self.run is None or not probes.due(self.cfg, step - len(group), step, self.readings):
             return
         started = clock(module.device)
         acc = probes.accuracy(module.net, *trainer.datamodule.val_xy)
@@ -114,6 +111,6 @@ class EpochRecorder(Checkpoint):
 
 
 def write_history(rows: list[dict], path: Path) -> None:
-    """As csv's writer wrote it before: `\r\n` ends each line, floats to 6 digits."""
+    """Lines end in `\r\n`, floats have 6 digits: the bytes DVC hashed since the start."""
     table = pd.DataFrame(rows, columns=list(HISTORY_FIELDS))
     table.to_csv(path, index=False, float_format="%.6g", lineterminator="\r\n")
