@@ -47,11 +47,13 @@ class TensorBatches:
         return iterations_per_epoch(self.per_rank, self.batch_size, self.drop_last)
 
     def __iter__(self) -> Iterator[Batch]:
+        """A generator: Lightning calls `iter` to check the loader, which must draw nothing."""
         order, size = self._order(), self.batch_size
         if order is None:  # one process, file order: slices are views, no gather
             views = zip(self.images.split(size), self.labels.split(size), strict=True)
-            return itertools.islice(views, len(self))
-        return ((self.images[idx], self.labels[idx]) for idx in order.split(size)[: len(self)])
+            yield from itertools.islice(views, len(self))
+        else:
+            yield from ((self.images[i], self.labels[i]) for i in order.split(size)[: len(self)])
 
     def _order(self) -> torch.Tensor | None:
         """This rank's sample indices for the next epoch; None for all of them in order."""
