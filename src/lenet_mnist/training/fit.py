@@ -51,16 +51,15 @@ class Trained:
     weights: Path
     kept_epoch: int
     best_val_acc: float
-    wall_s: float  # the fit, compilation, validation and Lightning included
 
     def line(self) -> str:
         return f"train: kept epoch {self.kept_epoch} (val acc {self.best_val_acc:.4f})"
 
 
 def quiet_lightning() -> None:
-    """Hide what every run would print about Lightning itself rather than this run: its INFO
-    lines (accelerators, an ad, the fit's end, Ctrl-C: the stage's line says what stopped it)
-    and warnings on settings chosen on purpose. Process-wide, so only entry points call it."""
+    """Hide what every run would print about Lightning itself rather than this run (an ad,
+    accelerators, the fit's end, Ctrl-C: the stage's line says what stopped it) and warnings
+    on settings chosen on purpose. Process-wide, so only entry points call it."""
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     warnings.filterwarnings("ignore", message=r"The number of training batches .* logging")
     # Classifier reduces its epoch metrics over the ranks itself, before it logs them.
@@ -72,7 +71,12 @@ def quiet_lightning() -> None:
         "lightning_fabric.utilities.rank_zero",
         "pytorch_lightning.accelerators.cuda",
     ):
-        logging.getLogger(logger).setLevel(logging.WARNING)
+        logging.getLogger(logger).addFilter(lambda r: not any(t in r.getMessage() for t in _QUIET))
+
+
+_QUIET = ("litlogger", "`Trainer.fit` stopped: `max_epochs", "Detected KeyboardInterrupt")
+_QUIET += ("GPU available:", "TPU available:", "HPU available:", "LOCAL_RANK:", "Tensor Cores")
+_QUIET += ("Restoring states from the checkpoint", "Restored all states from the checkpoint")
 
 
 def make_trainer(cfg: Config, callbacks: list[pl.Callback]) -> pl.Trainer:
@@ -200,7 +204,7 @@ def train(cfg: Config, prepared: Path, out: Outputs, tags: dict[str, str] | None
             run.metrics({"stopped_epoch": last_epoch})
             print(f"train: early stopping after epoch {last_epoch} of {cfg.train.epochs}")
         run.artifacts(weights, out.history)
-    return Trained(run, weights, kept_epoch, recorder.best_acc, wall_s)
+    return Trained(run, weights, kept_epoch, recorder.best_acc)
 
 
 def _interrupted(stop: SystemExit, saved: Path | None) -> BaseException:

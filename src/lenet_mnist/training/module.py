@@ -17,11 +17,10 @@ def forward_loss(
     net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The part of a step that torch.compile fuses: forward, loss and the epoch-sum stats
-    [loss summed over the batch, correct predictions, images]."""
+    [loss summed over the batch, correct predictions]."""
     logits = net(x)
     loss = F.cross_entropy(logits, y)
-    n = loss.new_tensor(len(y))
-    return loss, torch.stack((loss.detach() * len(y), (logits.argmax(1) == y).sum(), n))
+    return loss, torch.stack((loss.detach() * len(y), (logits.argmax(1) == y).sum()))
 
 
 class Classifier(pl.LightningModule):
@@ -41,19 +40,21 @@ class Classifier(pl.LightningModule):
         self.lr, self.total_updates = lr, total_updates
         self.forward_loss = torch.compile(forward_loss) if compile else forward_loss
         self.automatic_optimization = False
-        self.sums: dict[str, torch.Tensor] = {}  # split -> [loss * n, correct, n]
+        self.sums: dict[str, torch.Tensor] = {}  # split -> [loss * n, correct]
+        self.counts: dict[str, int] = {}
 
     def _step(self, batch: Batch, split: str) -> torch.Tensor:
-        loss, stats = self.forward_loss(self.net, *batch)
+        x, y = batch
+        loss, stats = self.forward_loss(self.net, x, y)
         self.sums[split] = self.sums.get(split, 0) + stats
+        self.counts[split] = self.counts.get(split, 0) + len(y)
         return loss
 
     def running_loss(self, split: str) -> float | None:
         """The mean loss of the epoch so far on this device, for the progress bar."""
         if split not in self.sums:
             return None
-        loss, _, n = self.sums[split].tolist()
-        return loss / n
+        return float(self.sums[split][0]) / self.counts[split]
 
     def training_step(self, group: list[Batch], _: int) -> None:
         """One optimizer update per batch of the group (see `trainer.batch_group`)."""
@@ -73,8 +74,10 @@ class Classifier(pl.LightningModule):
         """The epoch's mean loss and accuracy over all devices: the one sync per epoch."""
         if split not in self.sums:
             return
+        sums = self.sums.pop(split)
+        mine = torch.cat((sums, sums.new_tensor([float(self.counts.pop(split))])))
         # [loss * n, correct, n], summed over the ranks in one collective call
-        total = self.trainer.strategy.reduce(self.sums.pop(split), reduce_op="sum")
+        total = self.trainer.strategy.reduce(mine, reduce_op="sum")
         loss, acc = total[0] / total[2], total[1] / total[2]
         if not torch.isfinite(loss):  # one host sync per epoch, as the logging makes anyway
             raise DivergedError(

@@ -50,9 +50,8 @@ def target_key(target: float) -> str:
 
 
 def first_reached(readings: list[Reading], targets: list[float]) -> dict[str, float]:
-    """For each target the first reading at or above it: its iteration and seconds, and
-    the first epoch whose end-of-epoch reading reached it. Targets never reached are left
-    out, so an absent metric means "not reached"."""
+    """Per target, the first reading at or above it (iteration, seconds) and the first epoch
+    whose end reached it; a target never reached has no metric."""
     out: dict[str, float] = {}
     ends = {r.epoch: r for r in readings}  # the last reading of each epoch is its end's
     for target in targets:
@@ -86,15 +85,10 @@ def estimate(small: torch.Tensor, batch_size: int) -> NoiseScale:
 
 
 def noise_scale(
-    net: torch.nn.Module,
-    loss: Loss,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    batch_size: int,
-    batches: int,
-    seed: int,
+    net: torch.nn.Module, loss: Loss, xy: XY, batch_size: int, batches: int, seed: int
 ) -> NoiseScale:
-    """The noise scale of `net` now, on `batches` disjoint batches drawn from (x, y) by `seed`."""
+    """The noise scale of `net` now, on `batches` disjoint batches drawn from `xy` by `seed`."""
+    x, y = xy
     generator = torch.Generator(device=x.device).manual_seed(seed)
     order = torch.randperm(len(y), generator=generator, device=x.device)
     params = [p for p in net.parameters() if p.requires_grad]
@@ -117,9 +111,8 @@ def check(cfg: TrainConfig, train_size: int) -> None:
 
 
 def due(cfg: TrainConfig, before: int, after: int, readings: list[Reading]) -> bool:
-    """Whether validation is due between epochs' ends: a step from `before` to `after`
-    updates passed a multiple of `val_every_n_steps`, and the highest target is not yet
-    reached (it times nothing after that)."""
+    """Whether a step from `before` to `after` updates passed a multiple of
+    `val_every_n_steps` while the highest target is unreached (nothing to time after it)."""
     every, top = cfg.val_every_n_steps, max(cfg.targets, default=0.0)
     if every is None or after // every == before // every:
         return False
@@ -134,7 +127,7 @@ def at_epoch_end(
     probe = cfg.noise_probe
     if probe.batches:
         seed = cfg.seed + PROBE_SEED_OFFSET + epoch  # a fresh sample every epoch
-        found = noise_scale(net, F.cross_entropy, *train, probe.batch_size, probe.batches, seed)
+        found = noise_scale(net, F.cross_entropy, train, probe.batch_size, probe.batches, seed)
         out |= {"noise_grad_sq": found.grad_sq, "noise_trace": found.trace}
         if 0 < found.simple < float("inf"):  # MLflow cannot hold inf
             out["noise_scale"] = found.simple

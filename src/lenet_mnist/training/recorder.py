@@ -30,15 +30,12 @@ def clock(device: torch.device) -> float:
 
 class EpochRecorder(Checkpoint):
     """Per-epoch timing and metrics for MLflow, the history for DVC plots, the best weights.
-
     A Checkpoint subclass so that Lightning calls its on_train_epoch_end after the module's
-    has logged the epoch's metrics; its `state_dict` goes into Lightning's checkpoint. `run`
-    is None on a DDP rank other than 0, which records and probes nothing.
-    """
+    has logged the epoch's metrics; its `state_dict` goes into Lightning's checkpoint."""
 
     def __init__(self, cfg: TrainConfig, key: str) -> None:
         self.cfg, self.key = cfg, key
-        self.run: store.TrackedRun | None = None  # set by train once the rank is known
+        self.run: store.TrackedRun | None = None  # none on DDP ranks > 0: no records, probes
         self.history: list[dict[str, float]] = []
         self.timings: list[dict[str, float]] = []
         self.readings: list[Reading] = []  # every validation accuracy, for the targets
