@@ -121,3 +121,11 @@ def test_shards_are_the_ones_distributed_sampler_takes(n, world, shuffle):
         ours = TensorBatches(x, y, 3, shuffle=shuffle, seed=7, rank=rank, world_size=world)
         sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=False)
         assert _epoch_labels(ours).tolist() == whole[list(sampler)].tolist()
+
+
+def test_starting_an_iteration_draws_nothing_until_the_first_batch():
+    """Lightning calls `iter` on the loader to check it: that must not move the batch order."""
+    batches = TensorBatches(torch.arange(10.0), torch.arange(10), 3, shuffle=True, seed=1)
+    state = batches.generator.get_state()
+    iter(Grouped(batches, 2))
+    assert torch.equal(batches.generator.get_state(), state)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lenet_mnist.training.noise_scale import NoiseScale, estimate, probe
+from lenet_mnist.training.probes import NoiseScale, estimate, noise_scale
 
 
 def _regression(d: int, n: int, delta: torch.Tensor, sigma: float):
@@ -30,7 +30,9 @@ def test_the_estimates_average_to_the_exact_trace_and_gradient_norm():
     d, sigma = 5, 0.5
     delta = torch.tensor([0.6, -0.4, 0.2, 0.5, -0.4142], dtype=torch.float64)
     net, x, y = _regression(d, 200_000, delta, sigma)
-    runs = [probe(net, _half_mse, x, y, batch_size=16, batches=8, seed=s) for s in range(400)]
+    runs = [
+        noise_scale(net, _half_mse, (x, y), batch_size=16, batches=8, seed=s) for s in range(400)
+    ]
     grad_sq = sum(r.grad_sq for r in runs) / len(runs)
     trace = sum(r.trace for r in runs) / len(runs)
     exact_grad_sq = float(delta @ delta)
@@ -51,15 +53,7 @@ def test_a_probe_leaves_the_weights_their_grads_and_the_global_rng_alone():
     net, x, y = _regression(3, 1000, torch.ones(3, dtype=torch.float64), 1.0)
     net.weight.grad = torch.full_like(net.weight, 7.0)
     weights, rng = net.weight.detach().clone(), torch.get_rng_state()
-    probe(net, _half_mse, x, y, batch_size=10, batches=4, seed=1)
+    noise_scale(net, _half_mse, (x, y), batch_size=10, batches=4, seed=1)
     assert torch.equal(net.weight.detach(), weights)
     assert torch.equal(net.weight.grad, torch.full_like(net.weight, 7.0))
     assert torch.equal(torch.get_rng_state(), rng)
-
-
-def test_fewer_than_two_batches_or_too_few_samples_are_refused():
-    with pytest.raises(ValueError, match="at least 2 small batches"):
-        estimate(torch.ones(1, 3), batch_size=4)
-    net, x, y = _regression(2, 30, torch.ones(2, dtype=torch.float64), 1.0)
-    with pytest.raises(ValueError, match="need more than 30 samples"):
-        probe(net, _half_mse, x, y, batch_size=8, batches=4, seed=0)

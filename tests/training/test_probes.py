@@ -3,10 +3,11 @@
 import csv
 
 import pytest
-import torch
 
 from lenet_mnist.config import parse
-from lenet_mnist.training.probes import Probes, Reading, first_reached, target_key
+from lenet_mnist.errors import PipelineError
+from lenet_mnist.training import probes
+from lenet_mnist.training.probes import Reading, first_reached, target_key
 from tests.conftest import mlflow_runs, stage_folder
 
 
@@ -32,21 +33,21 @@ def test_each_target_is_timed_at_its_first_reading_and_epoch_end():
 
 def test_validation_between_epochs_is_due_each_interval_until_the_top_target():
     cfg = parse.validate(parse.compose()).train
-    cfg.val_every_n_steps, cfg.targets, cfg.noise_probe.batches = 10, [0.9, 0.95], 0
-    xy = (torch.zeros(4, 1, 32, 32), torch.zeros(4, dtype=torch.long))
-    probes = Probes(cfg, xy, xy, None)
-    assert [probes.due(i) for i in (4, 8, 12, 16, 20, 24)] == [
-        False,
-        False,
-        True,
-        False,
-        True,
-        False,
-    ]
-    probes.note(0.94)  # below the top target: still due
-    assert probes.due(32)
-    probes.note(0.95)
-    assert not probes.due(40) and not probes.due(50)
+    cfg.val_every_n_steps, cfg.targets = 10, [0.9, 0.95]
+    steps = [(0, 4), (4, 8), (8, 12), (12, 16), (16, 20), (20, 24)]
+    assert [probes.due(cfg, a, b, []) for a, b in steps] == [False, False, True, False, True, False]
+    below = [Reading(iteration=20, epoch=1, seconds=1.0, acc=0.94)]
+    assert probes.due(cfg, 28, 32, below)  # below the top target: still due
+    reached = [*below, Reading(iteration=30, epoch=1, seconds=2.0, acc=0.95)]
+    assert not probes.due(cfg, 38, 42, reached) and not probes.due(cfg, 48, 52, reached)
+
+
+def test_a_noise_probe_larger_than_the_training_split_is_refused_before_the_fit():
+    cfg = parse.validate(parse.compose()).train
+    cfg.noise_probe.batches, cfg.noise_probe.batch_size = 4, 8
+    probes.check(cfg, 32)
+    with pytest.raises(PipelineError, match="needs 4 x 8 training images, more than the 31"):
+        probes.check(cfg, 31)
 
 
 def _train(root, prepared, **overrides):

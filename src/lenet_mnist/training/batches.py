@@ -1,12 +1,9 @@
-"""Batches sliced from tensors already in memory, and the arithmetic of an epoch.
-
-For a model as small as LeNet-5, a DataLoader's per-sample __getitem__ and collate cost
-more than the arithmetic. Here one seeded permutation per epoch is drawn on the data's
-own device and each batch is a single gather, so the accelerator never waits for data.
-"""
+"""Batches sliced from tensors on the training device: for LeNet-5 a DataLoader's
+per-sample __getitem__ and collate cost more than the arithmetic (docs/architecture.md)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 
@@ -16,23 +13,15 @@ Batch = tuple[torch.Tensor, torch.Tensor]  # (images, labels)
 
 
 def iterations_per_epoch(num_samples: int, batch_size: int, drop_last: bool = False) -> int:
-    """One iteration per batch: ceil(N / batch_size), or floor when the partial one is dropped."""
-    if drop_last:
-        return num_samples // batch_size
-    return math.ceil(num_samples / batch_size)
+    """One iteration per batch, the last partial one dropped or not."""
+    return num_samples // batch_size if drop_last else math.ceil(num_samples / batch_size)
 
 
 class TensorBatches:
-    """An iterable of (images, labels) batches for Lightning, re-shuffled on each pass.
-
-    The generator lives as long as the iterable, so epoch k always sees the k-th
-    permutation of the seed: the batch order is a function of (seed, epoch) only.
-
-    Under DDP every rank draws the same permutation and keeps its shard as
-    DistributedSampler does: padded by wrapping around to a multiple of `world_size`
-    (so every rank makes the same number of steps), then every `world_size`-th sample
-    from position `rank` on. As there, the few padded samples count twice in an epoch.
-    """
+    """(images, labels) batches, one seeded permutation per pass: epoch k sees the k-th
+    permutation of the seed. Under DDP every rank draws the same one and keeps its shard as
+    DistributedSampler does (wrapped around to a multiple of `world_size`, then every
+    `world_size`-th sample from `rank` on)."""
 
     def __init__(
         self,
@@ -58,13 +47,13 @@ class TensorBatches:
         return iterations_per_epoch(self.per_rank, self.batch_size, self.drop_last)
 
     def __iter__(self) -> Iterator[Batch]:
-        bs, order = self.batch_size, self._order()
-        for i in range(len(self)):
-            if order is None:  # one process, file order: slices are views, no gather
-                yield self.images[i * bs : (i + 1) * bs], self.labels[i * bs : (i + 1) * bs]
-            else:
-                idx = order[i * bs : (i + 1) * bs]
-                yield self.images[idx], self.labels[idx]
+        """A generator: Lightning calls `iter` to check the loader, which must draw nothing."""
+        order, size = self._order(), self.batch_size
+        if order is None:  # one process, file order: slices are views, no gather
+            views = zip(self.images.split(size), self.labels.split(size), strict=True)
+            yield from itertools.islice(views, len(self))
+        else:
+            yield from ((self.images[i], self.labels[i]) for i in order.split(size)[: len(self)])
 
     def _order(self) -> torch.Tensor | None:
         """This rank's sample indices for the next epoch; None for all of them in order."""
@@ -82,11 +71,8 @@ class TensorBatches:
 
 
 class Grouped:
-    """Lists of `size` consecutive batches, for several optimizer updates per Lightning step.
-
-    Lightning spends a fixed time on its hooks at every training_step; handing it groups
-    of batches pays that once per group. The updates and their order stay the same.
-    """
+    """Lists of `size` consecutive batches: Lightning's fixed cost per training_step is paid
+    once per group, for the same updates in the same order."""
 
     def __init__(self, batches: TensorBatches, size: int) -> None:
         self.batches, self.size = batches, size
@@ -95,11 +81,5 @@ class Grouped:
         return math.ceil(len(self.batches) / self.size)
 
     def __iter__(self) -> Iterator[list[Batch]]:
-        group = []
-        for batch in self.batches:
-            group.append(batch)
-            if len(group) == self.size:
-                yield group
-                group = []
-        if group:
-            yield group
+        batches = iter(self.batches)
+        return iter(lambda: list(itertools.islice(batches, self.size)), [])

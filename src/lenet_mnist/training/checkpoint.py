@@ -1,11 +1,5 @@
-"""Lightning's checkpoint of a fit, written atomically, and the check that decides
-whether a fit resumes from it.
-
-Lightning saves and restores the weights, the optimizer and schedule, its loops, every
-callback's state (EpochRecorder's history, EarlyStopping) and the state of the training
-iterable (`batches.Grouped`: the batch order's generator), so a resumed fit ends
-bit-identical to one never stopped (tests/training/test_checkpoint.py).
-"""
+"""Lightning's checkpoint of a fit, written atomically, and the check that decides whether
+a fit resumes from it (bit-identically: tests/training/test_checkpoint.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +14,6 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins import TorchCheckpointIO
 
 RECORDER = "EpochRecorder"  # the recorder's key among the checkpoint's callback states
-SET_ASIDE = ".unreadable"  # suffix of a checkpoint that could not be read, kept to look at
 
 
 def saver(path: Path, every: int) -> ModelCheckpoint:
@@ -52,12 +45,8 @@ class AtomicIO(TorchCheckpointIO):
 
 def recorded(path: Path | None, key: str) -> dict[str, Any] | None:
     """The recorder's state in the checkpoint at `path` if it was written for this config
-    and data (`key`): the fit resumes from it, under its MLflow run.
-
-    A file that is not one of this pipeline's checkpoints (truncated by a full disk, empty,
-    corrupted, or another program's) is set aside beside it with one line, and the fit
-    starts from the beginning: every later run would otherwise fail on it the same way.
-    """
+    and data (`key`). A file that is not such a checkpoint is set aside with one line, and
+    the fit starts over: every later run would otherwise fail on it the same way."""
     if path is None or not path.is_file():
         return None
     try:
@@ -65,7 +54,7 @@ def recorded(path: Path | None, key: str) -> dict[str, Any] | None:
     except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
         if isinstance(err, OSError) and err.errno not in (None, errno.EINVAL):
             raise  # the disk or the permissions, not the file's content (EINVAL: truncated)
-        aside = path.with_name(path.name + SET_ASIDE)
+        aside = path.with_name(path.name + ".unreadable")  # kept to look at
         os.replace(path, aside)
         print(f"train: {path} is not a checkpoint of this pipeline ({_why(err)}); set aside "
               f"as {aside.name}, training starts from epoch 1")  # fmt: skip

@@ -1,8 +1,5 @@
-"""The prepared splits as a LightningDataModule, on the training device, in seeded batches.
-
-Lightning calls `setup` once the device is known; the splits are then moved there whole,
-and each batch is one slice or gather of them (lenet_mnist.training.batches).
-"""
+"""The prepared splits as a LightningDataModule, moved whole to the training device, in
+seeded batches (lenet_mnist.training.batches)."""
 
 from __future__ import annotations
 
@@ -13,7 +10,7 @@ import torch
 
 from lenet_mnist.config.schema import TrainConfig
 from lenet_mnist.data import prepare
-from lenet_mnist.training.batches import Grouped, TensorBatches, iterations_per_epoch
+from lenet_mnist.training.batches import Grouped, TensorBatches
 
 VAL_BATCH = 1024
 
@@ -36,32 +33,18 @@ def train_batches(
 class MnistData(pl.LightningDataModule):
     """Training batches in groups of `batch_group` per Lightning step; validation in order."""
 
-    def __init__(
-        self,
-        prepared: Path,
-        train: TrainConfig,
-        batch_group: int,
-        *,
-        rank: int = 0,
-        world_size: int = 1,
-        with_test: bool = False,
-    ) -> None:
+    def __init__(self, prepared: Path, train: TrainConfig, batch_group: int) -> None:
         super().__init__()
         self.prepared, self.cfg, self.batch_group = prepared, train, batch_group
-        self.rank, self.world_size, self.with_test = rank, world_size, with_test
-        self.train_size = prepare.read_stats(prepared)["sizes"]["train"]
-
-    def updates_per_epoch(self) -> int:
-        """This rank's optimizer updates per epoch: its shard's batches."""
-        shard = -(-self.train_size // self.world_size)
-        return iterations_per_epoch(shard, self.cfg.batch_size, self.cfg.drop_last)
 
     def setup(self, stage: str) -> None:
-        device = self.trainer.strategy.root_device
+        """Once Lightning knows the device and the rank: the splits, moved there whole."""
+        device, t = self.trainer.strategy.root_device, self.trainer
         self.train_xy = to_tensors(self.prepared, "train", device)
         self.val_xy = to_tensors(self.prepared, "val", device)
-        self.test_xy = to_tensors(self.prepared, "test", device) if self.with_test else None
-        self.batches = train_batches(*self.train_xy, self.cfg, self.rank, self.world_size)
+        with_test = self.cfg.test_every_epoch and t.is_global_zero  # for a probe on rank 0
+        self.test_xy = to_tensors(self.prepared, "test", device) if with_test else None
+        self.batches = train_batches(*self.train_xy, self.cfg, t.global_rank, t.world_size)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The batch order's generator, which Lightning saves in a checkpoint and restores on
@@ -79,7 +62,7 @@ class MnistData(pl.LightningDataModule):
         return Grouped(self.batches, self.batch_group)
 
     def val_dataloader(self) -> TensorBatches:
-        x, y = self.val_xy
+        t = self.trainer
         return TensorBatches(
-            x, y, VAL_BATCH, shuffle=False, rank=self.rank, world_size=self.world_size
+            *self.val_xy, VAL_BATCH, shuffle=False, rank=t.global_rank, world_size=t.world_size
         )

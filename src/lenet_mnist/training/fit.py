@@ -1,12 +1,6 @@
-"""Training: fit LeNet-5 with PyTorch Lightning, record every epoch, keep the best weights.
-
-`train` reads top to bottom, from the config to the written outputs. Outputs that DVC
-hashes are deterministic (weights, per-epoch history); timings, which are not, go only to
-MLflow and to a timings file that no stage declares.
-
-Under DDP (`trainer.devices` > 1) Lightning starts this same command once per further
-rank; every rank trains its shard, and only rank 0 records to MLflow and writes.
-"""
+"""Training with PyTorch Lightning: `train` reads top to bottom, from the config to the
+written outputs (docs/architecture.md). Under DDP every rank trains its shard; rank 0 alone
+records to MLflow and writes."""
 
 from __future__ import annotations
 
@@ -24,6 +18,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Checkpoint, EarlyStopping
 from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
+from rich.console import Console
 
 from lenet_mnist import numerics
 from lenet_mnist.config import identity
@@ -34,15 +29,12 @@ from lenet_mnist.model import networks
 from lenet_mnist.outputs import writing
 from lenet_mnist.tracking import provenance, store
 from lenet_mnist.training import checkpoint, probes
+from lenet_mnist.training.batches import iterations_per_epoch
 from lenet_mnist.training.data import MnistData
 from lenet_mnist.training.module import Classifier
 from lenet_mnist.training.optimizer import effective_lr
-from lenet_mnist.training.progress import UpdatesBar, on_terminal
+from lenet_mnist.training.progress import UpdatesBar
 from lenet_mnist.training.recorder import EpochRecorder, write_history
-
-PROGRESS_REFRESH_STEPS = 25
-# Metrics are epoch-level; a large interval spares Lightning a per-step look for step metrics.
-LOG_EVERY_N_STEPS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -59,19 +51,15 @@ class Trained:
     weights: Path
     kept_epoch: int
     best_val_acc: float
-    wall_s: float  # the fit, compilation, validation and Lightning included
 
     def line(self) -> str:
         return f"train: kept epoch {self.kept_epoch} (val acc {self.best_val_acc:.4f})"
 
 
 def quiet_lightning() -> None:
-    """Hide messages every run would print that concern Lightning itself, not this run:
-    its own upgrades, an ad, which accelerators exist and how to use a GPU's tensor cores,
-    the step-metrics interval set high on purpose, the end, and its note on Ctrl-C (the
-    stage's own line says what stopped it).
-
-    Process-wide, so only entry points call it: the stage, a Hydra job, the benchmark."""
+    """Hide what every run would print about Lightning itself rather than this run (an ad,
+    accelerators, the fit's end, Ctrl-C: the stage's line says what stopped it) and warnings
+    on settings chosen on purpose. Process-wide, so only entry points call it."""
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     warnings.filterwarnings("ignore", message=r"The number of training batches .* logging")
     # Classifier reduces its epoch metrics over the ranks itself, before it logs them.
@@ -83,7 +71,7 @@ def quiet_lightning() -> None:
         "lightning_fabric.utilities.rank_zero",
         "pytorch_lightning.accelerators.cuda",
     ):
-        logging.getLogger(logger).addFilter(_no_ads)
+        logging.getLogger(logger).addFilter(lambda r: not any(t in r.getMessage() for t in _QUIET))
 
 
 _QUIET = ("litlogger", "`Trainer.fit` stopped: `max_epochs", "Detected KeyboardInterrupt")
@@ -91,22 +79,11 @@ _QUIET += ("GPU available:", "TPU available:", "HPU available:", "LOCAL_RANK:", 
 _QUIET += ("Restoring states from the checkpoint", "Restored all states from the checkpoint")
 
 
-def _no_ads(record: logging.LogRecord) -> bool:
-    message = record.getMessage()  # the epoch lines already say that the last epoch ended
-    return not any(text in message for text in _QUIET)
-
-
-def make_trainer(cfg: Config, callbacks: list[pl.Callback] | None = None) -> pl.Trainer:
-    """A Trainer from the `trainer` group; epochs come from `train`, the one place they live.
-
-    It has no Lightning logger: EpochRecorder sends each epoch to MLflow itself (see
-    docs/architecture.md).
-    """
-    callbacks = callbacks or []
+def make_trainer(cfg: Config, callbacks: list[pl.Callback]) -> pl.Trainer:
+    """A Trainer from the `trainer` group, with no logger: EpochRecorder logs to MLflow."""
     rule = cfg.train.early_stopping
     if (rule.patience, rule.stop_at, rule.give_up_below) != (None, None, None):
-        # Classifier logs val_acc once per validation, reduced over every rank. Without a
-        # patience, a patience of the run's own length leaves the thresholds to stop it.
+        # val_acc is reduced over the ranks; no patience leaves the thresholds to stop it
         stop = EarlyStopping(
             "val_acc",
             patience=rule.patience or cfg.train.epochs,
@@ -116,9 +93,10 @@ def make_trainer(cfg: Config, callbacks: list[pl.Callback] | None = None) -> pl.
             verbose=False,
         )
         callbacks = [*callbacks, stop]
-    bar = cfg.trainer.enable_progress_bar and on_terminal()  # logs get the epoch lines only
+    # rich's test for a live bar (a TTY, or TTY_INTERACTIVE=1); logs get the epoch lines only
+    bar = cfg.trainer.enable_progress_bar and Console().is_interactive
     if bar:
-        callbacks = [*callbacks, UpdatesBar(cfg.trainer.batch_group, PROGRESS_REFRESH_STEPS)]
+        callbacks = [*callbacks, UpdatesBar(cfg.trainer.batch_group, refresh_updates=25)]
     try:
         return pl.Trainer(
             max_epochs=cfg.train.epochs,
@@ -136,7 +114,7 @@ def make_trainer(cfg: Config, callbacks: list[pl.Callback] | None = None) -> pl.
             plugins=[checkpoint.AtomicIO()],
             num_sanity_val_steps=0,
             enable_model_summary=False,
-            log_every_n_steps=LOG_EVERY_N_STEPS,
+            log_every_n_steps=1_000_000,  # metrics are per epoch: no per-step look for them
         )
     except MisconfigurationException as err:  # Lightning's word for a device it cannot find
         t = cfg.trainer
@@ -147,12 +125,10 @@ def make_trainer(cfg: Config, callbacks: list[pl.Callback] | None = None) -> pl.
 
 
 def train(cfg: Config, prepared: Path, out: Outputs, tags: dict[str, str] | None = None) -> Trained:
-    """Fit, keep the chosen weights, write outputs, record the run.
-
-    `tags` go onto the MLflow run, such as a sweep's parent run id and the config hash. A
-    fit killed after a checkpoint resumes from `out.checkpoint`, under the same MLflow run.
-    """
+    """Fit, keep the chosen weights, write the outputs, record the run (with `tags`); a fit
+    killed after a checkpoint resumes from `out.checkpoint`, under the same MLflow run."""
     stats = prepare.read_stats(prepared)
+    probes.check(cfg.train, stats["sizes"]["train"])
     key = identity.config_hash(cfg, stats["digest"])
     saved = checkpoint.recorded(out.checkpoint, key)
     recorder = EpochRecorder(cfg.train, key)
@@ -160,29 +136,32 @@ def train(cfg: Config, prepared: Path, out: Outputs, tags: dict[str, str] | None
     if out.checkpoint is not None and cfg.train.checkpoint_every > 0:
         callbacks.append(checkpoint.saver(out.checkpoint, cfg.train.checkpoint_every))
     trainer = make_trainer(cfg, callbacks)  # refuses a missing device before a run opens
-    if trainer.is_global_zero:  # known now: a DDP launcher set this process's rank
-        recorder.run = open_run(cfg, prepared, stats["digest"], saved, tags)
-    with recorder.run or contextlib.nullcontext():
-        pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
-        net = networks.build(cfg.model.name)  # first draw from the seeded generator: the init
-        data = MnistData(
-            prepared,
-            cfg.train,
-            cfg.trainer.batch_group,
-            rank=trainer.global_rank,
-            world_size=trainer.world_size,
-            with_test=cfg.train.test_every_epoch and trainer.is_global_zero,
+    shard = -(-stats["sizes"]["train"] // trainer.world_size)  # this rank's training images
+    steps = iterations_per_epoch(shard, cfg.train.batch_size, cfg.train.drop_last)
+    lr = effective_lr(cfg)
+    # Rank 0 alone records to MLflow (known now: a DDP launcher set this process's rank).
+    if trainer.is_global_zero and saved is not None:  # the checkpoint's run, RUNNING again
+        recorder.run = store.TrackedRun(store.client(cfg.logger), saved["run_id"])
+        recorder.run.reopen()
+        print(f"train: resuming after epoch {len(saved['history'])}")
+    elif trainer.is_global_zero:  # a new run, with the provenance tags
+        run_tags = {**provenance.run_tags(prepared, stats["digest"]), **(tags or {})}
+        name = f"bs{cfg.train.batch_size}-ep{cfg.train.epochs}"
+        recorder.run = store.TrackedRun.create(
+            store.client(cfg.logger), cfg.logger.experiment_name, name, run_tags
         )
-        steps = data.updates_per_epoch()
-        lr = effective_lr(cfg)
+    with recorder.run or contextlib.nullcontext():
         if saved is None and recorder.run is not None:
             derived = {
-                "derived.train_size": data.train_size,
+                "derived.train_size": stats["sizes"]["train"],
                 "derived.iterations_per_epoch": steps,
                 "derived.total_updates": steps * cfg.train.epochs,
                 "derived.lr": lr,
             }
             recorder.run.params({**identity.flat(cfg), **derived, **numerics.record(cfg.trainer)})
+        pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
+        net = networks.build(cfg.model.name)  # first draw from the seeded generator: the init
+        data = MnistData(prepared, cfg.train, cfg.trainer.batch_group)
         module = Classifier(net, cfg.optimizer, lr, steps * cfg.train.epochs, cfg.trainer.compile)
         pinned = cfg.trainer.threads or numerics.MODES[cfg.trainer.reproducible].threads
         if trainer.world_size > 1 and pinned:
@@ -203,15 +182,12 @@ def train(cfg: Config, prepared: Path, out: Outputs, tags: dict[str, str] | None
             sys.stdout.flush()
             sys.exit(0)
         wall_s = time.perf_counter() - started
-        run, last_epoch = recorder.run, recorder.last_epoch
+        run, last_epoch = recorder.run, recorder.history[-1]["epoch"]  # early stopping: < epochs
         kept_epoch = recorder.best_epoch if cfg.train.keep_best else last_epoch
         if cfg.train.keep_best:
             net.load_state_dict(recorder.best_state)
-        record = {
-            "train_wall_s": wall_s,
-            "epochs": recorder.timings,
-            "numerics": numerics.record(cfg.trainer),
-        }
+        record = {"train_wall_s": wall_s, "epochs": recorder.timings}
+        record["numerics"] = numerics.record(cfg.trainer)
         with writing(out.model, out.history, out.timings) as (model_dir, history, timings):
             networks.save(net, model_dir, cfg.model.name, kept_epoch)
             write_history(recorder.history, history)
@@ -222,32 +198,13 @@ def train(cfg: Config, prepared: Path, out: Outputs, tags: dict[str, str] | None
                 out.checkpoint.parent.rmdir()
         weights = out.model / networks.WEIGHTS
         run.tag(store.WEIGHTS_TAG, provenance.sha256(weights))
-        run.metrics({"kept_epoch": kept_epoch, "train_wall_s": wall_s})
-        run.metrics(probes.first_reached(recorder.readings, cfg.train.targets))
+        reached = probes.first_reached(recorder.readings, cfg.train.targets)
+        run.metrics({"kept_epoch": kept_epoch, "train_wall_s": wall_s, **reached})
         if last_epoch < cfg.train.epochs:
             run.metrics({"stopped_epoch": last_epoch})
             print(f"train: early stopping after epoch {last_epoch} of {cfg.train.epochs}")
         run.artifacts(weights, out.history)
-    return Trained(run, weights, kept_epoch, recorder.best_acc, wall_s)
-
-
-def open_run(
-    cfg: Config,
-    prepared: Path,
-    digest: str,
-    saved: dict | None,
-    tags: dict[str, str] | None,
-) -> store.TrackedRun:
-    """The checkpoint's MLflow run, RUNNING again, or a new one with the provenance tags."""
-    mlflow = store.client(cfg.logger)
-    if saved is not None:
-        run = store.TrackedRun(mlflow, saved["run_id"])
-        run.reopen()
-        print(f"train: resuming after epoch {len(saved['history'])}")
-        return run
-    run_tags = {**provenance.run_tags(prepared, digest), **(tags or {})}
-    run_name = f"bs{cfg.train.batch_size}-ep{cfg.train.epochs}"
-    return store.TrackedRun.create(mlflow, cfg.logger.experiment_name, run_name, run_tags)
+    return Trained(run, weights, kept_epoch, recorder.best_acc)
 
 
 def _interrupted(stop: SystemExit, saved: Path | None) -> BaseException:

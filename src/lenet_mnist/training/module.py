@@ -1,8 +1,5 @@
-"""The LightningModule: a plain network with its loss, metrics and optimizer recipe.
-
-The network itself is a plain nn.Module (lenet_mnist.model.networks), so evaluation and export
-never import Lightning.
-"""
+"""The LightningModule around a plain nn.Module (lenet_mnist.model.networks), so that
+evaluation and export never import Lightning."""
 
 from __future__ import annotations
 
@@ -27,11 +24,8 @@ def forward_loss(
 
 
 class Classifier(pl.LightningModule):
-    """Trains `net` with one optimizer update per batch.
-
-    Loss and accuracy are summed on the device and reduced once per epoch, so a step
-    never waits for the host; Lightning's per-step `self.log` costs more than LeNet-5.
-    """
+    """Trains `net` with one optimizer update per batch. Loss and accuracy are summed on the
+    device and reduced once per epoch: Lightning's per-step `self.log` costs more than LeNet-5."""
 
     def __init__(
         self,
@@ -52,10 +46,7 @@ class Classifier(pl.LightningModule):
     def _step(self, batch: Batch, split: str) -> torch.Tensor:
         x, y = batch
         loss, stats = self.forward_loss(self.net, x, y)
-        if split in self.sums:
-            self.sums[split] += stats
-        else:
-            self.sums[split] = stats
+        self.sums[split] = self.sums.get(split, 0) + stats
         self.counts[split] = self.counts.get(split, 0) + len(y)
         return loss
 
@@ -67,8 +58,7 @@ class Classifier(pl.LightningModule):
 
     def training_step(self, group: list[Batch], _: int) -> None:
         """One optimizer update per batch of the group (see `trainer.batch_group`)."""
-        # Manual optimization: the same zero_grad/backward/step as a hand-written loop,
-        # without automatic optimization's closure machinery.
+        # Manual optimization: a hand-written loop's steps, without automatic's closures.
         opt, scheduler = self.optimizers(), self.lr_schedulers()
         for batch in group:
             opt.zero_grad(set_to_none=True)
@@ -76,13 +66,6 @@ class Classifier(pl.LightningModule):
             opt.step()
             if scheduler is not None:
                 scheduler.step()
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Lightning saves no random state; a network with dropout would draw from torch's."""
-        checkpoint["torch_rng"] = torch.get_rng_state()
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        torch.set_rng_state(checkpoint["torch_rng"])
 
     def validation_step(self, batch: Batch, _: int) -> None:
         self._step(batch, "val")

@@ -1,8 +1,5 @@
 """The optimizer recipe: which optimizer, which learning-rate schedule, and the rate itself.
-
-OPTIMIZERS and SCHEDULERS are the tables that `optimizer.name` and `optimizer.scheduler`
-choose from; the config schema reads its choices from them.
-"""
+The config schema reads the choices of `optimizer.name` and `.scheduler` from the tables."""
 
 from __future__ import annotations
 

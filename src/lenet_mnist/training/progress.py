@@ -1,24 +1,14 @@
-"""What a user sees while training: Lightning's bar within each epoch, counting optimizer
-updates, and one permanent line per epoch. The bar is drawn only on a terminal; in CI
-and in log files only the epoch lines appear."""
+"""What a user sees while training: Lightning's bar, counting optimizer updates, on a
+terminal only, and one permanent line per epoch."""
 
 from __future__ import annotations
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import TQDMProgressBar
-from rich.console import Console
-
-
-def on_terminal() -> bool:
-    """Whether a live bar can be redrawn in place: rich's test (a TTY, or TTY_INTERACTIVE=1)."""
-    return Console().is_interactive
 
 
 def epoch_line(epoch: int, epochs: int, iteration: int, iterations: int, row: dict) -> str:
-    """The line an epoch leaves on screen: where training is, and how well and fast it goes.
-
-    `row` holds the epoch's history values and timings (losses, accuracies, lr, seconds).
-    """
+    """`row` holds the epoch's history values and timings."""
     width = len(str(epochs))
     return (
         f"epoch {epoch:>{width}}/{epochs}  iteration {iteration:,}/{iterations:,}  "

@@ -1,21 +1,21 @@
 """What each training epoch leaves behind: timings, the history, the best weights, the
-probes' readings (lenet_mnist.training.probes) and the MLflow metrics."""
+probes' readings and the MLflow metrics."""
 
 from __future__ import annotations
 
-import csv
 import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Checkpoint
 
 from lenet_mnist.config.schema import TrainConfig
 from lenet_mnist.tracking import store
-from lenet_mnist.training.data import MnistData
-from lenet_mnist.training.probes import Probes, Reading
+from lenet_mnist.training import probes
+from lenet_mnist.training.probes import Reading
 from lenet_mnist.training.progress import epoch_line
 
 HISTORY_FIELDS = ("epoch", "iteration", "lr", "train_loss", "train_acc", "val_loss", "val_acc")
@@ -28,25 +28,14 @@ def clock(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def cpu_copy(net: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The weights as they are now, copied off the device: training goes on changing them."""
-    return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-
-
 class EpochRecorder(Checkpoint):
     """Per-epoch timing and metrics for MLflow, the history for DVC plots, the best weights.
+    A Checkpoint subclass so that Lightning calls its on_train_epoch_end after the module's
+    has logged the epoch's metrics; its `state_dict` goes into Lightning's checkpoint."""
 
-    A Checkpoint subclass only so that Lightning calls its on_train_epoch_end after the
-    module's, once the epoch's metrics are logged. Its `state_dict` goes into Lightning's
-    checkpoint, so a resumed fit continues its history, readings and best weights, and
-    names the config hash and MLflow run it belongs to.
-
-    `run` is None on a DDP rank other than 0: that rank trains and records nothing.
-    """
-
-    def __init__(self, cfg: TrainConfig, key: str, run: store.TrackedRun | None = None) -> None:
-        self.cfg, self.key, self.run = cfg, key, run
-        self.probes: Probes | None = None  # made at fit start, once the data is on the device
+    def __init__(self, cfg: TrainConfig, key: str) -> None:
+        self.cfg, self.key = cfg, key
+        self.run: store.TrackedRun | None = None  # none on DDP ranks > 0: no records, probes
         self.history: list[dict[str, float]] = []
         self.timings: list[dict[str, float]] = []
         self.readings: list[Reading] = []  # every validation accuracy, for the targets
@@ -66,31 +55,20 @@ class EpochRecorder(Checkpoint):
             setattr(self, name, state[name])
         self.readings = [Reading(*r) for r in state["readings"]]
 
-    @property
-    def last_epoch(self) -> int:
-        """The last epoch trained: before train.epochs if early stopping ended the fit."""
-        return self.history[-1]["epoch"]
-
-    def on_fit_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        if self.run is None:
-            return
-        data: MnistData = trainer.datamodule
-        self.probes = Probes(self.cfg, data.train_xy, data.val_xy, data.test_xy)
-
     def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self.t_start = clock(module.device)
         self.probe_s = 0.0  # the probes' seconds in this epoch, left out of its timings
 
-    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *_) -> None:
+    def on_train_batch_end(self, trainer, module, outputs, group, batch_idx) -> None:  # noqa: ANN001
         """Validation between epochs' ends, when `train.val_every_n_steps` asks for it."""
-        step = trainer.global_step
-        if self.probes is None or not self.probes.due(step):
+        step = trainer.global_step  # after this call's updates, one per batch of the group
+        if self.run is None or not probes.due(self.cfg, step - len(group), step, self.readings):
             return
         started = clock(module.device)
-        acc = self.probes.val_acc(module.net)
+        acc = probes.accuracy(module.net, *trainer.datamodule.val_xy)
         seconds = self.elapsed_s + started - self.t_start - self.probe_s
         self.readings.append(Reading(step, trainer.current_epoch + 1, seconds, acc))
-        self.run.metrics({"step_val_acc": acc}, step=step)  # probes exist only beside a run
+        self.run.metrics({"step_val_acc": acc}, step=step)
         self.probe_s += clock(module.device) - started
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
@@ -102,7 +80,7 @@ class EpochRecorder(Checkpoint):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         lr = trainer.optimizers[0].param_groups[0]["lr"]
         epoch, step = trainer.current_epoch + 1, trainer.global_step
-        train_size = trainer.datamodule.train_size
+        train_size = len(trainer.datamodule.train_xy[1])
         timing = {
             "epoch_time_s": train_s,
             "samples_per_s": train_size / train_s,
@@ -110,9 +88,6 @@ class EpochRecorder(Checkpoint):
         }
         self.elapsed_s += train_s + timing["val_time_s"]
         self.readings.append(Reading(step, epoch, self.elapsed_s, metrics["val_acc"]))
-        if self.probes is not None:
-            metrics |= self.probes.at_epoch_end(module.net, epoch, metrics["val_acc"])
-            metrics["probe_time_s"] = self.probe_s + clock(module.device) - now
         self.timings.append({"epoch": epoch, **timing})
         row = {"epoch": epoch, "iteration": step, "lr": lr}
         row |= {k: metrics[k] for k in HISTORY_FIELDS[3:]}
@@ -121,17 +96,18 @@ class EpochRecorder(Checkpoint):
             total = trainer.global_step // (trainer.current_epoch + 1) * self.cfg.epochs
             print(epoch_line(epoch, self.cfg.epochs, step, total, {**row, **timing}), flush=True)
         if self.run is not None:
+            started, data = clock(module.device), trainer.datamodule
+            metrics |= probes.at_epoch_end(self.cfg, module.net, epoch, data.train_xy, data.test_xy)
+            metrics["probe_time_s"] = self.probe_s + clock(module.device) - started
             # MLflow's step axis counts iterations too; `epoch` is logged from 1, as printed.
             self.run.metrics({**metrics, **timing, "lr": lr, "epoch": epoch}, step=step)
         if metrics["val_acc"] > self.best_acc:
             self.best_acc, self.best_epoch = metrics["val_acc"], epoch
-            self.best_state = cpu_copy(module.net)
+            weights = module.net.state_dict().items()  # copied off: training goes on changing them
+            self.best_state = {k: v.detach().cpu().clone() for k, v in weights}
 
 
 def write_history(rows: list[dict], path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
-        writer.writeheader()
-        writer.writerows(
-            {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows
-        )
+    """Lines end in `\r\n`, floats have 6 digits: the bytes DVC hashed since the start."""
+    table = pd.DataFrame(rows, columns=list(HISTORY_FIELDS))
+    table.to_csv(path, index=False, float_format="%.6g", lineterminator="\r\n")
