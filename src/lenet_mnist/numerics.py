@@ -1,19 +1,14 @@
-"""The numeric environment: which kernels, and how many threads, compute a result.
-
-The same inputs give the same bits only where the same instructions add the same numbers
-in the same order. A CPU build of PyTorch picks its kernels by the CPU's instruction set
-(ATen, oneDNN, MKL, torch.compile's C++) and splits reductions by its intra-op threads.
-MODES is the table `trainer.reproducible` chooses from.
-"""
+"""Which kernels, and how many threads, compute a result: a CPU build of PyTorch picks its
+kernels by the CPU's instruction set and splits reductions by its threads (docs/determinism.md).
+MODES is the table `trainer.reproducible` chooses from."""
 
 from __future__ import annotations
 
 import os
 import re
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
@@ -23,8 +18,7 @@ from lenet_mnist.errors import PipelineError
 if TYPE_CHECKING:
     from lenet_mnist.config.schema import TrainerConfig
 
-# Every source of numeric variation a CPU build of PyTorch has, pinned to x86-64-v3
-# (AVX2 and FMA): the common baseline of x86-64 machines of the last decade.
+# Every source of numeric variation of a CPU build of PyTorch, pinned to x86-64-v3 (AVX2, FMA).
 PORTABLE_ENV = {
     "ATEN_CPU_CAPABILITY": "avx2",  # ATen's kernel dispatch, and torch.compile's vector ISA
     "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN's convolution kernels
@@ -38,9 +32,8 @@ PORTABLE_ENV = {
 PORTABLE_THREADS = 1
 
 
-@dataclass(frozen=True)
-class Mode:
-    env: dict[str, str] = field(default_factory=dict)  # set before the first kernel runs
+class Mode(NamedTuple):
+    env: dict[str, str] = {}  # set before the first kernel runs (read, never changed)
     threads: int | None = None  # when `trainer.threads` is null; None: one per core
     deterministic: bool = True  # PyTorch's deterministic algorithms (Lightning's flag)
 
@@ -55,9 +48,8 @@ _applied: list[str] = []  # the mode this process computes in, once set
 
 
 def pin(trainer: TrainerConfig) -> None:
-    """Put this process in `mode` before it computes anything: process-wide, so only entry
-    points call it (a stage, a Hydra job, the benchmark). The kernels are chosen once per
-    process: a sweep over `trainer.reproducible` needs a process per job."""
+    """Put this process in `mode` before it computes anything: process-wide, and once, so
+    only entry points call it, and a sweep over `trainer.reproducible` needs a process per job."""
     mode = trainer.reproducible
     if _applied and _applied[0] != mode:
         raise PipelineError(
@@ -68,7 +60,7 @@ def pin(trainer: TrainerConfig) -> None:
     settings = MODES[mode]
     os.environ.update(settings.env)
     inductor = sys.modules.get("torch._inductor.config")  # it reads -march when first imported
-    if inductor is not None and hasattr(inductor.cpp, "march"):  # older torch has no such key
+    if inductor is not None and hasattr(inductor.cpp, "march"):  # a GPU image's torch has none
         inductor.cpp.march = os.environ.get("TORCHINDUCTOR_CPP_MARCH")
     count = trainer.threads or settings.threads
     if count is not None:
@@ -94,7 +86,7 @@ def record(trainer: TrainerConfig) -> dict[str, str]:
 
 def _library(version: str) -> str:
     found = re.search(version, torch.__config__.show())
-    return found.group(1) if found else "not in this build"
+    return found[1] if found else "not in this build"
 
 
 def cpu_info() -> dict[str, str]:

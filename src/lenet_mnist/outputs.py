@@ -52,10 +52,8 @@ def _remove(path: Path) -> None:
 
 
 def restore_deleted() -> None:
-    """Put back from DVC's cache, with DVC's own checkout, the outputs `dvc repro` deleted
-    before it ran this stage, which has failed: `persist: true` would keep them, but would
-    keep the stage out of DVC's run cache (docs/architecture.md). DVC_STAGE is set only
-    where DVC runs the stage; elsewhere nothing was deleted."""
+    """Put back with `dvc checkout` the outputs `dvc repro` deleted before it ran this failed
+    stage (not `persist`: docs/architecture.md). DVC_STAGE is set only where DVC runs it."""
     stage = os.environ.get("DVC_STAGE")
     if not stage:
         return

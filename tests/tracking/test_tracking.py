@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from lenet_mnist.config.schema import LoggerConfig
-from lenet_mnist.errors import PipelineError, describe
+from lenet_mnist.errors import PipelineError, exit_on_error
 from lenet_mnist.tracking import store, ui
 from tests.conftest import (
     SLICE,
@@ -97,7 +97,7 @@ def test_every_experiment_carries_the_saved_runs_view_once(tmp_path):
     assert Counting.writes == 0
 
 
-def test_retry_locked_outlasts_a_real_sqlite_lock(tmp_path, monkeypatch):
+def test_retry_locked_outlasts_a_real_sqlite_lock(tmp_path, monkeypatch, capsys):
     """Another process holds the write lock; a writer with a short timeout fails, then retries."""
     db = tmp_path / "m.db"
     with sqlite3.connect(db) as c:
@@ -125,11 +125,11 @@ def test_retry_locked_outlasts_a_real_sqlite_lock(tmp_path, monkeypatch):
             raise
 
     monkeypatch.setattr(store, "_patience_s", [0.0])  # no wait: the first failure is the last
-    with pytest.raises(sqlite3.OperationalError, match="database is locked") as raised:
-        store.retry_locked(write)
-    assert describe(raised.value)[0].endswith(
-        "run again once it is done, or raise logger.timeout_s"
-    )
+    with pytest.raises(SystemExit) as ended:
+        exit_on_error(lambda: store.retry_locked(write))
+    line = capsys.readouterr().err.strip()
+    assert ended.value.code == 1 and "is busy (database is locked)" in line
+    assert line.endswith("run again once it is done, or raise logger.timeout_s")
     monkeypatch.setattr(store, "_patience_s", [10.0])
     assert store.retry_locked(write) == 1
     assert len(failures) >= 2 and set(failures) == {"database is locked"}

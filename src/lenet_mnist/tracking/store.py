@@ -73,7 +73,7 @@ def open_store(uri: str) -> MlflowClient:
     """A client whose sqlite store has its tables: two processes that create one at once break
     each other's migration, so the first use takes a lock per database file, and is retried
     while a process that takes no lock (`mlflow ui`) finishes its own."""
-    errors.opened_store(uri)
+    errors.store_uri = uri
     if not uri.startswith(SQLITE) or uri in _ready:
         return MlflowClient(uri)
     path = os.path.abspath(uri.removeprefix(SQLITE))
