@@ -1,8 +1,6 @@
-"""How every entry point ends: one line the user can act on and an exit code, by the
-failure's class, not its case (the table: docs/pipeline.md, "Exit codes and error lines").
-The bottom layer: it imports nothing of the package, nor MLflow (a store's error is known
-by its module's name).
-"""
+"""How every entry point ends: one line the user can act on and an exit code, by the failure's
+class, not its case (docs/pipeline.md, "Exit codes and error lines"). The bottom layer: it
+imports nothing of the package, nor MLflow (a store's error is known by its module's name)."""
 
 from __future__ import annotations
 
@@ -160,10 +158,9 @@ def _stop(signum: int, frame: object) -> None:
 
 
 def run_stage(main: Callable[[], object], on_failure: Callable[[], None] | None = None) -> None:
-    """A process's entry point: exit_on_error, with SIGINT and SIGTERM as Interrupted (unless
-    started ignoring them, as a shell's background job is). `on_failure` runs on any failure,
-    with signals held: the stages with cached outputs put back their last good ones there.
-    gc.freeze() spares the exit collecting what the imports made (docs/benchmarks.md)."""
+    """A process's entry point: exit_on_error, with SIGINT and SIGTERM as Interrupted unless
+    started ignoring them (a shell's background job). `on_failure` runs on any failure, signals
+    held; gc.freeze() spares the exit collecting what the imports made (docs/benchmarks.md)."""
     defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
     for signum, default in defaults.items():
         if signal.getsignal(signum) is default:

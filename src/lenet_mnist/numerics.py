@@ -30,6 +30,7 @@ PORTABLE_ENV = {
 # A fixed thread count, so a reduction's order depends on no machine's core count. One: more
 # did not train LeNet-5 faster and slowed sweep jobs that share the cores (docs/benchmarks.md).
 PORTABLE_THREADS = 1
+ISA_FLAGS = ("sse4", "avx", "fma", "f16c", "amx")  # the CPU flags that decide which kernels run
 
 
 class Mode(NamedTuple):
@@ -41,8 +42,7 @@ class Mode(NamedTuple):
 MODES: dict[str, Mode] = {
     "portable": Mode(PORTABLE_ENV, PORTABLE_THREADS),  # the same bits on any x86-64-v3 CPU
     "machine": Mode(),  # the widest ISA and every core: the same bits on this machine only
-    # "none", not "off": YAML reads an unquoted off as false.
-    "none": Mode(deterministic=False),  # no promise at all
+    "none": Mode(deterministic=False),  # no promise ("off" would read as false in YAML)
 }
 _applied: list[str] = []  # the mode this process computes in, once set
 
@@ -70,11 +70,12 @@ def pin(trainer: TrainerConfig) -> None:
 def record(trainer: TrainerConfig) -> dict[str, str]:
     """What computed this run's numbers: CPU, ISA flags, threads, libraries, pinned settings."""
     cpu = cpu_info()
+    isa = sorted(f for f in cpu.get("flags", "").split() if f.startswith(ISA_FLAGS))
     return {
         "numerics.mode": trainer.reproducible,
         "numerics.cpu": cpu.get("model name", "unknown"),
         "numerics.cpu_family_model": f"{cpu.get('cpu family', '?')}/{cpu.get('model', '?')}",
-        "numerics.isa_flags": " ".join(isa_flags(cpu.get("flags", ""))),
+        "numerics.isa_flags": " ".join(isa),
         "numerics.aten_capability": torch.backends.cpu.get_cpu_capability(),
         "numerics.threads": str(torch.get_num_threads()),
         "numerics.torch": torch.__version__,
@@ -97,9 +98,3 @@ def cpu_info() -> dict[str, str]:
         return {}
     pairs = (line.split(":", 1) for line in text.splitlines() if ":" in line)
     return {k.strip(): v.strip() for k, v in pairs}
-
-
-def isa_flags(flags: str) -> list[str]:
-    """The instruction-set flags that decide which kernels run (SSE4, AVX, FMA, AVX-512...)."""
-    wanted = ("sse4", "avx", "fma", "f16c", "amx")
-    return sorted(f for f in flags.split() if f.startswith(wanted))

@@ -15,9 +15,8 @@ from pathlib import Path
 
 @contextmanager
 def writing(*outs: Path) -> Iterator[list[Path]]:
-    """Yield a hidden sibling path for each output, to write a file or a folder at; they
-    replace the outputs together when the block succeeds, and vanish when it fails. Staging
-    a killed run left is removed first: one run of a stage writes its outputs at a time."""
+    """Yield a hidden sibling path per output, for a file or a folder: they replace the outputs
+    together when the block succeeds, vanish when it fails; a killed run's are removed first."""
     stagings = []
     for out in map(Path, outs):
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -57,12 +56,7 @@ def restore_deleted() -> None:
     stage = os.environ.get("DVC_STAGE")
     if not stage:
         return
-    done = subprocess.run(
-        [sys.executable, "-m", "dvc", "checkout", "--quiet", stage],
-        capture_output=True,
-        text=True,
-        cwd=os.environ.get("DVC_ROOT"),
-    )
-    if done.returncode != 0:
+    checkout = [sys.executable, "-m", "dvc", "checkout", "--quiet", stage]
+    if subprocess.run(checkout, capture_output=True, cwd=os.environ.get("DVC_ROOT")).returncode:
         print(f"note: DVC could not restore the last outputs of {stage}; `dvc checkout {stage}` "
               "puts back what dvc.lock records", file=sys.stderr)  # fmt: skip

@@ -73,8 +73,7 @@ def _job(raw: DictConfig, out: Path) -> float | None:
     tags = {store.CONFIG_TAG: key, store.JOB_TAG: point}
     if parent := os.environ.get(sweep.PARENT_ENV):
         tags[store.PARENT_TAG] = parent
-        # The newest complete child of this config (a dead sweep's RUNNING one is closed as
-        # the next run opens: store.close_dead_runs).
+        # The newest complete child of this config (store.close_dead_runs closes a dead one).
         query = f" and tags.{store.CONFIG_TAG} = '{key}' and tags.{store.COMPLETE_TAG} = 'true'"
         done = next(iter(store.children(store.client(cfg.logger), parent, query)), None)
         if done is not None and not cfg.force:

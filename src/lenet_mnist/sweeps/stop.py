@@ -20,9 +20,8 @@ if TYPE_CHECKING:  # MLflow loads when a sweep runs: `python -m lenet_mnist.run 
 
 
 class Stopped(BaseException):
-    """A signal's stop on its way to `ending`, with the job runs RUNNING when it came. Not a
-    KeyboardInterrupt, which Lightning turns into SystemExit, nor an Exception, which Hydra
-    and a job's boundary catch: it reaches `ending` as it is. Its args: (signum, run ids)."""
+    """A signal's stop on its way to `ending`; args: signum, the job runs RUNNING then. Neither
+    a KeyboardInterrupt (Lightning makes it SystemExit) nor an Exception (Hydra catches it)."""
 
 
 _open: list[tuple[TrackedRun, str, Path]] = []  # this process's sweep: parent, name, folder
