@@ -1,15 +1,6 @@
-"""How every entry point ends (docs/pipeline.md, "Exit codes"): one line the user can act
-on and an exit code, by the failure's class, not its case. The classes, in one table:
-
-    PipelineError: the input or the configuration                   2    error: ...
-    UnavailableError; an OSError anywhere in the chain (or in a     1    error: ...
-      library's text); an MLflow store unreadable, busy or full
-    a signal: Interrupted, KeyboardInterrupt                  128 + signal  stopped: ...
-    anything else: a bug                                            1    its traceback
-
-The bottom layer: it imports nothing of the package, nor MLflow (a store's error is known
-by its module's name).
-"""
+"""How every entry point ends: one line the user can act on and an exit code, by the failure's
+class, not its case (docs/pipeline.md, "Exit codes and error lines"). The bottom layer: it
+imports nothing of the package, nor MLflow (a store's error is known by its module's name)."""
 
 from __future__ import annotations
 
@@ -21,8 +12,8 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Iterator
-from typing import TypeVar
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
 
 T = TypeVar("T")
 LINE_MAX = 400  # an echoed value can be any length: longer lines are cut, their length said
@@ -69,35 +60,8 @@ SYSTEM_TEXT = re.compile(r"\(os error (\d+)\)|strerror: ([^.\n]+)|\[Errno (\d+)\
 PATH_TEXT = re.compile(r'at path "([^"]+)"')
 STORE_MODULES = ("sqlalchemy", "sqlite3", "mlflow")
 PACKAGE = os.path.dirname(os.path.abspath(__file__))
-_stores: list[str] = []  # the MLflow stores this process opened; a store's line names the last
+store_uri = ""  # the MLflow store this process opened last, which a store's line names
 _held: list[bool] = []  # set once the process has begun to stop: later signals wait
-
-
-def opened_store(uri: str) -> None:
-    """Name the store that a store's error line speaks of (lenet_mnist.tracking.store)."""
-    _stores.append(uri)
-
-
-def describe(err: BaseException) -> tuple[str, int] | None:
-    """The line and exit code for a failure of a known class; None for a bug."""
-    if isinstance(err, KeyboardInterrupt):
-        signum = getattr(err, "signum", signal.SIGINT)
-        return f"stopped: {str(err) or 'interrupted (SIGINT)'}", 128 + signum
-    if isinstance(err, PipelineError):
-        return f"error: {err}", err.exit_code
-    for cause in _chain(err):
-        if said := _system(cause) or _store(cause):
-            return f"error: {said}", 1
-    return None
-
-
-def _chain(err: BaseException | None) -> Iterator[BaseException]:
-    """The exception and those it was raised from or while handling."""
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        yield err
-        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
 
 
 def _system(err: BaseException) -> str | None:
@@ -126,8 +90,7 @@ def _store(err: BaseException) -> str | None:
     """An MLflow store (sqlite through SQLAlchemy) that is unreadable, busy or full."""
     if not type(err).__module__.startswith(STORE_MODULES):
         return None
-    text, uri = str(err).lower(), _stores[-1] if _stores else ""
-    store = f"the MLflow store {uri}".strip()
+    text, store = str(err).lower(), f"the MLflow store {store_uri}".strip()
     if "locked" in text:
         return (f"{store} is busy (database is locked): another process writes to it (a "
                 "sweep, `mlflow ui`, `mlflow gc`); run again once it is done, or raise "
@@ -135,8 +98,8 @@ def _store(err: BaseException) -> str | None:
     if "is full" in text:
         return f"{store} is full (database or disk is full): free space on its disk"
     if any(s in text for s in ("not a database", "unable to open", "malformed", "readonly")):
-        path = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else ""
-        what = "a folder" if os.path.isdir(path) else str(err).strip().splitlines()[0]
+        folder = os.path.isdir(store_uri.removeprefix("sqlite:///"))  # an http:// one is not
+        what = "a folder" if folder else str(err).strip().splitlines()[0]
         return (f"{store} is unreadable ({what}): move it aside to start a new store, or set "
                 "MLFLOW_TRACKING_URI to another")  # fmt: skip
     return None
@@ -155,19 +118,31 @@ def exit_on_error(main: Callable[[], T]) -> T:
     as its traceback and exit 1. A SystemExit, which Hydra's jobs and callbacks let through."""
     try:
         return main()
-    except (Exception, KeyboardInterrupt) as err:
-        said = describe(err)
-        if said is None:
-            traceback.print_exc()
-            sys.exit(1)
-        print(one_line(said[0]), file=sys.stderr)
-        sys.exit(said[1])
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signum", signal.SIGINT)  # a KeyboardInterrupt of Python's own
+        _exit(f"stopped: {str(err) or 'interrupted (SIGINT)'}", 128 + signum)
+    except PipelineError as err:
+        _exit(f"error: {err}", err.exit_code)
+    except Exception as err:
+        cause: BaseException | None = err
+        for _ in range(32):  # the chain it was raised from or while handling; a cycle ends
+            if cause is None:
+                break
+            if said := _system(cause) or _store(cause):
+                _exit(f"error: {said}", 1)
+            cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
+        traceback.print_exc()
+        sys.exit(1)
+
+
+def _exit(line: str, code: int) -> NoReturn:
+    print(one_line(line), file=sys.stderr)
+    sys.exit(code)
 
 
 def hold_signals() -> None:
-    """From now on SIGINT and SIGTERM wait, so a second Ctrl-C cannot cut short the putting
-    back of the last good outputs. Ignored, not blocked: a disposition is the process's,
-    whatever thread gets the signal, and the `dvc checkout` started to restore inherits it."""
+    """From now on SIGINT and SIGTERM wait, so that a second Ctrl-C cannot cut short the restore
+    of the last good outputs: ignored, not blocked, so the `dvc checkout` inherits it too."""
     _held.append(True)
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -176,20 +151,16 @@ def hold_signals() -> None:
 
 def _stop(signum: int, frame: object) -> None:
     """The first SIGINT or SIGTERM stops the work; a later one waits (Lightning puts this
-    handler back when its fit ends)."""
+    handler back when its fit ends, hence the flag)."""
     if not _held:
         hold_signals()
         raise Interrupted(signum, f"interrupted ({signal.Signals(signum).name})")
 
 
 def run_stage(main: Callable[[], object], on_failure: Callable[[], None] | None = None) -> None:
-    """A process's entry point: exit_on_error, with SIGINT and SIGTERM as Interrupted (unless
-    started ignoring them, as a shell's background job is). `on_failure` runs on any failure,
-    with signals held: the stages with cached outputs put back their last good ones there.
-
-    gc.freeze() spares the exit the collection of all that torch, MLflow and Lightning made
-    at import, as long as a short stage's work (docs/benchmarks.md); stages close files with `with`.
-    """
+    """A process's entry point: exit_on_error, with SIGINT and SIGTERM as Interrupted unless
+    started ignoring them (a shell's background job). `on_failure` runs on any failure, signals
+    held; gc.freeze() spares the exit collecting what the imports made (docs/benchmarks.md)."""
     defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
     for signum, default in defaults.items():
         if signal.getsignal(signum) is default:

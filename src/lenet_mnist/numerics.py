@@ -1,19 +1,14 @@
-"""The numeric environment: which kernels, and how many threads, compute a result.
-
-The same inputs give the same bits only where the same instructions add the same numbers
-in the same order. A CPU build of PyTorch picks its kernels by the CPU's instruction set
-(ATen, oneDNN, MKL, torch.compile's C++) and splits reductions by its intra-op threads.
-MODES is the table `trainer.reproducible` chooses from.
-"""
+"""Which kernels, and how many threads, compute a result: a CPU build of PyTorch picks its
+kernels by the CPU's instruction set and splits reductions by its threads (docs/determinism.md).
+MODES is the table `trainer.reproducible` chooses from."""
 
 from __future__ import annotations
 
 import os
 import re
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
@@ -23,8 +18,7 @@ from lenet_mnist.errors import PipelineError
 if TYPE_CHECKING:
     from lenet_mnist.config.schema import TrainerConfig
 
-# Every source of numeric variation a CPU build of PyTorch has, pinned to x86-64-v3
-# (AVX2 and FMA): the common baseline of x86-64 machines of the last decade.
+# Every source of numeric variation of a CPU build of PyTorch, pinned to x86-64-v3 (AVX2, FMA).
 PORTABLE_ENV = {
     "ATEN_CPU_CAPABILITY": "avx2",  # ATen's kernel dispatch, and torch.compile's vector ISA
     "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN's convolution kernels
@@ -36,11 +30,11 @@ PORTABLE_ENV = {
 # A fixed thread count, so a reduction's order depends on no machine's core count. One: more
 # did not train LeNet-5 faster and slowed sweep jobs that share the cores (docs/benchmarks.md).
 PORTABLE_THREADS = 1
+ISA_FLAGS = ("sse4", "avx", "fma", "f16c", "amx")  # the CPU flags that decide which kernels run
 
 
-@dataclass(frozen=True)
-class Mode:
-    env: dict[str, str] = field(default_factory=dict)  # set before the first kernel runs
+class Mode(NamedTuple):
+    env: dict[str, str] = {}  # set before the first kernel runs (read, never changed)
     threads: int | None = None  # when `trainer.threads` is null; None: one per core
     deterministic: bool = True  # PyTorch's deterministic algorithms (Lightning's flag)
 
@@ -48,16 +42,14 @@ class Mode:
 MODES: dict[str, Mode] = {
     "portable": Mode(PORTABLE_ENV, PORTABLE_THREADS),  # the same bits on any x86-64-v3 CPU
     "machine": Mode(),  # the widest ISA and every core: the same bits on this machine only
-    # "none", not "off": YAML reads an unquoted off as false.
-    "none": Mode(deterministic=False),  # no promise at all
+    "none": Mode(deterministic=False),  # no promise ("off" would read as false in YAML)
 }
 _applied: list[str] = []  # the mode this process computes in, once set
 
 
 def pin(trainer: TrainerConfig) -> None:
-    """Put this process in `mode` before it computes anything: process-wide, so only entry
-    points call it (a stage, a Hydra job, the benchmark). The kernels are chosen once per
-    process: a sweep over `trainer.reproducible` needs a process per job."""
+    """Put this process in `mode` before it computes anything: process-wide, and once, so
+    only entry points call it, and a sweep over `trainer.reproducible` needs a process per job."""
     mode = trainer.reproducible
     if _applied and _applied[0] != mode:
         raise PipelineError(
@@ -68,7 +60,7 @@ def pin(trainer: TrainerConfig) -> None:
     settings = MODES[mode]
     os.environ.update(settings.env)
     inductor = sys.modules.get("torch._inductor.config")  # it reads -march when first imported
-    if inductor is not None and hasattr(inductor.cpp, "march"):  # older torch has no such key
+    if inductor is not None and hasattr(inductor.cpp, "march"):  # a GPU image's torch has none
         inductor.cpp.march = os.environ.get("TORCHINDUCTOR_CPP_MARCH")
     count = trainer.threads or settings.threads
     if count is not None:
@@ -78,11 +70,12 @@ def pin(trainer: TrainerConfig) -> None:
 def record(trainer: TrainerConfig) -> dict[str, str]:
     """What computed this run's numbers: CPU, ISA flags, threads, libraries, pinned settings."""
     cpu = cpu_info()
+    isa = sorted(f for f in cpu.get("flags", "").split() if f.startswith(ISA_FLAGS))
     return {
         "numerics.mode": trainer.reproducible,
         "numerics.cpu": cpu.get("model name", "unknown"),
         "numerics.cpu_family_model": f"{cpu.get('cpu family', '?')}/{cpu.get('model', '?')}",
-        "numerics.isa_flags": " ".join(isa_flags(cpu.get("flags", ""))),
+        "numerics.isa_flags": " ".join(isa),
         "numerics.aten_capability": torch.backends.cpu.get_cpu_capability(),
         "numerics.threads": str(torch.get_num_threads()),
         "numerics.torch": torch.__version__,
@@ -94,7 +87,7 @@ def record(trainer: TrainerConfig) -> dict[str, str]:
 
 def _library(version: str) -> str:
     found = re.search(version, torch.__config__.show())
-    return found.group(1) if found else "not in this build"
+    return found[1] if found else "not in this build"
 
 
 def cpu_info() -> dict[str, str]:
@@ -105,9 +98,3 @@ def cpu_info() -> dict[str, str]:
         return {}
     pairs = (line.split(":", 1) for line in text.splitlines() if ":" in line)
     return {k.strip(): v.strip() for k, v in pairs}
-
-
-def isa_flags(flags: str) -> list[str]:
-    """The instruction-set flags that decide which kernels run (SSE4, AVX, FMA, AVX-512...)."""
-    wanted = ("sse4", "avx", "fma", "f16c", "amx")
-    return sorted(f for f in flags.split() if f.startswith(wanted))

@@ -15,9 +15,8 @@ from pathlib import Path
 
 @contextmanager
 def writing(*outs: Path) -> Iterator[list[Path]]:
-    """Yield a hidden sibling path for each output, to write a file or a folder at; they
-    replace the outputs together when the block succeeds, and vanish when it fails. Staging
-    a killed run left is removed first: one run of a stage writes its outputs at a time."""
+    """Yield a hidden sibling path per output, for a file or a folder: they replace the outputs
+    together when the block succeeds, vanish when it fails; a killed run's are removed first."""
     stagings = []
     for out in map(Path, outs):
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -52,19 +51,12 @@ def _remove(path: Path) -> None:
 
 
 def restore_deleted() -> None:
-    """Put back from DVC's cache, with DVC's own checkout, the outputs `dvc repro` deleted
-    before it ran this stage, which has failed: `persist: true` would keep them, but would
-    keep the stage out of DVC's run cache (docs/architecture.md). DVC_STAGE is set only
-    where DVC runs the stage; elsewhere nothing was deleted."""
+    """Put back with `dvc checkout` the outputs `dvc repro` deleted before it ran this failed
+    stage (not `persist`: docs/architecture.md). DVC_STAGE is set only where DVC runs it."""
     stage = os.environ.get("DVC_STAGE")
     if not stage:
         return
-    done = subprocess.run(
-        [sys.executable, "-m", "dvc", "checkout", "--quiet", stage],
-        capture_output=True,
-        text=True,
-        cwd=os.environ.get("DVC_ROOT"),
-    )
-    if done.returncode != 0:
+    checkout = [sys.executable, "-m", "dvc", "checkout", "--quiet", stage]
+    if subprocess.run(checkout, capture_output=True, cwd=os.environ.get("DVC_ROOT")).returncode:
         print(f"note: DVC could not restore the last outputs of {stage}; `dvc checkout {stage}` "
               "puts back what dvc.lock records", file=sys.stderr)  # fmt: skip

@@ -1,11 +1,6 @@
-"""What an entry point sets for its process before torch loads: OpenMP's passive waiting,
-and quiet framework loggers.
-
-OpenMP's threads spin a while before they sleep: two multi-threaded processes on the same
-cores (two sweep jobs, a neighbour's job) then spin against each other, each several times
-slower than its share. Passive waiting changes no result. OpenMP reads it once, as torch
-loads, so only an entry point can set it; a value the user set is kept.
-"""
+"""What an entry point sets before torch loads, which reads it once: OpenMP's passive
+waiting, as spinning threads of two processes on the same cores slow each other several
+times over (no result changes), and quiet framework loggers."""
 
 from __future__ import annotations
 
@@ -23,6 +18,5 @@ def prepare() -> None:
         raise RuntimeError("lenet_mnist.process.prepare() must run before torch is imported")
     for name, value in ENV.items():
         os.environ.setdefault(name, value)
-    # MLflow's store logs each failed query's traceback, then raises: the raised error ends
-    # the command, in one line at the error boundary.
+    # MLflow's store logs each failed query's traceback before it raises the error we report.
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)

@@ -1,13 +1,5 @@
-"""Hydra runs and sweeps of the pipeline's own train, evaluate and publish code, in MLflow.
-
-    python -m lenet_mnist.run train.epochs=3                        # one run
-    python -m lenet_mnist.run -m train.batch_size=32,64,128,256     # a sweep, one job each
-
-A job writes the stages' outputs into its Hydra folder (`paths.runs`, or `paths.sweeps`
-for a sweep, with the report). A sweep's jobs are MLflow children of one resumable parent
-(lenet_mnist.sweeps.sweep), run in this process, side by side (`launcher=joblib`), or on
-a cluster by Hydra's launchers, without changing a job.
-"""
+"""Hydra runs and sweeps of the pipeline's own train, evaluate and publish code, in MLflow
+(docs/launchers.md): `python -m lenet_mnist.run -m train.batch_size=32,64` is a sweep."""
 
 from __future__ import annotations
 
@@ -26,8 +18,7 @@ from lenet_mnist.sweeps import stop
 
 
 def run_job(cfg: DictConfig) -> float | None:
-    """One Hydra job (lenet_mnist.sweeps.job); Lightning and MLflow load here, when a job
-    runs, so that `--help` answers at once."""
+    """Lightning and MLflow load when a job runs, so that `--help` answers at once."""
     from lenet_mnist.sweeps import job
 
     return job.run(cfg)
@@ -52,8 +43,6 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing its own text
     process.prepare()  # before torch loads, here and in a launcher's worker processes
     OmegaConf.register_new_resolver("pid", os.getpid, replace=True)  # hydra.run.dir uses it
-    # The sweep folders' resolvers register as Hydra imports lenet_mnist.sweeps.sweep for
-    # its callback, here and in a launcher's workers.
     entry = hydra.main(config_path=str(parse.CONF_DIR), config_name="config", version_base="1.3")
     try:
         with stop.ending():  # a sweep stopped or failed takes its jobs and runs with it

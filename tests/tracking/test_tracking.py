@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from lenet_mnist.config.schema import LoggerConfig
-from lenet_mnist.errors import PipelineError, describe
+from lenet_mnist.errors import PipelineError, exit_on_error
 from lenet_mnist.tracking import store, ui
 from tests.conftest import (
     SLICE,
@@ -96,17 +96,17 @@ def test_every_experiment_carries_the_saved_runs_view_once(tmp_path):
     assert Counting.writes == 0
 
 
-def test_a_store_locked_past_the_timeout_fails_with_the_busy_line(tmp_path):
+def test_a_store_locked_past_the_timeout_fails_with_the_busy_line(tmp_path, capsys):
     """sqlite's own wait, which open_store sets to the timeout, ends in the boundary's line."""
     db = f"sqlite:///{tmp_path / 'mlflow.db'}"
     MlflowClient(db).search_experiments()
     started = time.monotonic()
-    with _locked(db), pytest.raises(Exception, match="database is locked") as raised:
-        store.TrackedRun.create(store.open_store(db, timeout_s=0.5), "lenet-mnist")
+    with _locked(db), pytest.raises(SystemExit) as ended:
+        exit_on_error(lambda: store.TrackedRun.create(store.open_store(db, 0.5), "lenet-mnist"))
     assert time.monotonic() - started < 5
-    assert describe(raised.value)[0].endswith(
-        "run again once it is done, or raise logger.timeout_s"
-    )
+    line = capsys.readouterr().err.strip()
+    assert ended.value.code == 1 and "is busy (database is locked)" in line
+    assert line.endswith("run again once it is done, or raise logger.timeout_s")
 
 
 def test_printed_links_leave_out_the_busy_wait(tmp_path, monkeypatch):

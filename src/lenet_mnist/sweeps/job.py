@@ -1,9 +1,5 @@
-"""One Hydra job: the train, evaluate and publish stages' own code, into the job's folder.
-
-A sweep's job is an MLflow child of the sweep's parent, skipped when a complete child of
-the same config hash exists (unless `force=true`). It returns `objective.metric` from its
-run's metrics, the value an optimizing sweeper (conf/hparams_search) reads.
-"""
+"""One Hydra job: the train, evaluate and publish stages' own code, into the job's folder;
+in a sweep, an MLflow child of its parent, skipped when a complete child of its config exists."""
 
 from __future__ import annotations
 
@@ -31,9 +27,8 @@ from lenet_mnist.training import fit
 
 log = logging.getLogger(__name__)
 
-# A run short of objective.target costs this, plus this per percentage point short, plus its
-# seconds: behind any run that reached the target in under 10^6 s (11.6 days), a wider miss
-# behind a narrower one, equal misses by speed. Finite: Optuna cannot rank one inf against another.
+# A miss of objective.target costs this, plus this per percentage point short, plus its seconds:
+# behind any hit under 10^6 s, a wider miss behind a narrower; finite, as Optuna ranks no inf.
 MISSED_S = 1e6
 
 
@@ -58,26 +53,36 @@ def run(cfg: DictConfig) -> float | None:
 
 
 def _job(raw: DictConfig, out: Path) -> float | None:
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         cfg = parse.validate(raw)
-        _one_process_per_sweep_job(cfg)
+        if cfg.trainer.devices * cfg.trainer.num_nodes > 1 and multirun:
+            # Lightning starts DDP's other processes by running the command (the sweep) again.
+            raise PipelineError(
+                f"trainer.devices={cfg.trainer.devices} with trainer.num_nodes="
+                f"{cfg.trainer.num_nodes} is not allowed in a sweep (-m); use 1 process per "
+                "job, or run it without -m"
+            )
         numerics.pin(cfg.trainer)
         digest = prepare.read_stats(Path(cfg.paths.prepared))["digest"]
     except PipelineError:
         shutil.rmtree(out, ignore_errors=True)  # Hydra made it; a refused job leaves nothing
         raise
     key = identity.config_hash(cfg, digest)
-    tags = {store.CONFIG_TAG: key, store.JOB_TAG: _job_label()}
+    point = " ".join(defining(as_typed(HydraConfig.get().overrides.task)))  # as the report keys it
+    tags = {store.CONFIG_TAG: key, store.JOB_TAG: point}
     if parent := os.environ.get(sweep.PARENT_ENV):
         tags[store.PARENT_TAG] = parent
-        done = sweep.previous_child(store.client(cfg.logger), parent, key)
+        # The newest complete child of this config (store.close_dead_runs closes a dead one).
+        query = f" and tags.{store.CONFIG_TAG} = '{key}' and tags.{store.COMPLETE_TAG} = 'true'"
+        done = next(iter(store.children(store.client(cfg.logger), parent, query)), None)
         if done is not None and not cfg.force:
             log.info("skipped: done before, MLflow run %s (force=true reruns it)", done.info.run_id)
             return objective(cfg.objective, done.data.metrics)
     try:
         return fit_and_test(cfg, out, tags)
     except DivergedError as err:
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
+        if not multirun:
             raise
         # In a sweep, a rate too large for its batch size is an outcome: the run stays
         # FAILED, a resumed sweep tries it again, and the sweep goes on.
@@ -88,25 +93,9 @@ def _job(raw: DictConfig, out: Path) -> float | None:
         raise
 
 
-def _one_process_per_sweep_job(cfg: Config) -> None:
-    """Lightning starts DDP's other processes by running the command (the sweep) again."""
-    processes = cfg.trainer.devices * cfg.trainer.num_nodes
-    if processes > 1 and HydraConfig.get().mode == RunMode.MULTIRUN:
-        raise PipelineError(
-            f"trainer.devices={cfg.trainer.devices} with trainer.num_nodes="
-            f"{cfg.trainer.num_nodes} is not allowed in a sweep (-m); use 1 process per job, "
-            "or run it without -m"
-        )
-
-
-def _job_label() -> str:
-    """The job's point of the grid, as the report keys it."""
-    return " ".join(defining(as_typed(HydraConfig.get().overrides.task)))
-
-
 def fit_and_test(cfg: Config, out: Path, tags: dict[str, str]) -> float:
-    """The train, evaluate and publish stages' own code, writing into the job folder; the
-    objective from the metrics as MLflow stored them, as a skipped job reads them."""
+    """The stages' own code into the job folder; the objective from the metrics as MLflow
+    stored them, as a skipped job reads them."""
     prepared, history = Path(cfg.paths.prepared), out / "train_history.csv"
     outputs = fit.Outputs(out / "model", history, out / "timings.json")
     trained = fit.train(cfg, prepared, outputs, tags)

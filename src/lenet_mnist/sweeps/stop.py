@@ -1,9 +1,6 @@
 """A sweep ends as one thing: while its parent run is open, SIGINT and SIGTERM raise
-Stopped, and `ending`, around Hydra's run, ends a sweep that fails or stops: it kills the
-processes the sweep started, whatever the launcher, closes the job runs left unfinished,
-and the parent KILLED (a signal) or FAILED. Hydra has no callback for either, and a signal
-ends the sweep's process alone (docs/architecture.md, "Hydra sweeps").
-"""
+Stopped, and `ending` kills the processes the sweep started, whatever the launcher, closes
+its unfinished job runs, and the parent KILLED or FAILED (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -21,35 +18,32 @@ from lenet_mnist.errors import Interrupted, hold_signals
 if TYPE_CHECKING:  # MLflow loads when a sweep runs: `python -m lenet_mnist.run --help` waits not
     from lenet_mnist.tracking.store import TrackedRun
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
 
 class Stopped(BaseException):
-    """A signal's stop on its way to `ending`, with the job runs RUNNING when it came. Not a
-    KeyboardInterrupt, which Lightning turns into SystemExit, nor an Exception, which Hydra
-    and a job's boundary catch: it reaches `ending` as it is."""
-
-    def __init__(self, signum: int, runs: list[str]) -> None:
-        super().__init__(signum, runs)
-        self.signum, self.runs = signum, runs
+    """A signal's stop on its way to `ending`; args: signum, the job runs RUNNING then. Neither
+    a KeyboardInterrupt (Lightning makes it SystemExit) nor an Exception (Hydra catches it)."""
 
 
 _open: list[tuple[TrackedRun, str, Path]] = []  # this process's sweep: parent, name, folder
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
-    """The jobs die first, so that none finishes after the runs are read. Only reads here:
-    the process may be amid an MLflow write of a job that runs in it."""
+    """The jobs die first, so that none finishes after the runs are read; only reads here, as
+    the process may be amid an MLflow write."""
     if _open:  # else the sweep has ended, or begun to, and the signal waits
+        from lenet_mnist.tracking import store
+
         hold_signals()
         _kill_children()
-        raise Stopped(signum, _running(_open[0][0]))
+        parent = _open[0][0]
+        running = store.children(parent.mlflow, parent.run_id, " and attributes.status = 'RUNNING'")
+        raise Stopped(signum, [run.info.run_id for run in running])
 
 
 def watch(parent: TrackedRun, name: str, folder: Path) -> None:
     """Stop the sweep on SIGTERM or SIGINT from now on, until `closed`."""
     _open[:] = [(parent, name, folder)]
-    for each in SIGNALS:
+    for each in (signal.SIGTERM, signal.SIGINT):
         signal.signal(each, _stop)
 
 
@@ -79,10 +73,11 @@ def ending() -> Iterator[None]:
                 _close(parent, [], "FAILED")
                 named(folder, err)
                 raise
-            cut = _close(parent, err.runs, "KILLED")
-            by, what = signal.Signals(err.signum).name, f"{cut} job{'s' * (cut != 1)}"
+            signum, running = err.args
+            cut = _close(parent, running, "KILLED")
+            by, what = signal.Signals(signum).name, f"{cut} job{'s' * (cut != 1)}"
             said = f"sweep {name} ({by}): {what} stopped; run the same command to resume"
-            raise Interrupted(err.signum, said) from None
+            raise Interrupted(signum, said) from None
         raise
 
 
@@ -93,9 +88,8 @@ def named(folder: Path, err: BaseException) -> None:
 
 
 def _kill_children() -> None:
-    """Every process this one started, whatever the launcher, and theirs; but a resource
-    tracker (joblib's, multiprocessing's) ends with this process, and, killed, is started
-    again with a warning that resources might leak."""
+    """Every process this one started, and theirs, but a resource tracker (joblib's,
+    multiprocessing's): killed, it is started again with a warning that resources leak."""
     jobs = [p for p in psutil.Process().children(recursive=True) if not _tracker(p)]
     for job in jobs:
         with contextlib.suppress(psutil.NoSuchProcess):
@@ -107,13 +101,6 @@ def _tracker(process: psutil.Process) -> bool:
     with contextlib.suppress(psutil.Error):
         return "resource_tracker" in " ".join(process.cmdline())
     return False
-
-
-def _running(parent: TrackedRun) -> list[str]:
-    from lenet_mnist.tracking import store
-
-    query = " and attributes.status = 'RUNNING'"
-    return [run.info.run_id for run in store.children(parent.mlflow, parent.run_id, query)]
 
 
 def _close(parent: TrackedRun, cut: list[str], status: str) -> int:

@@ -1,11 +1,6 @@
-"""A sweep in MLflow: one parent run per grid, one child per point, resumable.
-
-The parent is found again by the sweep's key (its defining overrides, in any order), so the
-same command reopens it, and each job skips a point with a complete child of its config
-hash unless `force=true`. Folders are named the same way, a sweep's by its key and a job's
-by its point: a resumed sweep writes into its first start's folder. At the end the report
-(lenet_mnist.study.report) goes into the sweep's folder and onto the parent.
-"""
+"""A sweep in MLflow: one parent run per grid, found again by the sweep's key (its defining
+overrides, in any order), so that the same command resumes it in the same folder; the
+report goes into that folder and onto the parent (docs/launchers.md)."""
 
 from __future__ import annotations
 
@@ -19,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from mlflow.entities import Run
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from lenet_mnist.config.identity import as_typed, defining, search_overrides, sweep_key
@@ -37,19 +30,6 @@ log = logging.getLogger(__name__)
 PARENT_ENV = "LENET_MNIST_SWEEP_PARENT"
 
 
-def previous_child(mlflow: MlflowClient, parent: str, key: str) -> Run | None:
-    """The newest complete child with this config. A child its killed sweep left RUNNING is
-    marked KILLED when the next run is created (store.close_dead_runs)."""
-    query = f" and tags.{store.CONFIG_TAG} = '{key}' and tags.{store.COMPLETE_TAG} = 'true'"
-    return next(iter(store.children(mlflow, parent, query)), None)
-
-
-def sweep_overrides(cfg: DictConfig) -> list[str]:
-    """What defines the sweep whose config this is (see `search_overrides`)."""
-    sweeper, objective = OmegaConf.select(cfg, "hydra.sweeper"), OmegaConf.select(cfg, "objective")
-    return search_overrides(cfg.hydra.overrides.task, sweeper, objective)
-
-
 def point_folder(overrides: Iterable[str]) -> str:
     """A job's folder name: its grid point, in plain file-name characters."""
     label = ",".join(defining(overrides))
@@ -59,22 +39,20 @@ def point_folder(overrides: Iterable[str]) -> str:
     return name or "defaults"  # no override that changes a result: the conf/ defaults
 
 
-def register_resolvers() -> None:
-    """Folder names for conf/config.yaml's hydra.sweep. At import: a launcher's worker
-    imports this module but runs no main(). `sweep_key` is cached, as `${now:}` is: only the
-    sweep's config holds the whole grid, and Hydra copies its cache into each job's config."""
-    OmegaConf.register_new_resolver(
-        "sweep_key",
-        lambda *search: sweep_key(search_overrides(*search)),
-        use_cache=True,
-        replace=True,
-    )
-    OmegaConf.register_new_resolver(
-        "sweep_point", lambda task: point_folder(as_typed(task)), replace=True
-    )
+# Folder names for conf/config.yaml's hydra.sweep, at import, as a launcher's worker runs no
+# main(). `sweep_key` is cached, as `${now:}` is: only the sweep's config holds the whole grid.
+OmegaConf.register_new_resolver(
+    "sweep_key", lambda *search: sweep_key(search_overrides(*search)), use_cache=True, replace=True
+)
+OmegaConf.register_new_resolver(
+    "sweep_point", lambda task: point_folder(as_typed(task)), replace=True
+)
 
 
-register_resolvers()
+def sweep_overrides(cfg: DictConfig) -> list[str]:
+    """What defines the sweep whose config this is (see `search_overrides`)."""
+    sweeper, objective = OmegaConf.select(cfg, "hydra.sweeper"), OmegaConf.select(cfg, "objective")
+    return search_overrides(cfg.hydra.overrides.task, sweeper, objective)
 
 
 def writable(folder: Path) -> None:
@@ -91,13 +69,9 @@ def writable(folder: Path) -> None:
 
 
 class ParentRun(Callback):
-    """The one callback conf/config.yaml names: checks a run's or a sweep's folder, opens
-    (or reopens) the sweep's parent run before any job, and reports at the end.
-
-    Each goes through the boundary (exit_on_error): Hydra turns a callback's exception into
-    a warning and goes on, which would run every job without a parent. The database, the
-    experiment and the parent are made here, once, so parallel jobs do not race to make them.
-    """
+    """Checks a run's or a sweep's folder, opens (or reopens) the sweep's parent run before
+    any job, once, so that parallel jobs do not race to make it, and reports at the end. Each
+    ends through exit_on_error: Hydra would turn an exception into a warning and go on."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         exit_on_error(lambda: writable(Path(config.hydra.run.dir)))

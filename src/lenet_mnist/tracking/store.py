@@ -68,7 +68,7 @@ def open_store(uri: str, timeout_s: float = 30.0) -> MlflowClient:
     another writer (sweep jobs, `mlflow gc`, the UI). Two processes that create a store at
     once break each other's migration, so opening takes a lock per database file, and is
     retried while a process that takes no lock (`mlflow ui`) finishes its own."""
-    errors.opened_store(uri)
+    errors.store_uri = uri
     if not uri.startswith(SQLITE):
         return MlflowClient(uri)
     path = os.path.abspath(uri.removeprefix(SQLITE))
