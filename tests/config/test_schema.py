@@ -135,3 +135,11 @@ def test_any_value_at_any_key_validates_or_raises_the_projects_own_error(key, va
     assert parse.validate(dataclasses.asdict(typed)) == typed
     if key == "data.mirrors.0":
         assert typed.data.mirrors[0] == value
+
+
+def test_a_key_with_a_newline_is_named_on_one_line():
+    cfg = copy.deepcopy(DEFAULTS)
+    cfg["data"] = {"\n": 0}
+    with pytest.raises(PipelineError) as refused:
+        parse.validate(cfg)
+    assert str(refused.value).startswith("'data.\\n' is not a config key;")

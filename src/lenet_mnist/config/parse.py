@@ -150,7 +150,8 @@ def _unknown(key: str) -> str:
     keys = [k for k in ENTRIES if "." in k] if "." in key else list(ENTRIES)
     close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
     hint = f"did you mean {close[0]}?" if close else f"the groups are {', '.join(GROUPS)}"
-    return f"{key} is not a config key; {hint}"
+    shown = key if key.isprintable() else repr(key)  # a newline in a key stays on the line
+    return f"{shown} is not a config key; {hint}"
 
 
 def describe(err: BaseException) -> str:
