@@ -47,6 +47,21 @@ def test_a_bad_override_stops_a_run_with_one_line_and_leaves_nothing(tmp_path, o
     assert list((tmp_path / "runs").glob("*")) == []  # Hydra's run folder is removed too
 
 
+def test_a_refused_value_answers_before_torch_lightning_or_mlflow_load(tmp_path):
+    code = (
+        "import atexit, runpy, sys\n"
+        "heavy = {'torch', 'pytorch_lightning', 'lightning', 'mlflow'}\n"
+        "atexit.register(lambda: print(sorted({m.split('.')[0] for m in sys.modules} & heavy)))\n"
+        "sys.argv = ['run', 'train.epochs=0']\n"
+        "runpy.run_module('lenet_mnist.run', run_name='__main__')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == "[]\n", done.stdout
+
+
 def test_a_sweep_whose_folder_cannot_be_made_stops_before_any_mlflow_run(prepared_slice, tmp_path):
     """The sweep's parent run opened before Hydra made the folder, and stayed RUNNING."""
     prepared, _ = prepared_slice

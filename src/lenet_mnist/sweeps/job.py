@@ -13,17 +13,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lenet_mnist import numerics
 from lenet_mnist.config import identity, parse
 from lenet_mnist.config.identity import as_typed, defining
 from lenet_mnist.config.schema import Config, ObjectiveConfig
 from lenet_mnist.data import prepare
 from lenet_mnist.errors import DivergedError, PipelineError, exit_on_error
-from lenet_mnist.evaluation import evaluate
-from lenet_mnist.serving.publish import publish
 from lenet_mnist.sweeps import stop, sweep
-from lenet_mnist.tracking import store
-from lenet_mnist.training import fit
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +40,6 @@ def objective(cfg: ObjectiveConfig, metrics: Mapping[str, float]) -> float:
 
 def run(cfg: DictConfig) -> float | None:
     """One Hydra job; returns `objective`, the value an optimizing sweeper reads."""
-    fit.quiet_lightning()  # a launcher may run the job in a process of its own
     if os.environ.get(sweep.PARENT_ENV):
         stop.in_job()
     out = Path(HydraConfig.get().runtime.output_dir)
@@ -63,6 +57,12 @@ def _job(raw: DictConfig, out: Path) -> float | None:
                 f"{cfg.trainer.num_nodes} is not allowed in a sweep (-m); use 1 process per "
                 "job, or run it without -m"
             )
+        # torch, Lightning and MLflow load for a valid job only: a refused value answers at once
+        from lenet_mnist import numerics
+        from lenet_mnist.tracking import store
+        from lenet_mnist.training import fit
+
+        fit.quiet_lightning()  # a launcher may run the job in a process of its own
         numerics.pin(cfg.trainer)
         digest = prepare.read_stats(Path(cfg.paths.prepared))["digest"]
     except PipelineError:
@@ -96,6 +96,11 @@ def _job(raw: DictConfig, out: Path) -> float | None:
 def fit_and_test(cfg: Config, out: Path, tags: dict[str, str]) -> float:
     """The stages' own code into the job folder; the objective from the metrics as MLflow
     stored them, as a skipped job reads them."""
+    from lenet_mnist.evaluation import evaluate
+    from lenet_mnist.serving.publish import publish
+    from lenet_mnist.tracking import store
+    from lenet_mnist.training import fit
+
     prepared, history = Path(cfg.paths.prepared), out / "train_history.csv"
     outputs = fit.Outputs(out / "model", history, out / "timings.json")
     trained = fit.train(cfg, prepared, outputs, tags)

@@ -20,9 +20,7 @@ from lenet_mnist.config.identity import as_typed, defining, search_overrides, sw
 from lenet_mnist.config.parse import validate
 from lenet_mnist.data import prepare
 from lenet_mnist.errors import PipelineError, exit_on_error
-from lenet_mnist.study import report
 from lenet_mnist.sweeps import stop
-from lenet_mnist.tracking import store
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +84,8 @@ class ParentRun(Callback):
         prepare.read_stats(Path(cfg.paths.prepared))
         self.sweep_dir = Path(config.hydra.sweep.dir)
         writable(self.sweep_dir)
+        from lenet_mnist.tracking import store  # MLflow loads for a sweep that will run only
+
         mlflow = store.client(cfg.logger)
         overrides = sweep_overrides(config)
         key = sweep_key(overrides)
@@ -107,6 +107,8 @@ class ParentRun(Callback):
         exit_on_error(self._report)
 
     def _report(self) -> None:
+        from lenet_mnist.study import report
+
         files = report.build(self.parent.mlflow, self.parent.run_id, self.sweep_dir / "report")
         self.parent.artifacts(*files)
         self.parent.close()
