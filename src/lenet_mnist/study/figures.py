@@ -101,19 +101,16 @@ def epoch_bands(
         curves = [[100 * v for v in c] for r in group.itertuples() if (c := curve(r))]
         if not curves:
             continue
-        band = bands(curves)
-        x = np.arange(1, len(band) + 1)
-        low, high = np.array([b.low for b in band]), np.array([b.high for b in band])
-        color, last = colors[group["batch_size"].iloc[0]], max(last, len(band))
-        others = names[group.index[0]]
-        label = " ".join(x for x in [f"batch {group['batch_size'].iloc[0]}", others,
-                                     f"({plural(len(group), 'seed')})"] if x)  # fmt: skip
-        ax.plot(x, [b.mean for b in band], **_points(len(band)), color=color, label=label)
-        defined = np.array([b.defined for b in band])
+        band = pd.DataFrame(map(vars, bands(curves)))  # per epoch: mean, low, high, n
+        x, defined, size = band.index + 1, band["n"] >= 2, group["batch_size"].iloc[0]
+        last, seeds = max(last, len(band)), f"({plural(len(group), 'seed')})"
+        label = " ".join(filter(None, [f"batch {size}", names[group.index[0]], seeds]))
+        ax.plot(x, band["mean"], **_points(len(band)), color=colors[size], label=label)
         if len(band) > 1 and defined.any():
-            ax.fill_between(x, low, high, where=defined, color=color, alpha=0.2, linewidth=0)
+            ax.fill_between(x, band["low"], band["high"], where=defined, color=colors[size],
+                            alpha=0.2, linewidth=0)  # fmt: skip
         elif defined.any():
-            ax.vlines(x, low, high, color=color)
+            ax.vlines(x, band["low"], band["high"], color=colors[size])
     _epoch_ticks(ax, last)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small")
@@ -137,7 +134,7 @@ def generalization_gap(ax: Any, runs: pd.DataFrame) -> None:
 
 def bands(curves: list[list[float]]) -> list[Interval]:
     """Per epoch, the interval over the runs that got that far."""
-    return list(pd.DataFrame(curves).apply(interval))
+    return list(pd.DataFrame(map(pd.Series, curves)).apply(interval))
 
 
 def _epoch_ticks(ax: Any, last: int) -> None:
