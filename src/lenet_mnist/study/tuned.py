@@ -19,7 +19,7 @@ from lenet_mnist.errors import PipelineError, run_stage
 from lenet_mnist.outputs import replacing
 from lenet_mnist.study import figures, tuning
 from lenet_mnist.study.report import SUMMARY_MD, Table, latest_sweep, page
-from lenet_mnist.study.runs import REACH, Interval, collect, interval, plural, to, typed
+from lenet_mnist.study.runs import REACH, collect, interval, plural, to, typed
 from lenet_mnist.study.tuning import TunedStudy
 from lenet_mnist.tracking import store
 
@@ -128,10 +128,6 @@ def build(client: Any, experiment: str, sweeps: dict[str, list[str]], out: Path)
     return [out / p.name for p in files]
 
 
-def _pct(value: Interval) -> str:
-    return Interval(*(100 * v for v in (value.mean, value.low, value.high)), value.n).text("{:.2f}")
-
-
 def _size(value: float) -> str:
     """A batch size; one beyond any measured (S_min about 0) as a power of ten, not 18 digits."""
     return f"{value:,.0f}" if value < 1e6 else f"{value:.1e}"
@@ -146,15 +142,13 @@ def tables(study: TunedStudy) -> list[Table]:
 
 def accuracy_table(study: TunedStudy) -> Table:
     """Per batch size, each full grid side by side: its rate and test accuracy."""
-    columns = []
+    columns = {}
     for name in tuning.FULL:
-        label = tuning.LABELS[name]
         best = tuning.most_accurate(study.grid(name)).groupby("batch_size")
-        columns += [
-            best["rate"].first().map("{:.3g}".format).rename(f"{label}: rate"),
-            best["test_acc"].agg(interval).map(_pct).rename(f"{label}: test acc (%)"),
-        ]
-    cells = pd.concat(columns, axis=1).sort_index().fillna("—")
+        acc = best["test_acc"].agg(interval)
+        columns[f"{tuning.LABELS[name]}: rate"] = best["rate"].first().map("{:.3g}".format)
+        columns[f"{tuning.LABELS[name]}: test acc (%)"] = acc.map(lambda i: i.text("{:.2f}", 100))
+    cells = pd.DataFrame(columns).sort_index().fillna("—")
     return Table(
         "Test accuracy per batch size, the fixed rate beside the tuned",
         cells.rename_axis("batch size").reset_index().astype(str),
@@ -237,7 +231,7 @@ def search_table(study: TunedStudy, target: float) -> Table:
     ] for r in hits.head(1).itertuples()] or [[best, "none reached it", *[""] * 4]]  # fmt: skip
     cells += [[
         "the grid's fastest", str(o.batch_size), f"{o.rate:.3g}",
-        f"{o.epochs:.0f} (of {o.planned})", _pct(o.test_acc), o.time.text("{:.1f}"),
+        f"{o.epochs:.0f} (of {o.planned})", o.test_acc.text("{:.2f}", 100), o.time.text("{:.1f}"),
     ] for o in tuning.options(study.gridded, target).head(1).itertuples()]  # fmt: skip
     return Table(
         f"The Optuna search beside the grid, to {target:.1%} test accuracy",
