@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from functools import partial
+from itertools import cycle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,17 +65,14 @@ def accuracy_vs_batch_size(ax: Any, runs: pd.DataFrame) -> None:
 def speed_vs_batch_size(ax: Any, runs: pd.DataFrame) -> None:
     """Speed depends on the batch size alone, so runs of one size share a point (median)."""
     speed = runs.groupby("batch_size")[["s_per_epoch", "samples_per_s"]].median()
-    ax.plot(list(speed.index), list(speed["s_per_epoch"]), "o-", color="C0",
-            label="seconds per epoch")  # fmt: skip
+    ax.plot(speed.index, speed["s_per_epoch"], "o-", color="C0", label="seconds per epoch")
     right = ax.twinx()
-    right.plot(list(speed.index), list(speed["samples_per_s"]), "s--", color="C1",
-               label="samples per second")  # fmt: skip
+    right.plot(speed.index, speed["samples_per_s"], "s--", color="C1", label="samples per second")
     ax.set(xscale="log", xlabel="batch size", ylabel="seconds per epoch (median)",
            title="Speed against batch size", ylim=(0, None))  # fmt: skip
     right.set(ylabel="training samples per second", ylim=(0, None))
     _batch_ticks(ax, runs["batch_size"])
-    handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-    ax.legend(handles=handles, loc="center right", fontsize="small")
+    ax.legend(handles=[*ax.lines, *right.lines], loc="center right", fontsize="small")
 
 
 def accuracy_vs_time(ax: Any, runs: pd.DataFrame) -> None:
@@ -163,8 +161,7 @@ def steps_vs_examples(ax: Any, fits: list[Scaling]) -> None:
     colors = shades(sizes)
     handles = [Line2D([], [], marker="o", linestyle="none", color=colors[b], label=f"batch {b}")
                for b in sizes]  # fmt: skip
-    for i, s in enumerate(fits):
-        marker, line = MARKERS[i % len(MARKERS)], LINES[i % len(LINES)]
+    for s, marker, line in zip(fits, cycle(MARKERS), cycle(LINES), strict=False):
         reach = zip(s.runs["batch_size"], s.runs[to("examples", s.target)],
                     s.runs[to("iterations", s.target)], strict=True)  # fmt: skip
         for size, examples, iterations in reach:
@@ -258,8 +255,7 @@ def tuned_steps(ax: Any, study: TunedStudy, grid: str) -> None:
         ax.plot(curve, scaling.curve(f.fit, curve)[1], "-", color=f"C{i}", linewidth=1)
     title = f"{tuning.LABELS[grid]}: updates to each validation target, S(B) fitted"
     ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="updates", title=title)
-    sizes = [b for f in fits for b in f.chosen["batch_size"].tolist()]
-    _batch_ticks(ax, sizes)
+    _batch_ticks(ax, [b for f in fits for b in f.chosen["batch_size"]])
     ax.legend(fontsize="small")
 
 

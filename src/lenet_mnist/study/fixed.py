@@ -42,16 +42,14 @@ class Scaling:
 
     def verdict(self) -> str:
         """The prediction in words, from the numbers alone."""
-        if math.isnan(self.ratio):
+        ratio = self.ratio
+        if math.isnan(ratio):
             return "no comparison"
-        if self.ratio >= 1:
-            size = f"B_simple is {self.ratio:.3g}x B_crit"
-        else:
-            size = f"B_simple is 1/{1 / self.ratio:.3g} of B_crit"
+        size = f"{ratio:.3g}x B_crit" if ratio >= 1 else f"1/{1 / ratio:.3g} of B_crit"
         if math.isnan(self.fit.low):
-            return f"{size}; B_crit has no interval"
+            return f"B_simple is {size}; B_crit has no interval"
         inside = self.fit.low <= self.simple <= self.fit.high
-        return f"{size}; {'inside' if inside else 'outside'} B_crit's 95% interval"
+        return f"B_simple is {size}; {'inside' if inside else 'outside'} B_crit's 95% interval"
 
 
 @dataclass

@@ -59,8 +59,7 @@ def with_settings(sweeps: dict[str, list[str]], settings: list[str]) -> dict[str
             raise PipelineError(f"--set {setting!r} is not KEY=VALUE")
         owners = [n for n, o in out.items() if any(x.partition("=")[0] == key for x in o)]
         for name in owners or list(out):
-            kept = [x for x in out[name] if x.partition("=")[0] != key]
-            out[name] = [*kept, setting]
+            out[name] = [*(x for x in out[name] if x.partition("=")[0] != key), setting]
     return out
 
 
