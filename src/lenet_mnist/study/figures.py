@@ -56,9 +56,8 @@ def accuracy_vs_batch_size(ax: Any, runs: pd.DataFrame) -> None:
         errors = [a.half if a.defined else 0.0 for a in accs]
         ax.errorbar(list(accs.index), [a.mean for a in accs], yerr=errors, fmt="o-", capsize=3,
                     label=name)  # fmt: skip
-    ax.set(xscale="log", xlabel="batch size", ylabel="test accuracy (%), mean and 95% CI",
-           title="Test accuracy against batch size")  # fmt: skip
-    _batch_ticks(ax, runs["batch_size"])
+    ax.set(ylabel="test accuracy (%), mean and 95% CI", title="Test accuracy against batch size")
+    _batch_axis(ax, runs["batch_size"])
     ax.legend()
 
 
@@ -68,10 +67,9 @@ def speed_vs_batch_size(ax: Any, runs: pd.DataFrame) -> None:
     ax.plot(speed.index, speed["s_per_epoch"], "o-", color="C0", label="seconds per epoch")
     right = ax.twinx()
     right.plot(speed.index, speed["samples_per_s"], "s--", color="C1", label="samples per second")
-    ax.set(xscale="log", xlabel="batch size", ylabel="seconds per epoch (median)",
-           title="Speed against batch size", ylim=(0, None))  # fmt: skip
+    ax.set(ylabel="seconds per epoch (median)", title="Speed against batch size", ylim=(0, None))
     right.set(ylabel="training samples per second", ylim=(0, None))
-    _batch_ticks(ax, runs["batch_size"])
+    _batch_axis(ax, runs["batch_size"])
     ax.legend(handles=[*ax.lines, *right.lines], loc="center right", fontsize="small")
 
 
@@ -146,7 +144,8 @@ def _epoch_ticks(ax: Any, last: int) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def _batch_ticks(ax: Any, batch_sizes: Iterable[int]) -> None:
+def _batch_axis(ax: Any, batch_sizes: Iterable[int]) -> None:
+    ax.set(xscale="log", xlabel="batch size")
     sizes = sorted(set(batch_sizes))
     ax.set_xticks(sizes, [str(s) for s in sizes])
     ax.minorticks_off()
@@ -254,8 +253,8 @@ def tuned_steps(ax: Any, study: TunedStudy, grid: str) -> None:
         curve = np.geomspace(sizes[0], sizes[-1], 100)
         ax.plot(curve, scaling.curve(f.fit, curve)[1], "-", color=f"C{i}", linewidth=1)
     title = f"{tuning.LABELS[grid]}: updates to each validation target, S(B) fitted"
-    ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="updates", title=title)
-    _batch_ticks(ax, [b for f in fits for b in f.chosen["batch_size"]])
+    ax.set(yscale="log", ylabel="updates", title=title)
+    _batch_axis(ax, [b for f in fits for b in f.chosen["batch_size"]])
     ax.legend(fontsize="small")
 
 

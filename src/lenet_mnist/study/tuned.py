@@ -170,12 +170,11 @@ def fits_table(study: TunedStudy) -> Table:
 def targets_table(study: TunedStudy) -> Table:
     cells = []
     for f in study.fits:
-        # top or bottom: the tuned rate is at the end of its batch size's grid of rates
-        grid = study.grid(f.grid).groupby("batch_size")["rate"].agg(["min", "max", "nunique"])
+        rates = study.grid(f.grid).groupby("batch_size")["rate"].unique().map(sorted)
         for size, rate in f.chosen.groupby("batch_size", sort=False):
-            lr, ends = rate["rate"].iloc[0], grid.loc[size]
-            edge = "" if ends["nunique"] < 2 else " (top)" if lr == ends["max"] else (
-                " (bottom)" if lr == ends["min"] else "")  # fmt: skip
+            lr, grid = rate["rate"].iloc[0], rates[size]
+            # top or bottom: the tuned rate is at the end of its batch size's grid of rates
+            edge = {grid[0]: " (bottom)", grid[-1]: " (top)"}.get(lr, "") if len(grid) > 1 else ""
             cells.append([
                 tuning.LABELS[f.grid], f"{f.target:g}", str(size), f"{lr:.3g}" + edge,
                 *(interval(rate[to(k, f.target)]).text("{:,.0f}") for k in REACH[:2]),
@@ -189,11 +188,11 @@ def targets_table(study: TunedStudy) -> Table:
 
 def rules_table(study: TunedStudy) -> Table:
     cells = []
-    for name in study.grids:
+    for name in study.tuned_grids:  # one rate per batch size: nothing was tuned
         runs = study.grid(name)
         target = tuning.widest_target(study.fitted(name), runs)
-        if target is None or name not in study.tuned_grids:
-            continue  # no target for every size, or one rate per size: nothing was tuned
+        if target is None:
+            continue  # no target that every batch size reached
         for size, r in tuning.rules(runs, target).iterrows():
             cells.append([tuning.LABELS[name], f"{target:g}", str(size), f"{r['best']:.3g}"] + [
                 f"{r[k]:.3g}: " + ("lands" if tuning.lands(r["best"], r[k]) else
