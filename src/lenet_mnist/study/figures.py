@@ -211,8 +211,7 @@ def _figure(path: Path, panels: list[Callable[[Any], None]], caption: str | None
 
 
 def draw(study: Study, out: Path, caption: str) -> list[Path]:
-    """One PNG per panel, the four of PANELS also together in OVERVIEW with the grid and
-    machine as caption, then the figures the runs have data for."""
+    """A PNG per panel the runs have data for; PANELS' four also in OVERVIEW under the caption."""
     panels = {n: (lambda ax, p=p: p(ax, study.runs)) for n, p in PANELS.items()}
     if study.logged("train_acc"):
         panels[GAP] = lambda ax: generalization_gap(ax, study.runs)
@@ -274,8 +273,7 @@ def rate_landscape(ax: Any, study: TunedStudy, grid: str) -> None:
 
 
 def draw_tuned(study: TunedStudy, out: Path, caption: str) -> list[Path]:
-    """The Pareto front, each grid's tuned steps, and the rate landscape of each grid with
-    more than one rate per batch size."""
+    """The Pareto front, each grid's tuned steps, and each tuned grid's rate landscape."""
     return [
         _figure(out / name, panels, caption, (1, len(panels)), (7 * len(panels), 4.8))
         for name, panels in {

@@ -109,10 +109,8 @@ def notes(study: TunedStudy, launcher: str) -> list[str]:
 
 
 def build(client: Any, experiment: str, sweeps: dict[str, list[str]], out: Path) -> list[Path]:
-    grids = {
-        name: sweep_runs(client, experiment, {s: sweeps[s] for s in parts})
-        for name, parts in {**GRIDS, "search": ("search",)}.items()
-    }
+    parts = {**GRIDS, "search": ("search",)}  # the search last, as analyze takes it
+    grids = {n: sweep_runs(client, experiment, {s: sweeps[s] for s in p}) for n, p in parts.items()}
     study = tuning.analyze(grids)
     machines = " + ".join(sorted(set(study.runs["machine"])))
     caption = f"tuned study (python -m lenet_mnist.study.tuned) · {machines}"
