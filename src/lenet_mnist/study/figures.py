@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from functools import partial
+from itertools import cycle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,26 +56,21 @@ def accuracy_vs_batch_size(ax: Any, runs: pd.DataFrame) -> None:
         errors = [a.half if a.defined else 0.0 for a in accs]
         ax.errorbar(list(accs.index), [a.mean for a in accs], yerr=errors, fmt="o-", capsize=3,
                     label=name)  # fmt: skip
-    ax.set(xscale="log", xlabel="batch size", ylabel="test accuracy (%), mean and 95% CI",
-           title="Test accuracy against batch size")  # fmt: skip
-    _batch_ticks(ax, runs["batch_size"])
+    ax.set(ylabel="test accuracy (%), mean and 95% CI", title="Test accuracy against batch size")
+    _batch_axis(ax, runs["batch_size"])
     ax.legend()
 
 
 def speed_vs_batch_size(ax: Any, runs: pd.DataFrame) -> None:
     """Speed depends on the batch size alone, so runs of one size share a point (median)."""
     speed = runs.groupby("batch_size")[["s_per_epoch", "samples_per_s"]].median()
-    ax.plot(list(speed.index), list(speed["s_per_epoch"]), "o-", color="C0",
-            label="seconds per epoch")  # fmt: skip
+    ax.plot(speed.index, speed["s_per_epoch"], "o-", color="C0", label="seconds per epoch")
     right = ax.twinx()
-    right.plot(list(speed.index), list(speed["samples_per_s"]), "s--", color="C1",
-               label="samples per second")  # fmt: skip
-    ax.set(xscale="log", xlabel="batch size", ylabel="seconds per epoch (median)",
-           title="Speed against batch size", ylim=(0, None))  # fmt: skip
+    right.plot(speed.index, speed["samples_per_s"], "s--", color="C1", label="samples per second")
+    ax.set(ylabel="seconds per epoch (median)", title="Speed against batch size", ylim=(0, None))
     right.set(ylabel="training samples per second", ylim=(0, None))
-    _batch_ticks(ax, runs["batch_size"])
-    handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-    ax.legend(handles=handles, loc="center right", fontsize="small")
+    _batch_axis(ax, runs["batch_size"])
+    ax.legend(handles=[*ax.lines, *right.lines], loc="center right", fontsize="small")
 
 
 def accuracy_vs_time(ax: Any, runs: pd.DataFrame) -> None:
@@ -101,19 +97,16 @@ def epoch_bands(
         curves = [[100 * v for v in c] for r in group.itertuples() if (c := curve(r))]
         if not curves:
             continue
-        band = bands(curves)
-        x = np.arange(1, len(band) + 1)
-        low, high = np.array([b.low for b in band]), np.array([b.high for b in band])
-        color, last = colors[group["batch_size"].iloc[0]], max(last, len(band))
-        others = names[group.index[0]]
-        label = " ".join(x for x in [f"batch {group['batch_size'].iloc[0]}", others,
-                                     f"({plural(len(group), 'seed')})"] if x)  # fmt: skip
-        ax.plot(x, [b.mean for b in band], **_points(len(band)), color=color, label=label)
-        defined = np.array([b.defined for b in band])
+        band = pd.DataFrame(map(vars, bands(curves)))  # per epoch: mean, low, high, n
+        x, defined, size = band.index + 1, band["n"] >= 2, group["batch_size"].iloc[0]
+        last, seeds = max(last, len(band)), f"({plural(len(group), 'seed')})"
+        label = " ".join(filter(None, [f"batch {size}", names[group.index[0]], seeds]))
+        ax.plot(x, band["mean"], **_points(len(band)), color=colors[size], label=label)
         if len(band) > 1 and defined.any():
-            ax.fill_between(x, low, high, where=defined, color=color, alpha=0.2, linewidth=0)
+            ax.fill_between(x, band["low"], band["high"], where=defined, color=colors[size],
+                            alpha=0.2, linewidth=0)  # fmt: skip
         elif defined.any():
-            ax.vlines(x, low, high, color=color)
+            ax.vlines(x, band["low"], band["high"], color=colors[size])
     _epoch_ticks(ax, last)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small")
@@ -137,7 +130,7 @@ def generalization_gap(ax: Any, runs: pd.DataFrame) -> None:
 
 def bands(curves: list[list[float]]) -> list[Interval]:
     """Per epoch, the interval over the runs that got that far."""
-    return list(pd.DataFrame(curves).apply(interval))
+    return list(pd.DataFrame(map(pd.Series, curves)).apply(interval))
 
 
 def _epoch_ticks(ax: Any, last: int) -> None:
@@ -151,7 +144,8 @@ def _epoch_ticks(ax: Any, last: int) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def _batch_ticks(ax: Any, batch_sizes: Iterable[int]) -> None:
+def _batch_axis(ax: Any, batch_sizes: Iterable[int]) -> None:
+    ax.set(xscale="log", xlabel="batch size")
     sizes = sorted(set(batch_sizes))
     ax.set_xticks(sizes, [str(s) for s in sizes])
     ax.minorticks_off()
@@ -166,8 +160,7 @@ def steps_vs_examples(ax: Any, fits: list[Scaling]) -> None:
     colors = shades(sizes)
     handles = [Line2D([], [], marker="o", linestyle="none", color=colors[b], label=f"batch {b}")
                for b in sizes]  # fmt: skip
-    for i, s in enumerate(fits):
-        marker, line = MARKERS[i % len(MARKERS)], LINES[i % len(LINES)]
+    for s, marker, line in zip(fits, cycle(MARKERS), cycle(LINES), strict=False):
         reach = zip(s.runs["batch_size"], s.runs[to("examples", s.target)],
                     s.runs[to("iterations", s.target)], strict=True)  # fmt: skip
         for size, examples, iterations in reach:
@@ -218,8 +211,7 @@ def _figure(path: Path, panels: list[Callable[[Any], None]], caption: str | None
 
 
 def draw(study: Study, out: Path, caption: str) -> list[Path]:
-    """One PNG per panel, the four of PANELS also together in OVERVIEW with the grid and
-    machine as caption, then the figures the runs have data for."""
+    """A PNG per panel the runs have data for; PANELS' four also in OVERVIEW under the caption."""
     panels = {n: (lambda ax, p=p: p(ax, study.runs)) for n, p in PANELS.items()}
     if study.logged("train_acc"):
         panels[GAP] = lambda ax: generalization_gap(ax, study.runs)
@@ -260,9 +252,8 @@ def tuned_steps(ax: Any, study: TunedStudy, grid: str) -> None:
         curve = np.geomspace(sizes[0], sizes[-1], 100)
         ax.plot(curve, scaling.curve(f.fit, curve)[1], "-", color=f"C{i}", linewidth=1)
     title = f"{tuning.LABELS[grid]}: updates to each validation target, S(B) fitted"
-    ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="updates", title=title)
-    sizes = [b for f in fits for b in f.chosen["batch_size"].tolist()]
-    _batch_ticks(ax, sizes)
+    ax.set(yscale="log", ylabel="updates", title=title)
+    _batch_axis(ax, [b for f in fits for b in f.chosen["batch_size"]])
     ax.legend(fontsize="small")
 
 
@@ -282,8 +273,7 @@ def rate_landscape(ax: Any, study: TunedStudy, grid: str) -> None:
 
 
 def draw_tuned(study: TunedStudy, out: Path, caption: str) -> list[Path]:
-    """The Pareto front, each grid's tuned steps, and the rate landscape of each grid with
-    more than one rate per batch size."""
+    """The Pareto front, each grid's tuned steps, and each tuned grid's rate landscape."""
     return [
         _figure(out / name, panels, caption, (1, len(panels)), (7 * len(panels), 4.8))
         for name, panels in {

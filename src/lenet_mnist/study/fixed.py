@@ -42,16 +42,14 @@ class Scaling:
 
     def verdict(self) -> str:
         """The prediction in words, from the numbers alone."""
-        if math.isnan(self.ratio):
+        ratio = self.ratio
+        if math.isnan(ratio):
             return "no comparison"
-        if self.ratio >= 1:
-            size = f"B_simple is {self.ratio:.3g}x B_crit"
-        else:
-            size = f"B_simple is 1/{1 / self.ratio:.3g} of B_crit"
+        size = f"{ratio:.3g}x B_crit" if ratio >= 1 else f"1/{1 / ratio:.3g} of B_crit"
         if math.isnan(self.fit.low):
-            return f"{size}; B_crit has no interval"
+            return f"B_simple is {size}; B_crit has no interval"
         inside = self.fit.low <= self.simple <= self.fit.high
-        return f"{size}; {'inside' if inside else 'outside'} B_crit's 95% interval"
+        return f"B_simple is {size}; {'inside' if inside else 'outside'} B_crit's 95% interval"
 
 
 @dataclass
@@ -60,11 +58,42 @@ class Study:
     points: pd.DataFrame  # per grid point: SETTINGS, seeds, an Interval per quantity, vs_best
     targets: list[float]
     scaling: list[Scaling]
-    notes: list[str]  # one line per part left out, or per caveat
 
     def logged(self, series: str) -> bool:
         """Whether any run logged this per-epoch series."""
         return bool(self.runs[series].map(len).any())
+
+    @property
+    def notes(self) -> list[str]:
+        """One line for each part of the report the runs cannot fill, and for each caveat."""
+        out = []
+        if not (self.points["seeds"] > 1).any():
+            out.append(
+                "Every grid point has 1 seed: no confidence intervals (sweep train.seed=1,2,3 "
+                "for replicates)."
+            )
+        if not self.targets:
+            out.append(
+                "No run logged train.targets: steps and examples to target and the critical "
+                "batch size are left out."
+            )
+        if not self.logged("train_acc"):
+            out.append("No run logged train_acc: the train−validation gap is left out.")
+        if not self.logged("epoch_test_acc"):
+            out.append("No run logged epoch_test_acc: test accuracy over epochs is left out.")
+        if self.targets and not self.logged("noise"):
+            out.append("No run logged noise_scale: the B_simple prediction is left out.")
+        for s in self.scaling:
+            if s.fit is None:
+                sizes = s.runs["batch_size"].nunique()
+                out.append(
+                    f"Target {s.target:g}{f' ({s.setting})' if s.setting else ''}: reached at "
+                    f"{plural(sizes, 'batch size')}; the fit needs ≥2, so it is skipped."
+                )
+        stopped = int(self.runs["stopped_epoch"].notna().sum())
+        if stopped:
+            out.append(f"{plural(stopped, 'run')} stopped early: later epochs rest on fewer seeds.")
+        return out
 
 
 def analyze(runs: pd.DataFrame) -> Study:
@@ -74,9 +103,7 @@ def analyze(runs: pd.DataFrame) -> Study:
         for setting, group in runs.groupby(settings(runs), sort=False)
         for t in targets
     ]
-    study = Study(runs, summarize(runs, targets), targets, fits, [])
-    study.notes = notes(study)
-    return study
+    return Study(runs, summarize(runs, targets), targets, fits)
 
 
 def summarize(runs: pd.DataFrame, targets: list[float]) -> pd.DataFrame:
@@ -124,35 +151,3 @@ def _scaling(setting: str, target: float, runs: pd.DataFrame) -> Scaling:
     simple = scaling.median_simple(list(hit["noise"]), steps)
     value, count = simple if simple else (None, 0)
     return Scaling(setting, target, hit, found, value, count)
-
-
-def notes(study: Study) -> list[str]:
-    """One line for each part of the report the runs cannot fill, and for each caveat."""
-    out = []
-    if not (study.points["seeds"] > 1).any():
-        out.append(
-            "Every grid point has 1 seed: no confidence intervals (sweep train.seed=1,2,3 "
-            "for replicates)."
-        )
-    if not study.targets:
-        out.append(
-            "No run logged train.targets: steps and examples to target and the critical "
-            "batch size are left out."
-        )
-    if not study.logged("train_acc"):
-        out.append("No run logged train_acc: the train−validation gap is left out.")
-    if not study.logged("epoch_test_acc"):
-        out.append("No run logged epoch_test_acc: test accuracy over epochs is left out.")
-    if study.targets and not study.logged("noise"):
-        out.append("No run logged noise_scale: the B_simple prediction is left out.")
-    for s in study.scaling:
-        if s.fit is None:
-            sizes = s.runs["batch_size"].nunique()
-            out.append(
-                f"Target {s.target:g}{f' ({s.setting})' if s.setting else ''}: reached at "
-                f"{plural(sizes, 'batch size')}; the fit needs ≥2, so it is skipped."
-            )
-    stopped = int(study.runs["stopped_epoch"].notna().sum())
-    if stopped:
-        out.append(f"{plural(stopped, 'run')} stopped early: later epochs rest on fewer seeds.")
-    return out

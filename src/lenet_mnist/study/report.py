@@ -102,12 +102,9 @@ def runs_table(study: Study) -> Table:
 
 
 def tables(study: Study) -> list[Table]:
-    out = [points_table(study)]
-    if study.targets:
-        out.append(targets_table(study))
-        if any(s.fit for s in study.scaling):
-            out.append(scaling_table(study))
-    return [*out, runs_table(study)]
+    """Those the runs fill a row of (runs that logged no targets fill neither target table)."""
+    found = [points_table(study), targets_table(study), scaling_table(study), runs_table(study)]
+    return [t for t in found if len(t.frame)]
 
 
 def _spread(intervals: pd.Series, name: str) -> pd.DataFrame:

@@ -62,13 +62,14 @@ class Interval:
     def half(self) -> float:
         return (self.high - self.low) / 2
 
-    def text(self, fmt: str) -> str:
-        """`0.9912 ± 0.0008`, `0.9912 (1 seed)` without an interval, `—` without a value."""
-        if math.isnan(self.mean):
+    def text(self, fmt: str, scale: float = 1) -> str:
+        """`0.9912 ± 0.0008`, `0.9912 (1 seed)` without an interval, `—` without a value;
+        `scale` multiplies the values first (100: in percent)."""
+        mean, low, high = (scale * v for v in (self.mean, self.low, self.high))
+        if math.isnan(mean):
             return "—"
-        if not self.defined:
-            return f"{fmt.format(self.mean)} (1 seed)"
-        return f"{fmt.format(self.mean)} ± {fmt.format(self.half)}"
+        spread = f"± {fmt.format((high - low) / 2)}" if self.defined else "(1 seed)"
+        return f"{fmt.format(mean)} {spread}"
 
 
 def interval(values: Iterable[float]) -> Interval:

@@ -54,8 +54,7 @@ def least_squares(batch_sizes: Sequence[float], steps: Sequence[float]) -> tuple
 
 
 def fit(batch_sizes: Sequence[int], steps: Sequence[float]) -> Fit | None:
-    """The fit over runs; None with fewer than two batch sizes, which cannot separate S_min
-    from E_min."""
+    """None below two batch sizes: one cannot separate S_min from E_min."""
     if len(batch_sizes) != len(steps):
         raise ValueError(f"{len(batch_sizes)} batch sizes for {len(steps)} step counts")
     sizes = tuple(sorted(set(batch_sizes)))

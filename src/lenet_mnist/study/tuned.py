@@ -19,7 +19,7 @@ from lenet_mnist.errors import PipelineError, run_stage
 from lenet_mnist.outputs import replacing
 from lenet_mnist.study import figures, tuning
 from lenet_mnist.study.report import SUMMARY_MD, Table, latest_sweep, page
-from lenet_mnist.study.runs import REACH, Interval, collect, interval, plural, to, typed
+from lenet_mnist.study.runs import REACH, collect, interval, plural, to, typed
 from lenet_mnist.study.tuning import TunedStudy
 from lenet_mnist.tracking import store
 
@@ -59,8 +59,7 @@ def with_settings(sweeps: dict[str, list[str]], settings: list[str]) -> dict[str
             raise PipelineError(f"--set {setting!r} is not KEY=VALUE")
         owners = [n for n, o in out.items() if any(x.partition("=")[0] == key for x in o)]
         for name in owners or list(out):
-            kept = [x for x in out[name] if x.partition("=")[0] != key]
-            out[name] = [*kept, setting]
+            out[name] = [*(x for x in out[name] if x.partition("=")[0] != key), setting]
     return out
 
 
@@ -110,10 +109,8 @@ def notes(study: TunedStudy, launcher: str) -> list[str]:
 
 
 def build(client: Any, experiment: str, sweeps: dict[str, list[str]], out: Path) -> list[Path]:
-    grids = {
-        name: sweep_runs(client, experiment, {s: sweeps[s] for s in parts})
-        for name, parts in {**GRIDS, "search": ("search",)}.items()
-    }
+    parts = {**GRIDS, "search": ("search",)}  # the search last, as analyze takes it
+    grids = {n: sweep_runs(client, experiment, {s: sweeps[s] for s in p}) for n, p in parts.items()}
     study = tuning.analyze(grids)
     machines = " + ".join(sorted(set(study.runs["machine"])))
     caption = f"tuned study (python -m lenet_mnist.study.tuned) · {machines}"
@@ -126,10 +123,6 @@ def build(client: Any, experiment: str, sweeps: dict[str, list[str]], out: Path)
         files = [staging / SUMMARY_MD, *write_csvs(study, staging)]
         files += figures.draw_tuned(study, staging, caption)
     return [out / p.name for p in files]
-
-
-def _pct(value: Interval) -> str:
-    return Interval(*(100 * v for v in (value.mean, value.low, value.high)), value.n).text("{:.2f}")
 
 
 def _size(value: float) -> str:
@@ -146,15 +139,13 @@ def tables(study: TunedStudy) -> list[Table]:
 
 def accuracy_table(study: TunedStudy) -> Table:
     """Per batch size, each full grid side by side: its rate and test accuracy."""
-    columns = []
+    columns = {}
     for name in tuning.FULL:
-        label = tuning.LABELS[name]
         best = tuning.most_accurate(study.grid(name)).groupby("batch_size")
-        columns += [
-            best["rate"].first().map("{:.3g}".format).rename(f"{label}: rate"),
-            best["test_acc"].agg(interval).map(_pct).rename(f"{label}: test acc (%)"),
-        ]
-    cells = pd.concat(columns, axis=1).sort_index().fillna("—")
+        acc = best["test_acc"].agg(interval)
+        columns[f"{tuning.LABELS[name]}: rate"] = best["rate"].first().map("{:.3g}".format)
+        columns[f"{tuning.LABELS[name]}: test acc (%)"] = acc.map(lambda i: i.text("{:.2f}", 100))
+    cells = pd.DataFrame(columns).sort_index().fillna("—")
     return Table(
         "Test accuracy per batch size, the fixed rate beside the tuned",
         cells.rename_axis("batch size").reset_index().astype(str),
@@ -177,12 +168,11 @@ def fits_table(study: TunedStudy) -> Table:
 def targets_table(study: TunedStudy) -> Table:
     cells = []
     for f in study.fits:
-        # top or bottom: the tuned rate is at the end of its batch size's grid of rates
-        grid = study.grid(f.grid).groupby("batch_size")["rate"].agg(["min", "max", "nunique"])
+        rates = study.grid(f.grid).groupby("batch_size")["rate"].unique().map(sorted)
         for size, rate in f.chosen.groupby("batch_size", sort=False):
-            lr, ends = rate["rate"].iloc[0], grid.loc[size]
-            edge = "" if ends["nunique"] < 2 else " (top)" if lr == ends["max"] else (
-                " (bottom)" if lr == ends["min"] else "")  # fmt: skip
+            lr, grid = rate["rate"].iloc[0], rates[size]
+            # top or bottom: the tuned rate is at the end of its batch size's grid of rates
+            edge = {grid[0]: " (bottom)", grid[-1]: " (top)"}.get(lr, "") if len(grid) > 1 else ""
             cells.append([
                 tuning.LABELS[f.grid], f"{f.target:g}", str(size), f"{lr:.3g}" + edge,
                 *(interval(rate[to(k, f.target)]).text("{:,.0f}") for k in REACH[:2]),
@@ -196,11 +186,11 @@ def targets_table(study: TunedStudy) -> Table:
 
 def rules_table(study: TunedStudy) -> Table:
     cells = []
-    for name in study.grids:
+    for name in study.tuned_grids:  # one rate per batch size: nothing was tuned
         runs = study.grid(name)
         target = tuning.widest_target(study.fitted(name), runs)
-        if target is None or name not in study.tuned_grids:
-            continue  # no target for every size, or one rate per size: nothing was tuned
+        if target is None:
+            continue  # no target that every batch size reached
         for size, r in tuning.rules(runs, target).iterrows():
             cells.append([tuning.LABELS[name], f"{target:g}", str(size), f"{r['best']:.3g}"] + [
                 f"{r[k]:.3g}: " + ("lands" if tuning.lands(r["best"], r[k]) else
@@ -237,7 +227,7 @@ def search_table(study: TunedStudy, target: float) -> Table:
     ] for r in hits.head(1).itertuples()] or [[best, "none reached it", *[""] * 4]]  # fmt: skip
     cells += [[
         "the grid's fastest", str(o.batch_size), f"{o.rate:.3g}",
-        f"{o.epochs:.0f} (of {o.planned})", _pct(o.test_acc), o.time.text("{:.1f}"),
+        f"{o.epochs:.0f} (of {o.planned})", o.test_acc.text("{:.2f}", 100), o.time.text("{:.1f}"),
     ] for o in tuning.options(study.gridded, target).head(1).itertuples()]  # fmt: skip
     return Table(
         f"The Optuna search beside the grid, to {target:.1%} test accuracy",
