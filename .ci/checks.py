@@ -4,9 +4,9 @@
     restart              a training killed (kill -9) and resumed gives those weights too
     determinism-restart  a second killed-and-resumed training gives them again
 
-Each runs the pipeline's own stage commands, as dvc.yaml spells them, on a slice of the
-real MNIST in data/raw (run `dvc repro` first), in folders under a temporary directory, each
-with its own params.yaml and MLflow store. On a host where the portable kernels do not apply
+Each runs the pipeline's own stage commands, as dvc.yaml spells them, in folders under a
+temporary directory, each with its own params.yaml and MLflow store, on a slice of the real
+MNIST that the download stage fetches there (so `historical` may run beside them). On a host where the portable kernels do not apply
 (not x86-64 with AVX2) or with a GPU, bits may differ: there a check compares the trainings'
 final validation accuracy within a tolerance, and says so.
 
@@ -55,7 +55,7 @@ class Slice:
         self.params = root / "params.yaml"
         self.params.write_text(yaml.safe_dump(params, sort_keys=False))
         prepare = self.folder("prepared")
-        (prepare / "data/raw").symlink_to(REPO / "data/raw")
+        self.run(prepare, "download")  # its own copy: `historical` may delete the repo's
         self.run(prepare, "prepare")
         self.prepared = prepare / "data/prepared"
 
