@@ -43,6 +43,8 @@ def test_one_command_runs_the_three_sweeps_and_the_report_rebuilds_from_mlflow(
     env = {"MLFLOW_TRACKING_URI": db}
     done = run_module("study.tuned", *args, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for wide, grid in (("adam-wide", "adam"), ("sgd-low", "sgd")):  # one rate set for all
+        assert f"tuned study: the {wide} sweep is the {grid} sweep, run above" in done.stdout
     client, runs = mlflow_runs(db)
     parents = {r.data.tags.get(store.SWEEP_TAG) for r in runs} - {None}
     sweeps = tuned.with_settings(tuned.SWEEPS, small)

@@ -64,7 +64,12 @@ def with_settings(sweeps: dict[str, list[str]], settings: list[str]) -> dict[str
 
 
 def run_sweeps(sweeps: dict[str, list[str]]) -> None:
+    """Each sweep once: under --set, two may become one (a single rate, say)."""
+    ran: dict[str, str] = {}  # sweep key: the first sweep's name
     for name, overrides in sweeps.items():
+        if (first := ran.setdefault(sweep_key(overrides), name)) != name:
+            print(f"tuned study: the {name} sweep is the {first} sweep, run above", flush=True)
+            continue
         command = [sys.executable, "-m", "lenet_mnist.run", "-m", *overrides]
         print(f"tuned study: the {name} sweep: {' '.join(command[1:])}", flush=True)
         if code := subprocess.run(command, check=False).returncode:
