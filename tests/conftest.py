@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +33,14 @@ REPO = Path(__file__).resolve().parents[1]
 # default busy-waiting would make such processes collapse on a shared core. The wait
 # policy changes no result. Set before any stage process starts, which inherits it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files with the most end-to-end (slow) tests first, each file's tests in order: a
+    worker runs a file at a time, so the workers then end together, not one waiting on a
+    long file begun last."""
+    slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.path])
 
 
 @pytest.fixture(scope="session")
