@@ -193,10 +193,8 @@ def load_arrays(raw: bytes) -> list[np.ndarray]:
         (tx, ty), (vx, vy), (sx, sy) = _ArraysOnly(io.BytesIO(raw), encoding="latin1").load()
     except (pickle.UnpicklingError, ValueError, TypeError, EOFError) as err:
         raise SourceError(f"{REGISTRY_MEMBER} is not the expected pickle ({err})") from err
-    images = [np.concatenate([tx, vx]), sx]
-    labels = [np.concatenate([ty, vy]), sy]
     out = []
-    for x, y in zip(images, labels, strict=True):
+    for x, y in ((np.concatenate([tx, vx]), np.concatenate([ty, vy])), (sx, sy)):
         pixels = np.asarray(x, dtype=np.float64) * 256.0
         out += [pixels.astype(np.uint8).reshape(-1, 28, 28), np.asarray(y).astype(np.uint8)]
     return out

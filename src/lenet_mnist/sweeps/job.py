@@ -101,12 +101,9 @@ def fit_and_test(cfg: Config, out: Path, tags: dict[str, str]) -> float:
     trained = fit.train(cfg, prepared, outputs, tags)
     tested = evaluate.Outputs(out / "test.json", out / "test_predictions.csv", out / "figures")
     metrics = evaluate.evaluate(cfg.model.name, trained.weights, prepared, history, tested)
-    run_id = trained.run.run_id
-    publish(cfg, trained.weights, prepared, metrics, tested.files(), run_id)
-    mlflow = store.client(cfg.logger)
-    store.TrackedRun(mlflow, run_id).tag(store.COMPLETE_TAG, "true")
-    stored = mlflow.get_run(run_id).data.metrics
-    value = objective(cfg.objective, stored)
+    run = publish(cfg, trained.weights, prepared, metrics, tested.files(), trained.run.run_id).run
+    run.tag(store.COMPLETE_TAG, "true")
+    value = objective(cfg.objective, run.mlflow.get_run(run.run_id).data.metrics)
     log.info("test accuracy %.4f, %s %.6g", metrics["test_acc"], cfg.objective.metric, value)
     log.info("%s", trained.run.where("run"))
     return value

@@ -13,12 +13,11 @@ import time
 import urllib.request
 from contextlib import AbstractContextManager
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import psutil
 from filelock import FileLock
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from lenet_mnist import errors
@@ -87,8 +86,7 @@ def open_store(uri: str, timeout_s: float = 30.0) -> MlflowClient:
 
 
 def _not_sqlite(path: str) -> bool:
-    """A folder, or a file neither empty (new) nor sqlite's: MLflow would retry it for
-    minutes."""
+    """A folder, or a file neither empty (new) nor sqlite's: MLflow would retry it for minutes."""
     if not os.path.isfile(path):
         return os.path.isdir(path)
     with open(path, "rb") as db:
@@ -140,8 +138,7 @@ class TrackedRun(AbstractContextManager):
         return cls(mlflow, run.info.run_id)
 
     def params(self, values: dict[str, Any]) -> None:
-        params = [Param(k, str(v)) for k, v in values.items()]
-        self.mlflow.log_batch(self.run_id, params=params)
+        self.mlflow.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in values.items()])
 
     def metrics(self, values: dict[str, float], step: int = 0) -> None:
         now = int(time.time() * 1000)
@@ -168,15 +165,12 @@ class TrackedRun(AbstractContextManager):
     def reopen(self) -> None:
         """RUNNING again, now written by this process."""
         self.mlflow.update_run(self.run_id, "RUNNING")
-        for key, value in writer_tags().items():
-            self.tag(key, value)
+        self.mlflow.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in writer_tags().items()])
 
     def close(self, status: str = "FINISHED") -> None:
         self.mlflow.set_terminated(self.run_id, status)
 
-    def __exit__(
-        self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
         if kind is None:
             self.close()
         else:
