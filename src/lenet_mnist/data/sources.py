@@ -16,7 +16,6 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from subprocess import DEVNULL, PIPE, STDOUT
 from typing import TYPE_CHECKING
@@ -205,11 +204,7 @@ def _first_line(err: object) -> str:
     return text.splitlines()[0][:200]
 
 
-FETCHERS: dict[str, Callable[[DataConfig, Path], None]] = {
-    "http": fetch_http,
-    "local": fetch_local,
-    "registry": fetch_registry,
-}
+FETCHERS = {"http": fetch_http, "local": fetch_local, "registry": fetch_registry}
 
 
 def download(cfg: DataConfig, out: Path) -> str:

@@ -66,8 +66,7 @@ def read_image(path: Path) -> np.ndarray:
     kind = _format(path)  # the file opens and reads here, or the system's error is the line
     if kind is None:
         raise PipelineError(f"{path} is not an image (PNG or JPEG)")
-    # The format's reader as Image.open calls it, less its bomb check, which would refuse a
-    # large JPEG before draft shrinks it, and any size unnamed: _decode_small's names it.
+    # Image.open's call, less its bomb check: _decode_small names the size, after JPEG's draft.
     opener = PngImagePlugin.PngImageFile if kind == "PNG" else JpegImagePlugin.jpeg_factory
     try:
         try:
@@ -161,10 +160,8 @@ def _from_mlflow(uri: str, cfg: Config) -> Probabilities:
     except PipelineError as err:
         raise PipelineError(f"cannot load {uri}: {err}") from None
     except MlflowException as err:
-        reason = str(err.message).splitlines()[0].rstrip(".")
-        raise PipelineError(
-            f"cannot load {uri} from {tracking}: {reason}; {_held(client)}"
-        ) from None
+        reason = f"{str(err.message).splitlines()[0].rstrip('.')}; {_held(client)}"
+        raise PipelineError(f"cannot load {uri} from {tracking}: {reason}") from None
     return lambda images: np.stack(served.predict(images.astype(np.float32))["probabilities"])
 
 

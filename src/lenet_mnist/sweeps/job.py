@@ -38,9 +38,7 @@ def objective(cfg: ObjectiveConfig, metrics: Mapping[str, float]) -> float:
     if cfg.metric == "test_acc":
         return metrics["test_acc"]
     wall_s, shortfall = metrics["train_wall_s"], cfg.target - metrics["test_acc"]
-    if shortfall <= 0:
-        return wall_s
-    return wall_s + MISSED_S * (1 + 100 * shortfall)
+    return wall_s + (0.0 if shortfall <= 0 else MISSED_S * (1 + 100 * shortfall))
 
 
 def run(cfg: DictConfig) -> float | None:

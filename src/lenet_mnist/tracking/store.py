@@ -120,8 +120,7 @@ def experiment_id(mlflow: MlflowClient, name: str) -> str:
 
 
 class TrackedRun(AbstractContextManager):
-    """One MLflow run; as a context manager it closes the run FINISHED, or FAILED (KILLED
-    on Ctrl-C or a signal) when the block raises."""
+    """One MLflow run; a context manager that closes it FINISHED, or FAILED (KILLED on a signal)."""
 
     def __init__(self, mlflow: MlflowClient, run_id: str) -> None:
         self.mlflow, self.run_id = mlflow, run_id
@@ -178,8 +177,7 @@ class TrackedRun(AbstractContextManager):
 
 
 def close_dead_runs(mlflow: MlflowClient, experiment: str) -> None:
-    """Mark KILLED the RUNNING runs whose process on this host is gone (`kill -9`, a crash),
-    which could not close its own run."""
+    """Mark KILLED the RUNNING runs whose process on this host is gone (`kill -9`, a crash)."""
     query = f"attributes.status = 'RUNNING' and tags.{HOST_TAG} = '{socket.gethostname()}'"
     for run in newest(mlflow, experiment, query):
         if writer_gone(run.data.tags):
