@@ -19,10 +19,8 @@ def encode(array: np.ndarray) -> bytes:
     """Serialise a uint8 array as IDX: big-endian magic, one big-endian size per dim, data."""
     if array.dtype != np.uint8:
         raise ValueError(f"IDX encoding needs uint8 data, got {array.dtype}")
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
-        int(n).to_bytes(4, "big") for n in array.shape
-    )
-    return header + np.ascontiguousarray(array).tobytes()
+    sizes = np.array(array.shape, dtype=">u4").tobytes()
+    return bytes([0, 0, 0x08, array.ndim]) + sizes + np.ascontiguousarray(array).tobytes()
 
 
 def decode(data: bytes, name: str = "IDX data") -> np.ndarray:

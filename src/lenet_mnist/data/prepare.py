@@ -38,7 +38,7 @@ def read_raw_split(raw: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pad_and_scale(images: np.ndarray) -> np.ndarray:
-    """uint8 (N, 28, 28) -> float32 (N, 1, 32, 32) in [0, 1], zeros around the digit."""
+    """Pixels (N, 28, 28) 0-255 -> float32 (N, 1, 32, 32) in [0, 1], zeros around the digit."""
     scaled = images.astype(np.float32) / np.float32(255.0)
     return np.pad(scaled, ((0, 0), (PAD, PAD), (PAD, PAD)))[:, None]
 
@@ -55,10 +55,8 @@ def standardize(x: np.ndarray, mean: float, std: float) -> np.ndarray:
 
 def prepare(raw: Path, out: Path, cfg: DataConfig) -> dict:
     """Write {train,val,test}_{x,y}.npy and stats.json into `out`; return the stats."""
-    train_images, train_labels = read_raw_split(raw, "train")
-    test_images, test_labels = read_raw_split(raw, "test")
-    train_images, train_labels = train_images[: cfg.train_limit], train_labels[: cfg.train_limit]
-    test_images, test_labels = test_images[: cfg.test_limit], test_labels[: cfg.test_limit]
+    train_images, train_labels = (a[: cfg.train_limit] for a in read_raw_split(raw, "train"))
+    test_images, test_labels = (a[: cfg.test_limit] for a in read_raw_split(raw, "test"))
     if not cfg.val_size < len(train_images):
         raise PipelineError(
             f"data.val_size={cfg.val_size} is not allowed; use an integer smaller than the "

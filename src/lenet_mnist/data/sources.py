@@ -16,7 +16,6 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from subprocess import DEVNULL, PIPE, STDOUT
 from typing import TYPE_CHECKING
@@ -193,10 +192,8 @@ def load_arrays(raw: bytes) -> list[np.ndarray]:
         (tx, ty), (vx, vy), (sx, sy) = _ArraysOnly(io.BytesIO(raw), encoding="latin1").load()
     except (pickle.UnpicklingError, ValueError, TypeError, EOFError) as err:
         raise SourceError(f"{REGISTRY_MEMBER} is not the expected pickle ({err})") from err
-    images = [np.concatenate([tx, vx]), sx]
-    labels = [np.concatenate([ty, vy]), sy]
     out = []
-    for x, y in zip(images, labels, strict=True):
+    for x, y in ((np.concatenate([tx, vx]), np.concatenate([ty, vy])), (sx, sy)):
         pixels = np.asarray(x, dtype=np.float64) * 256.0
         out += [pixels.astype(np.uint8).reshape(-1, 28, 28), np.asarray(y).astype(np.uint8)]
     return out
@@ -207,11 +204,7 @@ def _first_line(err: object) -> str:
     return text.splitlines()[0][:200]
 
 
-FETCHERS: dict[str, Callable[[DataConfig, Path], None]] = {
-    "http": fetch_http,
-    "local": fetch_local,
-    "registry": fetch_registry,
-}
+FETCHERS = {"http": fetch_http, "local": fetch_local, "registry": fetch_registry}
 
 
 def download(cfg: DataConfig, out: Path) -> str:

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import mlflow
 import mlflow.pyfunc
@@ -74,9 +73,7 @@ def pending(mlflow: Any, experiment: str, name: str, run_id: str | None, weights
 def fail_abandoned(mlflow: Any, experiment: str, started_ms: int) -> None:
     """Mark FAILED the PENDING logged models whose writer on this host is gone, or that name
     none and are older than this publish; another host's are left alone. Needs global_store."""
-    for model in search(experiment):
-        if model.status != LoggedModelStatus.PENDING:
-            continue
+    for model in (m for m in search(experiment) if m.status == LoggedModelStatus.PENDING):
         tags = model.tags
         named = store.HOST_TAG in tags and tags.get(store.PID_TAG, "").isdigit()
         if store.writer_gone(tags) if named else model.creation_timestamp < started_ms:
@@ -100,15 +97,17 @@ def _raw_example(prepared: Path) -> np.ndarray:
 @contextmanager
 def global_store(uri: str) -> Iterator[None]:
     """MLflow's global store at `uri` for these calls only, quiet (no download bars, no INFO
-    on the input example). The environment is put back: the MLFLOW_TRACKING_URI that
+    on the input example). The environment is put back whole: the MLFLOW_TRACKING_URI that
     set_tracking_uri writes would override logger.tracking_uri for the rest of a process."""
     before, pyfunc_log = mlflow.get_tracking_uri(), logging.getLogger("mlflow.pyfunc")
-    level = pyfunc_log.level
-    with mock.patch.dict(os.environ, {PROGRESS_BAR: "false"}):
-        mlflow.set_tracking_uri(uri)
-        pyfunc_log.setLevel(logging.WARNING)
-        try:
-            yield
-        finally:
-            pyfunc_log.setLevel(level)
-            mlflow.set_tracking_uri(before)
+    level, environment = pyfunc_log.level, os.environ.copy()
+    os.environ[PROGRESS_BAR] = "false"
+    mlflow.set_tracking_uri(uri)
+    pyfunc_log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        pyfunc_log.setLevel(level)
+        mlflow.set_tracking_uri(before)
+        os.environ.clear()
+        os.environ.update(environment)

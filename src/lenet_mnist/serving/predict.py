@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import stat
+import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
-from unittest import mock
 
 import numpy as np
 
@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
     from PIL import Image
 
-FORMATS = ["PNG", "JPEG"]  # Pillow's plugins; a phone's multi-picture JPEG (MPO) is JPEG's
-SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # FORMATS' first bytes, in order
+# Each format's first bytes; a phone's multi-picture JPEG (MPO) is a JPEG to Pillow too.
+FORMATS = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG"}
 # What a path may be besides a file or a folder: opening a FIFO or a device waits forever.
 SPECIAL = {stat.S_ISFIFO: "a named pipe", stat.S_ISSOCK: "a socket", stat.S_ISCHR: "a device"}
 SIZE = 28  # pyfunc.RAW_SIZE, not imported from there: a refused file costs no torch import
@@ -56,27 +56,29 @@ def _format(path: Path) -> str | None:
     """PNG or JPEG by the file's first bytes, whatever Pillow makes of the rest."""
     with path.open("rb") as file:
         head = file.read(8)
-    return next((f for f, s in zip(FORMATS, SIGNATURES, strict=True) if head.startswith(s)), None)
+    return next((kind for start, kind in FORMATS.items() if head.startswith(start)), None)
 
 
 def read_image(path: Path) -> np.ndarray:
     """A PNG or JPEG as MNIST pixels: (28, 28) uint8, white digit on black."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import ImageOps, JpegImagePlugin, PngImagePlugin, UnidentifiedImageError
 
     kind = _format(path)  # the file opens and reads here, or the system's error is the line
     if kind is None:
         raise PipelineError(f"{path} is not an image (PNG or JPEG)")
-    try:  # Pillow's bomb check off while the header is read: _decode_small's names the size
-        with mock.patch.object(Image, "MAX_IMAGE_PIXELS", None):
-            img = Image.open(path, formats=FORMATS)
+    # Image.open's call, less its bomb check: _decode_small names the size, after JPEG's draft.
+    opener = PngImagePlugin.PngImageFile if kind == "PNG" else JpegImagePlugin.jpeg_factory
+    try:
+        try:
+            img = opener(path)
+        except (SyntaxError, IndexError, TypeError, struct.error) as err:  # as Image.open has it
+            raise UnidentifiedImageError("no header Pillow can read") from err
         with img:
             _decode_small(path, img)
             ImageOps.exif_transpose(img, in_place=True)  # a photo as it was held: EXIF's turn
             pixels = _gray(img)
     except (SyntaxError, ValueError, OSError) as err:  # Pillow's words for what is wrong
-        reason = (
-            "no header Pillow can read" if isinstance(err, UnidentifiedImageError) else str(err)
-        )
+        reason = str(err)
         if "Decompressed data too large" in reason:  # a PNG's text or colour profile
             reason = f"a decompression bomb ({reason})"
         raise PipelineError(f"{path} is a {kind} that cannot be read: {reason}") from err
@@ -158,10 +160,8 @@ def _from_mlflow(uri: str, cfg: Config) -> Probabilities:
     except PipelineError as err:
         raise PipelineError(f"cannot load {uri}: {err}") from None
     except MlflowException as err:
-        reason = str(err.message).splitlines()[0].rstrip(".")
-        raise PipelineError(
-            f"cannot load {uri} from {tracking}: {reason}; {_held(client)}"
-        ) from None
+        reason = f"{str(err.message).splitlines()[0].rstrip('.')}; {_held(client)}"
+        raise PipelineError(f"cannot load {uri} from {tracking}: {reason}") from None
     return lambda images: np.stack(served.predict(images.astype(np.float32))["probabilities"])
 
 

@@ -101,11 +101,8 @@ def _run_of(mlflow: Any, cfg: Config, digest: str, run_id: str | None) -> store.
 def test_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     """test.json's numbers as MLflow metrics; a class with no test image has none."""
     per_class = metrics["per_class_acc"].items()
-    return {
-        "test_loss": metrics["test_loss"],
-        "test_acc": metrics["test_acc"],
-        **{f"test_acc_class_{c}": a for c, a in per_class if a is not None},
-    }
+    classes = {f"test_acc_class_{c}": a for c, a in per_class if a is not None}
+    return {"test_loss": metrics["test_loss"], "test_acc": metrics["test_acc"], **classes}
 
 
 def logged_before(run: store.TrackedRun, digest: str) -> bool:

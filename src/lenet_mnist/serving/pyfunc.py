@@ -37,8 +37,7 @@ def to_network_input(images: Any, mean: float, std: float) -> np.ndarray:
             f"image {image} has pixel {pixels[image, row, col]:g} at row {row}, column {col}; "
             f"pixels must be finite numbers from 0 to {MAX_PIXEL}"
         )
-    scaled = np.pad(pixels / np.float32(255.0), ((0, 0), (prepare.PAD,) * 2, (prepare.PAD,) * 2))
-    return prepare.standardize(scaled[:, None], mean, std)
+    return prepare.standardize(prepare.pad_and_scale(pixels), mean, std)
 
 
 class Reader:

@@ -33,9 +33,7 @@ def objective(cfg: ObjectiveConfig, metrics: Mapping[str, float]) -> float:
     if cfg.metric == "test_acc":
         return metrics["test_acc"]
     wall_s, shortfall = metrics["train_wall_s"], cfg.target - metrics["test_acc"]
-    if shortfall <= 0:
-        return wall_s
-    return wall_s + MISSED_S * (1 + 100 * shortfall)
+    return wall_s + (0.0 if shortfall <= 0 else MISSED_S * (1 + 100 * shortfall))
 
 
 def run(cfg: DictConfig) -> float | None:
@@ -106,12 +104,9 @@ def fit_and_test(cfg: Config, out: Path, tags: dict[str, str]) -> float:
     trained = fit.train(cfg, prepared, outputs, tags)
     tested = evaluate.Outputs(out / "test.json", out / "test_predictions.csv", out / "figures")
     metrics = evaluate.evaluate(cfg.model.name, trained.weights, prepared, history, tested)
-    run_id = trained.run.run_id
-    publish(cfg, trained.weights, prepared, metrics, tested.files(), run_id)
-    mlflow = store.client(cfg.logger)
-    store.TrackedRun(mlflow, run_id).tag(store.COMPLETE_TAG, "true")
-    stored = mlflow.get_run(run_id).data.metrics
-    value = objective(cfg.objective, stored)
+    run = publish(cfg, trained.weights, prepared, metrics, tested.files(), trained.run.run_id).run
+    run.tag(store.COMPLETE_TAG, "true")
+    value = objective(cfg.objective, run.mlflow.get_run(run.run_id).data.metrics)
     log.info("test accuracy %.4f, %s %.6g", metrics["test_acc"], cfg.objective.metric, value)
     log.info("%s", trained.run.where("run"))
     return value

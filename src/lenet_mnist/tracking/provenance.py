@@ -22,8 +22,7 @@ def dvc_lock_hash(stage: str, out: str, lock: Path = Path("dvc.lock")) -> str:
     """The hash DVC recorded for one stage output; DVC updates dvc.lock after each stage."""
     try:
         stages = yaml.safe_load(lock.read_text())["stages"]
-        entry = next(o for o in stages[stage]["outs"] if o["path"] == out)
-        return entry["md5"]
+        return next(o["md5"] for o in stages[stage]["outs"] if o["path"] == out)
     except (OSError, KeyError, TypeError, StopIteration):
         return "unknown"
 

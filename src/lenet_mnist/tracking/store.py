@@ -13,12 +13,11 @@ import time
 import urllib.request
 from contextlib import AbstractContextManager
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import psutil
 from filelock import FileLock
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from lenet_mnist import errors
@@ -87,8 +86,7 @@ def open_store(uri: str, timeout_s: float = 30.0) -> MlflowClient:
 
 
 def _not_sqlite(path: str) -> bool:
-    """A folder, or a file neither empty (new) nor sqlite's: MLflow would retry it for
-    minutes."""
+    """A folder, or a file neither empty (new) nor sqlite's: MLflow would retry it for minutes."""
     if not os.path.isfile(path):
         return os.path.isdir(path)
     with open(path, "rb") as db:
@@ -122,8 +120,7 @@ def experiment_id(mlflow: MlflowClient, name: str) -> str:
 
 
 class TrackedRun(AbstractContextManager):
-    """One MLflow run; as a context manager it closes the run FINISHED, or FAILED (KILLED
-    on Ctrl-C or a signal) when the block raises."""
+    """One MLflow run; a context manager that closes it FINISHED, or FAILED (KILLED on a signal)."""
 
     def __init__(self, mlflow: MlflowClient, run_id: str) -> None:
         self.mlflow, self.run_id = mlflow, run_id
@@ -140,8 +137,7 @@ class TrackedRun(AbstractContextManager):
         return cls(mlflow, run.info.run_id)
 
     def params(self, values: dict[str, Any]) -> None:
-        params = [Param(k, str(v)) for k, v in values.items()]
-        self.mlflow.log_batch(self.run_id, params=params)
+        self.mlflow.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in values.items()])
 
     def metrics(self, values: dict[str, float], step: int = 0) -> None:
         now = int(time.time() * 1000)
@@ -168,15 +164,12 @@ class TrackedRun(AbstractContextManager):
     def reopen(self) -> None:
         """RUNNING again, now written by this process."""
         self.mlflow.update_run(self.run_id, "RUNNING")
-        for key, value in writer_tags().items():
-            self.tag(key, value)
+        self.mlflow.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in writer_tags().items()])
 
     def close(self, status: str = "FINISHED") -> None:
         self.mlflow.set_terminated(self.run_id, status)
 
-    def __exit__(
-        self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
         if kind is None:
             self.close()
         else:
@@ -184,8 +177,7 @@ class TrackedRun(AbstractContextManager):
 
 
 def close_dead_runs(mlflow: MlflowClient, experiment: str) -> None:
-    """Mark KILLED the RUNNING runs whose process on this host is gone (`kill -9`, a crash),
-    which could not close its own run."""
+    """Mark KILLED the RUNNING runs whose process on this host is gone (`kill -9`, a crash)."""
     query = f"attributes.status = 'RUNNING' and tags.{HOST_TAG} = '{socket.gethostname()}'"
     for run in newest(mlflow, experiment, query):
         if writer_gone(run.data.tags):
