@@ -31,6 +31,7 @@ DATASET = "mnist-prepared"
 # The file MLflow runs to build the pyfunc: a path, as importing it would build one here.
 MODEL_CODE = Path(__file__).with_name("digits_code.py")
 PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+URI_ENV = "MLFLOW_TRACKING_URI"
 # Explicit, so that MLflow does not load the model in a subprocess to infer them.
 REQUIREMENTS = ("mlflow", "torch", "numpy", "pandas", "safetensors", "hydra-core", "pyyaml")
 
@@ -97,10 +98,10 @@ def _raw_example(prepared: Path) -> np.ndarray:
 @contextmanager
 def global_store(uri: str) -> Iterator[None]:
     """MLflow's global store at `uri` for these calls only, quiet (no download bars, no INFO
-    on the input example). The environment is put back whole: the MLFLOW_TRACKING_URI that
+    on the input example). The environment is put back: the MLFLOW_TRACKING_URI that
     set_tracking_uri writes would override logger.tracking_uri for the rest of a process."""
     before, pyfunc_log = mlflow.get_tracking_uri(), logging.getLogger("mlflow.pyfunc")
-    level, environment = pyfunc_log.level, os.environ.copy()
+    level, saved = pyfunc_log.level, {k: os.environ.get(k) for k in (PROGRESS_BAR, URI_ENV)}
     os.environ[PROGRESS_BAR] = "false"
     mlflow.set_tracking_uri(uri)
     pyfunc_log.setLevel(logging.WARNING)
@@ -109,5 +110,8 @@ def global_store(uri: str) -> Iterator[None]:
     finally:
         pyfunc_log.setLevel(level)
         mlflow.set_tracking_uri(before)
-        os.environ.clear()
-        os.environ.update(environment)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
