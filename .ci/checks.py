@@ -6,9 +6,10 @@
 
 Each runs the pipeline's own stage commands, as dvc.yaml spells them, in folders under a
 temporary directory, each with its own params.yaml and MLflow store, on a slice of the real
-MNIST that the download stage fetches there (so `historical` may run beside them). On a host where the portable kernels do not apply
-(not x86-64 with AVX2) or with a GPU, bits may differ: there a check compares the trainings'
-final validation accuracy within a tolerance, and says so.
+MNIST that the download stage fetches there (so `historical` may run beside them). On a host
+where the portable kernels do not apply (not x86-64 with AVX2) or with a GPU, bits may
+differ: there a check compares the trainings' final validation accuracy within a tolerance,
+and says so.
 
     python .ci/checks.py determinism [restart ...]    # exit 1 when any check fails
 """
