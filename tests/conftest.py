@@ -34,14 +34,6 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The files with end-to-end (slow) tests first, in their order, then the quick ones: a
-    worker runs a file at a time, and the quick files then fill the end, so the two workers
-    end together, not one waiting on a long file begun last."""
-    slow = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow)  # stable: the order within is kept
-
-
 @pytest.fixture(scope="session")
 def mnist_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The four real, verified IDX files: the repo's data/raw if present, else the registry copy."""
