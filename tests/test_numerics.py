@@ -56,10 +56,12 @@ def test_portable_gives_one_result_under_other_isa_caps_and_core_counts(prepared
         assert _weights(prepared, tmp_path, "machine", one_core=True) != machine
 
 
-def _trainer(mode: str, threads: int | None = None) -> TrainerConfig:
+def _trainer(mode: str, threads: int | None = None, devices: int = 1) -> TrainerConfig:
     return TrainerConfig(
         accelerator="cpu",
-        devices=1,
+        devices=devices,
+        strategy="auto",
+        num_nodes=1,
         precision="32-true",
         reproducible=mode,
         enable_progress_bar=False,
@@ -85,6 +87,25 @@ def test_pin_sets_the_portable_settings_and_the_record_names_them():
     assert record["numerics.env.ONEDNN_MAX_CPU_ISA"] == "AVX2"
     assert record["numerics.threads"] == "1" and record["numerics.mode"] == "portable"
     assert "avx2" in record["numerics.isa_flags"].split()
+
+
+@pytest.mark.parametrize(("devices", "omp"), [(1, None), (2, "1")])
+def test_pin_hands_the_pinned_threads_to_ddp_ranks_only(devices, omp):
+    """Lightning's DDP sets torch's threads to cores / ranks unless OMP_NUM_THREADS is set;
+    its ranks start from this process's environment."""
+    code = (
+        "import json, os\n"
+        "from lenet_mnist import numerics\n"
+        "from tests.test_numerics import _trainer\n"
+        f"numerics.pin(_trainer('portable', devices={devices}))\n"
+        "print(json.dumps(os.environ.get('OMP_NUM_THREADS')))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout) == omp
 
 
 def test_one_process_cannot_change_its_numerics(monkeypatch):

@@ -65,6 +65,8 @@ def pin(trainer: TrainerConfig) -> None:
     count = trainer.threads or settings.threads
     if count is not None:
         torch.set_num_threads(count)
+        if trainer.devices * trainer.num_nodes > 1:  # Lightning's DDP would set cores / ranks
+            os.environ.setdefault("OMP_NUM_THREADS", str(count))
 
 
 def record(trainer: TrainerConfig) -> dict[str, str]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import signal
 import sys
 import time
@@ -163,10 +162,6 @@ def train(cfg: Config, prepared: Path, out: Outputs, tags: dict[str, str] | None
         net = networks.build(cfg.model.name)  # first draw from the seeded generator: the init
         data = MnistData(prepared, cfg.train, cfg.trainer.batch_group)
         module = Classifier(net, cfg.optimizer, lr, steps * cfg.train.epochs, cfg.trainer.compile)
-        pinned = cfg.trainer.threads or numerics.MODES[cfg.trainer.reproducible].threads
-        if trainer.world_size > 1 and pinned:
-            # Lightning's DDP sets torch's threads to cores / processes unless this is set.
-            os.environ.setdefault("OMP_NUM_THREADS", str(pinned))
         started = time.perf_counter()
         try:
             resume = out.checkpoint if saved is not None else None
