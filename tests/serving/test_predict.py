@@ -55,13 +55,14 @@ def write_png(path: Path, width: int, height: int, colour: int, pixels: bool = T
     return path
 
 
-def one_line_exit(argv: list, capsys) -> str:
-    """predict's main as its command line ends: exit 2 and stderr's one line, nothing printed."""
+def one_line_exit(argv: list, capsys, code: int = 2) -> str:
+    """predict's main as its command line ends: exit `code` (2: the input's fault, 1: the
+    environment's) and stderr's one line, nothing printed."""
     capsys.readouterr()
     with pytest.raises(SystemExit) as ended:
         exit_on_error(lambda: predict.main(list(map(str, argv))))
     out, err = capsys.readouterr()
-    assert ended.value.code == 2 and out == ""
+    assert ended.value.code == code and out == ""
     assert err.count("\n") == 1, err
     return err
 
@@ -235,7 +236,7 @@ def test_a_store_that_is_missing_or_does_not_answer_is_one_line(
         free.bind(("127.0.0.1", 0))
         server = f"http://127.0.0.1:{free.getsockname()[1]}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
-    err = one_line_exit(argv, capsys)
+    err = one_line_exit(argv, capsys, code=1)
     loading = "error: cannot load models:/lenet-mnist@champion: "
     assert err.startswith(f"{loading}MLflow tracking server {server} did not answer")
 

@@ -157,8 +157,8 @@ def _from_mlflow(uri: str, cfg: Config) -> Probabilities:
         client = store.client(cfg.logger)  # a server must answer its health check first
         mlflow.set_tracking_uri(tracking)  # models:/ URIs resolve through the global store
         served = mlflow.pyfunc.load_model(uri)
-    except PipelineError as err:
-        raise PipelineError(f"cannot load {uri}: {err}") from None
+    except PipelineError as err:  # its class kept: a silent server is the environment's
+        raise type(err)(f"cannot load {uri}: {err}") from None
     except MlflowException as err:
         reason = f"{str(err.message).splitlines()[0].rstrip('.')}; {_held(client)}"
         raise PipelineError(f"cannot load {uri} from {tracking}: {reason}") from None
