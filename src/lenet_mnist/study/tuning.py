@@ -199,8 +199,9 @@ def analyze(grids: dict[str, pd.DataFrame]) -> TunedStudy:
     # a run two grids share (one sweep under --set) keeps the first grid's label
     label = runs["grid_name"].map(lambda n: LABELS.get(n, n)).astype(str)
     runs["grid"] = runs["run_id"].map(label.groupby(runs["run_id"]).first())
-    study = TunedStudy(runs, [])
-    study.fits = [
-        tuned_fit(study.grid(g), t, g) for g in study.grids for t in targets_of(study.grid(g))
+    fits = [
+        tuned_fit(runs[runs["grid_name"] == name], target, name)
+        for name in names.categories.drop("search")
+        for target in targets_of(runs[runs["grid_name"] == name])
     ]
-    return study
+    return TunedStudy(runs, fits)
