@@ -1,6 +1,7 @@
 """What an entry point sets before torch loads: OpenMP's passive waiting, unless the user
-set a wait policy of their own."""
+set a wait policy of their own; and the collector paused while it loads."""
 
+import gc
 import json
 import os
 import subprocess
@@ -8,6 +9,7 @@ import sys
 
 import pytest
 
+from lenet_mnist import process
 from tests.conftest import stage_argv, stage_folder
 
 WAIT = "OMP_WAIT_POLICY"
@@ -30,6 +32,19 @@ def test_prepare_refuses_once_torch_is_loaded():
     done = _python("import torch; from lenet_mnist import process; process.prepare()")
     assert done.returncode == 1
     assert "prepare() must run before torch is imported" in done.stderr
+
+
+def test_importing_pauses_the_collector_and_freezes_what_loaded():
+    frozen = gc.get_freeze_count()
+    try:
+        with process.importing():
+            assert not gc.isenabled()
+            loaded = [[] for _ in range(1000)]  # containers the collector tracks
+        assert gc.isenabled()
+        assert gc.get_freeze_count() >= frozen + len(loaded)
+    finally:
+        gc.unfreeze()
+        gc.enable()
 
 
 @pytest.mark.slow

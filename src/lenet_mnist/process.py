@@ -4,9 +4,12 @@ times over (no result changes), and quiet framework loggers."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
 import sys
+from collections.abc import Iterator
 
 # cuBLAS needs its workspace setting before CUDA starts, to run matmuls deterministically.
 ENV = {"OMP_WAIT_POLICY": "PASSIVE", "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
@@ -20,3 +23,16 @@ def prepare() -> None:
         os.environ.setdefault(name, value)
     # MLflow's store logs each failed query's traceback before it raises the error we report.
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+
+
+@contextlib.contextmanager
+def importing() -> Iterator[None]:
+    """The collector off while torch, Lightning and MLflow load, their objects then kept out of
+    every later collection (gc.freeze): each collection would scan their million objects
+    again, a sixth of a training stage's start (docs/benchmarks.md)."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()

@@ -22,9 +22,10 @@ def main() -> None:
     args = parser.parse_args()
     cfg = parse.load(args.params)
     process.prepare()  # before torch loads (lenet_mnist.process)
-    from lenet_mnist import numerics
-    from lenet_mnist.evaluation.evaluate import Outputs, evaluate
-    from lenet_mnist.model.networks import WEIGHTS
+    with process.importing():
+        from lenet_mnist import numerics
+        from lenet_mnist.evaluation.evaluate import Outputs, evaluate
+        from lenet_mnist.model.networks import WEIGHTS
 
     numerics.pin(cfg.trainer)  # the test logits are computed with the training's kernels
     outputs = Outputs(args.metrics, args.predictions, args.figures)

@@ -26,9 +26,10 @@ def main() -> None:
     args = parser.parse_args()
     cfg = parse.load(args.params)
     process.prepare()  # before torch loads (lenet_mnist.process)
-    from lenet_mnist.evaluation.evaluate import Outputs, read_metrics
-    from lenet_mnist.model.networks import WEIGHTS
-    from lenet_mnist.serving.publish import publish
+    with process.importing():
+        from lenet_mnist.evaluation.evaluate import Outputs, read_metrics
+        from lenet_mnist.model.networks import WEIGHTS
+        from lenet_mnist.serving.publish import publish
 
     outputs = Outputs(args.metrics, args.predictions, args.figures)
     metrics = read_metrics(outputs)

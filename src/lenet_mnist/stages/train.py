@@ -21,8 +21,9 @@ def main() -> None:
     args = parser.parse_args()
     cfg = parse.load(args.params)
     process.prepare()  # before torch loads (lenet_mnist.process)
-    from lenet_mnist import numerics
-    from lenet_mnist.training.fit import Outputs, quiet_lightning, train
+    with process.importing():
+        from lenet_mnist import numerics
+        from lenet_mnist.training.fit import Outputs, quiet_lightning, train
 
     numerics.pin(cfg.trainer)
     quiet_lightning()

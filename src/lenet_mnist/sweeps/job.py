@@ -13,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from lenet_mnist import process
 from lenet_mnist.config import identity, parse
 from lenet_mnist.config.identity import as_typed, defining
 from lenet_mnist.config.schema import Config, ObjectiveConfig
@@ -56,9 +57,10 @@ def _job(raw: DictConfig, out: Path) -> float | None:
                 "job, or run it without -m"
             )
         # torch, Lightning and MLflow load for a valid job only: a refused value answers at once
-        from lenet_mnist import numerics
-        from lenet_mnist.tracking import store
-        from lenet_mnist.training import fit
+        with process.importing():
+            from lenet_mnist import numerics
+            from lenet_mnist.tracking import store
+            from lenet_mnist.training import fit
 
         fit.quiet_lightning()  # a launcher may run the job in a process of its own
         numerics.pin(cfg.trainer)
