@@ -18,17 +18,14 @@ import urllib.request
 import zipfile
 from pathlib import Path
 from subprocess import DEVNULL, PIPE, STDOUT
-from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
+from lenet_mnist.config.schema import DataConfig
 from lenet_mnist.data import idx
 from lenet_mnist.errors import PipelineError
 from lenet_mnist.outputs import replacing
-
-if TYPE_CHECKING:
-    from lenet_mnist.config.schema import DataConfig
 
 # name -> SHA-256 of the uncompressed IDX file
 FILES: dict[str, str] = {
