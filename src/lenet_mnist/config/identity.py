@@ -15,16 +15,14 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lenet_mnist.config.schema import ENTRIES, Config, keys, lookup
 
-PRESETS = "experiment"  # a group of presets: choosing one changes decisive values
-
 
 def decides_result(key: str) -> bool:
     """Whether an override's key (`group.key`, a group, a preset) can change what is learned:
     its and its groups' marks; a key the schema lacks goes by its group."""
     parts = key.lstrip("+~").split(".")
-    marks = [ENTRIES.get(".".join(parts[:n])) for n in range(1, len(parts) + 1)]
-    if parts == [PRESETS]:
+    if parts == ["experiment"]:  # a group of presets: choosing one changes decisive values
         return True
+    marks = [ENTRIES.get(".".join(parts[:n])) for n in range(1, len(parts) + 1)]
     return marks[0] is not None and all(m.json_schema_extra["decides"] for m in marks if m)
 
 
