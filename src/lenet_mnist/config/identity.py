@@ -29,10 +29,8 @@ def decides_result(key: str) -> bool:
 def config_hash(cfg: Config, dataset_digest: str) -> str:
     """The deciding keys and the prepared data's digest: a sweep resumed with another
     tracking server or folder still finds its finished runs."""
-    decisive: dict[str, Any] = _deciding(dataclasses.asdict(cfg))
-    decisive["dataset_digest"] = dataset_digest
-    text = json.dumps(decisive, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    decisive = {**_deciding(dataclasses.asdict(cfg)), "dataset_digest": dataset_digest}
+    return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _deciding(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
