@@ -93,8 +93,7 @@ def sweep_key(overrides: list[str]) -> str:
     """The same grid gives the same key, whatever order its values were typed in."""
     grid = []
     for name, _, values in (o.partition("=") for o in overrides):
-        plain_list = not any(c in values for c in "([{")  # not range(...), [a,b] or {...}
-        grid.append(
-            f"{name}={','.join(sorted(values.split(',')))}" if plain_list else f"{name}={values}"
-        )
+        if not any(c in values for c in "([{"):  # a plain list, not range(...), [a,b] or {...}
+            values = ",".join(sorted(values.split(",")))
+        grid.append(f"{name}={values}")
     return hashlib.sha256(json.dumps(sorted(grid)).encode()).hexdigest()[:16]
