@@ -64,13 +64,9 @@ def search_overrides(
     space = OmegaConf.select(sweeper, "params") if sweeper is not None else None
     merged = {k: f"{k}={v}" for k, v in (as_typed(space) if space else {}).items()}
     merged |= {_key(o): o for o in as_typed(task)}
-    return defining(merged.values()) + _search(sweeper, objective)
-
-
-def _search(sweeper: DictConfig | None, objective: DictConfig | None) -> list[str]:
-    """An optimizing sweeper's sampler and direction, and the objective; nothing for a grid."""
+    overrides = defining(merged.values())
     if sweeper is None or "direction" not in sweeper:  # a grid sweeper ignores the objective
-        return []
+        return overrides
     sampler = OmegaConf.to_container(sweeper.sampler, resolve=True)
     name = str(sampler.pop("_target_", "")).rpartition(".")[2]
     args = ", ".join(f"{k}={v}" for k, v in sorted(sampler.items()))
@@ -78,6 +74,7 @@ def _search(sweeper: DictConfig | None, objective: DictConfig | None) -> list[st
     direction = OmegaConf.to_container(direction) if OmegaConf.is_config(direction) else direction
     goal = OmegaConf.to_container(objective, resolve=True) if objective is not None else {}
     return [
+        *overrides,
         f"hydra.sweeper.sampler={name}({args})",
         f"hydra.sweeper.direction={direction}",
         *(f"objective.{k}={v}" for k, v in sorted(goal.items())),
