@@ -28,9 +28,5 @@ def render() -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    OUT.write_text(render())
-
-
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(lambda: OUT.write_text(render()))
