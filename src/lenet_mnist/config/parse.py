@@ -57,8 +57,7 @@ def load(path: str | Path = "params.yaml") -> Config:
         raise PipelineError(f"{path} not found; run from the repository root or pass --params")
     cfg = read_yaml(path)  # sized and counted before anything expands it
     if not isinstance(cfg, dict):
-        groups = ", ".join(GROUPS)
-        raise PipelineError(f"{path} holds a {type(cfg).__name__}; use a mapping of {groups}")
+        raise PipelineError(f"{path} holds a {type(cfg).__name__}; use {kind(Config)}")
     return validate(cfg)
 
 
