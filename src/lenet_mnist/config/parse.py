@@ -44,8 +44,7 @@ def validate(cfg: DictConfig | dict) -> Config:
     except OmegaConfBaseException as err:
         raise PipelineError(describe(err)) from None
     if typed.data.val_size >= (typed.data.train_limit or MNIST_TRAIN_SIZE):  # two keys' rule
-        words = allowed(ENTRIES["data.val_size"])
-        raise PipelineError(_not_allowed("data.val_size", typed.data.val_size, words))
+        raise PipelineError(_not_allowed("data.val_size", typed.data.val_size))
     return typed
 
 
@@ -135,13 +134,12 @@ def _refused(error: ErrorDetails, plain: dict[str, Any]) -> str:
     key = next(k for n in range(len(parts), 0, -1) if (k := ".".join(parts[:n])) in ENTRIES)
     if error["type"] == "missing":
         return f"{key} is missing; set it to {kind(ENTRIES[key].annotation)}"
-    info = ENTRIES[key]
     wrong_type = error["type"].endswith(("_type", "_parsing"))  # a type's words, not its bounds
-    words = kind(info.annotation) if wrong_type else allowed(info)
-    return _not_allowed(key, lookup(plain, key), words)
+    return _not_allowed(key, lookup(plain, key), wrong_type)
 
 
-def _not_allowed(key: str, value: Any, words: str) -> str:
+def _not_allowed(key: str, value: Any, wrong_type: bool = False) -> str:
+    words = kind(ENTRIES[key].annotation) if wrong_type else allowed(ENTRIES[key])
     return f"{key}={show(value)} is not allowed; use {words}"
 
 
