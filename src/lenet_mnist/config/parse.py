@@ -60,6 +60,15 @@ def load(path: str | Path = "params.yaml") -> Config:
     return validate(cfg)
 
 
+def arguments(
+    parser: argparse.ArgumentParser, params_help: str | None = None
+) -> tuple[argparse.Namespace, Config]:
+    """A stage's command line, --params last, and the config that file holds."""
+    parser.add_argument("--params", default="params.yaml", help=params_help)
+    args = parser.parse_args()
+    return args, load(args.params)
+
+
 MAX_BYTES = 256 * 1024  # ~200x the composed file; a list of a thousand mirrors fits
 MAX_ALIASES = 20  # a hand edit may name a repeated value; a bomb needs dozens
 MAX_VALUES = 10_000  # once aliases are expanded; OmegaConf merges some 10,000 values a second

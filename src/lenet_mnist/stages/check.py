@@ -14,9 +14,7 @@ from lenet_mnist.outputs import writing
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out", type=Path, help="the file every stage depends on")
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args()
-    parse.load(args.params)
+    args, _ = parse.arguments(parser)
     with writing(args.out) as (verdict,):
         verdict.write_text("params.yaml passed the config schema\n")  # one for every valid file
     print(f"check: {args.params} is valid")

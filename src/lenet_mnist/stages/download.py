@@ -14,9 +14,7 @@ from lenet_mnist.errors import run_stage
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out", type=Path, help="folder for the four IDX files")
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args()
-    cfg = parse.load(args.params)
+    args, cfg = parse.arguments(parser)
     source = download(cfg.data, args.out)
     print(f"download: 4 verified MNIST files in {args.out} (source: {source})")
 

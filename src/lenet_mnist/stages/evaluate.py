@@ -18,9 +18,7 @@ def main() -> None:
     parser.add_argument("--metrics", type=Path, required=True, help="JSON for dvc metrics")
     parser.add_argument("--predictions", type=Path, required=True, help="CSV, confusion plot")
     parser.add_argument("--figures", type=Path, required=True, help="folder for PNG figures")
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args()
-    cfg = parse.load(args.params)
+    args, cfg = parse.arguments(parser)
     process.prepare()  # before torch loads (lenet_mnist.process)
     with process.importing():
         from lenet_mnist import numerics

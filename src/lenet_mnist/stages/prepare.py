@@ -15,9 +15,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("raw", type=Path, help="folder with the four IDX files")
     parser.add_argument("out", type=Path, help="folder for the prepared arrays")
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args()
-    cfg = parse.load(args.params)
+    args, cfg = parse.arguments(parser)
     stats = prepare(args.raw, args.out, cfg.data)
     print(f"prepare: {stats['sizes']} images, mean {stats['mean']:.4f}, std {stats['std']:.4f}")
 

@@ -22,9 +22,7 @@ def main() -> None:
     parser.add_argument("--predictions", type=Path, required=True, help="CSV from evaluate")
     parser.add_argument("--figures", type=Path, required=True, help="PNG folder from evaluate")
     parser.add_argument("--receipt", type=Path, required=True, help="JSON: what was published")
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args()
-    cfg = parse.load(args.params)
+    args, cfg = parse.arguments(parser)
     process.prepare()  # before torch loads (lenet_mnist.process)
     with process.importing():
         from lenet_mnist.evaluation.evaluate import Outputs, read_metrics

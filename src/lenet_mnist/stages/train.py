@@ -17,9 +17,7 @@ def main() -> None:
     parser.add_argument("--history", type=Path, required=True, help="per-epoch CSV (DVC plots)")
     parser.add_argument("--timings", type=Path, required=True, help="per-epoch timings JSON")
     parser.add_argument("--checkpoint", type=Path, help="a resumable state, kept until done")
-    parser.add_argument("--params", default="params.yaml", help="the composed config")
-    args = parser.parse_args()
-    cfg = parse.load(args.params)
+    args, cfg = parse.arguments(parser, "the composed config")
     process.prepare()  # before torch loads (lenet_mnist.process)
     with process.importing():
         from lenet_mnist import numerics
