@@ -58,7 +58,6 @@ ERRNOS = {os.strerror(n).lower(): n for n in errno.errorcode}
 # The system's error in other exceptions' text: safetensors' (Rust), PyTorch's writer's, Python's.
 SYSTEM_TEXT = re.compile(r"\(os error (\d+)\)|strerror: ([^.\n]+)|\[Errno (\d+)\]")
 PATH_TEXT = re.compile(r'at path "([^"]+)"')
-STORE_MODULES = ("sqlalchemy", "sqlite3", "mlflow")
 PACKAGE = os.path.dirname(os.path.abspath(__file__))
 store_uri = ""  # the MLflow store this process opened last, which a store's line names
 _held: list[bool] = []  # set once the process has begun to stop: later signals wait
@@ -88,7 +87,7 @@ def _system(err: BaseException) -> str | None:
 
 def _store(err: BaseException) -> str | None:
     """An MLflow store (sqlite through SQLAlchemy) that is unreadable, busy or full."""
-    if not type(err).__module__.startswith(STORE_MODULES):
+    if not type(err).__module__.startswith(("sqlalchemy", "sqlite3", "mlflow")):
         return None
     text, store = str(err).lower(), f"the MLflow store {store_uri}".strip()
     if "locked" in text:
