@@ -126,13 +126,8 @@ def plot(metrics: dict, history: Path, out: Path) -> None:
     for (i, j), n in np.ndenumerate(matrix):
         color = "white" if n > matrix.max() / 2 else "black"
         ax.text(j, i, n, ha="center", va="center", fontsize=7, color=color)
-    ax.set(
-        xlabel="predicted",
-        ylabel="actual",
-        xticks=range(10),
-        yticks=range(10),
-        title=f"test confusion matrix ({metrics['errors']} errors)",
-    )
+    ax.set(xlabel="predicted", ylabel="actual", xticks=range(10), yticks=range(10))
+    ax.set_title(f"test confusion matrix ({metrics['errors']} errors)")
     fig.tight_layout()
     fig.savefig(out / "confusion_matrix.png", dpi=100)
     plt.close("all")
