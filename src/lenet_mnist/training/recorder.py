@@ -75,18 +75,14 @@ class EpochRecorder(Checkpoint):
         self.t_val = clock(module.device)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        now = clock(module.device)
+        val_s = clock(module.device) - self.t_val
         train_s = self.t_val - self.t_start - self.probe_s
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         lr = trainer.optimizers[0].param_groups[0]["lr"]
         epoch, step = trainer.current_epoch + 1, trainer.global_step
-        train_size = len(trainer.datamodule.train_xy[1])
-        timing = {
-            "epoch_time_s": train_s,
-            "samples_per_s": train_size / train_s,
-            "val_time_s": now - self.t_val,
-        }
-        self.elapsed_s += train_s + timing["val_time_s"]
+        samples_per_s = len(trainer.datamodule.train_xy[1]) / train_s
+        timing = {"epoch_time_s": train_s, "samples_per_s": samples_per_s, "val_time_s": val_s}
+        self.elapsed_s += train_s + val_s
         self.readings.append(Reading(step, epoch, self.elapsed_s, metrics["val_acc"]))
         self.timings.append({"epoch": epoch, **timing})
         row = {"epoch": epoch, "iteration": step, "lr": lr}
