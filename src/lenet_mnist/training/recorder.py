@@ -15,7 +15,6 @@ from pytorch_lightning.callbacks import Checkpoint
 from lenet_mnist.config.schema import TrainConfig
 from lenet_mnist.tracking import store
 from lenet_mnist.training import probes
-from lenet_mnist.training.probes import Reading
 from lenet_mnist.training.progress import epoch_line
 
 HISTORY_FIELDS = ("epoch", "iteration", "lr", "train_loss", "train_acc", "val_loss", "val_acc")
@@ -38,7 +37,7 @@ class EpochRecorder(Checkpoint):
         self.run: store.TrackedRun | None = None  # none on DDP ranks > 0: no records, probes
         self.history: list[dict[str, float]] = []
         self.timings: list[dict[str, float]] = []
-        self.readings: list[Reading] = []  # every validation accuracy, for the targets
+        self.readings: list[probes.Reading] = []  # every validation accuracy, for the targets
         self.elapsed_s = 0.0  # training seconds of the finished epochs, probes left out
         self.best_acc, self.best_epoch, self.best_state = -1.0, -1, None
 
@@ -53,7 +52,7 @@ class EpochRecorder(Checkpoint):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name in self.KEPT:
             setattr(self, name, state[name])
-        self.readings = [Reading(*r) for r in state["readings"]]
+        self.readings = [probes.Reading(*r) for r in state["readings"]]
 
     def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self.t_start = clock(module.device)
@@ -67,7 +66,7 @@ class EpochRecorder(Checkpoint):
         started = clock(module.device)
         acc = probes.accuracy(module.net, *trainer.datamodule.val_xy)
         seconds = self.elapsed_s + started - self.t_start - self.probe_s
-        self.readings.append(Reading(step, trainer.current_epoch + 1, seconds, acc))
+        self.readings.append(probes.Reading(step, trainer.current_epoch + 1, seconds, acc))
         self.run.metrics({"step_val_acc": acc}, step=step)
         self.probe_s += clock(module.device) - started
 
@@ -83,7 +82,7 @@ class EpochRecorder(Checkpoint):
         samples_per_s = len(trainer.datamodule.train_xy[1]) / train_s
         timing = {"epoch_time_s": train_s, "samples_per_s": samples_per_s, "val_time_s": val_s}
         self.elapsed_s += train_s + val_s
-        self.readings.append(Reading(step, epoch, self.elapsed_s, metrics["val_acc"]))
+        self.readings.append(probes.Reading(step, epoch, self.elapsed_s, metrics["val_acc"]))
         self.timings.append({"epoch": epoch, **timing})
         row = {"epoch": epoch, "iteration": step, "lr": lr}
         row |= {k: metrics[k] for k in HISTORY_FIELDS[3:]}
