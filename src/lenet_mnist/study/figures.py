@@ -7,18 +7,15 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from itertools import cycle
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from lenet_mnist.study import scaling, tuning
-from lenet_mnist.study.fixed import settings
+from lenet_mnist.study.fixed import Scaling, Study, settings
 from lenet_mnist.study.runs import Interval, interval, plural, to
 from lenet_mnist.study.tuning import TunedStudy
-
-if TYPE_CHECKING:
-    from lenet_mnist.study.fixed import Scaling, Study
 
 OVERVIEW = "overview.png"
 GAP = "generalization_gap.png"
