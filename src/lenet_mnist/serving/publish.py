@@ -90,7 +90,8 @@ def publish(
 
 
 def _run_of(mlflow: Any, cfg: Config, digest: str, run_id: str | None) -> store.TrackedRun:
-    run_id = run_id or store.find_run(mlflow, cfg.logger.experiment_name, digest)
+    trained = f"tags.{store.WEIGHTS_TAG} = '{digest}'"  # the newest run that made these weights
+    run_id = run_id or store.newest_run(mlflow, cfg.logger.experiment_name, trained)
     if run_id is not None:
         return store.TrackedRun(mlflow, run_id)
     # e.g. DVC restored the weights from its cache without training

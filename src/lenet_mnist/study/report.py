@@ -178,16 +178,14 @@ def is_sweep(client: Any, run_id: str) -> bool:
 
 def latest_sweep(client: Any, experiment_name: str, key: str = "", missing: str = "") -> str:
     """The parent run id of the newest sweep, or of the newest with the sweep key `key`."""
-    experiment = client.get_experiment_by_name(experiment_name)
     query = f"tags.{store.SWEEP_TAG} " + (f"= '{key}'" if key else "!= ''")
-    runs = experiment and store.newest(client, experiment.experiment_id, query, limit=1)
-    if not runs:
-        raise PipelineError(
-            missing
-            or f"no sweep in MLflow experiment {experiment_name!r}; "
-            "run one with `python -m lenet_mnist.run -m train.batch_size=...`"
-        )
-    return runs[0].info.run_id
+    if parent := store.newest_run(client, experiment_name, query):
+        return parent
+    raise PipelineError(
+        missing
+        or f"no sweep in MLflow experiment {experiment_name!r}; "
+        "run one with `python -m lenet_mnist.run -m train.batch_size=...`"
+    )
 
 
 def main() -> None:

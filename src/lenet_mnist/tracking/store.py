@@ -196,13 +196,10 @@ def writer_gone(tags: dict[str, str]) -> bool:
     return here and pid.isdigit() and int(pid) > 0 and not psutil.pid_exists(int(pid))
 
 
-def find_run(mlflow: MlflowClient, experiment_name: str, weights_sha256: str) -> str | None:
-    """The newest run that trained exactly these weights, or None."""
+def newest_run(mlflow: MlflowClient, experiment_name: str, query: str) -> str | None:
+    """The id of the newest run of the experiment that matches `query`, or None."""
     experiment = mlflow.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        return None
-    query = f"tags.{WEIGHTS_TAG} = '{weights_sha256}'"
-    runs = newest(mlflow, experiment.experiment_id, query, limit=1)
+    runs = experiment and newest(mlflow, experiment.experiment_id, query, limit=1)
     return runs[0].info.run_id if runs else None
 
 
