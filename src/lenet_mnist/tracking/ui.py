@@ -27,16 +27,6 @@ def runs_view(created_ms: int) -> str:
     return json.dumps({"name": VIEW_NAME, "createdAt": created_ms, "state": state})
 
 
-def ui_base(tracking_uri: str) -> str:
-    """A tracking server's own address, without any user:password from the URI (it is
-    printed); for any other store, LOCAL_UI, where `ui_command` serves it."""
-    if not tracking_uri.startswith(("http://", "https://")):
-        return LOCAL_UI
-    parts = urllib.parse.urlsplit(tracking_uri)
-    netloc = parts.netloc.rpartition("@")[2]
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-
-
 def ui_command(tracking_uri: str) -> str | None:
     """The shell-quoted command that serves the UI for a store without a server, or None; a
     sqlite store inside the working folder is named relative to it, as the README shows."""
@@ -57,7 +47,14 @@ def experiment_url(tracking_uri: str, experiment_id: str) -> str:
 
 
 def _runs(tracking_uri: str, experiment_id: str) -> str:
-    return f"{ui_base(tracking_uri)}/#/experiments/{experiment_id}/runs"
+    """The runs table at a tracking server's own address, without any user:password from the
+    URI (it is printed); for any other store, at LOCAL_UI, where `ui_command` serves it."""
+    base = LOCAL_UI
+    if tracking_uri.startswith(("http://", "https://")):
+        parts = urllib.parse.urlsplit(tracking_uri)
+        netloc = parts.netloc.rpartition("@")[2]
+        base = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+    return f"{base}/#/experiments/{experiment_id}/runs"
 
 
 def where(stage: str, tracking_uri: str, experiment_id: str, run_id: str) -> str:
