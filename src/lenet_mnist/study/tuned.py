@@ -120,7 +120,11 @@ def build(client: Any, experiment: str, sweeps: dict[str, list[str]], out: Path)
     machines = " + ".join(sorted(set(study.runs["machine"])))
     caption = f"tuned study (python -m lenet_mnist.study.tuned) · {machines}"
     launcher = next(o for o in sweeps["adam"] if o.startswith("launcher="))
-    found = [t for t in tables(study) if len(t.frame)]  # one the runs hold nothing for: out
+    tables = [
+        accuracy_table(study), fits_table(study), targets_table(study), rules_table(study),
+        recommend_table(study), search_table(study, 0.99), pareto_table(study),
+    ]  # fmt: skip
+    found = [t for t in tables if len(t.frame)]  # one the runs hold nothing for: out
     with replacing(out) as staging:
         (staging / SUMMARY_MD).write_text(
             page("The tuned study", caption, notes(study, launcher), found)
@@ -133,13 +137,6 @@ def build(client: Any, experiment: str, sweeps: dict[str, list[str]], out: Path)
 def _size(value: float) -> str:
     """A batch size; one beyond any measured (S_min about 0) as a power of ten, not 18 digits."""
     return f"{value:,.0f}" if value < 1e6 else f"{value:.1e}"
-
-
-def tables(study: TunedStudy) -> list[Table]:
-    return [
-        accuracy_table(study), fits_table(study), targets_table(study), rules_table(study),
-        recommend_table(study), search_table(study, 0.99), pareto_table(study),
-    ]  # fmt: skip
 
 
 def accuracy_table(study: TunedStudy) -> Table:
