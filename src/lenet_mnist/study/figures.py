@@ -21,9 +21,6 @@ OVERVIEW = "overview.png"
 GAP = "generalization_gap.png"
 TEST_CURVES = "test_accuracy_curves.png"
 STEPS_VS_EXAMPLES = "steps_vs_examples.png"
-PARETO = "pareto.png"
-TUNED_STEPS = "tuned_steps.png"
-RATES = "rates.png"
 MARKERS = "osD^v<>p"
 LINES = ["-", "--", ":", "-."]
 
@@ -274,8 +271,8 @@ def draw_tuned(study: TunedStudy, out: Path, caption: str) -> list[Path]:
     return [
         _figure(out / name, panels, caption, (1, len(panels)), (7 * len(panels), 4.8))
         for name, panels in {
-            PARETO: [lambda ax: tuned_accuracy_vs_time(ax, study)],
-            TUNED_STEPS: [lambda ax, g=g: tuned_steps(ax, study, g) for g in study.grids],
-            RATES: [lambda ax, g=g: rate_landscape(ax, study, g) for g in study.tuned_grids],
+            "pareto.png": [lambda ax: tuned_accuracy_vs_time(ax, study)],
+            "tuned_steps.png": [lambda ax, g=g: tuned_steps(ax, study, g) for g in study.grids],
+            "rates.png": [lambda ax, g=g: rate_landscape(ax, study, g) for g in study.tuned_grids],
         }.items()
     ]
