@@ -169,13 +169,6 @@ def build(client: Any, parent: str, out: Path) -> list[Path]:
     return [out / p.name for p in (*files, staging / SUMMARY_MD, *pngs)] + [out / PAGE]
 
 
-def is_sweep(client: Any, run_id: str) -> bool:
-    try:
-        return store.SWEEP_TAG in client.get_run(run_id).data.tags
-    except MlflowException:  # no such run
-        return False
-
-
 def latest_sweep(client: Any, experiment_name: str, key: str = "", missing: str = "") -> str:
     """The parent run id of the newest sweep, or of the newest with the sweep key `key`."""
     query = f"tags.{store.SWEEP_TAG} " + (f"= '{key}'" if key else "!= ''")
@@ -197,7 +190,11 @@ def main() -> None:
     cfg = parse.load(args.params)
     client = store.client(cfg.logger)
     parent = args.sweep or latest_sweep(client, cfg.logger.experiment_name)
-    if not is_sweep(client, parent):
+    try:
+        tags = client.get_run(parent).data.tags
+    except MlflowException:  # no such run
+        tags = {}
+    if store.SWEEP_TAG not in tags:
         raise PipelineError(
             f"--sweep {parent} is not a sweep's parent run in {store.tracking_uri(cfg.logger)}"
         )
