@@ -34,6 +34,7 @@ COMPLETE_TAG = "sweep_job_complete"  # a sweep job's last act: a child without i
 MACHINE_TAG = "machine"  # the CPU or GPU that computed a run (lenet_mnist.tracking.provenance)
 HOST_TAG, PID_TAG = "host", "pid"  # the process that writes a run, to tell when it died
 SQLITE = "sqlite:///"
+INITIALIZING = ("already exists", "migration", "no such table")  # another's store creation
 
 
 def tracking_uri(cfg: LoggerConfig) -> str:
@@ -91,9 +92,6 @@ def _not_sqlite(path: str) -> bool:
         return os.path.isdir(path)
     with open(path, "rb") as db:
         return db.read(16) not in (b"", b"SQLite format 3\0")
-
-
-INITIALIZING = ("already exists", "migration", "no such table")  # another's creation
 
 
 def experiment_id(mlflow: MlflowClient, name: str) -> str:
