@@ -256,13 +256,12 @@ def write_csvs(study: TunedStudy, out: Path) -> list[Path]:
     columns = ["grid", "optimizer", "batch_size", "lr", "epochs", "seed", "test_acc",
                "best_val_acc", "seconds", "stopped_epoch", *reach, "run_id"]  # fmt: skip
     runs.reindex(columns=columns).to_csv(out / RUNS_CSV, index=False)
-    fits = pd.DataFrame([{
+    pd.DataFrame([{
         "grid": f.grid, "target": f.target, "runs": f.fit.runs, "s_min": f.fit.s_min,
         "e_min": f.fit.e_min, "b_crit": f.fit.b_crit, "b_crit_low": f.fit.low,
         "b_crit_high": f.fit.high, "b_simple": f.simple, "ratio": f.ratio[0],
         "ratio_low": f.ratio[1], "ratio_high": f.ratio[2],
-    } for f in study.fits if f.fit])  # fmt: skip
-    fits.to_csv(out / FITS_CSV, index=False)
+    } for f in study.fits if f.fit]).to_csv(out / FITS_CSV, index=False)  # fmt: skip
     return [out / RUNS_CSV, out / FITS_CSV]
 
 
