@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -87,7 +86,7 @@ def tuned_fit(
     return TunedFit(grid, target, chosen, fit, simple, (ratio, low, high))
 
 
-def widest_target(fits: Sequence[TunedFit], runs: pd.DataFrame) -> float | None:
+def widest_target(fits: list[TunedFit], runs: pd.DataFrame) -> float | None:
     """The highest target that every batch size of the grid reached at some rate."""
     sizes = set(runs["batch_size"])
     return max((f.target for f in fits if set(f.chosen["batch_size"]) == sizes), default=None)
