@@ -93,7 +93,6 @@ def fetch_http(cfg: DataConfig, dest: Path) -> None:
 
 
 def _get(url: str, timeout: float) -> bytes:
-    """The body at `url`, with a progress bar on a terminal."""
     with urllib.request.urlopen(url, timeout=timeout) as answer:
         size = int(answer.headers.get("Content-Length") or 0) or None
         body = io.BytesIO()
@@ -104,7 +103,6 @@ def _get(url: str, timeout: float) -> bytes:
 
 
 def _failure_reason(err: Exception, timeout: float) -> str:
-    """A few words for why a mirror did not answer."""
     if isinstance(err, urllib.error.HTTPError):
         return f"HTTP {err.code}"
     cause = getattr(err, "reason", err)  # a URLError carries the socket's error
