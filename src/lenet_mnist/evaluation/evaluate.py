@@ -102,11 +102,9 @@ def read_metrics(out: Outputs) -> dict[str, Any]:
 
 def plot(metrics: dict, history: Path, out: Path) -> None:
     """PNG figures for MLflow and `dvc plots`: training curves and the confusion matrix."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    plt.switch_backend("Agg")
     rows = list(csv.DictReader(history.read_text().splitlines()))
     epochs = [int(r["epoch"]) for r in rows]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
