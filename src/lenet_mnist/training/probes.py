@@ -23,7 +23,6 @@ from lenet_mnist.config.schema import TrainConfig
 from lenet_mnist.errors import PipelineError
 from lenet_mnist.model import inference
 
-EVAL_BATCH = 1024
 # Added to train.seed for the probe's own samples, so they differ from the batch order's.
 PROBE_SEED_OFFSET = 0x5EED
 
@@ -41,7 +40,7 @@ class Reading(NamedTuple):
 
 
 def accuracy(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    return int((inference.logits(net, x, EVAL_BATCH).argmax(1) == y).sum()) / len(y)
+    return int((inference.logits(net, x, batch_size=1024).argmax(1) == y).sum()) / len(y)
 
 
 def target_key(target: float) -> str:
