@@ -5,16 +5,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-BATCH = 256  # evaluate's logits are computed at it
-
 
 @torch.inference_mode()
 def logits(
-    net: torch.nn.Module, x: np.ndarray | torch.Tensor, batch_size: int = BATCH
+    net: torch.nn.Module, x: np.ndarray | torch.Tensor, batch_size: int = 256
 ) -> torch.Tensor:
     """The network's logits for `x` (numpy, memory-mapped too, or a tensor), on its device,
     in eval mode and back in the mode it was in. The batch size can change the last bits of
-    a logit, so each caller keeps the one its hashed outputs were made with."""
+    a logit, so each caller keeps the one its hashed outputs were made with (evaluate: 256)."""
     device = next(net.parameters()).device
     was_training = net.training
     net.eval()
