@@ -23,9 +23,6 @@ from lenet_mnist.config.schema import TrainConfig
 from lenet_mnist.errors import PipelineError
 from lenet_mnist.model import inference
 
-# Added to train.seed for the probe's own samples, so they differ from the batch order's.
-PROBE_SEED_OFFSET = 0x5EED
-
 XY = tuple[torch.Tensor, torch.Tensor]
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, targets) -> mean loss
 
@@ -125,7 +122,7 @@ def at_epoch_end(
     out = {} if test is None else {"epoch_test_acc": accuracy(net, *test)}
     probe = cfg.noise_probe
     if probe.batches:
-        seed = cfg.seed + PROBE_SEED_OFFSET + epoch  # a fresh sample every epoch
+        seed = cfg.seed + 0x5EED + epoch  # its own sample, not the batch order's, fresh every epoch
         found = noise_scale(net, F.cross_entropy, train, probe.batch_size, probe.batches, seed)
         out |= {"noise_grad_sq": found.grad_sq, "noise_trace": found.trace}
         if 0 < found.simple < float("inf"):  # MLflow cannot hold inf
