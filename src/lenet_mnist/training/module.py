@@ -52,9 +52,7 @@ class Classifier(pl.LightningModule):
 
     def running_loss(self, split: str) -> float | None:
         """The mean loss of the epoch so far on this device, for the progress bar."""
-        if split not in self.sums:
-            return None
-        return float(self.sums[split][0]) / self.counts[split]
+        return float(self.sums[split][0]) / self.counts[split] if split in self.sums else None
 
     def training_step(self, group: list[Batch], _: int) -> None:
         """One optimizer update per batch of the group (see `trainer.batch_group`)."""
