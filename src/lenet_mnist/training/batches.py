@@ -13,7 +13,6 @@ Batch = tuple[torch.Tensor, torch.Tensor]  # (images, labels)
 
 
 def iterations_per_epoch(num_samples: int, batch_size: int, drop_last: bool = False) -> int:
-    """One iteration per batch, the last partial one dropped or not."""
     return num_samples // batch_size if drop_last else math.ceil(num_samples / batch_size)
 
 
