@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shlex
@@ -32,6 +33,14 @@ REPO = Path(__file__).resolve().parents[1]
 # default busy-waiting would make such processes collapse on a shared core. The wait
 # policy changes no result. Set before any stage process starts, which inherits it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Collection loads torch, Lightning and MLflow: with the collector paused, as the stages load
+# them (lenet_mnist.process.importing), then frozen, out of every later collection.
+gc.disable()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    gc.freeze()
+    gc.enable()
 
 
 @pytest.fixture(scope="session")
