@@ -43,6 +43,21 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     gc.enable()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files of end-to-end tests only first, the fewest (longest) tests first: pytest-xdist
+    (`--no-loadscope-reorder`) hands files out in this order, one queued behind each worker's
+    current file, so a long file handed out last would end the run on one core."""
+    files: dict[Path, list[pytest.Item]] = {}
+    for item in items:
+        files.setdefault(item.path, []).append(item)
+
+    def end_to_end_first(path: Path) -> tuple[bool, int]:
+        tests = files[path]
+        return not all(t.get_closest_marker("slow") for t in tests), len(tests)
+
+    items[:] = [item for path in sorted(files, key=end_to_end_first) for item in files[path]]
+
+
 @pytest.fixture(scope="session")
 def mnist_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The four real, verified IDX files: the repo's data/raw if present, else the registry copy."""
