@@ -35,16 +35,32 @@ def test_prepare_refuses_once_torch_is_loaded():
 
 
 def test_importing_pauses_the_collector_and_freezes_what_loaded():
+    sys.modules.pop("colorsys", None)
     frozen = gc.get_freeze_count()
     try:
         with process.importing():
             assert not gc.isenabled()
+            import colorsys  # noqa: F401
+
             loaded = [[] for _ in range(1000)]  # containers the collector tracks
         assert gc.isenabled()
         assert gc.get_freeze_count() >= frozen + len(loaded)
     finally:
         gc.unfreeze()
         gc.enable()
+
+
+def test_importing_nothing_new_freezes_nothing():
+    """A sweep's later job: the garbage of the job before it must stay collectable."""
+    import colorsys  # noqa: F401
+
+    frozen = gc.get_freeze_count()
+    with process.importing():
+        import colorsys  # noqa: F401, F811
+
+        garbage = [[] for _ in range(1000)]
+    assert gc.isenabled() and garbage
+    assert gc.get_freeze_count() == frozen
 
 
 @pytest.mark.slow

@@ -29,10 +29,13 @@ def prepare() -> None:
 def importing() -> Iterator[None]:
     """The collector off while torch, Lightning and MLflow load, their objects then kept out of
     every later collection (gc.freeze): each collection would scan their million objects
-    again, a sixth of a training stage's start (docs/benchmarks.md)."""
+    again, a sixth of a training stage's start (docs/benchmarks.md). A block that loads
+    nothing new (a sweep's later job) freezes nothing: the last job's garbage stays freeable."""
+    loaded = len(sys.modules)
     gc.disable()
     try:
         yield
     finally:
-        gc.freeze()
+        if len(sys.modules) > loaded:
+            gc.freeze()
         gc.enable()
