@@ -159,15 +159,38 @@ class StageFolder:
         return mlflow_runs(self.db)[1]
 
 
+_EMPTY_STORE: list[Path] = []  # the session's empty store, once `empty_store` has made it
+
+
+@pytest.fixture(scope="session", autouse=True)
+def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A new MLflow sqlite store, made once per session: each test's store starts as a copy
+    (`new_store`), since MLflow's migrations cost a new store about a second of CPU."""
+
+    def make(root: Path) -> dict:
+        store.open_store(f"sqlite:///{root / 'mlflow.db'}")
+        return {"db": root / "mlflow.db"}
+
+    _EMPTY_STORE[:] = [made_once(tmp_path_factory, "empty_store", make)["db"]]
+    return _EMPTY_STORE[0]
+
+
+def new_store(folder: Path) -> str:
+    """The tracking URI of folder/mlflow.db, a new, empty store (a copy of `empty_store`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_EMPTY_STORE[0], folder / "mlflow.db")
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
 def stage_folder(
     root: Path, prepared: Path, params: Path | None = None, db: str | None = None, **overrides
 ) -> StageFolder:
     """A StageFolder in `root`: params.yaml is SLICE with `overrides`, unless `params` names
-    one to use; the store is root/mlflow.db unless `db` names another."""
+    one to use; the store is a new root/mlflow.db unless `db` names another."""
     (root / "data").mkdir(parents=True, exist_ok=True)
     (root / "data" / "prepared").symlink_to(prepared)
     params = params or write_params(root / "params.yaml", **{**SLICE, **overrides})
-    return StageFolder(root, params, db or f"sqlite:///{root / 'mlflow.db'}")
+    return StageFolder(root, params, db or new_store(root))
 
 
 def train_evaluate_publish(prepared: Path, p: Path, root: Path, env: dict) -> Path:
@@ -308,7 +331,7 @@ def sweep_2x1(prepared_slice, tmp_path_factory) -> dict:
     prepared, _ = prepared_slice
 
     def make(root: Path) -> dict:
-        db = f"sqlite:///{root / 'mlflow.db'}"
+        db = new_store(root)
         grid = ("launcher=joblib", "train.batch_size=50,100")
         done = hydra_train(*sweep_overrides(prepared, root / "sweep", *grid), cwd=root, db=db)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, clone_repo, run_ok, slice_overrides
+from tests.conftest import REPO, clone_repo, new_store, run_ok, slice_overrides
 
 WORKFLOW = REPO / ".github/workflows/reproduce.yml"
 CHECKS = ("historical", "determinism", "restart", "determinism-restart")
@@ -56,7 +56,7 @@ def experimented(mnist_raw, tmp_path_factory):
     bin_dir = str(Path(sys.executable).parent)
     env = {
         **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "MLFLOW_TRACKING_URI": new_store(root),
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
     }
     sets = [a for o in slice_overrides(mnist_raw) for a in ("-S", o)]

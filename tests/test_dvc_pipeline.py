@@ -15,7 +15,7 @@ import time
 import pytest
 import yaml
 
-from tests.conftest import REPO, clone_repo, mlflow_runs, slice_overrides, write_params
+from tests.conftest import REPO, clone_repo, mlflow_runs, new_store, slice_overrides, write_params
 from tests.conftest import run_ok as _run
 
 pytestmark = pytest.mark.slow
@@ -30,7 +30,7 @@ def clone(tmp_path):
 
 
 def test_exp_run_composes_overrides_and_runs_all_stages(clone, mnist_raw, tmp_path):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": new_store(tmp_path)}
     overrides = ["experiment=fast", *slice_overrides(mnist_raw), "train.batch_size=25"]
     _run(
         "dvc",

@@ -4,12 +4,16 @@ package a stage imports, so that editing one reruns the stage (DVC itself is ask
 test_dvc_pipeline)."""
 
 import ast
+import importlib.metadata
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from tests.conftest import REPO
 
@@ -173,3 +177,23 @@ def test_importing_the_package_changes_nothing_process_wide():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.split() == ["True", "True"], done.stderr[-2000:]
+
+
+def test_every_pinned_package_is_installed_at_its_pin():
+    """.ci/constraints.txt pins the whole environment, pyproject.toml's own pins among them:
+    a dependency added to one and not the other, or an install that strayed, fails here."""
+    pins = dict(
+        line.split("==")
+        for line in (REPO / ".ci" / "constraints.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    pins = {canonicalize_name(name): version for name, version in pins.items()}
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for requirement in (*project["dependencies"], *project["optional-dependencies"]["dev"]):
+        name, version = requirement.split("==")
+        assert pins.get(canonicalize_name(name)) == version, requirement
+    installed = {
+        canonicalize_name(d.metadata["Name"]): Version(d.version).public
+        for d in importlib.metadata.distributions()
+    }
+    assert {name: installed.get(name) for name in pins} == pins

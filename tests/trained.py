@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from lenet_mnist.data import idx
-from tests.conftest import made_once, train_evaluate_publish
+from tests.conftest import made_once, new_store, train_evaluate_publish
 
 _done: dict[str, dict] = {}
 
@@ -27,7 +27,7 @@ def trained_slice(prepared_slice, tmp_path_factory: pytest.TempPathFactory) -> d
     prepared, params = prepared_slice
 
     def make(root: Path) -> dict:
-        db = f"sqlite:///{root / 'mlflow.db'}"
+        db = new_store(root)
         data = train_evaluate_publish(prepared, params, root, {"MLFLOW_TRACKING_URI": db})
         rows = list(csv.DictReader((data / "metrics" / "test_predictions.csv").open()))
         predicted = [int(r["predicted"]) for r in rows]

@@ -19,7 +19,7 @@ from PIL import ExifTags, Image
 
 from lenet_mnist.errors import PipelineError, exit_on_error
 from lenet_mnist.serving import predict, pyfunc
-from tests.conftest import REPO, run_module, write_params
+from tests.conftest import REPO, new_store, run_module, write_params
 from tests.trained import raw_test_images, trained_slice
 
 
@@ -197,7 +197,7 @@ def test_refused_files_end_in_one_line_and_a_huge_one_is_never_decoded(tmp_path,
 @pytest.fixture
 def registry(tmp_path) -> str:
     """A store whose registered lenet-mnist has version 1 under the alias champion."""
-    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    db = new_store(tmp_path)
     client = MlflowClient(db)
     client.create_registered_model("lenet-mnist")
     version = client.create_model_version("lenet-mnist", source=str(tmp_path), run_id=None)

@@ -162,8 +162,8 @@ def test_an_unreadable_mlflow_store_is_one_line_naming_it_and_exit_1(
     entry, store, prepared_slice, tmp_path
 ):
     prepared, _ = prepared_slice
-    folder = stage_folder(tmp_path, prepared, **EAGER)
     db = tmp_path / "mlflow.db"
+    folder = stage_folder(tmp_path, prepared, db=f"sqlite:///{db}", **EAGER)
     if store == "corrupt":
         db.write_bytes(random.Random(0).randbytes(4096))
     else:

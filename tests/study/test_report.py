@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from lenet_mnist.study import figures, report
-from tests.conftest import run_module, write_params
+from tests.conftest import new_store, run_module, write_params
 
 slow = pytest.mark.slow
 
@@ -166,7 +166,7 @@ def _sweep(client, new: bool) -> str:
 def synthetic(tmp_path_factory):
     """Two synthetic sweeps in one sqlite store: new-style runs and old-style runs."""
     root = tmp_path_factory.mktemp("synthetic")
-    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    client = MlflowClient(new_store(root))
     new, old = _sweep(client, new=True), _sweep(client, new=False)
     files = report.build(client, new, root / "new")
     return client, new, old, root, files

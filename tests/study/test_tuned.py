@@ -10,7 +10,7 @@ from lenet_mnist.errors import PipelineError
 from lenet_mnist.study import tuned, tuning
 from lenet_mnist.tracking import store
 
-from ..conftest import mlflow_runs, run_module
+from ..conftest import mlflow_runs, new_store, run_module
 
 
 def test_set_replaces_a_key_where_sweeps_set_it_and_adds_it_to_all_otherwise():
@@ -31,12 +31,13 @@ def test_one_command_runs_the_three_sweeps_and_the_report_rebuilds_from_mlflow(
     prepared_slice, tmp_path
 ):
     prepared, params = prepared_slice
-    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    db = new_store(tmp_path)
     small = [
         "train.batch_size=50,100", "optimizer.lr=0.001,0.004", "train.seed=1",
         "train.epochs=1", "train.targets=[0.5,0.7]", "hydra.sweeper.n_trials=2",
         "train.early_stopping.stop_at=0.7", f"paths.prepared={prepared}",
         f"paths.sweeps={tmp_path / 'sweeps'}", "trainer.enable_progress_bar=false",
+        "trainer.compile=false",  # eager: each job would compile its own step
         "launcher=basic",  # a sweep's jobs run in the sweep's process: no workers
     ]  # fmt: skip
     args = ["--params", params, "--out", tmp_path / "report", *(f"--set={s}" for s in small)]

@@ -11,7 +11,7 @@ from lenet_mnist.config.schema import ObjectiveConfig
 from lenet_mnist.sweeps import sweep
 from lenet_mnist.sweeps.job import MISSED_S, objective
 from lenet_mnist.tracking import store
-from tests.conftest import hydra_train, mlflow_runs, sweep_overrides
+from tests.conftest import hydra_train, mlflow_runs, new_store, sweep_overrides
 
 TO_99 = ObjectiveConfig(metric="time_to_target", target=0.99)
 
@@ -66,7 +66,7 @@ def test_an_optuna_search_trains_children_and_a_rerun_replays_their_objective(
 ):
     """2 trials of one epoch on the slice (train.epochs=1 takes epochs out of the search)."""
     prepared, _ = prepared_slice
-    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    db = new_store(tmp_path)
     search = ("hparams_search=optuna", "hydra.sweeper.n_trials=2")
     overrides = sweep_overrides(prepared, tmp_path / "search", *search)
     first = hydra_train(*overrides, cwd=tmp_path, db=db)

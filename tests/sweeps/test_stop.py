@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from lenet_mnist.tracking import store
-from tests.conftest import hydra_train, mlflow_runs, sweep_overrides
+from tests.conftest import hydra_train, mlflow_runs, new_store, sweep_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ def stopped(prepared_slice, tmp_path_factory) -> dict:
     Five epochs a job, so that neither ends between the moment both runs are seen open and
     the signal; the processes are those the sweep had started when the signal came."""
     root = tmp_path_factory.mktemp("stopped")
-    db = f"sqlite:///{root / 'mlflow.db'}"
+    db = new_store(root)
     grid = ("launcher=submitit_local", f"train.batch_size={','.join(SIZES)}")
     one_epoch = sweep_overrides(prepared_slice[0], root / "sweep", *grid)
     overrides = ["train.epochs=5" if o == "train.epochs=1" else o for o in one_epoch]
@@ -110,7 +110,7 @@ def test_a_full_disk_under_the_sweep_fails_its_parent_and_names_the_folder(
 ):
     """A job's folder whose config file Hydra writes onto /dev/full: every write there fails
     as on a full disk (ENOSPC), and Python's error names no file."""
-    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    db = new_store(tmp_path)
     sweep_dir = tmp_path / "sweep"
     hydra_dir = sweep_dir / "train.batch_size=50,train.epochs=1,trainer.compile=False" / ".hydra"
     hydra_dir.mkdir(parents=True)

@@ -26,6 +26,7 @@ from tests.conftest import (
     REPO,
     hydra_train,
     mlflow_runs,
+    new_store,
     serve_mlflow,
     stage_folder,
     sweep_overrides,
@@ -163,7 +164,7 @@ def test_a_sweep_job_trains_the_weights_dvc_repro_trains_for_the_same_values(
 
 def test_resume_runs_exactly_the_jobs_an_interrupted_sweep_missed(prepared_slice, tmp_path):
     prepared, _ = prepared_slice
-    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    db = new_store(tmp_path)
     grid = ("train.batch_size=100,150,250",)
     first = _in_default_folders(sweep_overrides(prepared, tmp_path, *grid), tmp_path / "sweeps")
     proc = hydra_train(*first, cwd=tmp_path, db=db, background=True)
@@ -230,7 +231,7 @@ def _running(db: str, batch_size: str) -> str | None:
 
 def test_force_reruns_finished_points(prepared_slice, tmp_path):
     prepared, _ = prepared_slice
-    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    db = new_store(tmp_path)
     for extra in ((), ("force=true",)):
         grid = ("train.batch_size=250", *extra)
         overrides = sweep_overrides(prepared, tmp_path / f"s{len(extra)}", *grid)
@@ -303,7 +304,7 @@ def test_a_sweep_whose_parent_run_cannot_open_runs_no_job(prepared_slice, tmp_pa
 def test_a_failed_job_marks_its_run_and_the_parent_failed_not_running(prepared_slice, tmp_path):
     """A real failure: Lightning refuses `accelerator=mps`, which no Linux machine has."""
     prepared, _ = prepared_slice
-    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    db = new_store(tmp_path)
     grid = ("train.batch_size=250", "trainer.accelerator=cpu,mps")
     done = hydra_train(*sweep_overrides(prepared, tmp_path / "s", *grid), cwd=tmp_path, db=db)
     assert done.returncode == 2 and "Traceback" not in done.stderr
@@ -323,7 +324,7 @@ def test_a_job_failing_after_training_marks_its_finished_run_failed(prepared_sli
     prepared = tmp_path / "prepared"
     shutil.copytree(prepared_slice[0], prepared)
     (prepared / "test_x.npy").unlink()
-    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    db = new_store(tmp_path)
     overrides = sweep_overrides(prepared, tmp_path / "s", "train.batch_size=250")
     done = hydra_train(*overrides, cwd=tmp_path, db=db)
     assert done.returncode == 1 and "Traceback" not in done.stderr  # the missing file: an OSError
@@ -403,7 +404,7 @@ def test_submitit_local_runs_the_same_sweep_as_joblib(sweep_2x1, prepared_slice,
     kids = [r for r in runs if store.PARENT_TAG in r.data.tags]
 
     prepared, _ = prepared_slice
-    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    db = new_store(tmp_path)
     grid = ("launcher=submitit_local", "train.batch_size=50,100")
     overrides = _in_default_folders(sweep_overrides(prepared, tmp_path, *grid), tmp_path / "s")
     done = hydra_train(*overrides, cwd=tmp_path, db=db)
@@ -462,7 +463,7 @@ def _point_folders(sweeps: Path, parent, sizes: list[int]) -> Path:
 
 def test_a_diverged_grid_point_fails_its_run_and_the_sweep_goes_on(prepared_slice, tmp_path):
     """A rate too large for its batch is a result of a rate grid, not the end of the sweep."""
-    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    db = new_store(tmp_path)
     grid = ("optimizer.lr=0.001,1e6",)
     done = hydra_train(
         *sweep_overrides(prepared_slice[0], tmp_path / "sweep", *grid), cwd=tmp_path, db=db

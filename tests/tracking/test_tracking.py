@@ -17,6 +17,7 @@ from lenet_mnist.tracking import store, ui
 from tests.conftest import (
     SLICE,
     mlflow_runs,
+    new_store,
     serve_mlflow,
     stage_folder,
     train_evaluate_publish,
@@ -74,7 +75,7 @@ def test_artifacts_live_beside_the_sqlite_file_whatever_the_cwd(tmp_path, monkey
 
 def test_every_experiment_carries_the_saved_runs_view_once(tmp_path):
     """Made or found, the experiment holds the view the links open; an unchanged one is kept."""
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(new_store(tmp_path))
     exp = store.experiment_id(client, "lenet-mnist")
     envelope = json.loads(client.get_experiment(exp).tags[ui.VIEW_TAG])
     assert envelope["name"] == ui.VIEW_NAME
@@ -98,8 +99,7 @@ def test_every_experiment_carries_the_saved_runs_view_once(tmp_path):
 
 def test_a_store_locked_past_the_timeout_fails_with_the_busy_line(tmp_path, capsys):
     """sqlite's own wait, which open_store sets to the timeout, ends in the boundary's line."""
-    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    MlflowClient(db).search_experiments()
+    db = new_store(tmp_path)
     started = time.monotonic()
     with _locked(db), pytest.raises(SystemExit) as ended:
         exit_on_error(lambda: store.TrackedRun.create(store.open_store(db, 0.5), "lenet-mnist"))
@@ -164,12 +164,12 @@ def test_processes_that_create_one_new_store_at_once_all_get_it(tmp_path):
 
 
 def test_an_experiment_made_by_another_process_meanwhile_is_used_not_fatal(tmp_path):
-    client = LateClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = LateClient(new_store(tmp_path))
     assert store.experiment_id(client, "lenet-mnist") == client.theirs
 
 
 def _recorded(tmp_path, fail: BaseException | None):
-    mlflow = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow = MlflowClient(new_store(tmp_path))
     try:
         with store.TrackedRun.create(mlflow, "lenet-mnist", "r", {"k": "v"}) as run:
             run.params({"train.batch_size": 64, "trainer.threads": None})
@@ -252,8 +252,7 @@ def _locked(db: str, seconds: float = 600) -> Iterator[None]:
 
 
 def test_a_store_locked_for_less_than_the_timeout_is_waited_out(tmp_path, capfd):
-    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    MlflowClient(db).search_experiments()  # a store that exists, its tables made
+    db = new_store(tmp_path)  # a store that exists, its tables made
     cfg = LoggerConfig("lenet-mnist", db, timeout_s=20)
     held = 6.0  # longer than one of sqlite's own waits (5 s), shorter than the timeout
     started = time.monotonic()

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from tests.conftest import SLICE, hydra_train, mlflow_runs, stage_folder
+from tests.conftest import SLICE, hydra_train, mlflow_runs, new_store, stage_folder
 
 DDP = {"trainer__accelerator": "cpu", "trainer__devices": 2, "trainer__strategy": "ddp"}
 
@@ -49,7 +49,7 @@ def test_an_accelerator_that_is_not_here_is_one_line(prepared_slice, tmp_path, a
     (line,) = [x for x in done.stderr.splitlines() if x.startswith("error:")]
     assert line.startswith(f"error: trainer.accelerator={accelerator} with trainer.devices=1 is")
     assert line.endswith("; use auto or cpu")
-    assert not (tmp_path / "mlflow.db").exists()  # refused before a run was opened
+    assert folder.runs() == []  # refused before a run was opened
 
 
 def test_an_unreachable_tracking_server_stops_the_stage_in_seconds(prepared_slice, tmp_path):
@@ -93,7 +93,7 @@ def test_two_process_ddp_as_a_hydra_run_trains_and_evaluates_once(prepared_slice
     """Under Hydra the launcher starts rank 1 as a run of the same job folder; it must end
     after its share of the fit, before the job would evaluate and record a second time."""
     prepared, _ = prepared_slice
-    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    db = new_store(tmp_path)
     slice_ = [f"{k.replace('__', '.')}={v}" for k, v in {**SLICE, **DDP}.items()]
     overrides = [*slice_, "train.epochs=1", "trainer.compile=false"]
     done = hydra_train(*overrides, f"paths.prepared={prepared}", cwd=tmp_path, db=db)

@@ -42,7 +42,12 @@ def dataset(run: store.TrackedRun, prepared: Path) -> None:
     dataset = MetaDataset(LocalArtifactDatasetSource(str(prepared)), name=DATASET, digest=digest)
     context = InputTag("mlflow.data.context", "training")
     inputs = [DatasetInput(dataset._to_mlflow_entity(), tags=[context])]
-    run.mlflow.log_inputs(run.run_id, datasets=inputs)
+    try:
+        run.mlflow.log_inputs(run.run_id, datasets=inputs)
+    except Exception as err:  # MLflow looks the dataset up, then inserts it: a sweep's job
+        if "UNIQUE constraint failed" not in str(err):  # beside this one logged it meanwhile
+            raise
+        run.mlflow.log_inputs(run.run_id, datasets=inputs)  # found now, and linked
 
 
 def served(run: store.TrackedRun, network: str, weights: Path, prepared: Path) -> Any:
@@ -110,8 +115,6 @@ def global_store(uri: str) -> Iterator[None]:
     finally:
         pyfunc_log.setLevel(level)
         mlflow.set_tracking_uri(before)
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        os.environ.update({name: value for name, value in saved.items() if value is not None})
+        for name in (name for name, value in saved.items() if value is None):
+            os.environ.pop(name, None)

@@ -100,9 +100,7 @@ def curve(f: Fit, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def simple_at(noise: Sequence[tuple[int, float]], iteration: int) -> float | None:
     """B_simple logged nearest to `iteration` (the later one on a tie), None if none was:
     measured at epochs' ends, the nearest is closest to the state that reached the target."""
-    if not noise:
-        return None
-    return min(noise, key=lambda sv: (abs(sv[0] - iteration), -sv[0]))[1]
+    return min(noise, key=lambda sv: (abs(sv[0] - iteration), -sv[0]), default=(0, None))[1]
 
 
 def median_simple(
