@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.conftest import hydra_train, new_store
+from tests.conftest import hydra_train
 
 
 @pytest.mark.parametrize(
@@ -66,7 +66,7 @@ def test_a_sweep_whose_folder_cannot_be_made_stops_before_any_mlflow_run(prepare
     """The sweep's parent run opened before Hydra made the folder, and stayed RUNNING."""
     prepared, _ = prepared_slice
     (blocker := tmp_path / "results").write_text("a file where the sweeps folder should be")
-    db = new_store(tmp_path)
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
     grid = ("-m", "train.batch_size=50,100", f"paths.prepared={prepared}")
     done = hydra_train(*grid, f"paths.sweeps={blocker / 'sweeps'}", cwd=tmp_path, db=db)
     assert done.returncode == 2, done.stderr[-3000:]
