@@ -6,7 +6,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from lenet_mnist import numerics
-from lenet_mnist.study import figures, report
+from lenet_mnist.study import figures, report, tuning
+
+from .frames import run, runs
 
 slow = pytest.mark.slow
 
@@ -89,3 +91,15 @@ def _with_epochs(runs: pd.DataFrame, epochs: int) -> pd.DataFrame:
     val_acc = runs["val_acc"].map(lambda acc: [acc[0] + 0.01 * i for i in range(epochs)])
     return runs.assign(epochs=epochs, val_acc=val_acc,
                        elapsed_s=[list(range(1, epochs + 1))] * len(runs))  # fmt: skip
+
+
+def test_grids_of_one_rate_each_draw_no_rate_landscape(tmp_path):
+    """One rate per batch size tunes nothing: the rates figure is left out, not drawn empty."""
+    timed = {"elapsed_s": [1.0, 2.0], "epoch_test_acc": [0.97, 0.98]}
+    one_rate = [
+        run(size, seed, 1e-3, {0.98: 300 + size}, **timed) for size in (16, 64) for seed in (1, 2)
+    ]
+    study = tuning.analyze({"adam": runs(*one_rate), "search": runs(*one_rate[:1])})
+    drawn = figures.draw_tuned(study, tmp_path, "caption")
+    assert [p.name for p in drawn] == ["pareto.png", "tuned_steps.png"]
+    assert all(p.stat().st_size > 0 for p in drawn)

@@ -267,7 +267,7 @@ def rate_landscape(ax: Any, study: TunedStudy, grid: str) -> None:
 
 
 def draw_tuned(study: TunedStudy, out: Path, caption: str) -> list[Path]:
-    """The Pareto front, each grid's tuned steps, and each tuned grid's rate landscape."""
+    """The Pareto front, each grid's tuned steps, and each tuned grid's rate landscape, if any."""
     return [
         _figure(out / name, panels, caption, (1, len(panels)), (7 * len(panels), 4.8))
         for name, panels in {
@@ -275,4 +275,5 @@ def draw_tuned(study: TunedStudy, out: Path, caption: str) -> list[Path]:
             "tuned_steps.png": [lambda ax, g=g: tuned_steps(ax, study, g) for g in study.grids],
             "rates.png": [lambda ax, g=g: rate_landscape(ax, study, g) for g in study.tuned_grids],
         }.items()
+        if panels
     ]

@@ -40,9 +40,7 @@ class Fit:
 def critical(s_min: float, e_min: float) -> float:
     """E_min/S_min; inf where S_min ≤ 0 (no floor on the steps in the sizes measured), 0 where
     E_min ≤ 0 (no gain from larger batches), NaN where both are."""
-    if s_min > 0:
-        return max(e_min, 0.0) / s_min
-    return math.inf if e_min > 0 else math.nan
+    return max(e_min, 0.0) / s_min if s_min > 0 else math.inf if e_min > 0 else math.nan
 
 
 def least_squares(batch_sizes: Sequence[float], steps: Sequence[float]) -> tuple[float, float]:
