@@ -42,12 +42,9 @@ def dataset(run: store.TrackedRun, prepared: Path) -> None:
     dataset = MetaDataset(LocalArtifactDatasetSource(str(prepared)), name=DATASET, digest=digest)
     context = InputTag("mlflow.data.context", "training")
     inputs = [DatasetInput(dataset._to_mlflow_entity(), tags=[context])]
-    try:
-        run.mlflow.log_inputs(run.run_id, datasets=inputs)
-    except Exception as err:  # MLflow looks the dataset up, then inserts it: a sweep's job
-        if "UNIQUE constraint failed" not in str(err):  # beside this one logged it meanwhile
-            raise
-        run.mlflow.log_inputs(run.run_id, datasets=inputs)  # found now, and linked
+    with store.made_meanwhile():  # by a sweep's job beside this one: then found and linked
+        return run.mlflow.log_inputs(run.run_id, datasets=inputs)
+    run.mlflow.log_inputs(run.run_id, datasets=inputs)
 
 
 def served(run: store.TrackedRun, network: str, weights: Path, prepared: Path) -> Any:

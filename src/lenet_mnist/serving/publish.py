@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.entities import LoggedModelStatus
-from mlflow.exceptions import MlflowException
 
 from lenet_mnist.config.schema import Config
 from lenet_mnist.serving import logged
@@ -124,11 +123,8 @@ def registered(mlflow: Any, name: str | None, digest: str) -> str | None:
 def register(mlflow: Any, name: str, info: Any, run_id: str, tags: dict) -> str:
     """A new version of `name` for the served model `info` (mlflow.register_model would
     print its own lines on stderr beside publish's)."""
-    try:
+    with store.made_meanwhile():  # by a sweep's job beside this one
         mlflow.create_registered_model(name)
-    except MlflowException as err:
-        if err.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
     made = mlflow.create_model_version(name, info.model_uri, run_id, tags, model_id=info.model_id)
     return str(made.version)  # MLflow gives a number or a string, by store
 

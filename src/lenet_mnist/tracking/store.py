@@ -11,7 +11,8 @@ import sqlite3
 import tempfile
 import time
 import urllib.request
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,16 @@ def _not_sqlite(path: str) -> bool:
         return db.read(16) not in (b"", b"SQLite format 3\0")
 
 
+@contextmanager
+def made_meanwhile() -> Iterator[None]:
+    """MLflow looks a name up, then creates it: another process's create in between is let be."""
+    try:
+        yield
+    except Exception as err:  # MLflow's words, or sqlite's IntegrityError wrapped in its types
+        if not any(s in str(err) for s in ("already exists", "UNIQUE constraint failed")):
+            raise
+
+
 def experiment_id(mlflow: MlflowClient, name: str) -> str:
     """The experiment's id, created on first use, with the saved runs view (lenet_mnist.
     tracking.ui) in its tags, added to one found too, so links work for an older store."""
@@ -105,11 +116,8 @@ def experiment_id(mlflow: MlflowClient, name: str) -> str:
         if uri.startswith(SQLITE):  # past open_store's ?timeout=
             path = Path(uri.removeprefix(SQLITE).partition("?")[0])
             location = (path.resolve().parent / "mlruns" / name).as_uri()
-        try:
+        with made_meanwhile():  # another process created it first: use theirs
             mlflow.create_experiment(name, artifact_location=location)
-        except Exception as err:  # another process created it first: use theirs
-            if "already exists" not in str(err):
-                raise
         experiment = mlflow.get_experiment_by_name(name)
     view = ui.runs_view(experiment.creation_time or 0)
     if experiment.tags.get(ui.VIEW_TAG) != view:
