@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, stage_folder
+from tests.conftest import REPO
+from tests.trained import one_epoch
 
 # Debian's (Playwright's own download fails here); CHROMIUM names another, as .ci/run's
 # set-up does on a forge's Ubuntu runner
@@ -135,7 +136,7 @@ def test_the_template_inlines_the_majors_dvc_render_would_load_from_its_cdn():
     assert not re.search(r"<script[^>]*\bsrc=", page)
 
 
-def plots_workspace(root: Path, prepared: Path) -> Path:
+def plots_workspace(root: Path, trained: dict) -> Path:
     """The repository's dvc.yaml, DVC config, templates and committed predictions,
     with the history of a real one-epoch training of the slice: what a workspace holds
     after `dvc repro` (the history is a cached output, absent from a fresh checkout)."""
@@ -143,10 +144,7 @@ def plots_workspace(root: Path, prepared: Path) -> Path:
     for name in [*files, "data/metrics/test_predictions.csv"]:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, root / name)
-    folder = stage_folder(root / "train", prepared, train__epochs=1, trainer__compile=False)
-    done = folder.run("train")
-    assert done.returncode == 0, done.stderr[-3000:]
-    shutil.copy2(folder.data / "metrics/train_history.csv", root / "data/metrics")
+    shutil.copy2(trained["data"] / "metrics/train_history.csv", root / "data/metrics")
     return root
 
 
@@ -174,11 +172,13 @@ CHARTS_JS = """() => [...document.querySelectorAll('.vega-embed svg.marks')].map
 
 
 @pytest.mark.slow
-def test_dvc_plots_show_draws_every_plot_with_the_network_blocked(tmp_path, prepared_slice):
+def test_dvc_plots_show_draws_every_plot_with_the_network_blocked(
+    tmp_path, prepared_slice, tmp_path_factory
+):
     from playwright.sync_api import Route, sync_playwright
 
     assert os.path.exists(CHROMIUM), "browser tests need Chromium: apt-get install -y chromium"
-    workspace = plots_workspace(tmp_path / "workspace", prepared_slice[0])
+    workspace = plots_workspace(tmp_path / "workspace", one_epoch(prepared_slice, tmp_path_factory))
     index = render_plots(workspace, tmp_path / "dvc_plots")
     assert "cdn.jsdelivr" not in index.read_text(encoding="utf-8")
     plots = all_plots()

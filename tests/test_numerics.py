@@ -21,6 +21,7 @@ from lenet_mnist.config import parse
 from lenet_mnist.config.schema import TrainerConfig
 from lenet_mnist.errors import PipelineError
 from tests.conftest import REPO, stage_argv, stage_folder
+from tests.trained import one_epoch
 
 LOWER_ISA = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}
 
@@ -43,10 +44,14 @@ def _weights(prepared, tmp_path, mode, env=None, one_core=False) -> bytes:
 
 
 @pytest.mark.slow
-def test_portable_gives_one_result_under_other_isa_caps_and_core_counts(prepared_slice, tmp_path):
+def test_portable_gives_one_result_under_other_isa_caps_and_core_counts(
+    prepared_slice, tmp_path, tmp_path_factory
+):
     prepared, _ = prepared_slice
     assert torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"), "needs an AVX2 host"
-    portable = _weights(prepared, tmp_path, "portable")
+    staged = one_epoch(prepared_slice, tmp_path_factory)  # the host's own ISA and cores
+    assert parse.load(staged["params"]).trainer.reproducible == "portable"
+    portable = (staged["data"] / "model/weights.safetensors").read_bytes()
     assert _weights(prepared, tmp_path, "portable", env=LOWER_ISA) == portable
     assert _weights(prepared, tmp_path, "portable", one_core=True) == portable
     machine = _weights(prepared, tmp_path, "machine")

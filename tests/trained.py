@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from lenet_mnist.data import idx
-from tests.conftest import made_once, new_store, train_evaluate_publish
+from tests.conftest import made_once, new_store, stage_folder, train_evaluate_publish
 
 _done: dict[str, dict] = {}
 
@@ -36,6 +36,24 @@ def trained_slice(prepared_slice, tmp_path_factory: pytest.TempPathFactory) -> d
     if "slice" not in _done:
         _done["slice"] = made_once(tmp_path_factory, "trained_slice", make)
     return _done["slice"]
+
+
+def one_epoch(prepared_slice, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The train stage's outputs for the slice trained one epoch: {"data", "params"}.
+
+    Made once per session, as trained_slice is, for the tests that compare another way of
+    training the same values with the stage's own (a sweep job, other numerics) or read
+    its history (DVC's plots)."""
+
+    def make(root: Path) -> dict:
+        folder = stage_folder(root, prepared_slice[0], train__epochs=1)
+        done = folder.run("train")
+        assert done.returncode == 0, done.stderr[-3000:]
+        return {"data": folder.data, "params": folder.params}
+
+    if "one_epoch" not in _done:
+        _done["one_epoch"] = made_once(tmp_path_factory, "one_epoch", make)
+    return _done["one_epoch"]
 
 
 def raw_test_images(mnist_raw: Path, n: int) -> np.ndarray:

@@ -176,9 +176,10 @@ def print_table(result: dict, console: Console) -> None:
 def work(args: argparse.Namespace) -> None:
     """One variant's process: time its rounds and write them to `args.out`."""
     cfg = parse.load(args.params)
-    import train_steps as timing  # after parse: a bad file fails at once
+    with process.importing():  # after parse: a bad file fails at once
+        import train_steps as timing
 
-    from lenet_mnist.training import fit
+        from lenet_mnist.training import fit
 
     fit.quiet_lightning()
     if args.worker == "plain":  # PyTorch's own threads and kernels, as a user's script

@@ -17,6 +17,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from lenet_mnist import numerics
+from lenet_mnist.config import parse
 from lenet_mnist.model.networks import WEIGHTS
 from lenet_mnist.serving import logged
 from lenet_mnist.study import report
@@ -28,9 +29,9 @@ from tests.conftest import (
     mlflow_runs,
     new_store,
     serve_mlflow,
-    stage_folder,
     sweep_overrides,
 )
+from tests.trained import one_epoch
 
 # Debian's (Playwright's own download fails here); CHROMIUM names another, as .ci/run's
 # set-up does on a forge's Ubuntu runner
@@ -150,16 +151,14 @@ def test_each_job_writes_the_stage_outputs_in_its_own_folder(sweep_2x1):
 
 
 def test_a_sweep_job_trains_the_weights_dvc_repro_trains_for_the_same_values(
-    sweep_2x1, prepared_slice, tmp_path
+    sweep_2x1, prepared_slice, tmp_path_factory
 ):
     """A grid point, run in a joblib worker, and the train stage of its values: one result."""
-    prepared, _ = prepared_slice
-    folder = stage_folder(tmp_path, prepared, train__batch_size=50, train__epochs=1)
-    done = folder.run("train")
-    assert done.returncode == 0, done.stderr[-3000:]
+    staged = one_epoch(prepared_slice, tmp_path_factory)
+    assert parse.load(staged["params"]).train.batch_size == 50
     job = sweep_2x1["sweep_dir"] / f"train.batch_size=50,{ONE_EPOCH_EAGER}"
-    staged = (folder.data / "model" / WEIGHTS).read_bytes()
-    assert (job / "model" / WEIGHTS).read_bytes() == staged
+    weights = (staged["data"] / "model" / WEIGHTS).read_bytes()
+    assert (job / "model" / WEIGHTS).read_bytes() == weights
 
 
 def test_resume_runs_exactly_the_jobs_an_interrupted_sweep_missed(prepared_slice, tmp_path):
