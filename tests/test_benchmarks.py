@@ -3,12 +3,14 @@ the prepared slice."""
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 
 import pytest
 
 from lenet_mnist import numerics
+from lenet_mnist.errors import PipelineError
 from tests.conftest import REPO, SLICE, write_params
 
 SCRIPT = REPO / "docs" / "benchmarks" / "train_speed.py"
@@ -26,21 +28,29 @@ def run_bench(*args) -> subprocess.CompletedProcess:
 pytestmark = pytest.mark.slow
 
 
-def test_bench_prints_each_variant_against_the_hand_written_loop(prepared_slice, tmp_path):
+# Each kind of worker once: the hand-written loop, the pipeline in each numeric mode, one
+# process and two at once (the other rows vary only the environment these get).
+PORTABLE, MACHINE_TWICE = 2, 7
+
+
+def test_bench_prints_the_chosen_variants_against_the_hand_written_loop(prepared_slice, tmp_path):
     prepared, _ = prepared_slice
     p = write_params(tmp_path / "params.yaml", **SLICE)
     out = tmp_path / "bench.json"
     args = ["--prepared", prepared, "--params", p, "--repeats", "1", "--rounds", "2"]
-    done = run_bench(*args, "--steps", "4", "--json", out)
+    done = run_bench(*args, "--steps", "4", "--json", out, "--variants", f"{MACHINE_TWICE},2")
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
-    assert list(result["variants"]) == [v.label for v in bench.VARIANTS]
+    chosen = [bench.VARIANTS[i - 1] for i in (1, PORTABLE, MACHINE_TWICE)]
+    assert list(result["variants"]) == [v.label for v in chosen]
+    assert [v.worker for v in chosen] == ["plain", "portable", "machine"]
+    assert chosen[2].copies == 2
     assert result["steps_per_epoch"] == 90  # 4500 / 50: the slice's full epoch
     assert result["machine"]["family_model"].count("/") == 1 and result["machine"]["isa_flags"]
     variants = result["variants"]
     base = variants[bench.BASELINE.label]
-    for label, v in variants.items():
-        assert label in done.stdout  # the table's rows
+    for number, (label, v) in zip((1, PORTABLE, MACHINE_TWICE), variants.items(), strict=True):
+        assert re.search(rf"│ +{number} │ {re.escape(label)}", done.stdout)  # the table's rows
         assert len(v["s_per_epoch"]) == 1 and v["s_per_epoch"][0] > 0
         expected = v["s_per_epoch"][0] / base["s_per_epoch"][0]
         # both rounded: the ratio to 3 decimals, the seconds it is checked from to 3 too
@@ -48,8 +58,19 @@ def test_bench_prints_each_variant_against_the_hand_written_loop(prepared_slice,
     assert variants["pipeline, portable"]["threads"] == numerics.PORTABLE_THREADS
     assert variants["pipeline, portable"]["omp_wait_policy"] == "PASSIVE"  # as stages run
     assert variants[bench.BASELINE.label]["omp_wait_policy"] == "default"  # as a user's script
-    assert "pipeline_vs_plain_same_step" in variants["pipeline, machine"]  # Lightning's cost
+    assert "pipeline_vs_plain_same_step" in variants[chosen[2].label]  # Lightning's cost
     assert "pipeline_vs_plain_same_step" not in base
+
+
+def test_bench_variants_are_rows_of_the_table_with_the_baseline_always():
+    assert bench.variants("3") == (bench.BASELINE, bench.VARIANTS[2])
+    assert bench.variants("7,1,2") == (bench.BASELINE, bench.VARIANTS[1], bench.VARIANTS[6])
+    for value in ("0", "8", "2,x", ""):
+        with pytest.raises(PipelineError) as refused:
+            bench.variants(value)
+        assert str(refused.value) == (
+            f"--variants={value} is not allowed; use numbers from 1 to 7, comma-separated"
+        )
 
 
 def test_bench_refuses_a_single_round(prepared_slice, tmp_path):

@@ -1,6 +1,7 @@
 """Benchmark: what a user should expect of each numeric mode, against a hand-written loop.
 
     python docs/benchmarks/train_speed.py [--repeats 2] [--rounds 3] [--steps 100] [--json FILE]
+        [--variants 2,5]
 
 Every variant is a process of its own, as a stage or a sweep job is: the baseline is a
 hand-written eager PyTorch loop at PyTorch's default threads and OpenMP's default
@@ -99,10 +100,11 @@ def s_per_epoch(times: list[float], steps: int, epoch_steps: int) -> float:
 
 def measure(args: argparse.Namespace, epoch_steps: int) -> dict[str, list[dict]]:
     """Every variant, `args.repeats` times, in an order that rotates by one each repeat."""
-    found: dict[str, list[dict]] = {v.label: [] for v in VARIANTS}
+    chosen = args.variants
+    found: dict[str, list[dict]] = {v.label: [] for v in chosen}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
-            order = VARIANTS[repeat % len(VARIANTS) :] + VARIANTS[: repeat % len(VARIANTS)]
+            order = chosen[repeat % len(chosen) :] + chosen[: repeat % len(chosen)]
             for variant in order:
                 results = run_variant(variant, args, Path(tmp))
                 seconds = [s_per_epoch(r["main"], args.steps, epoch_steps) for r in results]
@@ -120,7 +122,7 @@ def summarize(found: dict[str, list[dict]], args: argparse.Namespace, epoch_step
     """Per variant: seconds per epoch and the ratio to the baseline, repeat by repeat."""
     base = [entry["s_per_epoch"] for entry in found[BASELINE.label]]
     variants = {}
-    for variant in VARIANTS:
+    for variant in args.variants:
         entries = found[variant.label]
         seconds = [e["s_per_epoch"] for e in entries]
         ratios = [s / b for s, b in zip(seconds, base, strict=True)]
@@ -135,7 +137,7 @@ def summarize(found: dict[str, list[dict]], args: argparse.Namespace, epoch_step
         if "vs_plain_same_step" in entries[0]:
             same = statistics.median(e["vs_plain_same_step"] for e in entries)
             variants[variant.label]["pipeline_vs_plain_same_step"] = round(same, 3)
-    first = found[VARIANTS[1].label][0]["processes"][0]
+    first = found[BASELINE.label][0]["processes"][0]
     return {
         "machine": first["machine"],
         "torch": first["torch"],
@@ -158,11 +160,13 @@ def print_table(result: dict, console: Console) -> None:
         f"of {result['rounds'] - 1} timed rounds of {result['steps_per_round']} steps, "
         f"scaled to {result['steps_per_epoch']} steps/epoch"
     )
-    for column in ("variant", "threads", "s/epoch", "× baseline", "÷ same step by hand"):
+    for column in ("", "variant", "threads", "s/epoch", "× baseline", "÷ same step by hand"):
         table.add_column(column, justify="left" if column == "variant" else "right")
+    numbers = {v.label: str(i) for i, v in enumerate(VARIANTS, 1)}  # as --variants names them
     for name, v in result["variants"].items():
         same = v.get("pipeline_vs_plain_same_step")
         table.add_row(
+            numbers[name],
             name,
             str(v["threads"]),
             " ".join(f"{s:.2f}" for s in v["s_per_epoch"]),
@@ -206,6 +210,19 @@ def work(args: argparse.Namespace) -> None:
     args.out.write_text(json.dumps(found))
 
 
+def variants(text: str) -> tuple[Variant, ...]:
+    """`--variants`: positions in VARIANTS, from 1; the baseline (1) runs in any case, as
+    every ratio is to it."""
+    allowed = f"use numbers from 1 to {len(VARIANTS)}, comma-separated"
+    try:
+        picked = {int(n) for n in text.split(",")}
+    except ValueError:
+        raise PipelineError(f"--variants={text} is not allowed; {allowed}") from None
+    if not picked <= set(range(1, len(VARIANTS) + 1)):
+        raise PipelineError(f"--variants={text} is not allowed; {allowed}")
+    return tuple(v for i, v in enumerate(VARIANTS, 1) if i == 1 or i in picked)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prepared", type=Path, default=Path("data/prepared"))
@@ -214,11 +231,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds, the first one warm-up")
     parser.add_argument("--steps", type=int, default=100, help="steps per round")
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
+    parser.add_argument(
+        "--variants", default=None, help="only these rows of the table (numbers from 1), and 1"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # one variant's own process
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return work(args)
+    args.variants = variants(args.variants) if args.variants else VARIANTS
     if args.rounds < 2:
         raise PipelineError(f"--rounds={args.rounds} is not allowed; use 2 or more")
     cfg = parse.load(args.params)
