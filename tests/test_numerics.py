@@ -20,7 +20,7 @@ from lenet_mnist import numerics
 from lenet_mnist.config import parse
 from lenet_mnist.config.schema import TrainerConfig
 from lenet_mnist.errors import PipelineError
-from tests.conftest import REPO, stage_argv, stage_folder
+from tests.conftest import REPO, new_store, stage_argv, stage_folder
 from tests.trained import one_epoch
 
 LOWER_ISA = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}
@@ -29,7 +29,9 @@ LOWER_ISA = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}
 def _weights(prepared, tmp_path, mode, env=None, one_core=False) -> bytes:
     root = tmp_path / f"{mode}-{len(list(tmp_path.iterdir()))}"
     overrides = {"train__epochs": 1, "trainer__compile": False, "trainer__reproducible": mode}
-    db = f"sqlite:///{tmp_path / 'mlflow.db'}"  # one store for every run: made once
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"  # one store for every run
+    if not (tmp_path / "mlflow.db").exists():
+        new_store(tmp_path)
     folder = stage_folder(root, prepared, db=db, **overrides)
     wrap = [shutil.which("taskset"), "-c", "0"] if one_core else []
     done = subprocess.run(

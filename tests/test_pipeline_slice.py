@@ -14,7 +14,13 @@ from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
 from lenet_mnist.tracking import provenance, store
-from tests.conftest import SLICE, mlflow_runs, run_dvc_stage, train_evaluate_publish
+from tests.conftest import (
+    SLICE,
+    mlflow_runs,
+    new_store,
+    run_dvc_stage,
+    train_evaluate_publish,
+)
 from tests.trained import trained_slice
 
 pytestmark = pytest.mark.slow
@@ -135,7 +141,7 @@ def test_publish_adds_test_metrics_and_artifacts_to_the_training_run(pipeline):
 
 
 def test_running_again_gives_identical_bits_in_every_hashed_output(pipeline, tmp_path):
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'second.db'}"}
+    env = {"MLFLOW_TRACKING_URI": new_store(tmp_path / "second")}
     again = train_evaluate_publish(pipeline["prepared"], pipeline["params"], tmp_path, env)
     for name in DVC_HASHED:
         assert (again / name).read_bytes() == (pipeline["data"] / name).read_bytes(), name

@@ -30,7 +30,7 @@ from lenet_mnist.evaluation import evaluate
 from lenet_mnist.model import inference, networks
 from lenet_mnist.serving import logged, publish, pyfunc
 from lenet_mnist.tracking import store
-from tests.conftest import SLICE, mlflow_runs, write_params
+from tests.conftest import SLICE, mlflow_runs, new_store, write_params
 from tests.trained import raw_test_images, trained_slice
 
 
@@ -118,7 +118,7 @@ def test_the_champion_alias_moves_only_to_a_model_at_least_as_accurate(
     take the alias, then other untrained weights do not; publishing the trained weights
     once more registers nothing."""
     done = trained_slice(prepared_slice, tmp_path_factory)
-    db = f"sqlite:///{tmp_path / 'registry.db'}"
+    db = new_store(tmp_path / "registry")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", db)
     untrained = []
     for seed in (0, 1):
@@ -152,7 +152,7 @@ def test_an_experiments_version_takes_the_champion_alias_only_from_the_workspace
     """Untrained weights are the champion; the trained ones published as a DVC experiment
     register a version and leave the alias; published again from the workspace, they take it."""
     done = trained_slice(prepared_slice, tmp_path_factory)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'registry.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", new_store(tmp_path / "registry"))
     untrained = tmp_path / "untrained.safetensors"
     save_file(networks.build("lenet5").state_dict(), untrained)
     trained = done["data"] / "model" / "weights.safetensors"
@@ -174,7 +174,7 @@ def test_a_publish_that_fails_leaves_no_test_metrics_and_the_same_command_comple
     fails writing, and the run holds no test metrics and the registry no version; with the
     way cleared, the same publish completes."""
     done = trained_slice(prepared_slice, tmp_path_factory)
-    db = f"sqlite:///{tmp_path / 'registry.db'}"
+    db = new_store(tmp_path / "registry")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", db)
     blocker = tmp_path / "artifacts"
     blocker.write_text("a file, not a folder")
@@ -221,7 +221,7 @@ def test_with_registration_off_the_same_weights_are_logged_once_and_killed_logs_
     marks it FAILED and logs its own, as it does a PENDING model that names no writer, and
     leaves a live process's PENDING model alone."""
     done = trained_slice(prepared_slice, tmp_path_factory)
-    db = f"sqlite:///{tmp_path / 'unregistered.db'}"
+    db = new_store(tmp_path / "unregistered")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", db)
     params = write_params(tmp_path / "params.yaml", **SLICE, logger__registered_model=None)
     weights = done["data"] / "model" / "weights.safetensors"

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.conftest import hydra_train
+from tests.conftest import hydra_train, new_store
 
 
 @pytest.mark.parametrize(
@@ -91,8 +91,8 @@ def test_two_runs_started_at_once_get_a_folder_each(prepared_slice, tmp_path):
     procs = [
         hydra_train(f"train.batch_size={size}", *common, cwd=tmp_path, db=db, background=True)
         for size, db in (
-            (250, f"sqlite:///{tmp_path / 'a.db'}"),
-            (500, f"sqlite:///{tmp_path / 'b.db'}"),
+            (250, new_store(tmp_path / "a")),
+            (500, new_store(tmp_path / "b")),
         )
     ]
     for proc in procs:

@@ -251,7 +251,7 @@ def test_force_reruns_finished_points(prepared_slice, tmp_path):
 
 def test_a_bad_grid_value_stops_with_one_line(prepared_slice, tmp_path):
     prepared, _ = prepared_slice
-    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    db = new_store(tmp_path)
     grid = ("train.batch_size=0,50",)
     done = hydra_train(*sweep_overrides(prepared, tmp_path / "s", *grid), cwd=tmp_path, db=db)
     assert done.returncode == 2

@@ -36,7 +36,7 @@ def test_env_tracking_uri_wins_over_the_config(monkeypatch):
 @pytest.fixture
 def mlflow_server(tmp_path):
     """A real `mlflow server` with its own sqlite store and artifact folder."""
-    store = f"sqlite:///{tmp_path / 'server.db'}"
+    store = new_store(tmp_path / "server")
     artifacts = str(tmp_path / "artifacts")
     with serve_mlflow(
         "server", "--backend-store-uri", store, "--artifacts-destination", artifacts
