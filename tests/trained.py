@@ -19,6 +19,13 @@ from tests.conftest import made_once, new_store, stage_folder, train_evaluate_pu
 _done: dict[str, dict] = {}
 
 
+def _shared(tmp_path_factory: pytest.TempPathFactory, name: str, make) -> dict:
+    """made_once's record, read once per worker and kept for the session."""
+    if name not in _done:
+        _done[name] = made_once(tmp_path_factory, name, make)
+    return _done[name]
+
+
 def trained_slice(prepared_slice, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The stages' outputs and store: {"root", "data", "db", "params", "predicted"}.
 
@@ -33,9 +40,7 @@ def trained_slice(prepared_slice, tmp_path_factory: pytest.TempPathFactory) -> d
         predicted = [int(r["predicted"]) for r in rows]
         return {"root": root, "data": data, "db": db, "params": params, "predicted": predicted}
 
-    if "slice" not in _done:
-        _done["slice"] = made_once(tmp_path_factory, "trained_slice", make)
-    return _done["slice"]
+    return _shared(tmp_path_factory, "trained_slice", make)
 
 
 def one_epoch(prepared_slice, tmp_path_factory: pytest.TempPathFactory) -> dict:
@@ -51,9 +56,7 @@ def one_epoch(prepared_slice, tmp_path_factory: pytest.TempPathFactory) -> dict:
         assert done.returncode == 0, done.stderr[-3000:]
         return {"data": folder.data, "params": folder.params}
 
-    if "one_epoch" not in _done:
-        _done["one_epoch"] = made_once(tmp_path_factory, "one_epoch", make)
-    return _done["one_epoch"]
+    return _shared(tmp_path_factory, "one_epoch", make)
 
 
 def raw_test_images(mnist_raw: Path, n: int) -> np.ndarray:
