@@ -31,6 +31,7 @@ pytestmark = pytest.mark.slow
 # Each kind of worker once: the hand-written loop, the pipeline in each numeric mode, one
 # process and two at once (the other rows vary only the environment these get).
 PORTABLE, MACHINE_TWICE = 2, 7
+ROWS = (1, PORTABLE, MACHINE_TWICE)  # 1: the baseline, which runs in any case
 
 
 def test_bench_prints_the_chosen_variants_against_the_hand_written_loop(prepared_slice, tmp_path):
@@ -42,7 +43,7 @@ def test_bench_prints_the_chosen_variants_against_the_hand_written_loop(prepared
     done = run_bench(*args)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
-    chosen = [bench.VARIANTS[i - 1] for i in (1, PORTABLE, MACHINE_TWICE)]
+    chosen = [bench.VARIANTS[i - 1] for i in ROWS]
     assert list(result["variants"]) == [v.label for v in chosen]
     assert [v.worker for v in chosen] == ["plain", "portable", "machine"]
     assert chosen[2].copies == 2
@@ -50,7 +51,7 @@ def test_bench_prints_the_chosen_variants_against_the_hand_written_loop(prepared
     assert result["machine"]["family_model"].count("/") == 1 and result["machine"]["isa_flags"]
     variants = result["variants"]
     base = variants[bench.BASELINE.label]
-    for number, (label, v) in zip((1, PORTABLE, MACHINE_TWICE), variants.items(), strict=True):
+    for number, (label, v) in zip(ROWS, variants.items(), strict=True):
         assert re.search(rf"│ +{number} │ {re.escape(label)}", done.stdout)  # the table's rows
         assert len(v["s_per_epoch"]) == 1 and v["s_per_epoch"][0] > 0
         expected = v["s_per_epoch"][0] / base["s_per_epoch"][0]
