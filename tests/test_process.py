@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from lenet_mnist import process
-from tests.conftest import stage_argv, stage_folder
+from tests.trained import one_epoch
 
 WAIT = "OMP_WAIT_POLICY"
 
@@ -65,16 +65,10 @@ def test_importing_nothing_new_freezes_nothing():
 
 @pytest.mark.slow
 def test_the_train_stage_started_without_a_wait_policy_trains_with_passive_waiting(
-    prepared_slice, tmp_path
+    prepared_slice, tmp_path_factory
 ):
     """What the run records is what OpenMP was started with: the stage set it before torch."""
-    prepared, _ = prepared_slice
-    folder = stage_folder(tmp_path, prepared, train__epochs=1)
-    base = {k: v for k, v in os.environ.items() if k != WAIT}
-    done = subprocess.run(
-        [*stage_argv("train"), "--params", str(folder.params)],
-        cwd=tmp_path, capture_output=True, text=True, env={**base, **folder.env()},
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    timings = json.loads((folder.data / "timings" / "train.json").read_text())
+    staged = one_epoch(prepared_slice, tmp_path_factory)  # started without one
+    assert staged["wait"] is None
+    timings = json.loads((staged["data"] / "timings" / "train.json").read_text())
     assert timings["numerics"][f"numerics.env.{WAIT}"] == "PASSIVE"

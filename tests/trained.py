@@ -8,13 +8,15 @@ publish (its own sqlite store) per test session.
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lenet_mnist.data import idx
-from tests.conftest import made_once, new_store, stage_folder, train_evaluate_publish
+from tests.conftest import made_once, new_store, stage_argv, stage_folder, train_evaluate_publish
 
 _done: dict[str, dict] = {}
 
@@ -44,17 +46,23 @@ def trained_slice(prepared_slice, tmp_path_factory: pytest.TempPathFactory) -> d
 
 
 def one_epoch(prepared_slice, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The train stage's outputs for the slice trained one epoch: {"data", "params"}.
+    """The train stage's outputs for the slice trained one epoch: {"data", "params", "wait"}.
 
     Made once per session, as trained_slice is, for the tests that compare another way of
     training the same values with the stage's own (a sweep job, other numerics) or read
-    its history (DVC's plots)."""
+    its history (DVC's plots). Started as from a user's shell, which sets no OpenMP wait
+    policy (the tests' own processes have one): "wait" is the one it was started with."""
 
     def make(root: Path) -> dict:
         folder = stage_folder(root, prepared_slice[0], train__epochs=1)
-        done = folder.run("train")
+        shell = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        env = {**shell, **folder.env()}
+        done = subprocess.run(
+            [*stage_argv("train"), "--params", str(folder.params)],
+            cwd=root, capture_output=True, text=True, env=env,
+        )  # fmt: skip
         assert done.returncode == 0, done.stderr[-3000:]
-        return {"data": folder.data, "params": folder.params}
+        return {"data": folder.data, "params": folder.params, "wait": env.get("OMP_WAIT_POLICY")}
 
     return _shared(tmp_path_factory, "one_epoch", make)
 
