@@ -11,7 +11,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, clone_repo, new_store, run_ok, slice_overrides
+from tests.conftest import REPO, run_ok, slice_overrides
+from tests.trained import committed_slice
 
 WORKFLOW = REPO / ".github/workflows/reproduce.yml"
 CHECKS = ("historical", "determinism", "restart", "determinism-restart")
@@ -50,19 +51,15 @@ def test_the_gpu_check_without_cuda_says_so_in_one_line_and_exits_0():
 @pytest.fixture(scope="module")
 def experimented(mnist_raw, tmp_path_factory):
     """A clone whose last commit is a slice run of the pipeline, and whose workspace holds
-    a `dvc exp run` of it at another batch size."""
-    root = tmp_path_factory.mktemp("experimented")
-    repo = clone_repo(root / "repo")
+    a `dvc exp run` of it at another batch size, both in the clone's own store."""
+    repo = committed_slice(mnist_raw, tmp_path_factory, tmp_path_factory.mktemp("ci") / "repo")
     bin_dir = str(Path(sys.executable).parent)
     env = {
         **os.environ,
-        "MLFLOW_TRACKING_URI": new_store(root),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}",
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
     }
     sets = [a for o in slice_overrides(mnist_raw) for a in ("-S", o)]
-    run_ok(*DVC, "exp", "run", *sets, "-S", "train.batch_size=50", cwd=repo, env=env)
-    run_ok("git", "add", "-A", cwd=repo)
-    run_ok("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run", cwd=repo)
     run_ok(*DVC, "exp", "run", "-n", "b100", *sets, "-S", "train.batch_size=100", cwd=repo, env=env)
     return repo, env
 

@@ -15,8 +15,9 @@ import time
 import pytest
 import yaml
 
-from tests.conftest import REPO, clone_repo, mlflow_runs, new_store, slice_overrides, write_params
+from tests.conftest import REPO, clone_repo, mlflow_runs, new_store, slice_overrides
 from tests.conftest import run_ok as _run
+from tests.trained import committed_slice
 
 pytestmark = pytest.mark.slow
 
@@ -202,29 +203,20 @@ def _locked_tree(repo, out):
 CACHED_OUTS = ("data/raw", "data/prepared", "data/model", "data/figures")
 
 
-def test_pushed_results_pull_into_a_fresh_clone_without_recomputing(clone, mnist_raw, tmp_path):
+def test_pushed_results_pull_into_a_fresh_clone_without_recomputing(
+    mnist_raw, tmp_path_factory, tmp_path
+):
     # Each clone logs to its own mlflow.db, as on two team members' machines.
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    write_params(
-        clone / "params.yaml",
-        data__sources=["local"],
-        data__source_dir=str(mnist_raw),
-        data__train_limit=3000,
-        data__val_size=500,
-        data__test_limit=500,
-        train__epochs=1,
-        trainer__compile=False,
-        trainer__enable_progress_bar=False,
-    )
-    _run(*DVC, "repro", cwd=clone, env=env)
-    assert len(_training_runs(clone / "mlflow.db")) == 1
     # Committed as this repository commits them: the uncached outputs (the check stage's
     # verdict, the metrics) in git, the cached ones only as hashes in dvc.lock.
-    _git("add", "params.yaml", "dvc.lock", "data/params-valid.txt", "data/metrics", cwd=clone)
+    clone = committed_slice(mnist_raw, tmp_path_factory, tmp_path / "repo")
+    assert len(_training_runs(clone / "mlflow.db")) == 1
+    assert _git("ls-files", "data/params-valid.txt", "data/metrics/test.json", cwd=clone)
     remote = tmp_path / "team-remote"
     _run(*DVC, "remote", "add", "-d", "team", str(remote), cwd=clone, env=env)
     _git("add", ".dvc/config", cwd=clone)
-    _git("commit", "-qm", "slice results, team remote", cwd=clone)
+    _git("commit", "-qm", "team remote", cwd=clone)
     assert not _git("status", "--porcelain", cwd=clone)
     _run(*DVC, "push", cwd=clone, env=env)
     assert any(remote.rglob("*.dir"))

@@ -9,14 +9,25 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lenet_mnist.data import idx
-from tests.conftest import made_once, new_store, stage_argv, stage_folder, train_evaluate_publish
+from tests.conftest import (
+    clone_repo,
+    made_once,
+    new_store,
+    run_ok,
+    slice_overrides,
+    stage_argv,
+    stage_folder,
+    train_evaluate_publish,
+)
 
 _done: dict[str, dict] = {}
 
@@ -65,6 +76,29 @@ def one_epoch(prepared_slice, tmp_path_factory: pytest.TempPathFactory) -> dict:
         return {"data": folder.data, "params": folder.params, "wait": env.get("OMP_WAIT_POLICY")}
 
     return _shared(tmp_path_factory, "one_epoch", make)
+
+
+def committed_slice(mnist_raw: Path, tmp_path_factory: pytest.TempPathFactory, dest: Path) -> Path:
+    """A copy, at `dest`, of a clone whose last commit is a `dvc exp run` of the slice at batch
+    size 50, logged to the clone's own mlflow.db (git-ignored): the state a user's
+    repository is in once a run is committed, for the tests that go on from there.
+
+    The clone is made once per session; each test gets a copy with its own DVC cache and
+    store, whose experiment keeps the clone's artifact folder (MLflow records it absolute)."""
+
+    def make(root: Path) -> dict:
+        repo = clone_repo(root / "repo")
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+        sets = [a for o in slice_overrides(mnist_raw) for a in ("-S", o)]
+        dvc = (sys.executable, "-m", "dvc")
+        run_ok(*dvc, "exp", "run", *sets, "-S", "train.batch_size=50", cwd=repo, env=env)
+        run_ok("git", "add", "-A", cwd=repo)
+        run_ok("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run", cwd=repo)
+        return {"repo": repo}
+
+    shutil.copytree(_shared(tmp_path_factory, "committed_slice", make)["repo"], dest, symlinks=True)
+    return dest
 
 
 def raw_test_images(mnist_raw: Path, n: int) -> np.ndarray:
