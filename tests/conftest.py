@@ -78,6 +78,7 @@ SLICE = {
     "data__test_limit": 500,
     "train__epochs": 2,
     "train__batch_size": 50,
+    "train__noise_probe__batches": 0,  # on in the probes' own test: 2,048 images more an epoch
     "trainer__enable_progress_bar": False,
 }
 

@@ -61,24 +61,22 @@ def _train(root, prepared, **overrides):
 
 @pytest.mark.slow
 def test_probes_on_or_off_the_outputs_are_bit_identical(prepared_slice, tmp_path_factory):
-    """Each probe on in one training and off in the other: the shared slice's training has
-    the noise probe on and the others off, this one the reverse."""
-    shared = trained_slice(prepared_slice, tmp_path_factory)
-    train = parse.load(shared["params"]).train
-    assert train.noise_probe.batches > 0 and train.val_every_n_steps is None
+    """Every probe on, against the shared slice's training, which has every probe off."""
+    off = trained_slice(prepared_slice, tmp_path_factory)
+    train = parse.load(off["params"]).train
+    assert train.noise_probe.batches == 0 and train.val_every_n_steps is None
     assert not train.test_every_epoch
-    flipped = {
+    on = {
         "train__val_every_n_steps": 25,
         "train__test_every_epoch": True,
         "train__targets": [0.5, 0.8, 0.9999],
-        "train__noise_probe__batches": 0,
+        "train__noise_probe__batches": 8,
     }
-    data, client, run = _train(tmp_path_factory.mktemp("flipped"), prepared_slice[0], **flipped)
+    data, client, run = _train(tmp_path_factory.mktemp("probes"), prepared_slice[0], **on)
     for output in ("model/weights.safetensors", "metrics/train_history.csv"):
-        assert (data / output).read_bytes() == (shared["data"] / output).read_bytes(), output
-    shared_client, (shared_run,) = mlflow_runs(shared["db"])
+        assert (data / output).read_bytes() == (off["data"] / output).read_bytes(), output
 
-    def series(key, client=client, run=run):
+    def series(key):
         return [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
 
     # Lightning calls a step with 4 updates (trainer.batch_group), 90 updates per epoch:
@@ -89,14 +87,13 @@ def test_probes_on_or_off_the_outputs_are_bit_identical(prepared_slice, tmp_path
         [step for step, _ in series("step_val_acc")] == expected == [28, 52, 76, 102, 126, 150, 178]
     )
     history = list(csv.DictReader((data / "metrics/train_history.csv").open()))
-    noise = series("noise_scale", shared_client, shared_run)
-    assert [s for s, _ in noise] == [int(r["iteration"]) for r in history]
-    assert all(0 < v < float("inf") for _, v in noise)
+    assert [s for s, _ in series("noise_scale")] == [int(r["iteration"]) for r in history]
+    assert all(0 < v < float("inf") for _, v in series("noise_scale"))
     assert len(series("epoch_test_acc")) == len(history)
     metrics = run.data.metrics
     first = next(r for r in history if float(r["val_acc"]) >= 0.8)
     assert metrics["epochs_to_val_acc_0.8"] == int(first["epoch"])
     assert metrics["iterations_to_val_acc_0.8"] <= int(first["iteration"])
     assert "iterations_to_val_acc_0.9999" not in metrics
-    assert not any(k.startswith("noise") for k in metrics)
-    assert not any(k.startswith(("epoch_test", "step_val")) for k in shared_run.data.metrics)
+    _, (run_off,) = mlflow_runs(off["db"])
+    assert not any(k.startswith(("noise", "epoch_test", "step_val")) for k in run_off.data.metrics)
