@@ -287,12 +287,14 @@ def hydra_train(*overrides: str, cwd: Path, db: str, background: bool = False):
 
 
 def sweep_overrides(prepared: Path, sweep_dir: Path, *grid: str) -> list[str]:
-    """A one-epoch multirun over `grid` on the prepared slice, eager to skip compile time."""
+    """A one-epoch multirun over `grid` on the prepared slice, eager to skip compile time,
+    without the noise probe (as SLICE), which is no part of a sweep's key or folders."""
     return [
         "-m",
         *grid,
         "train.epochs=1",
         "trainer.compile=false",
+        "train.noise_probe.batches=0",
         "trainer.enable_progress_bar=false",
         f"paths.prepared={prepared}",
         f"hydra.sweep.dir={sweep_dir}",
