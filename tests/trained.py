@@ -1,8 +1,11 @@
-"""One slice pipeline, trained and evaluated by the real stages, shared by the model tests.
+"""The slice's trainings that several tests share, each made once per test session by the
+real stages: a training costs seconds of imports before any work, so a test that would
+train the same values again reads the shared one instead.
 
 The stage tests of tests/test_pipeline_slice.py, serving, the predict command line and the
 MLflow model all answer for the same weights, so they share one run of train, evaluate and
-publish (its own sqlite store) per test session.
+publish (its own sqlite store); a one-epoch training and a committed `dvc exp run` serve
+the tests named in their docstrings.
 """
 
 from __future__ import annotations
