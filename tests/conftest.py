@@ -343,6 +343,12 @@ def sweep_2x1(prepared_slice, tmp_path_factory) -> dict:
     return made_once(tmp_path_factory, "sweep_2x1", make)
 
 
+# MLflow's server starts its GenAI job runner by default: a consumer process for each kind
+# of job, each importing MLflow, which costs more CPU than the server itself. No test reads
+# those jobs; off, the tracking API and the UI serve as they do with it on.
+NO_JOB_RUNNER = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 @contextmanager
 def serve_mlflow(*args: str) -> Iterator[str]:
     """A real `mlflow server` or `mlflow ui` on a free local port; yields its URL."""
@@ -351,7 +357,8 @@ def serve_mlflow(*args: str) -> Iterator[str]:
         port = s.getsockname()[1]
     mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent))
     argv = [mlflow, *args, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, **NO_JOB_RUNNER}
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(240):

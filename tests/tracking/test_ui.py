@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lenet_mnist.tracking import ui
-from tests.conftest import REPO, run_ok
+from tests.conftest import NO_JOB_RUNNER, REPO, run_ok
 
 
 @pytest.mark.parametrize(
@@ -83,12 +83,13 @@ def test_the_printed_ui_command_pasted_in_a_clone_whose_path_has_a_space_serves_
     tmp_path,
 ):
     """What a stage prints, pasted into a shell in the clone (with a free port added, so
-    that tests running side by side do not meet on the default one)."""
+    that tests running side by side do not meet on the default one, and without MLflow's
+    job runner, as NO_JOB_RUNNER says)."""
     clone = tmp_path / "my runs" / "repo"
     clone.mkdir(parents=True)
     (clone / "params.yaml").write_bytes((REPO / "params.yaml").read_bytes())
     bin_dir = str(Path(sys.executable).parent)
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | NO_JOB_RUNNER
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
     printed = run_ok(sys.executable, "-c", _PRINT_WHERE, cwd=clone, env=env)
     run_id = re.search(r"MLflow run (\w+): ", printed)[1]
