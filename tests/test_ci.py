@@ -11,8 +11,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, run_ok, slice_overrides
-from tests.trained import committed_slice
+from tests.conftest import REPO, run_ok
+from tests.trained import committed_sets, committed_slice
 
 WORKFLOW = REPO / ".github/workflows/reproduce.yml"
 CHECKS = ("historical", "determinism", "restart", "determinism-restart")
@@ -59,8 +59,7 @@ def experimented(mnist_raw, tmp_path_factory):
         "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}",
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
     }
-    sets = [a for o in slice_overrides(mnist_raw) for a in ("-S", o)]
-    run_ok(*DVC, "exp", "run", "-n", "b100", *sets, "-S", "train.batch_size=100", cwd=repo, env=env)
+    run_ok(*DVC, "exp", "run", "-n", "b100", *committed_sets(mnist_raw, 100), cwd=repo, env=env)
     return repo, env
 
 

@@ -15,9 +15,9 @@ import time
 import pytest
 import yaml
 
-from tests.conftest import REPO, clone_repo, mlflow_runs, new_store, slice_overrides
+from tests.conftest import REPO, mlflow_runs
 from tests.conftest import run_ok as _run
-from tests.trained import committed_slice
+from tests.trained import committed_sets, committed_slice
 
 pytestmark = pytest.mark.slow
 
@@ -25,30 +25,16 @@ pytestmark = pytest.mark.slow
 DVC = (sys.executable, "-m", "dvc")
 
 
-@pytest.fixture
-def clone(tmp_path):
-    return clone_repo(tmp_path / "repo")
-
-
-def test_exp_run_composes_overrides_and_runs_all_stages(clone, mnist_raw, tmp_path):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": new_store(tmp_path)}
-    overrides = ["experiment=fast", *slice_overrides(mnist_raw), "train.batch_size=25"]
-    _run(
-        "dvc",
-        "exp",
-        "run",
-        "-n",
-        "slice",
-        *[a for o in overrides for a in ("-S", o)],
-        cwd=clone,
-        env=env,
-    )
+def test_exp_run_composes_overrides_and_runs_all_stages(mnist_raw, tmp_path_factory, tmp_path):
+    # committed_slice's `dvc exp run -n slice -S ...`, with the fast preset, then committed.
+    clone = committed_slice(mnist_raw, tmp_path_factory, tmp_path / "repo")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     composed = yaml.safe_load((clone / "params.yaml").read_text())
-    assert composed["train"]["batch_size"] == 25 and composed["data"]["train_limit"] == 3000
+    assert composed["train"]["batch_size"] == 50 and composed["data"]["train_limit"] == 3000
     assert composed["optimizer"]["scheduler"] == "onecycle"  # from the preset
     metrics = json.loads((clone / "data/metrics/test.json").read_text())
     assert 0.5 < metrics["test_acc"] <= 1
-    shown = json.loads(_run(*DVC, "exp", "show", "--json", cwd=clone, env=env))
+    shown = json.loads(_run(*DVC, "exp", "show", "--json", "-n", "2", cwd=clone, env=env))
     assert "slice" in json.dumps(shown) and "test_acc" in json.dumps(shown)
     # Nothing changed since: the pipeline is up to date.
     assert "up to date" in _run(*DVC, "status", cwd=clone, env=env)
@@ -143,37 +129,33 @@ def _readme_exp_show(clone, env) -> str:
     return table
 
 
-def test_queued_grid_runs_shows_and_is_not_trained_twice(clone, mnist_raw):
-    # No MLFLOW_TRACKING_URI: the queued copies must log into the clone's own mlflow.db.
+def test_queued_grid_runs_shows_and_is_not_trained_twice(mnist_raw, tmp_path_factory, tmp_path):
+    # No MLFLOW_TRACKING_URI: the queued copies must log into the clone's own mlflow.db,
+    # which holds committed_slice's run, at batch size 50.
+    clone = committed_slice(mnist_raw, tmp_path_factory, tmp_path / "repo")
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    slice_ = [*slice_overrides(mnist_raw), "trainer.compile=false"]
-    sets = [a for o in slice_ for a in ("-S", o)]
-    queue = ["dvc", "exp", "run", "--queue", "-S", "train.batch_size=50,100", *sets]
-    _run(*queue, cwd=clone, env=env)
+    (committed,) = _training_runs(clone / "mlflow.db")
+    _run("dvc", "exp", "run", "--queue", *committed_sets(mnist_raw, "50,100"), cwd=clone, env=env)
     _run(*DVC, "queue", "start", cwd=clone, env=env)
     status = _wait_for_queue(clone, env)
     assert status.count("Success") == 2, status
     shown = json.loads(_run(*DVC, "exp", "show", "--json", cwd=clone, env=env))
     exps = [e for rev in shown for e in (rev.get("experiments") or [])]
-    points = {}
+    points, names = {}, {}
     for exp in exps:
         data = exp["revs"][0]["data"]
         size = data["params"]["params.yaml"]["data"]["train"]["batch_size"]
         points[size] = data["metrics"]["data/metrics/test.json"]["data"]["test_acc"]
+        names[size] = exp["name"]
     assert set(points) == {50, 100} and all(0.2 < a <= 1 for a in points.values()), points
+    # The committed point is not trained again: DVC's run cache restores its training.
     trained = _training_runs(clone / "mlflow.db")
-    assert sorted(r.data.params["train.batch_size"] for r in trained) == ["100", "50"]
-    names = {e["name"] for e in exps}
-    assert {r.data.tags["dvc_exp_name"] for r in trained} == names  # MLflow run <-> DVC exp
+    (new,) = [r for r in trained if r.info.run_id != committed.info.run_id]
+    assert new.data.params["train.batch_size"] == "100"
+    assert new.data.tags["dvc_exp_name"] == names[100]  # MLflow run <-> DVC exp
     table = _readme_exp_show(clone, env)
-    assert table.count(" 50 ") == table.count(" 100 ") == 1, table  # one row per point
-
-    # A point of the grid again: DVC's run cache restores every stage instead of training.
-    _run("dvc", "exp", "run", "--queue", "-S", "train.batch_size=100", *sets, cwd=clone, env=env)
-    _run(*DVC, "queue", "start", cwd=clone, env=env)
-    status = _wait_for_queue(clone, env)
-    assert status.count("Success") == 3, status
-    assert len(_training_runs(clone / "mlflow.db")) == len(trained)
+    # One row per point, beside the workspace's and HEAD's (the committed batch size 50).
+    assert table.count(" 100 ") == 1 and table.count(" 50 ") == 3, table
 
 
 def _git(*args, cwd):

@@ -81,9 +81,16 @@ def one_epoch(prepared_slice, tmp_path_factory: pytest.TempPathFactory) -> dict:
     return _shared(tmp_path_factory, "one_epoch", make)
 
 
+def committed_sets(mnist_raw: Path, batch_size: int | str = 50) -> list[str]:
+    """`dvc exp run`'s `-S` arguments for committed_slice's values at `batch_size` (a Hydra
+    sweep such as "50,100" too): the slice, one epoch, with the `fast` preset."""
+    overrides = ["experiment=fast", *slice_overrides(mnist_raw), f"train.batch_size={batch_size}"]
+    return [a for o in overrides for a in ("-S", o)]
+
+
 def committed_slice(mnist_raw: Path, tmp_path_factory: pytest.TempPathFactory, dest: Path) -> Path:
-    """A copy, at `dest`, of a clone whose last commit is a `dvc exp run` of the slice at batch
-    size 50, logged to the clone's own mlflow.db (git-ignored): the state a user's
+    """A copy, at `dest`, of a clone whose last commit is `dvc exp run -n slice` of
+    committed_sets, logged to the clone's own mlflow.db (git-ignored): the state a user's
     repository is in once a run is committed, for the tests that go on from there.
 
     The clone is made once per session; each test gets a copy with its own DVC cache and
@@ -93,9 +100,8 @@ def committed_slice(mnist_raw: Path, tmp_path_factory: pytest.TempPathFactory, d
         repo = clone_repo(root / "repo")
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-        sets = [a for o in slice_overrides(mnist_raw) for a in ("-S", o)]
         dvc = (sys.executable, "-m", "dvc")
-        run_ok(*dvc, "exp", "run", *sets, "-S", "train.batch_size=50", cwd=repo, env=env)
+        run_ok(*dvc, "exp", "run", "-n", "slice", *committed_sets(mnist_raw), cwd=repo, env=env)
         run_ok("git", "add", "-A", cwd=repo)
         run_ok("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run", cwd=repo)
         return {"repo": repo}
