@@ -213,6 +213,12 @@ def run_ok(*cmd, cwd, env=None) -> str:
     return done.stdout
 
 
+def venv_shell(env: dict[str, str]) -> dict[str, str]:
+    """`env` with this interpreter's bin folder first on PATH, as in a shell where the venv
+    is active: the `python` of DVC's stage commands and a pasted `mlflow` are the venv's."""
+    return {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"}
+
+
 def clone_repo(repo: Path) -> Path:
     """The working tree's tracked and new files, committed in a new git repo: what a clone
     of this commit holds, without the committed metrics (a clone's run writes its own)."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, venv_shell
 
 # What dvc.yaml's check stage reads and hashes, besides params.yaml.
 CHECK_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", "src/lenet_mnist/stages/check.py")
@@ -19,9 +19,12 @@ CHECK_MODULES = ("src/lenet_mnist/errors.py", "src/lenet_mnist/outputs.py")
 
 
 def _dvc(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     return subprocess.run(
-        [sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True, env=env
+        [sys.executable, "-m", "dvc", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=venv_shell(dict(os.environ)),
     )
 
 

@@ -9,12 +9,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from lenet_mnist.tracking import ui
-from tests.conftest import NO_JOB_RUNNER, REPO, run_ok
+from tests.conftest import NO_JOB_RUNNER, REPO, run_ok, venv_shell
 
 
 @pytest.mark.parametrize(
@@ -88,9 +87,8 @@ def test_the_printed_ui_command_pasted_in_a_clone_whose_path_has_a_space_serves_
     clone = tmp_path / "my runs" / "repo"
     clone.mkdir(parents=True)
     (clone / "params.yaml").write_bytes((REPO / "params.yaml").read_bytes())
-    bin_dir = str(Path(sys.executable).parent)
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | NO_JOB_RUNNER
-    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    env = venv_shell({k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"})
+    env |= NO_JOB_RUNNER
     printed = run_ok(sys.executable, "-c", _PRINT_WHERE, cwd=clone, env=env)
     run_id = re.search(r"MLflow run (\w+): ", printed)[1]
     (command,) = [ln.split("start the UI first: ", 1)[1] for ln in printed.splitlines()[2:]]
