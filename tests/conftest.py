@@ -213,9 +213,11 @@ def run_ok(*cmd, cwd, env=None) -> str:
     return done.stdout
 
 
-def venv_shell(env: dict[str, str]) -> dict[str, str]:
-    """`env` with this interpreter's bin folder first on PATH, as in a shell where the venv
-    is active: the `python` of DVC's stage commands and a pasted `mlflow` are the venv's."""
+def user_shell() -> dict[str, str]:
+    """The environment of a user's shell in a clone: the venv active (its bin first on PATH,
+    so the `python` of DVC's stage commands and a pasted `mlflow` are the venv's) and no
+    MLFLOW_TRACKING_URI, so each repository logs to its own mlflow.db."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     return {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"}
 
 

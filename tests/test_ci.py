@@ -11,7 +11,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, run_ok, venv_shell
+from tests.conftest import REPO, run_ok, user_shell
 from tests.trained import committed_sets, committed_slice
 
 WORKFLOW = REPO / ".github/workflows/reproduce.yml"
@@ -53,7 +53,7 @@ def experimented(mnist_raw, tmp_path_factory):
     """A clone whose last commit is a slice run of the pipeline, and whose workspace holds
     a `dvc exp run` of it at another batch size, both in the clone's own store."""
     repo = committed_slice(mnist_raw, tmp_path_factory, tmp_path_factory.mktemp("ci") / "repo")
-    env = venv_shell({**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"})
+    env = user_shell() | {"MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"}
     run_ok(*DVC, "exp", "run", "-n", "b100", *committed_sets(mnist_raw, 100), cwd=repo, env=env)
     return repo, env
 

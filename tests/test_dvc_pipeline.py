@@ -6,7 +6,6 @@ working tree as a new clone would, and the real MNIST files come from the local 
 
 import hashlib
 import json
-import os
 import re
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import time
 import pytest
 import yaml
 
-from tests.conftest import REPO, mlflow_runs
+from tests.conftest import REPO, mlflow_runs, user_shell
 from tests.conftest import run_ok as _run
 from tests.trained import committed_sets, committed_slice
 
@@ -28,7 +27,7 @@ DVC = (sys.executable, "-m", "dvc")
 def test_exp_run_composes_overrides_and_runs_all_stages(mnist_raw, tmp_path_factory, tmp_path):
     # committed_slice's `dvc exp run -n slice -S ...`, with the fast preset, then committed.
     clone = committed_slice(mnist_raw, tmp_path_factory, tmp_path / "repo")
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = user_shell()
     composed = yaml.safe_load((clone / "params.yaml").read_text())
     assert composed["train"]["batch_size"] == 50 and composed["data"]["train_limit"] == 3000
     assert composed["optimizer"]["scheduler"] == "onecycle"  # from the preset
@@ -133,7 +132,7 @@ def test_queued_grid_runs_shows_and_is_not_trained_twice(mnist_raw, tmp_path_fac
     # No MLFLOW_TRACKING_URI: the queued copies must log into the clone's own mlflow.db,
     # which holds committed_slice's run, at batch size 50.
     clone = committed_slice(mnist_raw, tmp_path_factory, tmp_path / "repo")
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = user_shell()
     (committed,) = _training_runs(clone / "mlflow.db")
     _run("dvc", "exp", "run", "--queue", *committed_sets(mnist_raw, "50,100"), cwd=clone, env=env)
     _run(*DVC, "queue", "start", cwd=clone, env=env)
@@ -189,7 +188,7 @@ def test_pushed_results_pull_into_a_fresh_clone_without_recomputing(
     mnist_raw, tmp_path_factory, tmp_path
 ):
     # Each clone logs to its own mlflow.db, as on two team members' machines.
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = user_shell()
     # Committed as this repository commits them: the uncached outputs (the check stage's
     # verdict, the metrics) in git, the cached ones only as hashes in dvc.lock.
     clone = committed_slice(mnist_raw, tmp_path_factory, tmp_path / "repo")

@@ -30,7 +30,7 @@ from tests.conftest import (
     stage_argv,
     stage_folder,
     train_evaluate_publish,
-    venv_shell,
+    user_shell,
 )
 
 _done: dict[str, dict] = {}
@@ -99,7 +99,7 @@ def committed_slice(mnist_raw: Path, tmp_path_factory: pytest.TempPathFactory, d
 
     def make(root: Path) -> dict:
         repo = clone_repo(root / "repo")
-        env = venv_shell({k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"})
+        env = user_shell()
         dvc = (sys.executable, "-m", "dvc")
         run_ok(*dvc, "exp", "run", "-n", "slice", *committed_sets(mnist_raw), cwd=repo, env=env)
         run_ok("git", "add", "-A", cwd=repo)

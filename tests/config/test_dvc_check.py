@@ -1,7 +1,6 @@
 """The check stage as `dvc repro` runs it: it sees every key of params.yaml, and its verdict
 stays the same bytes for any valid one, so passing it reruns nothing downstream."""
 
-import os
 import shutil
 import subprocess
 import sys
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, venv_shell
+from tests.conftest import REPO, user_shell
 
 # What dvc.yaml's check stage reads and hashes, besides params.yaml.
 CHECK_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", "src/lenet_mnist/stages/check.py")
@@ -24,7 +23,7 @@ def _dvc(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         cwd=cwd,
         capture_output=True,
         text=True,
-        env=venv_shell(dict(os.environ)),
+        env=user_shell(),
     )
 
 

@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from lenet_mnist.tracking import ui
-from tests.conftest import NO_JOB_RUNNER, REPO, run_ok, venv_shell
+from tests.conftest import NO_JOB_RUNNER, REPO, run_ok, user_shell
 
 
 @pytest.mark.parametrize(
@@ -87,7 +87,7 @@ def test_the_printed_ui_command_pasted_in_a_clone_whose_path_has_a_space_serves_
     clone = tmp_path / "my runs" / "repo"
     clone.mkdir(parents=True)
     (clone / "params.yaml").write_bytes((REPO / "params.yaml").read_bytes())
-    env = venv_shell({k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"})
+    env = user_shell()
     env |= NO_JOB_RUNNER
     printed = run_ok(sys.executable, "-c", _PRINT_WHERE, cwd=clone, env=env)
     run_id = re.search(r"MLflow run (\w+): ", printed)[1]
